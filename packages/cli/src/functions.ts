@@ -1,0 +1,196 @@
+/**
+ * Hosts local functions in embedded mode. A `Function` manifest (core.openfunction.io/v1beta1)
+ * names its module with the annotation `ofevents.io/module` (a path relative to the manifest
+ * file, .js or .mjs). The module's default export is `(event, ctx) => result`:
+ * - sync functions (`serving.runtime: knative`, the default) are served over HTTP at
+ *   `http://{host}:{port}/{namespace}/{name}`; the result becomes the JSON answer, a throw a 500
+ *   (or the error's `status`);
+ * - async functions (`serving.runtime: async`) consume `serving.inputs[].topic` from the bus; a
+ *   throw makes the bus redeliver the event.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { dirname, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { HTTP } from "cloudevents";
+import {
+  ErrorCode,
+  MODULE_ANNOTATION,
+  OfEventsError,
+  isSyncFunction,
+  newEvent,
+  type CloudEvent,
+  type FunctionResource,
+  type Located,
+  type Logger,
+} from "@ofevents/core";
+import type { EventBus, Subscription } from "@ofevents/eventbus";
+
+export interface FunctionContext {
+  name: string;
+  namespace: string;
+  logger: Logger;
+  /** Publishes data (or a whole CloudEvent) to a bus topic. */
+  publish(topic: string, dataOrEvent: unknown): Promise<void>;
+}
+
+export type FunctionHandler = (event: CloudEvent, ctx: FunctionContext) => unknown;
+
+export interface FunctionHost {
+  /** URL of a sync function, or undefined when no such sync function is hosted. */
+  urlOf(namespace: string, name: string): string | undefined;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+async function loadHandler(fn: Located<FunctionResource>): Promise<FunctionHandler> {
+  const rel = fn.resource.metadata.annotations?.[MODULE_ANNOTATION];
+  if (rel === undefined) {
+    throw new OfEventsError(
+      ErrorCode.FunctionLoad,
+      `Function ${fn.resource.metadata.name} (${fn.file}): add the annotation ${MODULE_ANNOTATION} naming its local module to run it embedded`,
+    );
+  }
+  const path = resolve(dirname(fn.file), rel);
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(pathToFileURL(path).href)) as { default?: unknown };
+  } catch (err) {
+    throw new OfEventsError(ErrorCode.FunctionLoad, `Function ${fn.resource.metadata.name}: cannot load ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof mod.default !== "function") {
+    throw new OfEventsError(ErrorCode.FunctionLoad, `Function ${fn.resource.metadata.name}: ${path} has no default export function`);
+  }
+  return mod.default as FunctionHandler;
+}
+
+function readAll(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((res, rej) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    req.on("data", (c: Buffer) => {
+      n += c.length;
+      if (n > limit) {
+        rej(new Error("payload too large"));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => res(Buffer.concat(chunks)));
+    req.on("error", rej);
+  });
+}
+
+export async function startFunctionHost(o: {
+  functions: Located<FunctionResource>[];
+  busFor: (fn: FunctionResource, component: string | undefined) => EventBus;
+  logger: Logger;
+  host: string;
+  port: number;
+}): Promise<FunctionHost> {
+  const log = o.logger.child({ component: "functions" });
+  const sync = new Map<string, { handler: FunctionHandler; ctx: FunctionContext }>();
+  const subs: Subscription[] = [];
+
+  const makeCtx = (fn: FunctionResource, bus: EventBus | undefined): FunctionContext => {
+    const namespace = fn.metadata.namespace ?? "default";
+    return {
+      name: fn.metadata.name,
+      namespace,
+      logger: o.logger.child({ component: "function", function: `${namespace}/${fn.metadata.name}` }),
+      async publish(topic, dataOrEvent) {
+        const b = bus ?? o.busFor(fn, undefined);
+        const isEvent =
+          typeof dataOrEvent === "object" && dataOrEvent !== null && "specversion" in dataOrEvent && "id" in dataOrEvent;
+        await b.publish(
+          topic,
+          isEvent
+            ? (dataOrEvent as CloudEvent)
+            : newEvent({ source: `/apis/v1/namespaces/${namespace}/functions/${fn.metadata.name}`, type: "io.openfunction.function.output", data: dataOrEvent }),
+        );
+      },
+    };
+  };
+
+  for (const located of o.functions) {
+    const fn = located.resource;
+    const handler = await loadHandler(located);
+    const namespace = fn.metadata.namespace ?? "default";
+    if (isSyncFunction(fn)) {
+      sync.set(`/${namespace}/${fn.metadata.name}`, { handler, ctx: makeCtx(fn, undefined) });
+      continue;
+    }
+    for (const input of fn.spec.serving?.inputs ?? []) {
+      if (input.topic === undefined) continue;
+      const bus = o.busFor(fn, input.component);
+      const ctx = makeCtx(fn, bus);
+      subs.push(
+        await bus.subscribe(
+          [input.topic],
+          async (event) => {
+            await handler(event, ctx);
+          },
+          { group: `function-${namespace}-${fn.metadata.name}` },
+        ),
+      );
+      log.info({ function: `${namespace}/${fn.metadata.name}`, topic: input.topic }, "async function subscribed");
+    }
+  }
+
+  let server: Server | undefined;
+  let port = o.port;
+  if (sync.size > 0) {
+    server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const path = (req.url ?? "/").split("?")[0]!.replace(/\/$/, "");
+      const entry = sync.get(path);
+      const reply = (status: number, body: unknown): void => {
+        if (res.headersSent) return;
+        res.writeHead(status, { "content-type": "application/json" }).end(body === undefined ? "" : JSON.stringify(body));
+      };
+      if (entry === undefined) return reply(404, { error: `no function at ${path}` });
+      readAll(req, 10 * 1024 * 1024)
+        .then(async (body) => {
+          let event: CloudEvent;
+          try {
+            const decoded = HTTP.toEvent({ headers: req.headers, body: body.toString("utf8") });
+            event = { ...(Array.isArray(decoded) ? decoded[0] : decoded) } as CloudEvent;
+          } catch (err) {
+            return reply(400, { error: `not a CloudEvent: ${(err as Error).message}` });
+          }
+          try {
+            const result = await entry.handler(event, entry.ctx);
+            return reply(200, result ?? { ok: true });
+          } catch (err) {
+            const status = (err as { status?: unknown }).status;
+            return reply(typeof status === "number" && status >= 400 && status < 600 ? status : 500, { error: (err as Error).message });
+          }
+        })
+        .catch((err: unknown) => reply(400, { error: (err as Error).message }));
+    });
+    const s = server;
+    await new Promise<void>((res, rej) => {
+      s.once("error", rej);
+      s.listen(o.port, o.host, () => res());
+    });
+    port = (s.address() as AddressInfo).port;
+    for (const path of sync.keys()) log.info({ url: `http://${o.host}:${port}${path}` }, "sync function serving");
+  }
+
+  return {
+    port,
+    urlOf(namespace, name) {
+      return sync.has(`/${namespace}/${name}`) ? `http://${o.host}:${port}/${namespace}/${name}` : undefined;
+    },
+    async stop() {
+      await Promise.allSettled(subs.map((s) => s.close()));
+      if (server !== undefined) {
+        const s = server;
+        await new Promise<void>((r) => {
+          s.close(() => r());
+          s.closeIdleConnections();
+        });
+      }
+    },
+  };
+}

@@ -1,0 +1,226 @@
+/**
+ * The `ofevents` command. Returns the process exit code; never calls process.exit itself except on
+ * a second interrupt.
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import {
+  ManifestError,
+  createLogger,
+  createSinkClient,
+  formatIssue,
+  generateCrds,
+  newEvent,
+  type LogFormat,
+} from "@ofevents/core";
+import { startEmbedded, validateAll } from "./embedded.js";
+
+const USAGE = `ofevents: an OpenFunction-Events-style event framework
+
+Usage:
+  ofevents run -f <file|folder>... [--log-level info] [--log-format pretty|json] [--host 127.0.0.1] [--functions-port 8080]
+      Run every EventSource, Trigger and local Function in one process.
+  ofevents validate -f <file|folder>...
+      Print every problem in the manifests; exit 1 when there is one.
+  ofevents publish --url <url> --type <type> --source <source> [--id <id>] [--subject <s>]
+                   [--data <text> | --data-file <path|->] [--content-type <type>] [--ext key=value]... [--structured]
+      Send one CloudEvent to a URL.
+  ofevents crds [--out crds] [--check]
+      Write (or check) the CustomResourceDefinitions generated from the schemas.
+`;
+
+type Write = (s: string) => void;
+
+export interface MainIO {
+  out?: Write;
+  err?: Write;
+  stdin?: NodeJS.ReadableStream;
+}
+
+export async function main(argv: string[], io: MainIO = {}): Promise<number> {
+  const out = io.out ?? ((s) => process.stdout.write(s));
+  const err = io.err ?? ((s) => process.stderr.write(s));
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "run":
+        return await run(rest, out, err);
+      case "validate":
+        return await validate(rest, out, err);
+      case "publish":
+        return await publish(rest, out, err, io.stdin ?? process.stdin);
+      case "crds":
+        return await crds(rest, out, err);
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        out(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        err(`unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    if (e instanceof ManifestError) {
+      for (const i of e.issues) err(`${formatIssue(i)}\n`);
+      return 1;
+    }
+    err(`error: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+function files(values: { file?: string[] | undefined }, positionals: string[]): string[] {
+  const f = [...(values.file ?? []), ...positionals];
+  if (f.length === 0) throw new Error("name manifests with -f <file|folder>");
+  return f;
+}
+
+async function run(args: string[], out: Write, err: Write): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      file: { type: "string", short: "f", multiple: true },
+      "log-level": { type: "string", default: "info" },
+      "log-format": { type: "string" },
+      host: { type: "string", default: "127.0.0.1" },
+      "functions-port": { type: "string", default: "8080" },
+    },
+  });
+  const format = (values["log-format"] ?? (process.stdout.isTTY ? "pretty" : "json")) as LogFormat;
+  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
+  const logger = createLogger({ level: values["log-level"], format, write: out });
+  const port = Number(values["functions-port"]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--functions-port must be a port number`);
+  const embedded = await startEmbedded({ paths: files(values, positionals), logger, host: values.host, functionsPort: port });
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++;
+      if (signals > 1) {
+        err(`second ${sig}: exiting now\n`);
+        process.exit(130);
+      }
+      logger.info({ signal: sig }, "shutting down: finishing in-flight events");
+      embedded.stop().then(resolve, (e: unknown) => {
+        err(`shutdown failed: ${(e as Error).message}\n`);
+        resolve();
+      });
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+  logger.info("stopped");
+  return 0;
+}
+
+async function validate(args: string[], out: Write, err: Write): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { file: { type: "string", short: "f", multiple: true } },
+  });
+  const { manifests, issues } = await validateAll(files(values, positionals));
+  for (const i of issues) err(`${formatIssue(i)}\n`);
+  const count =
+    manifests.eventSources.length + manifests.eventBuses.length + manifests.clusterEventBuses.length + manifests.triggers.length;
+  if (issues.length > 0) {
+    err(`${issues.length} problem${issues.length === 1 ? "" : "s"} found\n`);
+    return 1;
+  }
+  out(`${count} resource${count === 1 ? "" : "s"} valid (${manifests.functions.length} functions, ${manifests.skipped.length} documents of other kinds skipped)\n`);
+  return 0;
+}
+
+async function readStream(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(typeof c === "string" ? Buffer.from(c) : (c as Buffer));
+  return Buffer.concat(chunks);
+}
+
+async function publish(args: string[], out: Write, _err: Write, stdin: NodeJS.ReadableStream): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      url: { type: "string" },
+      type: { type: "string" },
+      source: { type: "string", default: "/ofevents/cli" },
+      id: { type: "string" },
+      subject: { type: "string" },
+      data: { type: "string" },
+      "data-file": { type: "string" },
+      "content-type": { type: "string" },
+      ext: { type: "string", multiple: true },
+      structured: { type: "boolean", default: false },
+      timeout: { type: "string", default: "10000" },
+    },
+  });
+  if (values.url === undefined || !URL.canParse(values.url)) throw new Error("--url <url> is required");
+  if (values.type === undefined) throw new Error("--type <type> is required");
+  let raw: Buffer | undefined;
+  if (values["data-file"] !== undefined) raw = values["data-file"] === "-" ? await readStream(stdin) : await readFile(values["data-file"]);
+  else if (values.data !== undefined) raw = Buffer.from(values.data);
+  const contentType = values["content-type"] ?? "application/json";
+  let data: unknown;
+  if (raw !== undefined) {
+    if (contentType.includes("json")) {
+      try {
+        data = JSON.parse(raw.toString("utf8"));
+      } catch (e) {
+        throw new Error(`data is not valid JSON (set --content-type for other data): ${(e as Error).message}`);
+      }
+    } else if (contentType.startsWith("text/")) data = raw.toString("utf8");
+    else data = new Uint8Array(raw);
+  }
+  const extensions: Record<string, string> = {};
+  for (const kv of values.ext ?? []) {
+    const i = kv.indexOf("=");
+    if (i <= 0) throw new Error(`--ext wants key=value, got "${kv}"`);
+    extensions[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  const event = newEvent({
+    id: values.id,
+    type: values.type,
+    source: values.source,
+    subject: values.subject,
+    data,
+    datacontenttype: raw === undefined ? undefined : contentType,
+    extensions,
+  });
+  const client = createSinkClient({ connections: 1 });
+  try {
+    const res = await client.send(values.url, event, { format: values.structured ? "structured" : "binary", timeoutMs: Number(values.timeout) });
+    out(`${res.status} ${event.id}${res.body.length > 0 ? ` ${res.body.toString("utf8")}` : ""}\n`);
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+async function crds(args: string[], out: Write, err: Write): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { out: { type: "string", default: "crds" }, check: { type: "boolean", default: false } },
+  });
+  const generated = generateCrds();
+  if (values.check) {
+    let stale = 0;
+    for (const [name, text] of Object.entries(generated)) {
+      const current = await readFile(join(values.out, name), "utf8").catch(() => undefined);
+      if (current !== text) {
+        err(`${join(values.out, name)} is out of date; run: ofevents crds\n`);
+        stale++;
+      }
+    }
+    return stale === 0 ? 0 : 1;
+  }
+  await mkdir(values.out, { recursive: true });
+  for (const [name, text] of Object.entries(generated)) {
+    await writeFile(join(values.out, name), text);
+    out(`wrote ${join(values.out, name)}\n`);
+  }
+  return 0;
+}

@@ -1,0 +1,101 @@
+export {
+  ErrorCode,
+  OfEventsError,
+  ManifestError,
+  ExpressionError,
+  BusError,
+  DeliveryError,
+  EventError,
+  SourceError,
+  formatIssue,
+  hasCode,
+} from "./errors.js";
+export type { OfEventsErrorOptions, ValidationIssue } from "./errors.js";
+
+export {
+  API_GROUP,
+  API_VERSION,
+  BusKind,
+  DEFAULT_NAMESPACE,
+  Kind,
+  SourceKind,
+  busTopic,
+  clusterEventBusSchema,
+  correlationSchema,
+  deliverySchema,
+  eventBusSchema,
+  eventBusSpecSchema,
+  eventSourceSchema,
+  namespaceOf,
+  schemas,
+  sinkSchema,
+  sourceKinds,
+  subscriberSchema,
+  triggerSchema,
+} from "./schemas.js";
+export type {
+  AnyEventBus,
+  ClusterEventBus,
+  CronSpec,
+  Delivery,
+  EventBus,
+  EventBusSpec,
+  EventSource,
+  Input,
+  KafkaSourceSpec,
+  MqttSourceSpec,
+  RedisSourceSpec,
+  Resource,
+  SecretKeySelector,
+  Sink,
+  Subscriber,
+  Trigger,
+  WebhookSpec,
+} from "./schemas.js";
+
+export { FUNCTION_API_GROUP, MODULE_ANNOTATION, functionSchema, isSyncFunction, secretSchema } from "./functions.js";
+export type { FunctionResource, SecretResource } from "./functions.js";
+
+export { listManifestFiles, loadManifests, loadManifestsOrThrow, parseManifestText } from "./loader.js";
+export type { Located, Manifests, SkippedDocument } from "./loader.js";
+export { validateSemantics } from "./validate.js";
+export { generateCrds } from "./crds.js";
+
+export { durationMs, parseDuration } from "./duration.js";
+export { backoffDelay, sleep } from "./backoff.js";
+export type { BackoffOptions, BackoffPolicy } from "./backoff.js";
+
+export {
+  assertCloudEvent,
+  decodeEvent,
+  encodeEvent,
+  eventData,
+  extensionsOf,
+  newEvent,
+  setExtension,
+} from "./cloudevent.js";
+export type { CloudEvent, NewEventInit } from "./cloudevent.js";
+
+export { createLogger, silentLogger, toLogLevel } from "./logger.js";
+export type { LogFormat, LogLevel, Logger, LoggerOptions } from "./logger.js";
+
+export { createInstrumentation } from "./instrumentation.js";
+export type { Instrumentation, Listener } from "./instrumentation.js";
+
+export { createExpressionEngine } from "./expr/jsonata.js";
+export type { CompiledExpression, ExpressionEngine, ExpressionEngineOptions, ExpressionIssue } from "./expr/jsonata.js";
+export {
+  conditionInputs,
+  evaluateCondition,
+  formatCondition,
+  parseCondition,
+  positiveInputs,
+  satisfyingInputs,
+} from "./expr/condition.js";
+export type { ConditionAst } from "./expr/condition.js";
+
+export { createSecretResolver } from "./secrets.js";
+export type { SecretResolver } from "./secrets.js";
+
+export { DEFAULT_DELIVERY, createSinkClient, deliveryPolicy, encodeHttp } from "./sink.js";
+export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";

@@ -1,0 +1,245 @@
+/**
+ * Loads manifests from files and folders: multi-document YAML (or JSON), every problem reported at
+ * once with the file, document index, resource and field path. Kinds we do not own are skipped
+ * with a note, so a folder that also holds Deployments loads.
+ */
+import { readdir, readFile, stat } from "node:fs/promises";
+import { extname, join, resolve } from "node:path";
+import { parseAllDocuments } from "yaml";
+import type { z } from "zod";
+import { ErrorCode, ManifestError, type ValidationIssue } from "./errors.js";
+import { functionSchema, secretSchema, type FunctionResource, type SecretResource } from "./functions.js";
+import {
+  API_GROUP,
+  Kind,
+  schemas,
+  type ClusterEventBus,
+  type EventBus,
+  type EventSource,
+  type Resource,
+  type Trigger,
+} from "./schemas.js";
+import { validateSemantics } from "./validate.js";
+
+/** A resource and where it came from. */
+export interface Located<T> {
+  resource: T;
+  file: string;
+  docIndex: number;
+}
+
+export interface SkippedDocument {
+  file: string;
+  docIndex: number;
+  apiVersion: string;
+  kind: string;
+  name: string | undefined;
+}
+
+export interface Manifests {
+  eventSources: Located<EventSource>[];
+  eventBuses: Located<EventBus>[];
+  clusterEventBuses: Located<ClusterEventBus>[];
+  triggers: Located<Trigger>[];
+  functions: Located<FunctionResource>[];
+  secrets: Located<SecretResource>[];
+  skipped: SkippedDocument[];
+  issues: ValidationIssue[];
+}
+
+const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
+
+/** Expands files and folders (recursively, sorted) into manifest files. */
+export async function listManifestFiles(paths: readonly string[]): Promise<{ files: string[]; issues: ValidationIssue[] }> {
+  const files: string[] = [];
+  const issues: ValidationIssue[] = [];
+  async function walk(p: string, explicit: boolean): Promise<void> {
+    let st;
+    try {
+      st = await stat(p);
+    } catch (err) {
+      issues.push({ code: ErrorCode.ManifestUnreadable, path: "", file: p, message: `cannot read: ${(err as Error).message}` });
+      return;
+    }
+    if (st.isDirectory()) {
+      const entries = (await readdir(p)).sort();
+      for (const e of entries) if (!e.startsWith(".")) await walk(join(p, e), false);
+    } else if (explicit || MANIFEST_EXTENSIONS.has(extname(p))) {
+      files.push(resolve(p));
+    }
+  }
+  for (const p of paths) await walk(p, true);
+  return { files, issues };
+}
+
+function zodIssues(
+  error: z.ZodError,
+  where: { file: string; docIndex: number; kind: string; name: string | undefined },
+): ValidationIssue[] {
+  return error.issues.map((i) => ({
+    code: i.code,
+    path: i.path.map(String).join("."),
+    message: i.message,
+    file: where.file,
+    docIndex: where.docIndex,
+    kind: where.kind,
+    ...(where.name === undefined ? {} : { name: where.name }),
+  }));
+}
+
+function emptyManifests(): Manifests {
+  return {
+    eventSources: [],
+    eventBuses: [],
+    clusterEventBuses: [],
+    triggers: [],
+    functions: [],
+    secrets: [],
+    skipped: [],
+    issues: [],
+  };
+}
+
+/** Parses the text of one manifest file into `into`. */
+export function parseManifestText(text: string, file: string, into: Manifests = emptyManifests()): Manifests {
+  const docs = parseAllDocuments(text, { prettyErrors: true });
+  const list = Array.isArray(docs) ? docs : [docs];
+  list.forEach((doc, docIndex) => {
+    if (doc.errors.length > 0) {
+      for (const e of doc.errors) {
+        into.issues.push({ code: "yaml", path: "", file, docIndex, message: e.message.split("\n")[0] ?? e.message });
+      }
+      return;
+    }
+    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    if (value === null || value === undefined) return;
+    if (typeof value !== "object" || Array.isArray(value)) {
+      into.issues.push({ code: "invalid_type", path: "", file, docIndex, message: "a manifest must be a YAML mapping" });
+      return;
+    }
+    const obj = value as Record<string, unknown>;
+    const apiVersion = typeof obj["apiVersion"] === "string" ? obj["apiVersion"] : "";
+    const kind = typeof obj["kind"] === "string" ? obj["kind"] : "";
+    const meta = obj["metadata"];
+    const name =
+      typeof meta === "object" && meta !== null && typeof (meta as Record<string, unknown>)["name"] === "string"
+        ? ((meta as Record<string, unknown>)["name"] as string)
+        : undefined;
+    const where = { file, docIndex, kind, name };
+    if (apiVersion === "" || kind === "") {
+      into.issues.push({
+        code: "invalid_type",
+        path: apiVersion === "" ? "apiVersion" : "kind",
+        file,
+        docIndex,
+        ...(name === undefined ? {} : { name }),
+        message: "every manifest needs apiVersion and kind",
+      });
+      return;
+    }
+    const group = apiVersion.includes("/") ? apiVersion.slice(0, apiVersion.indexOf("/")) : "";
+    if (group === API_GROUP) {
+      const schema = (schemas as Record<string, z.ZodType<Resource> | undefined>)[kind];
+      if (schema === undefined) {
+        into.issues.push({
+          code: "invalid_value",
+          path: "kind",
+          ...where,
+          ...(name === undefined ? { name: undefined } : {}),
+          message: `unknown kind "${kind}" in ${API_GROUP} (expected one of ${Object.values(Kind).join(", ")})`,
+        } as ValidationIssue);
+        return;
+      }
+      const parsed = schema.safeParse(obj);
+      if (!parsed.success) {
+        into.issues.push(...zodIssues(parsed.error, where));
+        return;
+      }
+      const r = parsed.data;
+      for (const issue of validateSemantics(r)) into.issues.push({ ...issue, file, docIndex, kind, name: r.metadata.name });
+      switch (r.kind) {
+        case Kind.EventSource:
+          into.eventSources.push({ resource: r, file, docIndex });
+          break;
+        case Kind.EventBus:
+          into.eventBuses.push({ resource: r, file, docIndex });
+          break;
+        case Kind.ClusterEventBus:
+          into.clusterEventBuses.push({ resource: r, file, docIndex });
+          break;
+        case Kind.Trigger:
+          into.triggers.push({ resource: r, file, docIndex });
+          break;
+      }
+      return;
+    }
+    if (kind === "Function" && group === "core.openfunction.io") {
+      const parsed = functionSchema.safeParse(obj);
+      if (parsed.success) into.functions.push({ resource: parsed.data, file, docIndex });
+      else into.issues.push(...zodIssues(parsed.error, where));
+      return;
+    }
+    if (kind === "Secret" && apiVersion === "v1") {
+      const parsed = secretSchema.safeParse(obj);
+      if (parsed.success) into.secrets.push({ resource: parsed.data, file, docIndex });
+      else into.issues.push(...zodIssues(parsed.error, where));
+      return;
+    }
+    into.skipped.push({ file, docIndex, apiVersion, kind, name });
+  });
+  return into;
+}
+
+/**
+ * Loads every manifest under `paths`. Never throws for bad content: every problem is in
+ * `issues`. Duplicate names of one kind in one namespace are reported too.
+ */
+export async function loadManifests(paths: readonly string[]): Promise<Manifests> {
+  const out = emptyManifests();
+  const { files, issues } = await listManifestFiles(paths);
+  out.issues.push(...issues);
+  for (const file of files) {
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (err) {
+      out.issues.push({ code: ErrorCode.ManifestUnreadable, path: "", file, message: `cannot read: ${(err as Error).message}` });
+      continue;
+    }
+    parseManifestText(text, file, out);
+  }
+  const lists: Located<Resource | FunctionResource>[][] = [
+    out.eventSources,
+    out.eventBuses,
+    out.clusterEventBuses,
+    out.triggers,
+    out.functions,
+  ];
+  for (const list of lists) {
+    const seen = new Map<string, Located<unknown>>();
+    for (const item of list) {
+      const r = item.resource;
+      const key = `${r.kind}/${r.kind === Kind.ClusterEventBus ? "" : (r.metadata.namespace ?? "default")}/${r.metadata.name}`;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        out.issues.push({
+          code: "duplicate",
+          path: "metadata.name",
+          file: item.file,
+          docIndex: item.docIndex,
+          kind: r.kind,
+          name: r.metadata.name,
+          message: `${r.kind} "${r.metadata.name}" is already defined in ${first.file}#${first.docIndex}`,
+        });
+      } else seen.set(key, item);
+    }
+  }
+  return out;
+}
+
+/** Loads manifests and throws a ManifestError listing every problem when there is one. */
+export async function loadManifestsOrThrow(paths: readonly string[]): Promise<Manifests> {
+  const m = await loadManifests(paths);
+  if (m.issues.length > 0) throw new ManifestError(m.issues);
+  return m;
+}

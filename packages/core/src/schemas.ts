@@ -1,0 +1,535 @@
+/**
+ * The four resources of `events.openfunction.io/v1alpha1`, as zod schemas. They are the single
+ * source of truth: TypeScript types are inferred from them and crds/*.yaml are generated from them.
+ *
+ * OpenFunction's fields are kept exactly (apis/events/v1alpha1 in OpenFunction/OpenFunction), so its
+ * manifests load unchanged. Everything else is an optional extension, marked "Extension:" in its
+ * description.
+ */
+import { z } from "zod";
+import { parseDuration } from "./duration.js";
+
+export const API_GROUP = "events.openfunction.io";
+export const API_VERSION = `${API_GROUP}/v1alpha1`;
+
+/** The kinds this project owns. */
+export const Kind = {
+  EventSource: "EventSource",
+  EventBus: "EventBus",
+  ClusterEventBus: "ClusterEventBus",
+  Trigger: "Trigger",
+} as const;
+export type Kind = (typeof Kind)[keyof typeof Kind];
+
+const ext = (text: string) => `Extension: ${text}`;
+
+export const durationSchema = z
+  .string()
+  .refine((s) => parseDuration(s) !== undefined, {
+    message: 'expected a duration such as "500ms", "2s", "5m" or "PT5M"',
+  })
+  .describe('A duration: Go style ("500ms", "2s", "1h30m") or ISO-8601 ("PT5M").');
+
+const dnsName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, {
+    message: "must be a lowercase DNS name (a-z, 0-9, '-', '.')",
+  });
+
+export const metadataSchema = z
+  .object({
+    name: dnsName.describe("Name of the resource."),
+    namespace: dnsName.optional().describe("Namespace; `default` when absent."),
+    labels: z.record(z.string(), z.string()).optional(),
+    annotations: z.record(z.string(), z.string()).optional(),
+  })
+  .loose();
+
+const conditionSchema = z
+  .object({
+    type: z.string(),
+    status: z.string(),
+    reason: z.string().optional(),
+    message: z.string().optional(),
+    timestamp: z.string().optional(),
+    lastTransitionTime: z.string().optional(),
+    observedGeneration: z.number().int().optional(),
+  })
+  .loose();
+
+export const statusSchema = z
+  .object({
+    conditions: z.array(conditionSchema).optional(),
+    observedGeneration: z.number().int().optional(),
+  })
+  .loose()
+  .describe("Status written by the controller.");
+
+export const referenceSchema = z
+  .object({
+    kind: z.string().min(1).describe("Kind of the referenced object (Service, Function, Knative Service...)."),
+    namespace: z.string().optional().describe("Namespace of the referenced object; the resource's when absent."),
+    name: z.string().min(1).describe("Name of the referenced object."),
+    apiVersion: z.string().min(1).describe("apiVersion of the referenced object."),
+  })
+  .strict();
+
+export const sinkSchema = z
+  .object({
+    ref: referenceSchema.optional().describe("A Function, Knative Service or Service whose URL receives the events."),
+    uri: z.string().optional().describe("The URL that receives the events."),
+  })
+  .strict()
+  .refine((s) => (s.ref === undefined) !== (s.uri === undefined), {
+    message: "set exactly one of sink.ref or sink.uri",
+  })
+  .refine((s) => s.uri === undefined || URL.canParse(s.uri), { message: "sink.uri is not a valid URL", path: ["uri"] })
+  .describe("Where events are sent synchronously (CloudEvents over HTTP).");
+
+export const secretKeySelectorSchema = z
+  .object({
+    name: z.string().min(1).describe("Secret name."),
+    key: z.string().min(1).describe("Key inside the Secret."),
+  })
+  .strict()
+  .describe("A reference to a key of a Secret (a Kubernetes Secret, or locally a Secret manifest or env var).");
+
+const genericScaleOption = {
+  pollingInterval: z.number().int().optional(),
+  cooldownPeriod: z.number().int().optional(),
+  minReplicaCount: z.number().int().optional(),
+  maxReplicaCount: z.number().int().optional(),
+  advanced: z.record(z.string(), z.unknown()).optional(),
+  metadata: z.record(z.string(), z.string()).optional(),
+  authRef: z.record(z.string(), z.unknown()).optional(),
+};
+
+// ---------------------------------------------------------------------------------------------
+// EventSource
+
+export const redisSourceSchema = z
+  .object({
+    redisHost: z.string().describe("host:port of the Redis server."),
+    redisPassword: z.string().describe("Password (empty for none)."),
+    enableTLS: z.boolean().optional(),
+    failover: z.boolean().optional(),
+    sentinelMasterName: z.string().optional(),
+    redeliverInterval: z.string().optional(),
+    processingTimeout: z.string().optional(),
+    redisType: z.string().optional(),
+    redisDB: z.number().int().optional(),
+    redisMaxRetries: z.number().int().optional(),
+    redisMinRetryInterval: z.string().optional(),
+    redisMaxRetryInterval: z.string().optional(),
+    dialTimeout: z.string().optional(),
+    readTimeout: z.string().optional(),
+    writeTimeout: z.string().optional(),
+    poolSize: z.number().int().optional(),
+    poolTimeout: z.string().optional(),
+    maxConnAge: z.string().optional(),
+    minIdleConns: z.number().int().optional(),
+    idleCheckFrequency: z.string().optional(),
+    idleTimeout: z.string().optional(),
+  })
+  .strict()
+  .describe("A Redis event source (OpenFunction's fields).");
+
+export const kafkaSourceSchema = z
+  .object({
+    brokers: z.string().min(1).describe("Comma-separated list of host:port of Kafka brokers."),
+    authRequired: z.boolean().describe("Whether SASL authentication is used."),
+    topic: z.string().optional().describe("Topic to consume."),
+    saslUsername: z.string().optional(),
+    saslPassword: z.string().optional(),
+    maxMessageBytes: z.number().int().optional(),
+    scaleOption: z
+      .object({
+        ...genericScaleOption,
+        consumerGroup: z.string().optional(),
+        topic: z.string().optional(),
+        lagThreshold: z.string(),
+      })
+      .strict()
+      .optional()
+      .describe("KEDA scaling of the source's workload on consumer lag."),
+  })
+  .strict()
+  .describe("A Kafka event source (OpenFunction's fields).");
+
+export const cronSourceSchema = z
+  .object({
+    schedule: z
+      .string()
+      .min(1)
+      .describe('Cron schedule: 5 or 6 fields, a macro such as "@hourly", or "@every 2s".'),
+    timezone: z.string().optional().describe(ext("IANA time zone of the schedule (default UTC).")),
+    data: z.unknown().optional().describe(ext("Data of each event (default: the tick time).")),
+  })
+  .strict()
+  .describe("A cron event source.");
+
+export const mqttSourceSchema = z
+  .object({
+    url: z.string().min(1).describe("Broker URL, e.g. tcp://host:1883."),
+    topic: z.string().min(1).describe("Topic (filter) to subscribe to."),
+    consumerID: z.string().optional(),
+    qos: z.number().int().min(0).max(2).optional(),
+    retain: z.boolean().optional(),
+    cleanSession: z.boolean().optional(),
+    caCert: z.string().optional(),
+    clientCert: z.string().optional(),
+    clientKey: z.string().optional(),
+  })
+  .strict()
+  .describe("An MQTT event source (OpenFunction's fields).");
+
+export const webhookSourceSchema = z
+  .object({
+    endpoint: z.string().regex(/^\//, { message: 'must start with "/"' }).describe("HTTP path, e.g. /orders."),
+    method: z
+      .enum(["GET", "POST", "PUT", "PATCH", "DELETE"])
+      .default("POST")
+      .describe("HTTP method accepted (default POST)."),
+    port: z
+      .union([z.string().regex(/^\d+$/), z.number().int()])
+      .describe("Port to listen on (Argo Events' webhook context: a string)."),
+    url: z.string().optional().describe("External URL of the endpoint, informative."),
+    authSecret: secretKeySelectorSchema.optional().describe("Bearer token the caller must present."),
+    maxPayloadSize: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Largest accepted body in bytes (default 1048576)."),
+    metadata: z.record(z.string(), z.string()).optional().describe("Added to each event as extension attributes."),
+  })
+  .strict()
+  .describe(ext("An HTTP endpoint; fields follow Argo Events' webhook event source."));
+
+const eventMap = <T extends z.ZodType>(s: T) => z.record(z.string().min(1), s);
+
+export const eventSourceSpecSchema = z
+  .object({
+    eventBus: z.string().optional().describe("Name of the EventBus (or ClusterEventBus) events are published to."),
+    redis: eventMap(redisSourceSchema).optional().describe("Redis events, keyed by event name."),
+    kafka: eventMap(kafkaSourceSchema).optional().describe("Kafka events, keyed by event name."),
+    cron: eventMap(cronSourceSchema).optional().describe("Cron events, keyed by event name."),
+    mqtt: eventMap(mqttSourceSchema).optional().describe("MQTT events, keyed by event name."),
+    webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
+    sink: sinkSchema.optional().describe("Send events directly to this sink instead of the bus."),
+    build: z.record(z.string(), z.unknown()).optional().describe("OpenFunction build settings (unused here)."),
+    logLevel: z.string().optional().describe('Log level: OpenFunction\'s "1".."3" or debug|info|warn|error.'),
+  })
+  .strict();
+
+/** The event kinds an EventSource may hold; each is a map keyed by event name. */
+export const SourceKind = {
+  Redis: "redis",
+  Kafka: "kafka",
+  Cron: "cron",
+  Mqtt: "mqtt",
+  Webhook: "webhook",
+} as const;
+export type SourceKind = (typeof SourceKind)[keyof typeof SourceKind];
+export const sourceKinds = Object.values(SourceKind);
+
+export const eventSourceSchema = z
+  .object({
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal(Kind.EventSource),
+    metadata: metadataSchema,
+    spec: eventSourceSpecSchema,
+    status: statusSchema.optional(),
+  })
+  .superRefine((es, ctx) => {
+    if (es.spec.eventBus === undefined && es.spec.sink === undefined) {
+      ctx.addIssue({ code: "custom", path: ["spec"], message: "set spec.eventBus or spec.sink" });
+    }
+    const count = sourceKinds.reduce((n, k) => n + Object.keys(es.spec[k] ?? {}).length, 0);
+    if (count === 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["spec"],
+        message: `define at least one event (under ${sourceKinds.join(", ")})`,
+      });
+    }
+    const seen = new Map<string, string>();
+    for (const k of sourceKinds) {
+      for (const name of Object.keys(es.spec[k] ?? {})) {
+        const other = seen.get(name);
+        if (other !== undefined) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["spec", k, name],
+            message: `event name "${name}" is also used under spec.${other}; bus topics would collide`,
+          });
+        }
+        seen.set(name, k);
+      }
+    }
+  });
+
+// ---------------------------------------------------------------------------------------------
+// EventBus / ClusterEventBus
+
+export const natsStreamingBusSchema = z
+  .object({
+    natsURL: z.string().min(1),
+    natsStreamingClusterID: z.string().min(1),
+    subscriptionType: z.string().min(1),
+    ackWaitTime: z.string().optional(),
+    maxInFlight: z.number().int().optional(),
+    durableSubscriptionName: z.string().min(1),
+    deliverNew: z.boolean().optional(),
+    startAtSequence: z.number().int().optional(),
+    startWithLastReceived: z.boolean().optional(),
+    deliverAll: z.boolean().optional(),
+    startAtTimeDelta: z.string().optional(),
+    startAtTime: z.string().optional(),
+    startAtTimeFormat: z.string().optional(),
+    consumerID: z.string().optional(),
+    scaleOption: z
+      .object({
+        ...genericScaleOption,
+        natsServerMonitoringEndpoint: z.string(),
+        queueGroup: z.string().optional(),
+        durableName: z.string().optional(),
+        subject: z.string().optional(),
+        lagThreshold: z.string(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .describe("NATS Streaming (OpenFunction's fields). NATS Streaming is end-of-life: mapped to JetStream.");
+
+export const jetstreamBusSchema = z
+  .object({
+    url: z.string().min(1).describe("NATS server URL(s), comma-separated."),
+    stream: z.string().optional().describe("Stream name prefix (default ofevents)."),
+    maxDeliver: z.number().int().positive().optional().describe("Deliveries before dead-lettering (default 5)."),
+    ackWait: durationSchema.optional().describe("How long a delivery may take before redelivery (default 30s)."),
+    replicas: z.number().int().positive().optional(),
+    maxAge: durationSchema.optional().describe("How long the stream keeps events."),
+    credentialsSecret: secretKeySelectorSchema.optional().describe("NATS credentials file content."),
+  })
+  .strict()
+  .describe(ext("NATS JetStream bus."));
+
+export const kafkaBusSchema = z
+  .object({
+    brokers: z.string().min(1).describe("Comma-separated host:port of Kafka brokers."),
+    topicPrefix: z.string().optional().describe("Prefix for bus topics (default none)."),
+    partitions: z.number().int().positive().optional().describe("Partitions of created topics (default 1)."),
+    maxDeliver: z.number().int().positive().optional(),
+    sasl: z
+      .object({
+        mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"]),
+        usernameSecret: secretKeySelectorSchema,
+        passwordSecret: secretKeySelectorSchema,
+      })
+      .strict()
+      .optional(),
+    tls: z.boolean().optional(),
+  })
+  .strict()
+  .describe(ext("Kafka bus."));
+
+export const daprBusSchema = z
+  .object({
+    type: z.string().regex(/^pubsub\./, { message: 'must be a Dapr pub/sub type such as "pubsub.redis"' }),
+    version: z.string().optional(),
+    metadata: z.array(z.object({ name: z.string(), value: z.string() }).strict()).optional(),
+  })
+  .strict()
+  .describe(ext("Any Dapr pub/sub component type with its metadata."));
+
+export const memoryBusSchema = z
+  .object({
+    maxDeliver: z.number().int().positive().optional(),
+  })
+  .strict()
+  .describe(ext("In-process bus (embedded mode only)."));
+
+export const BusKind = {
+  NatsStreaming: "natsStreaming",
+  JetStream: "jetstream",
+  Kafka: "kafka",
+  Dapr: "dapr",
+  Memory: "memory",
+} as const;
+export type BusKind = (typeof BusKind)[keyof typeof BusKind];
+const busKinds = Object.values(BusKind);
+
+export const eventBusSpecSchema = z
+  .object({
+    topic: z.string().optional().describe("Default topic (OpenFunction's field; unused)."),
+    natsStreaming: natsStreamingBusSchema.optional(),
+    jetstream: jetstreamBusSchema.optional(),
+    kafka: kafkaBusSchema.optional(),
+    dapr: daprBusSchema.optional(),
+    memory: memoryBusSchema.optional(),
+  })
+  .strict();
+
+function busRefine(bus: { spec: z.infer<typeof eventBusSpecSchema> }, ctx: z.RefinementCtx): void {
+  const set = busKinds.filter((k) => bus.spec[k] !== undefined);
+  if (set.length !== 1) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["spec"],
+      message:
+        set.length === 0
+          ? `set one bus backend (${busKinds.join(", ")})`
+          : `set only one bus backend, got ${set.join(", ")}`,
+    });
+  }
+}
+
+export const eventBusSchema = z
+  .object({
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal(Kind.EventBus),
+    metadata: metadataSchema,
+    spec: eventBusSpecSchema,
+    status: statusSchema.optional(),
+  })
+  .superRefine(busRefine);
+
+export const clusterEventBusSchema = z
+  .object({
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal(Kind.ClusterEventBus),
+    metadata: metadataSchema,
+    spec: eventBusSpecSchema,
+    status: statusSchema.optional(),
+  })
+  .superRefine(busRefine);
+
+// ---------------------------------------------------------------------------------------------
+// Trigger
+
+export const inputSchema = z
+  .object({
+    namespace: z.string().optional().describe("Namespace of the EventSource (the Trigger's when absent)."),
+    eventSource: z.string().min(1).describe("Name of the EventSource."),
+    event: z.string().min(1).describe("Name of the event inside the EventSource."),
+    filter: z
+      .string()
+      .optional()
+      .describe(ext("JSONata expression over the CloudEvent that must yield true for the event to count.")),
+  })
+  .strict();
+
+export const deliverySchema = z
+  .object({
+    retry: z.number().int().min(0).optional().describe("Retries after the first attempt (default 3)."),
+    backoffPolicy: z.enum(["exponential", "linear"]).optional().describe("Backoff policy (default exponential)."),
+    backoffDelay: durationSchema.optional().describe("Base delay between attempts (default PT0.2S)."),
+    timeout: durationSchema.optional().describe("Timeout of one attempt (default PT30S)."),
+    retryAfterMax: durationSchema
+      .optional()
+      .describe("Longest Retry-After honoured on 429/503 (default PT60S)."),
+    concurrency: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Deliveries in flight at once for this subscriber (default 16)."),
+    format: z.enum(["binary", "structured"]).optional().describe("CloudEvents HTTP mode (default binary)."),
+  })
+  .strict()
+  .describe(ext("Retry, backoff and timeout of deliveries, modelled on Knative's delivery spec."));
+
+export const correlationSchema = z
+  .object({
+    window: durationSchema.optional().describe("How long an event waits to be joined (default 5m)."),
+    maxPending: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Events kept waiting per input; the oldest is released beyond it (default 100)."),
+    key: z
+      .string()
+      .optional()
+      .describe("JSONata expression: only events with the same key value join (e.g. data.orderId)."),
+  })
+  .strict()
+  .describe(ext("How events of several inputs are joined for a multi-input condition."));
+
+export const subscriberSchema = z
+  .object({
+    condition: z.string().min(1).describe('Condition over input names, e.g. "a && (b || !c)".'),
+    sink: sinkSchema.optional().describe("Sync function that receives the events."),
+    deadLetterSink: sinkSchema.optional().describe("Receives what could not be delivered to sink."),
+    topic: z.string().optional().describe("Bus topic an async function consumes."),
+    deadLetterTopic: z.string().optional().describe("Bus topic for what could not be published to topic."),
+    filter: z.string().optional().describe(ext("JSONata boolean expression applied before delivery.")),
+    transform: z
+      .string()
+      .optional()
+      .describe(ext("JSONata expression whose result becomes the delivered event's data.")),
+    delivery: deliverySchema.optional(),
+    correlation: correlationSchema.optional(),
+  })
+  .strict()
+  .refine((s) => s.sink !== undefined || (s.topic !== undefined && s.topic !== ""), {
+    message: "set sink or topic",
+  });
+
+export const triggerSpecSchema = z
+  .object({
+    eventBus: z.string().min(1).describe("Name of the EventBus (or ClusterEventBus) the inputs come from."),
+    inputs: z.record(z.string().min(1), inputSchema).describe("Inputs, keyed by the name conditions use."),
+    subscribers: z.array(subscriberSchema).describe("Who receives events, and when."),
+    logLevel: z.string().optional(),
+  })
+  .strict();
+
+export const triggerSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(Kind.Trigger),
+  metadata: metadataSchema,
+  spec: triggerSpecSchema,
+  status: statusSchema.optional(),
+});
+
+export type EventSource = z.infer<typeof eventSourceSchema>;
+export type EventBus = z.infer<typeof eventBusSchema>;
+export type ClusterEventBus = z.infer<typeof clusterEventBusSchema>;
+export type Trigger = z.infer<typeof triggerSchema>;
+export type AnyEventBus = EventBus | ClusterEventBus;
+export type Resource = EventSource | EventBus | ClusterEventBus | Trigger;
+export type EventBusSpec = z.infer<typeof eventBusSpecSchema>;
+export type Sink = z.infer<typeof sinkSchema>;
+export type Subscriber = z.infer<typeof subscriberSchema>;
+export type Delivery = z.infer<typeof deliverySchema>;
+export type Input = z.infer<typeof inputSchema>;
+export type WebhookSpec = z.infer<typeof webhookSourceSchema>;
+export type CronSpec = z.infer<typeof cronSourceSchema>;
+export type KafkaSourceSpec = z.infer<typeof kafkaSourceSchema>;
+export type MqttSourceSpec = z.infer<typeof mqttSourceSchema>;
+export type RedisSourceSpec = z.infer<typeof redisSourceSchema>;
+export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
+
+/** The schema of each kind we own. */
+export const schemas = {
+  [Kind.EventSource]: eventSourceSchema,
+  [Kind.EventBus]: eventBusSchema,
+  [Kind.ClusterEventBus]: clusterEventBusSchema,
+  [Kind.Trigger]: triggerSchema,
+} as const;
+
+/** Topic name of an event on the bus: `{namespace}-{eventSourceName}-{eventName}` (OpenFunction's). */
+export function busTopic(namespace: string, eventSource: string, event: string): string {
+  return `${namespace}-${eventSource}-${event}`;
+}
+
+export const DEFAULT_NAMESPACE = "default";
+
+export function namespaceOf(r: { metadata: { namespace?: string | undefined } }): string {
+  return r.metadata.namespace ?? DEFAULT_NAMESPACE;
+}

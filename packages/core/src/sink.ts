@@ -1,0 +1,179 @@
+/**
+ * Delivery of CloudEvents to HTTP sinks (binary mode by default, structured on request) through the
+ * cloudevents SDK's encoders and undici's keep-alive pool. 2xx is done; 429, 5xx, timeouts and
+ * connection errors are retried with backoff and jitter, honouring Retry-After; other 4xx are not
+ * retried. A failure is a DeliveryError whose `retriable` says which it was.
+ */
+import { CloudEvent as SdkCloudEvent, HTTP } from "cloudevents";
+import { Agent, request, type Dispatcher } from "undici";
+import { backoffDelay, sleep, type BackoffPolicy } from "./backoff.js";
+import type { CloudEvent } from "./cloudevent.js";
+import { DeliveryError, ErrorCode, OfEventsError } from "./errors.js";
+import { durationMs } from "./duration.js";
+
+export interface DeliveryPolicy {
+  /** Retries after the first attempt. */
+  retry: number;
+  backoffPolicy: BackoffPolicy;
+  backoffDelayMs: number;
+  timeoutMs: number;
+  retryAfterMaxMs: number;
+  format: "binary" | "structured";
+}
+
+export const DEFAULT_DELIVERY: DeliveryPolicy = {
+  retry: 3,
+  backoffPolicy: "exponential",
+  backoffDelayMs: 200,
+  timeoutMs: 30_000,
+  retryAfterMaxMs: 60_000,
+  format: "binary",
+};
+
+export interface SinkResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+export interface AttemptInfo {
+  attempt: number;
+  error: DeliveryError;
+  delayMs: number;
+}
+
+export interface SinkClient {
+  /** One attempt. Resolves with the 2xx response; rejects with a DeliveryError. */
+  send(url: string, event: CloudEvent, options?: { timeoutMs?: number; format?: "binary" | "structured"; signal?: AbortSignal }): Promise<SinkResponse>;
+  /**
+   * Attempts until success, a non-retriable error, the retry budget or `signal`. Rejects with the
+   * last DeliveryError; `onRetry` is called before each wait.
+   */
+  deliver(
+    url: string,
+    event: CloudEvent,
+    policy: DeliveryPolicy,
+    options?: { signal?: AbortSignal; onRetry?: (info: AttemptInfo) => void },
+  ): Promise<SinkResponse>;
+  close(): Promise<void>;
+}
+
+/** Encodes an event as an HTTP message through the SDK. */
+export function encodeHttp(event: CloudEvent, format: "binary" | "structured"): { headers: Record<string, string>; body: string | Uint8Array | undefined } {
+  const sdk = new SdkCloudEvent(event as never, false);
+  const msg = format === "structured" ? HTTP.structured(sdk) : HTTP.binary(sdk);
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(msg.headers)) if (v !== undefined) headers[k] = String(v);
+  return { headers, body: msg.body as string | Uint8Array | undefined };
+}
+
+function parseRetryAfter(value: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (v === undefined) return undefined;
+  const secs = Number(v);
+  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
+  const date = Date.parse(v);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+const TIMEOUT_CODES = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "UND_ERR_CONNECT_TIMEOUT"]);
+
+export function createSinkClient(options: { connections?: number } = {}): SinkClient {
+  const agent: Dispatcher = new Agent({ connections: options.connections ?? 64, keepAliveTimeout: 10_000 });
+
+  const send: SinkClient["send"] = async (url, event, o = {}) => {
+    const timeoutMs = o.timeoutMs ?? DEFAULT_DELIVERY.timeoutMs;
+    const { headers, body } = encodeHttp(event, o.format ?? "binary");
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method: "POST",
+        headers,
+        body: body === undefined ? "" : body,
+        dispatcher: agent,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        ...(o.signal === undefined ? {} : { signal: o.signal }),
+      });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? "";
+      const timeout = TIMEOUT_CODES.has(code);
+      throw new DeliveryError(
+        timeout ? ErrorCode.DeliveryTimeout : ErrorCode.DeliveryFailed,
+        timeout ? `no answer from ${url} within ${timeoutMs} ms` : `cannot reach ${url}: ${(err as Error).message}`,
+        url,
+        { retriable: true, cause: err },
+      );
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const c of res.body) {
+        if (size < 64 * 1024) chunks.push(c as Buffer);
+        size += (c as Buffer).length;
+      }
+    } catch (err) {
+      throw new DeliveryError(ErrorCode.DeliveryFailed, `reading the answer of ${url} failed`, url, { retriable: true, cause: err });
+    }
+    const resBody = Buffer.concat(chunks);
+    if (res.statusCode >= 200 && res.statusCode < 300) {
+      return { status: res.statusCode, headers: res.headers, body: resBody };
+    }
+    const retriable = res.statusCode === 429 || res.statusCode >= 500 || res.statusCode === 408;
+    const retryAfterMs = parseRetryAfter(res.headers["retry-after"]);
+    const snippet = resBody.toString("utf8", 0, Math.min(resBody.length, 200)).trim();
+    throw new DeliveryError(
+      retriable ? ErrorCode.DeliveryFailed : ErrorCode.DeliveryRejected,
+      `${url} answered ${res.statusCode}${snippet === "" ? "" : `: ${snippet}`}`,
+      url,
+      { retriable, status: res.statusCode, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) },
+    );
+  };
+
+  return {
+    send,
+    async deliver(url, event, policy, o = {}) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await send(url, event, {
+            timeoutMs: policy.timeoutMs,
+            format: policy.format,
+            ...(o.signal === undefined ? {} : { signal: o.signal }),
+          });
+        } catch (err) {
+          const e =
+            err instanceof DeliveryError
+              ? err
+              : new DeliveryError(ErrorCode.DeliveryFailed, (err as Error).message, url, { retriable: !(err instanceof OfEventsError), cause: err });
+          if (!e.retriable || attempt > policy.retry || o.signal?.aborted === true) throw e;
+          let delayMs = backoffDelay(attempt, { policy: policy.backoffPolicy, delayMs: policy.backoffDelayMs });
+          if (e.retryAfterMs !== undefined) delayMs = Math.max(delayMs, Math.min(e.retryAfterMs, policy.retryAfterMaxMs));
+          o.onRetry?.({ attempt, error: e, delayMs });
+          await sleep(delayMs, o.signal);
+        }
+      }
+    },
+    async close() {
+      await agent.close();
+    },
+  };
+}
+
+/** The delivery policy a subscriber's `delivery` block asks for, with defaults filled in. */
+export function deliveryPolicy(d: {
+  retry?: number | undefined;
+  backoffPolicy?: BackoffPolicy | undefined;
+  backoffDelay?: string | undefined;
+  timeout?: string | undefined;
+  retryAfterMax?: string | undefined;
+  format?: "binary" | "structured" | undefined;
+} = {}): DeliveryPolicy {
+  return {
+    retry: d.retry ?? DEFAULT_DELIVERY.retry,
+    backoffPolicy: d.backoffPolicy ?? DEFAULT_DELIVERY.backoffPolicy,
+    backoffDelayMs: d.backoffDelay === undefined ? DEFAULT_DELIVERY.backoffDelayMs : durationMs(d.backoffDelay),
+    timeoutMs: d.timeout === undefined ? DEFAULT_DELIVERY.timeoutMs : durationMs(d.timeout),
+    retryAfterMaxMs: d.retryAfterMax === undefined ? DEFAULT_DELIVERY.retryAfterMaxMs : durationMs(d.retryAfterMax),
+    format: d.format ?? DEFAULT_DELIVERY.format,
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * Checks that a schema cannot express: conditions name existing inputs, JSONata expressions
+ * compile. Used by the loader, `ofevents validate` and (later) the controller.
+ */
+import { ExpressionError, type ValidationIssue } from "./errors.js";
+import { parseCondition } from "./expr/condition.js";
+import { createExpressionEngine, type ExpressionEngine } from "./expr/jsonata.js";
+import { Kind, type Resource } from "./schemas.js";
+
+let sharedEngine: ExpressionEngine | undefined;
+function engine(): ExpressionEngine {
+  sharedEngine ??= createExpressionEngine();
+  return sharedEngine;
+}
+
+function exprIssues(path: string, kind: "filter" | "transform", expr: string): ValidationIssue[] {
+  const found = kind === "filter" ? engine().validateFilter(expr) : engine().validateTransform(expr);
+  return found.map((i) => ({
+    code: i.code,
+    path,
+    message: i.message,
+  }));
+}
+
+/** Returns the semantic problems of a schema-valid resource; paths are relative to the resource. */
+export function validateSemantics(r: Resource): ValidationIssue[] {
+  const issues: ValidationIssue[] = [];
+  if (r.kind !== Kind.Trigger) return issues;
+  const inputs = Object.keys(r.spec.inputs);
+  if (inputs.length === 0) issues.push({ code: "custom", path: "spec.inputs", message: "define at least one input" });
+  for (const [name, input] of Object.entries(r.spec.inputs)) {
+    if (input.filter !== undefined) issues.push(...exprIssues(`spec.inputs.${name}.filter`, "filter", input.filter));
+  }
+  r.spec.subscribers.forEach((s, i) => {
+    const base = `spec.subscribers.${i}`;
+    try {
+      parseCondition(s.condition, inputs);
+    } catch (err) {
+      if (!(err instanceof ExpressionError)) throw err;
+      issues.push({ code: err.code, path: `${base}.condition`, message: err.message });
+    }
+    if (s.filter !== undefined) issues.push(...exprIssues(`${base}.filter`, "filter", s.filter));
+    if (s.transform !== undefined) issues.push(...exprIssues(`${base}.transform`, "transform", s.transform));
+    if (s.correlation?.key !== undefined) {
+      issues.push(...exprIssues(`${base}.correlation.key`, "transform", s.correlation.key));
+    }
+  });
+  if (r.spec.subscribers.length === 0) {
+    issues.push({ code: "custom", path: "spec.subscribers", message: "define at least one subscriber" });
+  }
+  return issues;
+}

@@ -1,0 +1,265 @@
+/**
+ * The in-process bus of the embedded mode. It keeps every contract of the durable drivers within
+ * one process: ack on resolve, redelivery with backoff on throw, dead-letter topic after
+ * `maxDeliver`, durable groups (a group keeps receiving into its queue while no member is
+ * attached), bounded in-flight per member, and backpressure: `publish` waits while a group's queue
+ * is full. Events are stored encoded, so handlers never share an object.
+ */
+import {
+  BusError,
+  backoffDelay,
+  createInstrumentation,
+  decodeEvent,
+  encodeEvent,
+  type CloudEvent,
+  type Logger,
+} from "@ofevents/core";
+import { withDeadLetterReason } from "../deadletter.js";
+import {
+  DEFAULT_BACKOFF_MS,
+  DEFAULT_MAX_DELIVER,
+  DEFAULT_MAX_IN_FLIGHT,
+  deadLetterTopicFor,
+  type BusEvents,
+  type EventBus,
+  type MessageHandler,
+  type SubscribeOptions,
+  type Subscription,
+} from "../types.js";
+
+export interface MemoryBusOptions {
+  logger: Logger;
+  /** Default deliveries before dead-lettering (5). */
+  maxDeliver?: number | undefined;
+  /** Queued messages per group before publish waits (10,000). */
+  maxQueued?: number | undefined;
+}
+
+interface Message {
+  topic: string;
+  id: string;
+  bytes: Buffer;
+  deliveries: number;
+}
+
+interface Member {
+  handler: MessageHandler;
+  options: SubscribeOptions;
+  maxInFlight: number;
+  inFlight: number;
+  closed: boolean;
+  idle: Array<() => void>;
+}
+
+interface Group {
+  name: string;
+  topic: string;
+  queue: Message[];
+  head: number;
+  members: Member[];
+  next: number;
+  timers: Set<NodeJS.Timeout>;
+  /** Options of the latest subscription, used for messages retried while no member is attached. */
+  options: SubscribeOptions;
+}
+
+class MemoryBus implements EventBus {
+  readonly driver = "memory";
+  readonly events = createInstrumentation<BusEvents>();
+  private readonly groups = new Map<string, Map<string, Group>>();
+  private readonly subs = new Set<MemorySubscription>();
+  private readonly waiters: Array<() => void> = [];
+  private closed = false;
+  private readonly log: Logger;
+  private readonly maxDeliver: number;
+  private readonly maxQueued: number;
+
+  constructor(o: MemoryBusOptions) {
+    this.log = o.logger.child({ component: "bus.memory" });
+    this.maxDeliver = o.maxDeliver ?? DEFAULT_MAX_DELIVER;
+    this.maxQueued = o.maxQueued ?? 10_000;
+  }
+
+  async publish(topic: string, event: CloudEvent): Promise<void> {
+    if (this.closed) throw BusError.closed(topic);
+    const bytes = encodeEvent(event);
+    const groups = this.groups.get(topic);
+    if (groups !== undefined) {
+      while (!this.closed && [...groups.values()].some((g) => g.queue.length - g.head >= this.maxQueued)) {
+        await new Promise<void>((r) => this.waiters.push(r));
+      }
+      if (this.closed) throw BusError.closed(topic);
+      for (const g of groups.values()) {
+        g.queue.push({ topic, id: event.id, bytes, deliveries: 0 });
+        this.pump(g);
+      }
+    }
+    this.events.emit("published", { topic, id: event.id });
+  }
+
+  async subscribe(topics: readonly string[], handler: MessageHandler, options: SubscribeOptions): Promise<Subscription> {
+    if (this.closed) throw BusError.closed();
+    const member: Member = {
+      handler,
+      options,
+      maxInFlight: Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT),
+      inFlight: 0,
+      closed: false,
+      idle: [],
+    };
+    const joined: Group[] = [];
+    for (const topic of new Set(topics)) {
+      let byName = this.groups.get(topic);
+      if (byName === undefined) this.groups.set(topic, (byName = new Map()));
+      let g = byName.get(options.group);
+      if (g === undefined) {
+        g = { name: options.group, topic, queue: [], head: 0, members: [], next: 0, timers: new Set(), options };
+        byName.set(options.group, g);
+      }
+      g.options = options;
+      g.members.push(member);
+      joined.push(g);
+    }
+    const sub = new MemorySubscription(this, [...topics], options.group, member, joined);
+    this.subs.add(sub);
+    for (const g of joined) this.pump(g);
+    return sub;
+  }
+
+  /** Hands queued messages to members with free capacity, round-robin. */
+  pump(g: Group): void {
+    while (g.head < g.queue.length) {
+      const member = this.pickMember(g);
+      if (member === undefined) return;
+      const msg = g.queue[g.head]!;
+      g.queue[g.head] = undefined as unknown as Message;
+      g.head++;
+      if (g.head > 1024 && g.head * 2 > g.queue.length) {
+        g.queue = g.queue.slice(g.head);
+        g.head = 0;
+      }
+      this.deliver(g, member, msg);
+    }
+    this.wakePublishers();
+  }
+
+  private pickMember(g: Group): Member | undefined {
+    const n = g.members.length;
+    for (let i = 0; i < n; i++) {
+      const m = g.members[(g.next + i) % n]!;
+      if (!m.closed && m.inFlight < m.maxInFlight) {
+        g.next = (g.next + i + 1) % n;
+        return m;
+      }
+    }
+    return undefined;
+  }
+
+  private wakePublishers(): void {
+    if (this.waiters.length === 0) return;
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private deliver(g: Group, member: Member, msg: Message): void {
+    member.inFlight++;
+    msg.deliveries++;
+    let event: CloudEvent;
+    try {
+      event = decodeEvent(msg.bytes);
+    } catch (err) {
+      this.settle(g, member, msg, err);
+      return;
+    }
+    let p: Promise<void>;
+    try {
+      p = member.handler(event, { topic: msg.topic, group: g.name, deliveryCount: msg.deliveries });
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      () => this.settle(g, member, msg, undefined, true),
+      (err: unknown) => this.settle(g, member, msg, err),
+    );
+  }
+
+  private settle(g: Group, member: Member, msg: Message, err: unknown, ok = false): void {
+    member.inFlight--;
+    if (!ok) this.retryOrDeadLetter(g, msg, err, member.options);
+    if (member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
+    this.pump(g);
+  }
+
+  private retryOrDeadLetter(g: Group, msg: Message, err: unknown, options: SubscribeOptions): void {
+    const maxDeliver = options.maxDeliver ?? this.maxDeliver;
+    if (msg.deliveries >= maxDeliver) {
+      const dlt = deadLetterTopicFor(msg.topic, options);
+      let event: CloudEvent | undefined;
+      try {
+        event = decodeEvent(msg.bytes);
+      } catch {
+        event = undefined;
+      }
+      this.log.warn({ topic: msg.topic, group: g.name, id: msg.id, deadLetterTopic: dlt, err }, "dead-lettered after %d deliveries", msg.deliveries);
+      this.events.emit("dead_lettered", { topic: msg.topic, group: g.name, id: msg.id, deadLetterTopic: dlt, error: err });
+      if (event !== undefined && !this.closed) {
+        this.publish(dlt, withDeadLetterReason(event, err, msg.topic, msg.deliveries)).catch((e: unknown) =>
+          this.log.error({ err: e, id: msg.id, deadLetterTopic: dlt }, "dead-letter publish failed"),
+        );
+      }
+      return;
+    }
+    this.events.emit("redelivery", { topic: msg.topic, group: g.name, id: msg.id, deliveryCount: msg.deliveries, error: err });
+    const delay = backoffDelay(msg.deliveries, {
+      policy: "exponential",
+      delayMs: options.backoffMs ?? DEFAULT_BACKOFF_MS,
+      maxDelayMs: 30_000,
+    });
+    const t = setTimeout(() => {
+      g.timers.delete(t);
+      if (this.closed) return;
+      g.queue.splice(g.head, 0, msg);
+      this.pump(g);
+    }, delay);
+    g.timers.add(t);
+  }
+
+  async removeMember(member: Member, joined: Group[]): Promise<void> {
+    member.closed = true;
+    for (const g of joined) g.members = g.members.filter((m) => m !== member);
+    if (member.inFlight > 0) await new Promise<void>((r) => member.idle.push(r));
+  }
+
+  forget(sub: MemorySubscription): void {
+    this.subs.delete(sub);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.wakePublishers();
+    await Promise.all([...this.subs].map((s) => s.close()));
+    for (const byName of this.groups.values()) for (const g of byName.values()) for (const t of g.timers) clearTimeout(t);
+    this.groups.clear();
+  }
+}
+
+class MemorySubscription implements Subscription {
+  private closing: Promise<void> | undefined;
+  constructor(
+    private readonly bus: MemoryBus,
+    readonly topics: readonly string[],
+    readonly group: string,
+    private readonly member: Member,
+    private readonly joined: Group[],
+  ) {}
+
+  close(): Promise<void> {
+    this.closing ??= this.bus.removeMember(this.member, this.joined).then(() => this.bus.forget(this));
+    return this.closing;
+  }
+}
+
+/** Creates the in-process bus. */
+export function createMemoryBus(options: MemoryBusOptions): EventBus {
+  return new MemoryBus(options);
+}

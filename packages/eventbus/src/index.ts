@@ -1,0 +1,20 @@
+export type {
+  BusEvents,
+  DeliveryInfo,
+  EventBus,
+  EventPublisher,
+  EventSubscriber,
+  MessageHandler,
+  SubscribeOptions,
+  Subscription,
+} from "./types.js";
+export {
+  DEFAULT_BACKOFF_MS,
+  DEFAULT_MAX_DELIVER,
+  DEFAULT_MAX_IN_FLIGHT,
+  DeadLetterExtension,
+  deadLetterTopicFor,
+} from "./types.js";
+export { withDeadLetterReason } from "./deadletter.js";
+export { createMemoryBus, type MemoryBusOptions } from "./drivers/memory.js";
+export { createEventBus, type CreateEventBusOptions } from "./factory.js";

@@ -1,0 +1,83 @@
+import type { CloudEvent, Instrumentation } from "@ofevents/core";
+
+/** Facts about one delivery of a message to a handler. */
+export interface DeliveryInfo {
+  topic: string;
+  group: string;
+  /** 1 on the first delivery, 2 on the first redelivery... */
+  deliveryCount: number;
+}
+
+/**
+ * Handles one event. Resolving acknowledges the message; throwing (or rejecting) makes the bus
+ * redeliver it with backoff, until `maxDeliver` deliveries, then it goes to the dead-letter topic.
+ */
+export type MessageHandler = (event: CloudEvent, info: DeliveryInfo) => Promise<void>;
+
+export interface SubscribeOptions {
+  /** Durable consumer group: every group gets each event, members of a group share them. */
+  group: string;
+  /** Messages handed to this member and not yet resolved, at most (default 64). */
+  maxInFlight?: number | undefined;
+  /** Deliveries before dead-lettering (default: the bus's, 5). */
+  maxDeliver?: number | undefined;
+  /** Base delay of redelivery backoff in ms (default 200, exponential, capped at 30 s). */
+  backoffMs?: number | undefined;
+  /**
+   * Where a message goes after `maxDeliver` failed deliveries (default `{topic}.deadletter`).
+   * The event carries the reason as extension attributes (see DeadLetterExtension).
+   */
+  deadLetterTopic?: string | undefined;
+}
+
+export interface Subscription {
+  readonly topics: readonly string[];
+  readonly group: string;
+  /** Stops taking messages, waits for in-flight handlers to settle. The group stays durable. */
+  close(): Promise<void>;
+}
+
+export interface EventPublisher {
+  /** Resolves only when the backend has durably taken the event; rejects with a BusError otherwise. */
+  publish(topic: string, event: CloudEvent): Promise<void>;
+}
+
+export interface EventSubscriber {
+  /** Resolves once the subscription is registered, so events published afterwards reach it. */
+  subscribe(topics: readonly string[], handler: MessageHandler, options: SubscribeOptions): Promise<Subscription>;
+}
+
+/** Instrumentation events every driver emits. */
+export interface BusEvents {
+  published: { topic: string; id: string };
+  redelivery: { topic: string; group: string; id: string; deliveryCount: number; error: unknown };
+  dead_lettered: { topic: string; group: string; id: string; deadLetterTopic: string; error: unknown };
+}
+
+export interface EventBus extends EventPublisher, EventSubscriber {
+  /** Driver name: memory, jetstream, kafka, dapr. */
+  readonly driver: string;
+  readonly events: Instrumentation<BusEvents>;
+  /** Stops every subscription (waiting for in-flight handlers), then disconnects. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Extension attributes set on dead-lettered events. */
+export const DeadLetterExtension = {
+  /** Why the event was dead-lettered (the last error's message). */
+  Reason: "oferrorreason",
+  /** The stable error code of the last error, where there is one. */
+  Code: "oferrorcode",
+  /** The topic or sink that could not take the event. */
+  Destination: "oferrordest",
+  /** How many deliveries were tried. */
+  Deliveries: "ofdeliveries",
+} as const;
+
+export const DEFAULT_MAX_IN_FLIGHT = 64;
+export const DEFAULT_MAX_DELIVER = 5;
+export const DEFAULT_BACKOFF_MS = 200;
+
+export function deadLetterTopicFor(topic: string, options: SubscribeOptions): string {
+  return options.deadLetterTopic ?? `${topic}.deadletter`;
+}

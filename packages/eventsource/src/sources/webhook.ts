@@ -1,0 +1,218 @@
+/**
+ * The webhook source: an HTTP endpoint per event (Argo Events' webhook fields). It accepts
+ * CloudEvents in binary, structured and batch mode, keeping their attributes, and plain JSON,
+ * text or bytes, which it wraps in a new CloudEvent. It answers 2xx only after the bus or sync
+ * sink took every event of the request; 400 with the reason for malformed input, 401 without the
+ * right bearer token, 405 for a wrong method, 413 above the size limit, 415 for an unsupported
+ * CloudEvents mode, 503 (with Retry-After) when the bus cannot take the event now.
+ */
+import { timingSafeEqual, createHash } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { HTTP } from "cloudevents";
+import {
+  BusError,
+  DeliveryError,
+  EventError,
+  OfEventsError,
+  SourceKind,
+  assertCloudEvent,
+  type CloudEvent,
+  type ValidationIssue,
+  type WebhookSpec,
+} from "@ofevents/core";
+import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
+
+export const DEFAULT_MAX_PAYLOAD = 1_048_576;
+
+class PayloadTooLarge extends Error {}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > limit) {
+    req.resume();
+    return Promise.reject(new PayloadTooLarge());
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        req.removeAllListeners("data");
+        req.resume();
+        reject(new PayloadTooLarge());
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function mediaType(header: string | undefined): string {
+  return (header ?? "").split(";")[0]!.trim().toLowerCase();
+}
+
+/** Decodes a request into dispatch inputs; throws EventError for a client's mistake. */
+export function decodeRequest(headers: IncomingMessage["headers"], body: Buffer, spec: Pick<WebhookSpec, "metadata">): DispatchInit[] {
+  const type = mediaType(headers["content-type"]);
+  const extensions = spec.metadata;
+  if (headers["ce-specversion"] !== undefined || type === "application/cloudevents+json") {
+    let decoded: unknown;
+    try {
+      decoded = HTTP.toEvent({ headers, body: type.includes("json") || headers["ce-specversion"] === undefined ? body.toString("utf8") : body });
+    } catch (err) {
+      throw new EventError(`invalid CloudEvent: ${(err as Error).message}`, { cause: err });
+    }
+    const event = { ...(decoded as object) } as Record<string, unknown>;
+    // The SDK decodes binary data to a typed array; keep it as base64 on the bus.
+    if (event["data"] instanceof Uint8Array) {
+      event["data_base64"] = Buffer.from(event["data"] as Uint8Array).toString("base64");
+      delete event["data"];
+    }
+    assertCloudEvent(event);
+    return [{ event: addExtensions(event, extensions) }];
+  }
+  if (type === "application/cloudevents-batch+json") {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch (err) {
+      throw new EventError("batch is not valid JSON", { cause: err });
+    }
+    if (!Array.isArray(parsed)) throw new EventError("a CloudEvents batch must be a JSON array");
+    return parsed.map((e, i) => {
+      try {
+        assertCloudEvent(e);
+      } catch (err) {
+        throw new EventError(`batch item ${i}: ${(err as Error).message}`);
+      }
+      return { event: addExtensions(e, extensions) };
+    });
+  }
+  let data: unknown;
+  let datacontenttype: string;
+  if (type === "application/json" || type.endsWith("+json") || (type === "" && looksLikeJson(body))) {
+    try {
+      data = body.length === 0 ? null : JSON.parse(body.toString("utf8"));
+    } catch (err) {
+      throw new EventError(`body is not valid JSON: ${(err as Error).message}`, { cause: err });
+    }
+    datacontenttype = "application/json";
+  } else if (type.startsWith("text/") || type === "application/x-www-form-urlencoded" || type === "") {
+    data = body.toString("utf8");
+    datacontenttype = type === "" ? "text/plain" : type;
+  } else {
+    data = new Uint8Array(body);
+    datacontenttype = type;
+  }
+  return [{ data, datacontenttype, ...(extensions === undefined ? {} : { extensions }) }];
+}
+
+function looksLikeJson(body: Buffer): boolean {
+  const c = body.toString("utf8", 0, 1);
+  return c === "{" || c === "[";
+}
+
+function addExtensions(ev: CloudEvent, ext: Record<string, string> | undefined): CloudEvent {
+  if (ext === undefined) return ev;
+  const out: Record<string, unknown> = { ...ev };
+  for (const [k, v] of Object.entries(ext)) if (out[k.toLowerCase()] === undefined) out[k.toLowerCase()] = v;
+  return out as CloudEvent;
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { "content-type": "application/json", ...headers }).end(JSON.stringify(body));
+}
+
+function digest(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
+
+export const webhookAdapter: SourceAdapter<WebhookSpec> = {
+  kind: SourceKind.Webhook,
+
+  validate(spec) {
+    const issues: ValidationIssue[] = [];
+    const port = Number(spec.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      issues.push({ code: "invalid_value", path: "port", message: `port ${String(spec.port)} is out of range` });
+    }
+    return issues;
+  },
+
+  async start(ctx: SourceContext, spec: WebhookSpec, dispatch: Dispatch): Promise<RunningSource> {
+    const limit = spec.maxPayloadSize ?? DEFAULT_MAX_PAYLOAD;
+    const token = spec.authSecret === undefined ? undefined : digest(ctx.secrets.resolve(spec.authSecret, ctx.namespace));
+    const method = spec.method ?? "POST";
+    let inFlight = 0;
+    let stopping = false;
+    let idle: (() => void) | undefined;
+    const log = ctx.logger;
+
+    const route = {
+      method,
+      endpoint: spec.endpoint,
+      async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+        if (stopping) {
+          req.resume();
+          return send(res, 503, { error: "shutting down" }, { "retry-after": "1", connection: "close" });
+        }
+        if (token !== undefined) {
+          const auth = req.headers.authorization ?? "";
+          const given = auth.startsWith("Bearer ") ? auth.slice(7) : "";
+          if (!timingSafeEqual(digest(given), token)) {
+            req.resume();
+            return send(res, 401, { error: "missing or wrong bearer token" }, { "www-authenticate": "Bearer" });
+          }
+        }
+        inFlight++;
+        try {
+          let body: Buffer;
+          try {
+            body = await readBody(req, limit);
+          } catch (err) {
+            if (err instanceof PayloadTooLarge) return send(res, 413, { error: `payload larger than ${limit} bytes` }, { connection: "close" });
+            throw err;
+          }
+          let inits: DispatchInit[];
+          try {
+            inits = decodeRequest(req.headers, body, spec);
+          } catch (err) {
+            if (err instanceof EventError) {
+              log.debug({ err: err.message }, "rejected malformed webhook request");
+              return send(res, 400, { error: err.message });
+            }
+            throw err;
+          }
+          const ids: string[] = [];
+          try {
+            for (const init of inits) {
+              ids.push((await dispatch(init)).id);
+            }
+          } catch (err) {
+            if (err instanceof EventError) return send(res, 400, { error: err.message });
+            if (err instanceof BusError) return send(res, 503, { error: err.message }, { "retry-after": "1" });
+            if (err instanceof DeliveryError) return send(res, err.retriable ? 502 : 424, { error: err.message });
+            if (err instanceof OfEventsError) return send(res, 500, { error: err.message, code: err.code });
+            throw err;
+          }
+          return send(res, 200, { accepted: inits.length, ids });
+        } finally {
+          inFlight--;
+          if (inFlight === 0) idle?.();
+        }
+      },
+    };
+    const port = await ctx.webhooks.register(Number(spec.port), route);
+    log.info({ url: `http://127.0.0.1:${port}${spec.endpoint}`, method }, "webhook listening");
+    return {
+      async stop() {
+        stopping = true;
+        if (inFlight > 0) await new Promise<void>((r) => (idle = r));
+        await ctx.webhooks.unregister(Number(spec.port), route);
+      },
+    };
+  },
+};

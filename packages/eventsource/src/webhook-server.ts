@@ -1,0 +1,116 @@
+/**
+ * Shared HTTP listeners for webhook sources: several events (of one or more EventSources) may
+ * listen on one port with different endpoints. `GET /health` answers 200 on every port.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "@ofevents/core";
+
+export interface WebhookRoute {
+  method: string;
+  endpoint: string;
+  handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+}
+
+export interface WebhookServers {
+  /** Registers a route and starts the port's listener if needed; resolves with the bound port. */
+  register(port: number, route: WebhookRoute): Promise<number>;
+  unregister(port: number, route: WebhookRoute): Promise<void>;
+  /** Closes every listener. */
+  close(): Promise<void>;
+}
+
+interface Listener {
+  server: Server;
+  routes: WebhookRoute[];
+  port: number;
+}
+
+export function createWebhookServers(options: { host?: string | undefined; logger: Logger }): WebhookServers {
+  const host = options.host ?? "127.0.0.1";
+  const log = options.logger.child({ component: "webhook" });
+  const listeners = new Map<number, Promise<Listener>>();
+
+  function dispatch(l: Listener, req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (path === "/health" && req.method === "GET") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+      return;
+    }
+    const routes = l.routes.filter((r) => r.endpoint === path);
+    if (routes.length === 0) {
+      res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: `no webhook at ${path}` }));
+      req.resume();
+      return;
+    }
+    const route = routes.find((r) => r.method === req.method);
+    if (route === undefined) {
+      const allow = routes.map((r) => r.method).join(", ");
+      res.writeHead(405, { allow, "content-type": "application/json" }).end(JSON.stringify({ error: `method ${req.method} not allowed; use ${allow}` }));
+      req.resume();
+      return;
+    }
+    route.handle(req, res).catch((err: unknown) => {
+      log.error({ err, path }, "webhook handler failed");
+      if (!res.headersSent) res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ error: "internal error" }));
+      else res.end();
+    });
+  }
+
+  async function listen(port: number): Promise<Listener> {
+    const server = createServer({ maxHeaderSize: 16 * 1024 });
+    const l: Listener = { server, routes: [], port };
+    server.on("request", (req, res) => dispatch(l, req, res));
+    server.on("clientError", (_err, socket) => {
+      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    l.port = (server.address() as AddressInfo).port;
+    return l;
+  }
+
+  return {
+    async register(port, route) {
+      let p = listeners.get(port);
+      if (p === undefined) {
+        p = listen(port);
+        listeners.set(port, p);
+        p.catch(() => listeners.delete(port));
+      }
+      const l = await p;
+      if (l.routes.some((r) => r.endpoint === route.endpoint && r.method === route.method)) {
+        throw new Error(`another webhook already serves ${route.method} ${route.endpoint} on port ${l.port}`);
+      }
+      l.routes.push(route);
+      return l.port;
+    },
+    async unregister(port, route) {
+      const p = listeners.get(port);
+      if (p === undefined) return;
+      const l = await p;
+      l.routes = l.routes.filter((r) => r !== route);
+      if (l.routes.length === 0) {
+        listeners.delete(port);
+        await closeServer(l.server);
+      }
+    },
+    async close() {
+      const all = await Promise.allSettled([...listeners.values()]);
+      listeners.clear();
+      await Promise.all(all.map((r) => (r.status === "fulfilled" ? closeServer(r.value.server) : undefined)));
+    },
+  };
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}

@@ -1,0 +1,395 @@
+/**
+ * Runs one Trigger: a durable group per trigger on each input's topic; per-input `filter`;
+ * per-subscriber `condition` (see correlator.ts), `filter` and `transform`; delivery to `sink`
+ * (HTTP, retries per `delivery`, then `deadLetterSink`) and to `topic` (publish, then
+ * `deadLetterTopic`). A bus message is acknowledged only after every subscriber released it:
+ * delivered, dead-lettered, filtered out, consumed by a firing, or expired from a window.
+ */
+import {
+  BusError,
+  ExpressionError,
+  backoffDelay,
+  busTopic,
+  conditionInputs,
+  createInstrumentation,
+  deliveryPolicy,
+  durationMs,
+  namespaceOf,
+  parseCondition,
+  sleep,
+  type CloudEvent,
+  type CompiledExpression,
+  type ConditionAst,
+  type DeliveryError,
+  type DeliveryPolicy,
+  type ExpressionEngine,
+  type Instrumentation,
+  type Logger,
+  type Sink,
+  type SinkClient,
+  type Subscriber,
+  type Trigger,
+} from "@ofevents/core";
+import { withDeadLetterReason, type EventBus, type Subscription } from "@ofevents/eventbus";
+import { Correlator, type PendingEntry } from "./correlator.js";
+import { Semaphore } from "./semaphore.js";
+import { JOINED_EXTENSION, type TriggerEvents } from "./types.js";
+
+export const DEFAULT_WINDOW = "5m";
+export const DEFAULT_MAX_PENDING = 100;
+export const DEFAULT_CONCURRENCY = 16;
+
+export interface TriggerRuntimeOptions {
+  bus: EventBus;
+  logger: Logger;
+  engine: ExpressionEngine;
+  /** Needed when a subscriber has a sink. */
+  sinks?: SinkClient | undefined;
+  resolveSink?: ((sink: Sink, namespace: string) => string) | undefined;
+  instrumentation?: Instrumentation<TriggerEvents> | undefined;
+  /** Bus consumer group (default `trigger-{namespace}-{name}`). */
+  group?: string | undefined;
+}
+
+export interface TriggerRuntime {
+  readonly name: string;
+  readonly events: Instrumentation<TriggerEvents>;
+  /** Returns pending events to the bus, waits for in-flight deliveries, closes subscriptions. */
+  stop(): Promise<void>;
+}
+
+interface InputPlan {
+  name: string;
+  topic: string;
+  filter: string | undefined;
+}
+
+class ShutdownError extends Error {}
+
+class SubscriberRunner {
+  readonly inputs: Set<string>;
+  private readonly simple: boolean;
+  private readonly correlator: Correlator | undefined;
+  private readonly filter: string | undefined;
+  private readonly transform: CompiledExpression | undefined;
+  private readonly key: CompiledExpression | undefined;
+  private readonly policy: DeliveryPolicy;
+  private readonly slots: Semaphore;
+  private readonly sinkUrl: string | undefined;
+  private readonly dlsUrl: string | undefined;
+  private readonly log: Logger;
+
+  constructor(
+    readonly index: number,
+    private readonly spec: Subscriber,
+    ast: ConditionAst,
+    private readonly t: {
+      namespace: string;
+      bus: EventBus;
+      engine: ExpressionEngine;
+      sinks: SinkClient | undefined;
+      events: Instrumentation<TriggerEvents>;
+      resolveSink: (s: Sink) => string;
+      log: Logger;
+      stopping: () => boolean;
+    },
+  ) {
+    this.inputs = new Set(conditionInputs(ast));
+    this.simple = ast.type === "input";
+    this.log = t.log.child({ subscriber: index });
+    if (spec.filter !== undefined) t.engine.compile(spec.filter);
+    this.filter = spec.filter;
+    this.transform = spec.transform === undefined ? undefined : t.engine.compile(spec.transform);
+    this.key = spec.correlation?.key === undefined ? undefined : t.engine.compile(spec.correlation.key);
+    this.policy = deliveryPolicy(spec.delivery);
+    this.slots = new Semaphore(spec.delivery?.concurrency ?? DEFAULT_CONCURRENCY);
+    this.sinkUrl = spec.sink === undefined ? undefined : t.resolveSink(spec.sink);
+    this.dlsUrl = spec.deadLetterSink === undefined ? undefined : t.resolveSink(spec.deadLetterSink);
+    if ((this.sinkUrl !== undefined || this.dlsUrl !== undefined) && t.sinks === undefined) {
+      throw new Error("a sink client is needed for subscribers with a sink");
+    }
+    if (!this.simple) {
+      this.correlator = new Correlator({
+        ast,
+        windowMs: durationMs(spec.correlation?.window ?? DEFAULT_WINDOW),
+        maxPending: spec.correlation?.maxPending ?? DEFAULT_MAX_PENDING,
+        onExpire: (e) => {
+          t.events.emit("expired", { subscriber: index, input: e.input, id: e.event.id });
+          this.log.debug({ input: e.input, id: e.event.id }, "pending event expired unjoined");
+          e.release();
+        },
+        onEvict: (e) => {
+          t.events.emit("evicted", { subscriber: index, input: e.input, id: e.event.id });
+          this.log.warn({ input: e.input, id: e.event.id }, "pending event released: more than maxPending waiting");
+          e.release();
+        },
+      });
+    }
+  }
+
+  get maxPending(): number {
+    return this.correlator === undefined ? 0 : (this.spec.correlation?.maxPending ?? DEFAULT_MAX_PENDING);
+  }
+
+  get concurrency(): number {
+    return this.spec.delivery?.concurrency ?? DEFAULT_CONCURRENCY;
+  }
+
+  /** Resolves when this subscriber is done with the event; rejects to have the bus redeliver it. */
+  async offer(input: string, event: CloudEvent): Promise<void> {
+    if (this.t.stopping()) throw new ShutdownError("trigger is stopping");
+    if (this.correlator === undefined) return this.fire(event, { [input]: event }, []);
+    let key = "";
+    if (this.key !== undefined) {
+      let k: unknown;
+      try {
+        k = await this.key.evaluate(event);
+      } catch (err) {
+        this.log.warn({ id: event.id, err }, "correlation key failed; event not joined");
+        k = undefined;
+      }
+      if (k === undefined || k === null) {
+        this.t.events.emit("uncorrelated", { subscriber: this.index, input, id: event.id });
+        return;
+      }
+      key = typeof k === "string" ? k : JSON.stringify(k);
+    }
+    return new Promise<void>((resolve, reject) => {
+      const entry: PendingEntry = { input, event, arrived: Date.now(), timer: undefined, release: resolve, fail: reject };
+      const outcome = this.correlator!.offer(key, entry);
+      if (outcome.type === "pending") {
+        this.t.events.emit("pending", { subscriber: this.index, input, id: event.id, key });
+        return;
+      }
+      const inputs: Record<string, CloudEvent> = {};
+      for (const e of outcome.consumed) inputs[e.input] = e.event;
+      const joined = outcome.consumed.slice(1).map((e) => e.event.id);
+      this.fire(event, inputs, joined).then(
+        () => outcome.consumed.forEach((e) => e.release()),
+        (err: unknown) => outcome.consumed.forEach((e) => e.fail(err)),
+      );
+    });
+  }
+
+  private async fire(event: CloudEvent, inputs: Record<string, CloudEvent>, joined: string[]): Promise<void> {
+    const bindings = { inputs };
+    if (this.filter !== undefined) {
+      let pass = false;
+      try {
+        pass = await this.t.engine.evaluateBoolean(this.filter, event, bindings);
+      } catch (err) {
+        this.log.warn({ id: event.id, err }, "subscriber filter failed; event not delivered");
+        this.t.events.emit("filtered", { subscriber: this.index, id: event.id, reason: "error" });
+        return;
+      }
+      if (!pass) {
+        this.t.events.emit("filtered", { subscriber: this.index, id: event.id, reason: "filter" });
+        return;
+      }
+    }
+    let out: CloudEvent = event;
+    if (joined.length > 0) out = { ...out, [JOINED_EXTENSION]: joined.join(",") } as CloudEvent;
+    if (this.transform !== undefined) {
+      let data: unknown;
+      try {
+        data = await this.transform.evaluate(event, bindings);
+      } catch (err) {
+        const target = this.sinkUrl ?? this.spec.topic ?? "";
+        await this.deadLetter(out, target, err);
+        return;
+      }
+      const o = { ...out, data, datacontenttype: "application/json" } as Record<string, unknown>;
+      delete o["data_base64"];
+      out = o as CloudEvent;
+    }
+    this.t.events.emit("fired", { subscriber: this.index, id: event.id, joined });
+    const release = await this.slots.acquire();
+    try {
+      const work: Promise<void>[] = [];
+      if (this.sinkUrl !== undefined) work.push(this.toSink(out, this.sinkUrl));
+      if (this.spec.topic !== undefined && this.spec.topic !== "") work.push(this.toTopic(out, this.spec.topic));
+      const results = await Promise.allSettled(work);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+    } finally {
+      release();
+    }
+  }
+
+  private async toSink(event: CloudEvent, url: string): Promise<void> {
+    let attempts = 1;
+    try {
+      const res = await this.t.sinks!.deliver(url, event, this.policy, {
+        onRetry: (r) => {
+          attempts++;
+          this.t.events.emit("retried", { subscriber: this.index, id: event.id, target: url, attempt: r.attempt, error: r.error });
+          this.log.warn({ id: event.id, sink: url, attempt: r.attempt, delayMs: r.delayMs, err: r.error.message }, "retrying delivery");
+        },
+      });
+      this.t.events.emit("delivered", { subscriber: this.index, id: event.id, target: url, kind: "sink", status: res.status });
+      this.log.info({ id: event.id, type: event.type, sink: url, status: res.status }, "delivered");
+    } catch (err) {
+      await this.deadLetter(event, url, err as DeliveryError, attempts);
+    }
+  }
+
+  private async toTopic(event: CloudEvent, topic: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.t.bus.publish(topic, event);
+        this.t.events.emit("delivered", { subscriber: this.index, id: event.id, target: topic, kind: "topic" });
+        this.log.info({ id: event.id, type: event.type, topic }, "delivered");
+        return;
+      } catch (err) {
+        const retriable = err instanceof BusError && err.retriable;
+        if (!retriable || attempt > this.policy.retry) {
+          await this.deadLetter(event, topic, err, attempt);
+          return;
+        }
+        this.t.events.emit("retried", { subscriber: this.index, id: event.id, target: topic, attempt, error: err });
+        this.log.warn({ id: event.id, topic, attempt, err }, "retrying publish");
+        await sleep(backoffDelay(attempt, { policy: this.policy.backoffPolicy, delayMs: this.policy.backoffDelayMs }));
+      }
+    }
+  }
+
+  /**
+   * Sends what could not be delivered to the dead-letter sink, else the dead-letter topic, with the
+   * reason attached. Rejects (so the bus redelivers the message) only when the dead-letter target
+   * itself cannot take it; with no dead-letter target configured, logs an error and counts it.
+   */
+  private async deadLetter(event: CloudEvent, target: string, error: unknown, attempts = 1): Promise<void> {
+    const dl = withDeadLetterReason(event, error, target, attempts);
+    if (this.dlsUrl !== undefined) {
+      try {
+        await this.t.sinks!.deliver(this.dlsUrl, dl, this.policy);
+        this.report(event, target, this.dlsUrl, error);
+        return;
+      } catch (dlsErr) {
+        if (this.spec.deadLetterTopic === undefined) throw dlsErr;
+        this.log.error({ id: event.id, deadLetterSink: this.dlsUrl, err: dlsErr }, "dead-letter sink failed; trying dead-letter topic");
+      }
+    }
+    if (this.spec.deadLetterTopic !== undefined && this.spec.deadLetterTopic !== "") {
+      await this.t.bus.publish(this.spec.deadLetterTopic, dl);
+      this.report(event, target, this.spec.deadLetterTopic, error);
+      return;
+    }
+    this.t.events.emit("dropped", { subscriber: this.index, id: event.id, target, error });
+    this.log.error(
+      { id: event.id, target, err: error },
+      "NOT DELIVERED and no deadLetterSink/deadLetterTopic configured: event dropped",
+    );
+  }
+
+  private report(event: CloudEvent, target: string, deadLetter: string, error: unknown): void {
+    this.t.events.emit("dead_lettered", { subscriber: this.index, id: event.id, target, deadLetter, error });
+    this.log.warn(
+      { id: event.id, target, deadLetter, err: error instanceof Error ? error.message : String(error) },
+      "dead-lettered",
+    );
+  }
+
+  drain(): PendingEntry[] {
+    return this.correlator?.drain() ?? [];
+  }
+}
+
+/** Starts a trigger. Throws for an invalid condition or expression (validate manifests first). */
+export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): Promise<TriggerRuntime> {
+  const namespace = namespaceOf(trigger);
+  const name = trigger.metadata.name;
+  const events = o.instrumentation ?? createInstrumentation<TriggerEvents>();
+  const log = o.logger.child({ component: "trigger", trigger: `${namespace}/${name}` });
+  const group = o.group ?? `trigger-${namespace}-${name}`;
+  let stopping = false;
+  const resolveSink = (s: Sink): string => {
+    const url = o.resolveSink?.(s, namespace) ?? s.uri;
+    if (url === undefined) throw new Error(`cannot resolve sink ${JSON.stringify(s)}`);
+    return url;
+  };
+
+  const inputNames = Object.keys(trigger.spec.inputs);
+  const plans: InputPlan[] = Object.entries(trigger.spec.inputs).map(([n, i]) => ({
+    name: n,
+    topic: busTopic(i.namespace ?? namespace, i.eventSource, i.event),
+    filter: i.filter === undefined ? undefined : (o.engine.compile(i.filter), i.filter),
+  }));
+  const subscribers = trigger.spec.subscribers.map(
+    (s, i) =>
+      new SubscriberRunner(i, s, parseCondition(s.condition, inputNames), {
+        namespace,
+        bus: o.bus,
+        engine: o.engine,
+        sinks: o.sinks,
+        events,
+        resolveSink,
+        log,
+        stopping: () => stopping,
+      }),
+  );
+
+  const byTopic = new Map<string, InputPlan[]>();
+  for (const p of plans) byTopic.set(p.topic, [...(byTopic.get(p.topic) ?? []), p]);
+
+  const subs: Subscription[] = [];
+  try {
+    for (const [topic, inputs] of byTopic) {
+      const interested = subscribers.filter((s) => inputs.some((i) => s.inputs.has(i.name)));
+      if (interested.length === 0) {
+        log.warn({ topic, inputs: inputs.map((i) => i.name) }, "input named by no condition; not subscribed");
+        continue;
+      }
+      // Room for every event a subscriber may hold pending plus its deliveries in flight.
+      const maxInFlight =
+        Math.max(...interested.map((s) => s.maxPending)) + Math.max(...interested.map((s) => s.concurrency)) * 2;
+      subs.push(
+        await o.bus.subscribe(
+          [topic],
+          async (event) => {
+            const work: Promise<void>[] = [];
+            for (const input of inputs) {
+              events.emit("received", { input: input.name, id: event.id });
+              if (input.filter !== undefined) {
+                let pass: boolean;
+                try {
+                  pass = await o.engine.evaluateBoolean(input.filter, event);
+                } catch (err) {
+                  if (!(err instanceof ExpressionError)) throw err;
+                  log.warn({ input: input.name, id: event.id, err }, "input filter failed; event skipped");
+                  events.emit("filtered", { input: input.name, id: event.id, reason: "error" });
+                  continue;
+                }
+                if (!pass) {
+                  events.emit("filtered", { input: input.name, id: event.id, reason: "filter" });
+                  continue;
+                }
+              }
+              for (const s of subscribers) if (s.inputs.has(input.name)) work.push(s.offer(input.name, event));
+            }
+            const results = await Promise.allSettled(work);
+            const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+            if (failed !== undefined) throw failed.reason;
+          },
+          { group, maxInFlight },
+        ),
+      );
+    }
+  } catch (err) {
+    await Promise.allSettled(subs.map((s) => s.close()));
+    throw err;
+  }
+  log.info({ inputs: plans.map((p) => `${p.name}<-${p.topic}`), subscribers: subscribers.length }, "trigger started");
+
+  return {
+    name,
+    events,
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      const err = new ShutdownError("trigger stopped before the event was joined");
+      for (const s of subscribers) for (const e of s.drain()) e.fail(err);
+      await Promise.allSettled(subs.map((s) => s.close()));
+    },
+  };
+}

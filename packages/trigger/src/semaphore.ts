@@ -1,0 +1,23 @@
+/** A counting semaphore: at most `limit` holders; waiters are served in order. */
+export class Semaphore {
+  private active = 0;
+  private readonly queue: Array<() => void> = [];
+  constructor(private readonly limit: number) {}
+
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.limit) await new Promise<void>((r) => this.queue.push(r));
+    else this.active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.queue.shift();
+      if (next !== undefined) next();
+      else this.active--;
+    };
+  }
+
+  get inUse(): number {
+    return this.active;
+  }
+}

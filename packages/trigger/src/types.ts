@@ -1,0 +1,26 @@
+import type { CloudEvent } from "@ofevents/core";
+
+/** Instrumentation events of a trigger; `subscriber` is the subscriber's index. */
+export interface TriggerEvents {
+  received: { input: string; id: string };
+  filtered: { input?: string; subscriber?: number; id: string; reason: "filter" | "error" };
+  pending: { subscriber: number; input: string; id: string; key: string };
+  fired: { subscriber: number; id: string; joined: string[] };
+  delivered: { subscriber: number; id: string; target: string; kind: "sink" | "topic"; status?: number };
+  retried: { subscriber: number; id: string; target: string; attempt: number; error: unknown };
+  dead_lettered: { subscriber: number; id: string; target: string; deadLetter: string; error: unknown };
+  dropped: { subscriber: number; id: string; target: string; error: unknown };
+  expired: { subscriber: number; input: string; id: string };
+  evicted: { subscriber: number; input: string; id: string };
+  uncorrelated: { subscriber: number; input: string; id: string };
+}
+
+/** Extension attribute carrying the ids of the events a delivered event was joined with. */
+export const JOINED_EXTENSION = "ofjoined";
+
+export interface Fired {
+  event: CloudEvent;
+  /** The event of each input that took part, by input name. */
+  inputs: Record<string, CloudEvent>;
+  joined: string[];
+}
