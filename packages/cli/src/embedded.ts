@@ -88,7 +88,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       log.warn({ eventBus: name }, "natsStreaming is end-of-life and is mapped to JetStream");
       spec = { jetstream: { url: spec.natsStreaming.natsURL } };
     }
-    bus = await createEventBus(spec, { logger: o.logger });
+    bus = await createEventBus(spec, { logger: o.logger, secrets, namespace });
     buses.set(key, bus);
     return bus;
   }

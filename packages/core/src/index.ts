@@ -51,6 +51,11 @@ export type {
   Subscriber,
   Trigger,
   WebhookSpec,
+  NatsSourceSpec,
+  JetStreamBusSpec,
+  KafkaBusSpec,
+  TlsSpec,
+  SaslSpec,
 } from "./schemas.js";
 
 export { FUNCTION_API_GROUP, MODULE_ANNOTATION, functionSchema, isSyncFunction, secretSchema } from "./functions.js";

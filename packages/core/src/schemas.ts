@@ -109,6 +109,25 @@ const genericScaleOption = {
 // ---------------------------------------------------------------------------------------------
 // EventSource
 
+export const tlsSchema = z
+  .object({
+    enabled: z.boolean().optional().describe("Use TLS (default true when this block is present)."),
+    caSecret: secretKeySelectorSchema.optional().describe("PEM CA certificate."),
+    certSecret: secretKeySelectorSchema.optional().describe("PEM client certificate."),
+    keySecret: secretKeySelectorSchema.optional().describe("PEM client key."),
+    insecureSkipVerify: z.boolean().optional(),
+  })
+  .strict()
+  .describe(ext("TLS settings, certificates by reference."));
+
+export const saslSchema = z
+  .object({
+    mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).describe("SASL mechanism."),
+    usernameSecret: secretKeySelectorSchema,
+    passwordSecret: secretKeySelectorSchema,
+  })
+  .strict();
+
 export const redisSourceSchema = z
   .object({
     redisHost: z.string().describe("host:port of the Redis server."),
@@ -132,9 +151,21 @@ export const redisSourceSchema = z
     minIdleConns: z.number().int().optional(),
     idleCheckFrequency: z.string().optional(),
     idleTimeout: z.string().optional(),
+    channel: z.string().optional().describe(ext("Pub/sub channel (pattern with *) to subscribe to.")),
+    stream: z.string().optional().describe(ext("Stream to read with a consumer group (XREADGROUP, XACK after publish).")),
+    consumerGroup: z
+      .string()
+      .optional()
+      .describe(ext("Stream consumer group (default ofevents-{namespace}-{eventSource}-{event}).")),
+    consumerName: z.string().optional().describe(ext("Consumer name inside the group (default the host name).")),
+    startFrom: z
+      .enum(["newest", "oldest"])
+      .optional()
+      .describe(ext("Where a new stream group starts (default newest).")),
+    passwordSecret: secretKeySelectorSchema.optional().describe(ext("Password by reference.")),
   })
   .strict()
-  .describe("A Redis event source (OpenFunction's fields).");
+  .describe("A Redis event source (OpenFunction's fields, plus channel or stream).");
 
 export const kafkaSourceSchema = z
   .object({
@@ -144,6 +175,17 @@ export const kafkaSourceSchema = z
     saslUsername: z.string().optional(),
     saslPassword: z.string().optional(),
     maxMessageBytes: z.number().int().optional(),
+    consumerGroup: z
+      .string()
+      .optional()
+      .describe(ext("Consumer group (default ofevents-{namespace}-{eventSource}-{event}).")),
+    startFrom: z
+      .enum(["newest", "oldest"])
+      .optional()
+      .describe(ext("Where a new consumer group starts (default newest); a known group resumes from its commit.")),
+    clientId: z.string().optional().describe(ext("Kafka client id (default ofevents).")),
+    sasl: saslSchema.optional().describe(ext("SASL credentials by reference (instead of saslUsername/saslPassword).")),
+    tls: tlsSchema.optional().describe(ext("TLS to the brokers.")),
     scaleOption: z
       .object({
         ...genericScaleOption,
@@ -185,6 +227,30 @@ export const mqttSourceSchema = z
   .strict()
   .describe("An MQTT event source (OpenFunction's fields).");
 
+export const natsSourceSchema = z
+  .object({
+    url: z.string().min(1).describe("NATS server URL(s), comma-separated."),
+    subject: z.string().min(1).describe("Subject (wildcards allowed) to consume."),
+    queueGroup: z.string().optional().describe("Core NATS queue group: members share the messages."),
+    jetstream: z
+      .object({
+        stream: z.string().min(1).describe("Stream holding the subject."),
+        durable: z
+          .string()
+          .optional()
+          .describe("Durable consumer name (default ofevents-{namespace}-{eventSource}-{event})."),
+        deliverPolicy: z.enum(["all", "new", "last"]).optional().describe("Where a new consumer starts (default new)."),
+        ackWait: durationSchema.optional().describe("Redelivery after this long without ack (default 30s)."),
+      })
+      .strict()
+      .optional()
+      .describe("Consume through a JetStream durable consumer (ack after publish) instead of core NATS."),
+    credentialsSecret: secretKeySelectorSchema.optional().describe("NATS credentials file content."),
+    tokenSecret: secretKeySelectorSchema.optional().describe("NATS auth token."),
+  })
+  .strict()
+  .describe(ext("A NATS event source: core subjects or JetStream consumers."));
+
 export const webhookSourceSchema = z
   .object({
     endpoint: z.string().regex(/^\//, { message: 'must start with "/"' }).describe("HTTP path, e.g. /orders."),
@@ -218,6 +284,7 @@ export const eventSourceSpecSchema = z
     cron: eventMap(cronSourceSchema).optional().describe("Cron events, keyed by event name."),
     mqtt: eventMap(mqttSourceSchema).optional().describe("MQTT events, keyed by event name."),
     webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
+    nats: eventMap(natsSourceSchema).optional().describe(ext("NATS events, keyed by event name.")),
     sink: sinkSchema.optional().describe("Send events directly to this sink instead of the bus."),
     build: z.record(z.string(), z.unknown()).optional().describe("OpenFunction build settings (unused here)."),
     logLevel: z.string().optional().describe('Log level: OpenFunction\'s "1".."3" or debug|info|warn|error.'),
@@ -231,6 +298,7 @@ export const SourceKind = {
   Cron: "cron",
   Mqtt: "mqtt",
   Webhook: "webhook",
+  Nats: "nats",
 } as const;
 export type SourceKind = (typeof SourceKind)[keyof typeof SourceKind];
 export const sourceKinds = Object.values(SourceKind);
@@ -255,20 +323,8 @@ export const eventSourceSchema = z
         message: `define at least one event (under ${sourceKinds.join(", ")})`,
       });
     }
-    const seen = new Map<string, string>();
-    for (const k of sourceKinds) {
-      for (const name of Object.keys(es.spec[k] ?? {})) {
-        const other = seen.get(name);
-        if (other !== undefined) {
-          ctx.addIssue({
-            code: "custom",
-            path: ["spec", k, name],
-            message: `event name "${name}" is also used under spec.${other}; bus topics would collide`,
-          });
-        }
-        seen.set(name, k);
-      }
-    }
+    // The same event name under two kinds is allowed (OpenFunction's sample 3 does it): both
+    // publish to the same bus topic.
   });
 
 // ---------------------------------------------------------------------------------------------
@@ -324,15 +380,9 @@ export const kafkaBusSchema = z
     topicPrefix: z.string().optional().describe("Prefix for bus topics (default none)."),
     partitions: z.number().int().positive().optional().describe("Partitions of created topics (default 1)."),
     maxDeliver: z.number().int().positive().optional(),
-    sasl: z
-      .object({
-        mechanism: z.enum(["plain", "scram-sha-256", "scram-sha-512"]),
-        usernameSecret: secretKeySelectorSchema,
-        passwordSecret: secretKeySelectorSchema,
-      })
-      .strict()
-      .optional(),
-    tls: z.boolean().optional(),
+    sasl: saslSchema.optional(),
+    tls: tlsSchema.optional(),
+    clientId: z.string().optional(),
   })
   .strict()
   .describe(ext("Kafka bus."));
@@ -514,6 +564,11 @@ export type KafkaSourceSpec = z.infer<typeof kafkaSourceSchema>;
 export type MqttSourceSpec = z.infer<typeof mqttSourceSchema>;
 export type RedisSourceSpec = z.infer<typeof redisSourceSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
+export type NatsSourceSpec = z.infer<typeof natsSourceSchema>;
+export type JetStreamBusSpec = z.infer<typeof jetstreamBusSchema>;
+export type KafkaBusSpec = z.infer<typeof kafkaBusSchema>;
+export type TlsSpec = z.infer<typeof tlsSchema>;
+export type SaslSpec = z.infer<typeof saslSchema>;
 
 /** The schema of each kind we own. */
 export const schemas = {

@@ -12,6 +12,7 @@ export const adapters: Record<SourceKind, () => Promise<SourceAdapter>> = {
   [SourceKind.Kafka]: notYet(SourceKind.Kafka),
   [SourceKind.Redis]: notYet(SourceKind.Redis),
   [SourceKind.Mqtt]: notYet(SourceKind.Mqtt),
+  [SourceKind.Nats]: notYet(SourceKind.Nats),
 };
 
 export function loadAdapter(kind: SourceKind): Promise<SourceAdapter> {

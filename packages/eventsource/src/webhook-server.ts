@@ -84,6 +84,8 @@ export function createWebhookServers(options: { host?: string | undefined; logge
         p.catch(() => listeners.delete(port));
       }
       const l = await p;
+      // A listener opened on port 0 is also found by the port it got.
+      if (!listeners.has(l.port)) listeners.set(l.port, p);
       if (l.routes.some((r) => r.endpoint === route.endpoint && r.method === route.method)) {
         throw new Error(`another webhook already serves ${route.method} ${route.endpoint} on port ${l.port}`);
       }
@@ -96,7 +98,7 @@ export function createWebhookServers(options: { host?: string | undefined; logge
       const l = await p;
       l.routes = l.routes.filter((r) => r !== route);
       if (l.routes.length === 0) {
-        listeners.delete(port);
+        for (const [k, v] of listeners) if (v === p) listeners.delete(k);
         await closeServer(l.server);
       }
     },

@@ -1,0 +1,143 @@
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { DeliveryError, ErrorCode, createSinkClient, deliveryPolicy, newEvent, type SinkClient } from "../src/index.js";
+
+interface Received {
+  headers: IncomingMessage["headers"];
+  body: string;
+  at: number;
+}
+
+/** A real HTTP sink whose behaviour each test scripts: answers[i] is the answer to request i. */
+class ScriptedSink {
+  received: Received[] = [];
+  answers: Array<{ status: number; headers?: Record<string, string>; stallMs?: number }> = [];
+  private server!: Server;
+  url = "";
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        const i = this.received.length;
+        this.received.push({ headers: req.headers, body: Buffer.concat(chunks).toString("utf8"), at: Date.now() });
+        const a = this.answers[i] ?? this.answers[this.answers.length - 1] ?? { status: 200 };
+        const reply = (): void => void res.writeHead(a.status, a.headers ?? {}).end(`answer ${a.status}`);
+        if (a.stallMs !== undefined) setTimeout(reply, a.stallMs);
+        else reply();
+      });
+    });
+    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/sink`;
+  }
+
+  reset(): void {
+    this.received = [];
+    this.answers = [];
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+const event = () =>
+  newEvent({
+    id: "evt-1",
+    source: "/test",
+    type: "io.ofevents.test",
+    subject: "s",
+    data: { amount: 10 },
+    extensions: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+  });
+
+const fast = deliveryPolicy({ retry: 3, backoffDelay: "10ms", timeout: "500ms", retryAfterMax: "2s" });
+
+describe("sink delivery - against a real HTTP server", () => {
+  const sink = new ScriptedSink();
+  let client: SinkClient;
+  beforeAll(async () => {
+    await sink.start();
+    client = createSinkClient();
+  });
+  afterAll(async () => {
+    await client.close();
+    await sink.stop();
+  });
+  afterEach(() => sink.reset());
+
+  it("sink delivery - binary mode carries attributes as ce- headers and data as the body", async () => {
+    sink.answers = [{ status: 202 }];
+    const res = await client.deliver(sink.url, event(), fast);
+    expect(res.status).toBe(202);
+    const h = sink.received[0]!.headers;
+    expect(h["ce-id"]).toBe("evt-1");
+    expect(h["ce-source"]).toBe("/test");
+    expect(h["ce-type"]).toBe("io.ofevents.test");
+    expect(h["ce-subject"]).toBe("s");
+    expect(h["ce-traceparent"]).toBe("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    expect(h["content-type"]).toContain("application/json");
+    expect(JSON.parse(sink.received[0]!.body)).toEqual({ amount: 10 });
+  });
+
+  it("sink delivery - structured mode sends the whole event as application/cloudevents+json", async () => {
+    sink.answers = [{ status: 200 }];
+    await client.deliver(sink.url, event(), { ...fast, format: "structured" });
+    expect(sink.received[0]!.headers["content-type"]).toContain("application/cloudevents+json");
+    expect(JSON.parse(sink.received[0]!.body)).toMatchObject({ id: "evt-1", specversion: "1.0", data: { amount: 10 } });
+  });
+
+  it("sink delivery - a sink failing twice with 503 gets the event on the third attempt", async () => {
+    sink.answers = [{ status: 503 }, { status: 503 }, { status: 200 }];
+    const retries: number[] = [];
+    const res = await client.deliver(sink.url, event(), fast, { onRetry: (r) => retries.push(r.attempt) });
+    expect(res.status).toBe(200);
+    expect(sink.received).toHaveLength(3);
+    expect(retries).toEqual([1, 2]);
+  });
+
+  it("sink delivery - 4xx other than 408/429 is not retried", async () => {
+    sink.answers = [{ status: 400 }];
+    const err = (await client.deliver(sink.url, event(), fast).catch((e: unknown) => e)) as DeliveryError;
+    expect(err).toBeInstanceOf(DeliveryError);
+    expect(err.code).toBe(ErrorCode.DeliveryRejected);
+    expect(err.retriable).toBe(false);
+    expect(err.status).toBe(400);
+    expect(sink.received).toHaveLength(1);
+  });
+
+  it("sink delivery - 5xx beyond the retry budget fails with the last status after retry+1 attempts", async () => {
+    sink.answers = [{ status: 500 }];
+    const err = (await client.deliver(sink.url, event(), fast).catch((e: unknown) => e)) as DeliveryError;
+    expect(err.retriable).toBe(true);
+    expect(err.status).toBe(500);
+    expect(sink.received).toHaveLength(4);
+  });
+
+  it("sink delivery - 429 with Retry-After waits as asked (bounded by retryAfterMax)", async () => {
+    sink.answers = [{ status: 429, headers: { "retry-after": "1" } }, { status: 200 }];
+    await client.deliver(sink.url, event(), fast);
+    expect(sink.received).toHaveLength(2);
+    const waited = sink.received[1]!.at - sink.received[0]!.at;
+    expect(waited).toBeGreaterThanOrEqual(950);
+  });
+
+  it("sink delivery - a stalled sink times out and is retried", async () => {
+    sink.answers = [{ status: 200, stallMs: 2000 }, { status: 200 }];
+    const res = await client.deliver(sink.url, event(), { ...fast, timeoutMs: 200 });
+    expect(res.status).toBe(200);
+    expect(sink.received).toHaveLength(2);
+  });
+
+  it("sink delivery - connection refused is a retriable failure", async () => {
+    const err = (await client
+      .deliver("http://127.0.0.1:1/none", event(), { ...fast, retry: 1 })
+      .catch((e: unknown) => e)) as DeliveryError;
+    expect(err).toBeInstanceOf(DeliveryError);
+    expect(err.retriable).toBe(true);
+    expect(err.code).toBe(ErrorCode.DeliveryFailed);
+  });
+});

@@ -1,0 +1,220 @@
+/**
+ * The EventBus contract suite (DESIGN.md, "Contracts"). Every driver runs it against its real
+ * backend: `busContract("jetstream", () => createJetStreamBus(...))`. Each test owns its topics
+ * and groups (random suffix), so one backend serves the whole run.
+ */
+import { randomUUID } from "node:crypto";
+import { afterEach, describe, expect, it } from "vitest";
+import { BusError, ErrorCode, newEvent, type CloudEvent } from "@ofevents/core";
+import { DeadLetterExtension, type DeliveryInfo, type EventBus } from "../src/index.js";
+
+export interface ContractOptions {
+  /** Time allowed for a message to arrive (default 10 s). */
+  timeoutMs?: number;
+  /** Backoff base for redelivery tests (ms, default 50). */
+  backoffMs?: number;
+}
+
+export function uniq(prefix: string): string {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+export async function waitFor(predicate: () => boolean, timeoutMs = 10_000, what = "condition"): Promise<void> {
+  const start = Date.now();
+  while (!predicate()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function sample(n: number, extra: Record<string, unknown> = {}): CloudEvent {
+  return newEvent({
+    id: `ev-${n}-${randomUUID().slice(0, 6)}`,
+    source: "/contract/test",
+    type: "io.ofevents.test",
+    subject: `subject-${n}`,
+    data: { n, nested: { list: [1, 2, 3], text: "héllo" } },
+    extensions: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", customext: "x", ...extra } as Record<string, string>,
+  });
+}
+
+export function busContract(name: string, factory: () => Promise<EventBus>, options: ContractOptions = {}): void {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const backoffMs = options.backoffMs ?? 50;
+
+  describe(`${name} bus - contract`, () => {
+    const buses: EventBus[] = [];
+    const open = async (): Promise<EventBus> => {
+      const b = await factory();
+      buses.push(b);
+      return b;
+    };
+    afterEach(async () => {
+      await Promise.allSettled(buses.splice(0).map((b) => b.close()));
+    });
+
+    it(`${name} bus - delivers the event with every attribute intact`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      const got: CloudEvent[] = [];
+      await bus.subscribe([topic], async (e) => void got.push(e), { group: uniq("g") });
+      const sent = sample(1);
+      await bus.publish(topic, sent);
+      await waitFor(() => got.length === 1, timeoutMs, "delivery");
+      expect(got[0]).toEqual(sent);
+    });
+
+    it(`${name} bus - an acked message is not delivered again`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      const seen: string[] = [];
+      await bus.subscribe([topic], async (e) => void seen.push(e.id), { group: uniq("g"), backoffMs });
+      const events = [sample(1), sample(2), sample(3)];
+      for (const e of events) await bus.publish(topic, e);
+      await waitFor(() => seen.length >= 3, timeoutMs, "3 deliveries");
+      await new Promise((r) => setTimeout(r, backoffMs * 10));
+      expect(seen.sort()).toEqual(events.map((e) => e.id).sort());
+    });
+
+    it(`${name} bus - a throwing handler gets the message again, with a growing delivery count`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      const infos: DeliveryInfo[] = [];
+      await bus.subscribe(
+        [topic],
+        async (_e, info) => {
+          infos.push(info);
+          if (info.deliveryCount < 3) throw new Error("not yet");
+        },
+        { group: uniq("g"), backoffMs, maxDeliver: 5 },
+      );
+      await bus.publish(topic, sample(1));
+      await waitFor(() => infos.length === 3, timeoutMs, "3 deliveries");
+      expect(infos.map((i) => i.deliveryCount)).toEqual([1, 2, 3]);
+      await new Promise((r) => setTimeout(r, backoffMs * 10));
+      expect(infos).toHaveLength(3);
+    });
+
+    it(`${name} bus - after maxDeliver failures the event goes to the dead-letter topic with the reason`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      const dlt = uniq("dlt");
+      let attempts = 0;
+      const dead: CloudEvent[] = [];
+      await bus.subscribe([dlt], async (e) => void dead.push(e), { group: uniq("g") });
+      await bus.subscribe(
+        [topic],
+        async () => {
+          attempts++;
+          throw new Error("sink is down");
+        },
+        { group: uniq("g"), backoffMs, maxDeliver: 3, deadLetterTopic: dlt },
+      );
+      const sent = sample(7);
+      await bus.publish(topic, sent);
+      await waitFor(() => dead.length === 1, timeoutMs, "dead letter");
+      expect(attempts).toBe(3);
+      const d = dead[0] as Record<string, unknown>;
+      expect(d["id"]).toBe(sent.id);
+      expect(d["data"]).toEqual(sent.data);
+      expect(d[DeadLetterExtension.Reason]).toBe("sink is down");
+      expect(Number(d[DeadLetterExtension.Deliveries])).toBe(3);
+      expect(d[DeadLetterExtension.Destination]).toBe(topic);
+    });
+
+    it(`${name} bus - every group gets each event; members of a group share them`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      const g1 = uniq("g1");
+      const g2 = uniq("g2");
+      const a: string[] = [];
+      const b: string[] = [];
+      const c: string[] = [];
+      await bus.subscribe([topic], async (e) => void a.push(e.id), { group: g1, maxInFlight: 1 });
+      await bus.subscribe([topic], async (e) => void b.push(e.id), { group: g1, maxInFlight: 1 });
+      await bus.subscribe([topic], async (e) => void c.push(e.id), { group: g2 });
+      const ids: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const e = sample(i);
+        ids.push(e.id);
+        await bus.publish(topic, e);
+      }
+      await waitFor(() => a.length + b.length === 40 && c.length === 40, timeoutMs, "all deliveries");
+      expect([...a, ...b].sort()).toEqual([...ids].sort());
+      expect(new Set([...a, ...b]).size).toBe(40);
+      expect([...c].sort()).toEqual([...ids].sort());
+      expect(a.length).toBeGreaterThan(0);
+      expect(b.length).toBeGreaterThan(0);
+    });
+
+    it(`${name} bus - in-flight messages per subscription never exceed maxInFlight`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      let inFlight = 0;
+      let peak = 0;
+      let done = 0;
+      await bus.subscribe(
+        [topic],
+        async () => {
+          inFlight++;
+          peak = Math.max(peak, inFlight);
+          await new Promise((r) => setTimeout(r, 20));
+          inFlight--;
+          done++;
+        },
+        { group: uniq("g"), maxInFlight: 3 },
+      );
+      for (let i = 0; i < 20; i++) await bus.publish(topic, sample(i));
+      await waitFor(() => done === 20, timeoutMs, "20 handled");
+      expect(peak).toBeLessThanOrEqual(3);
+      expect(peak).toBeGreaterThan(1);
+    });
+
+    it(`${name} bus - a durable group resumes where it left off`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      const group = uniq("g");
+      const first: string[] = [];
+      const sub = await bus.subscribe([topic], async (e) => void first.push(e.id), { group });
+      const before = [sample(1), sample(2)];
+      for (const e of before) await bus.publish(topic, e);
+      await waitFor(() => first.length === 2, timeoutMs, "first deliveries");
+      await sub.close();
+      const after = [sample(3), sample(4)];
+      for (const e of after) await bus.publish(topic, e);
+      const second: string[] = [];
+      await bus.subscribe([topic], async (e) => void second.push(e.id), { group });
+      await waitFor(() => second.length === 2, timeoutMs, "resumed deliveries");
+      await new Promise((r) => setTimeout(r, 200));
+      expect(second.sort()).toEqual(after.map((e) => e.id).sort());
+    });
+
+    it(`${name} bus - closing a subscription waits for its in-flight handler`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      let finished = false;
+      let started = false;
+      const sub = await bus.subscribe(
+        [topic],
+        async () => {
+          started = true;
+          await new Promise((r) => setTimeout(r, 300));
+          finished = true;
+        },
+        { group: uniq("g") },
+      );
+      await bus.publish(topic, sample(1));
+      await waitFor(() => started, timeoutMs, "handler start");
+      await sub.close();
+      expect(finished).toBe(true);
+    });
+
+    it(`${name} bus - publish after close rejects with a BusError`, async () => {
+      const bus = await open();
+      await bus.close();
+      const err = await bus.publish(uniq("t"), sample(1)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BusError);
+      expect((err as BusError).code).toBe(ErrorCode.BusClosed);
+    });
+  });
+}

@@ -1,0 +1,53 @@
+import { randomBytes } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
+
+export interface WaitForOptions {
+  /** Give up after this long (default 10 s). */
+  timeoutMs?: number;
+  /** Pause between two calls of the predicate (default 50 ms). */
+  intervalMs?: number;
+  /** Names what was awaited, for the timeout error. */
+  message?: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * Calls `predicate` until it returns a truthy value and resolves with that value. A predicate
+ * that throws counts as "not yet"; its last error becomes the timeout error's `cause`.
+ * Rejects after `timeoutMs`, or when `signal` aborts.
+ */
+export async function waitFor<T>(
+  predicate: () => T | Promise<T>,
+  options: WaitForOptions = {},
+): Promise<NonNullable<T>> {
+  const { timeoutMs = 10_000, intervalMs = 50, message = "condition", signal } = options;
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  let calls = 0;
+  for (;;) {
+    signal?.throwIfAborted();
+    calls++;
+    try {
+      const value = await predicate();
+      if (value) return value as NonNullable<T>;
+    } catch (err) {
+      lastError = err;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      const detail = lastError instanceof Error ? `; last error: ${lastError.message}` : "";
+      throw new Error(`waitFor: ${message} not met after ${timeoutMs} ms (${calls} checks)${detail}`, {
+        cause: lastError,
+      });
+    }
+    await delay(Math.min(intervalMs, left), undefined, signal ? { signal } : {});
+  }
+}
+
+/**
+ * A short random lowercase hex string (8 characters by default) for names a test owns: topics,
+ * groups, streams, namespaces. Valid in NATS stream names, Kafka topics and Kubernetes names.
+ */
+export function randomSuffix(bytes = 4): string {
+  return randomBytes(bytes).toString("hex");
+}
