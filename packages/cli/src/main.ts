@@ -12,6 +12,7 @@ import {
   formatIssue,
   generateCrds,
   newEvent,
+  withReference,
   type LogFormat,
 } from "@ofevents/core";
 import { startEmbedded, validateAll } from "./embedded.js";
@@ -28,6 +29,8 @@ Usage:
       Send one CloudEvent to a URL.
   ofevents crds [--out crds] [--check]
       Write (or check) the CustomResourceDefinitions generated from the schemas.
+  ofevents docs [--file README.md] [--check]
+      Write (or check) the resource reference generated from the schemas into the README.
 `;
 
 type Write = (s: string) => void;
@@ -52,6 +55,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await publish(rest, out, err, io.stdin ?? process.stdin);
       case "crds":
         return await crds(rest, out, err);
+      case "docs":
+        return await docs(rest, out, err);
       case undefined:
       case "help":
       case "--help":
@@ -222,5 +227,22 @@ async function crds(args: string[], out: Write, err: Write): Promise<number> {
     await writeFile(join(values.out, name), text);
     out(`wrote ${join(values.out, name)}\n`);
   }
+  return 0;
+}
+
+async function docs(args: string[], out: Write, err: Write): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { file: { type: "string", default: "README.md" }, check: { type: "boolean", default: false } },
+  });
+  const current = await readFile(values.file, "utf8");
+  const next = withReference(current);
+  if (values.check) {
+    if (next === current) return 0;
+    err(`${values.file}: the resource reference is out of date; run: npm run docs\n`);
+    return 1;
+  }
+  await writeFile(values.file, next);
+  out(`wrote the resource reference into ${values.file}\n`);
   return 0;
 }
