@@ -97,13 +97,13 @@ export const secretKeySelectorSchema = z
   .describe("A reference to a key of a Secret (a Kubernetes Secret, or locally a Secret manifest or env var).");
 
 const genericScaleOption = {
-  pollingInterval: z.number().int().optional(),
-  cooldownPeriod: z.number().int().optional(),
-  minReplicaCount: z.number().int().optional(),
-  maxReplicaCount: z.number().int().optional(),
-  advanced: z.record(z.string(), z.unknown()).optional(),
-  metadata: z.record(z.string(), z.string()).optional(),
-  authRef: z.record(z.string(), z.unknown()).optional(),
+  pollingInterval: z.number().int().optional().describe("KEDA: seconds between checks of the scaler."),
+  cooldownPeriod: z.number().int().optional().describe("KEDA: seconds after the last activity before scaling to zero."),
+  minReplicaCount: z.number().int().optional().describe("KEDA: fewest replicas."),
+  maxReplicaCount: z.number().int().optional().describe("KEDA: most replicas."),
+  advanced: z.record(z.string(), z.unknown()).optional().describe("KEDA: advanced ScaledObject settings."),
+  metadata: z.record(z.string(), z.string()).optional().describe("KEDA: extra scaler metadata."),
+  authRef: z.record(z.string(), z.unknown()).optional().describe("KEDA: TriggerAuthentication reference."),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ export const tlsSchema = z
     caSecret: secretKeySelectorSchema.optional().describe("PEM CA certificate."),
     certSecret: secretKeySelectorSchema.optional().describe("PEM client certificate."),
     keySecret: secretKeySelectorSchema.optional().describe("PEM client key."),
-    insecureSkipVerify: z.boolean().optional(),
+    insecureSkipVerify: z.boolean().optional().describe("Skip server certificate verification (tests only)."),
   })
   .strict()
   .describe(ext("TLS settings, certificates by reference."));
@@ -132,25 +132,25 @@ export const redisSourceSchema = z
   .object({
     redisHost: z.string().describe("host:port of the Redis server."),
     redisPassword: z.string().describe("Password (empty for none)."),
-    enableTLS: z.boolean().optional(),
-    failover: z.boolean().optional(),
-    sentinelMasterName: z.string().optional(),
-    redeliverInterval: z.string().optional(),
-    processingTimeout: z.string().optional(),
-    redisType: z.string().optional(),
-    redisDB: z.number().int().optional(),
-    redisMaxRetries: z.number().int().optional(),
-    redisMinRetryInterval: z.string().optional(),
-    redisMaxRetryInterval: z.string().optional(),
-    dialTimeout: z.string().optional(),
-    readTimeout: z.string().optional(),
-    writeTimeout: z.string().optional(),
-    poolSize: z.number().int().optional(),
-    poolTimeout: z.string().optional(),
-    maxConnAge: z.string().optional(),
-    minIdleConns: z.number().int().optional(),
-    idleCheckFrequency: z.string().optional(),
-    idleTimeout: z.string().optional(),
+    enableTLS: z.boolean().optional().describe("Connect with TLS."),
+    failover: z.boolean().optional().describe("Use Redis Sentinel failover."),
+    sentinelMasterName: z.string().optional().describe("Sentinel master name (with failover)."),
+    redeliverInterval: z.string().optional().describe("How often pending stream entries are checked for redelivery (Dapr setting)."),
+    processingTimeout: z.string().optional().describe("How long a stream entry may stay unacknowledged before another consumer claims it."),
+    redisType: z.string().optional().describe('"node" or "cluster".'),
+    redisDB: z.number().int().optional().describe("Database number."),
+    redisMaxRetries: z.number().int().optional().describe("Command retries before giving up."),
+    redisMinRetryInterval: z.string().optional().describe("Minimum backoff between retries."),
+    redisMaxRetryInterval: z.string().optional().describe("Maximum backoff between retries."),
+    dialTimeout: z.string().optional().describe("Connect timeout."),
+    readTimeout: z.string().optional().describe("Socket read timeout."),
+    writeTimeout: z.string().optional().describe("Socket write timeout."),
+    poolSize: z.number().int().optional().describe("Connection pool size (Dapr setting)."),
+    poolTimeout: z.string().optional().describe("Wait for a pooled connection (Dapr setting)."),
+    maxConnAge: z.string().optional().describe("Connection age before recycling (Dapr setting)."),
+    minIdleConns: z.number().int().optional().describe("Idle connections kept (Dapr setting)."),
+    idleCheckFrequency: z.string().optional().describe("Idle connection reaper frequency (Dapr setting)."),
+    idleTimeout: z.string().optional().describe("Close connections idle this long (Dapr setting)."),
     channel: z.string().optional().describe(ext("Pub/sub channel (pattern with *) to subscribe to.")),
     stream: z.string().optional().describe(ext("Stream to read with a consumer group (XREADGROUP, XACK after publish).")),
     consumerGroup: z
@@ -172,9 +172,9 @@ export const kafkaSourceSchema = z
     brokers: z.string().min(1).describe("Comma-separated list of host:port of Kafka brokers."),
     authRequired: z.boolean().describe("Whether SASL authentication is used."),
     topic: z.string().optional().describe("Topic to consume."),
-    saslUsername: z.string().optional(),
-    saslPassword: z.string().optional(),
-    maxMessageBytes: z.number().int().optional(),
+    saslUsername: z.string().optional().describe("SASL user name when authRequired (plain text; prefer sasl with secrets)."),
+    saslPassword: z.string().optional().describe("SASL password when authRequired (plain text; prefer sasl with secrets)."),
+    maxMessageBytes: z.number().int().optional().describe("Largest record accepted."),
     consumerGroup: z
       .string()
       .optional()
@@ -189,9 +189,9 @@ export const kafkaSourceSchema = z
     scaleOption: z
       .object({
         ...genericScaleOption,
-        consumerGroup: z.string().optional(),
-        topic: z.string().optional(),
-        lagThreshold: z.string(),
+        consumerGroup: z.string().optional().describe("Consumer group whose lag is measured."),
+        topic: z.string().optional().describe("Topic whose lag is measured."),
+        lagThreshold: z.string().describe("Target lag per replica."),
       })
       .strict()
       .optional()
@@ -216,13 +216,13 @@ export const mqttSourceSchema = z
   .object({
     url: z.string().min(1).describe("Broker URL, e.g. tcp://host:1883."),
     topic: z.string().min(1).describe("Topic (filter) to subscribe to."),
-    consumerID: z.string().optional(),
-    qos: z.number().int().min(0).max(2).optional(),
-    retain: z.boolean().optional(),
-    cleanSession: z.boolean().optional(),
-    caCert: z.string().optional(),
-    clientCert: z.string().optional(),
-    clientKey: z.string().optional(),
+    consumerID: z.string().optional().describe("MQTT client id (keeps the session across restarts)."),
+    qos: z.number().int().min(0).max(2).optional().describe("Subscription QoS (default 1: acknowledged after the bus took the event)."),
+    retain: z.boolean().optional().describe("Retain flag (publishing only; ignored by the source)."),
+    cleanSession: z.boolean().optional().describe("Start a clean session (default false, so QoS 1 messages wait while the source is away)."),
+    caCert: z.string().optional().describe("PEM CA certificate."),
+    clientCert: z.string().optional().describe("PEM client certificate."),
+    clientKey: z.string().optional().describe("PEM client key."),
   })
   .strict()
   .describe("An MQTT event source (OpenFunction's fields).");
@@ -332,31 +332,32 @@ export const eventSourceSchema = z
 
 export const natsStreamingBusSchema = z
   .object({
-    natsURL: z.string().min(1),
-    natsStreamingClusterID: z.string().min(1),
-    subscriptionType: z.string().min(1),
-    ackWaitTime: z.string().optional(),
-    maxInFlight: z.number().int().optional(),
-    durableSubscriptionName: z.string().min(1),
-    deliverNew: z.boolean().optional(),
-    startAtSequence: z.number().int().optional(),
-    startWithLastReceived: z.boolean().optional(),
-    deliverAll: z.boolean().optional(),
-    startAtTimeDelta: z.string().optional(),
-    startAtTime: z.string().optional(),
-    startAtTimeFormat: z.string().optional(),
-    consumerID: z.string().optional(),
+    natsURL: z.string().min(1).describe("NATS server URL (mapped to JetStream)."),
+    natsStreamingClusterID: z.string().min(1).describe("NATS Streaming cluster id (unused with JetStream)."),
+    subscriptionType: z.string().min(1).describe('"topic" or "queue" (unused with JetStream: groups are durable consumers).'),
+    ackWaitTime: z.string().optional().describe("Redelivery after this long without ack."),
+    maxInFlight: z.number().int().optional().describe("Unacknowledged messages per subscriber."),
+    durableSubscriptionName: z.string().min(1).describe("Durable subscription name."),
+    deliverNew: z.boolean().optional().describe("Start with new messages."),
+    startAtSequence: z.number().int().optional().describe("Start at this sequence."),
+    startWithLastReceived: z.boolean().optional().describe("Start with the last message."),
+    deliverAll: z.boolean().optional().describe("Start with the first message."),
+    startAtTimeDelta: z.string().optional().describe("Start this long ago."),
+    startAtTime: z.string().optional().describe("Start at this time."),
+    startAtTimeFormat: z.string().optional().describe("Format of startAtTime."),
+    consumerID: z.string().optional().describe("Consumer id (queue group)."),
     scaleOption: z
       .object({
         ...genericScaleOption,
-        natsServerMonitoringEndpoint: z.string(),
-        queueGroup: z.string().optional(),
-        durableName: z.string().optional(),
-        subject: z.string().optional(),
-        lagThreshold: z.string(),
+        natsServerMonitoringEndpoint: z.string().describe("host:port of the NATS monitoring endpoint."),
+        queueGroup: z.string().optional().describe("Queue group whose backlog is measured."),
+        durableName: z.string().optional().describe("Durable name whose backlog is measured."),
+        subject: z.string().optional().describe("Subject whose backlog is measured."),
+        lagThreshold: z.string().describe("Target backlog per replica."),
       })
       .strict()
-      .optional(),
+      .optional()
+      .describe("KEDA scaling of trigger workloads on the bus backlog."),
   })
   .strict()
   .describe("NATS Streaming (OpenFunction's fields). NATS Streaming is end-of-life: mapped to JetStream.");
@@ -367,7 +368,7 @@ export const jetstreamBusSchema = z
     stream: z.string().optional().describe("Stream name prefix (default ofevents)."),
     maxDeliver: z.number().int().positive().optional().describe("Deliveries before dead-lettering (default 5)."),
     ackWait: durationSchema.optional().describe("How long a delivery may take before redelivery (default 30s)."),
-    replicas: z.number().int().positive().optional(),
+    replicas: z.number().int().positive().optional().describe("Stream replicas (default 1)."),
     maxAge: durationSchema.optional().describe("How long the stream keeps events."),
     credentialsSecret: secretKeySelectorSchema.optional().describe("NATS credentials file content."),
   })
@@ -379,19 +380,25 @@ export const kafkaBusSchema = z
     brokers: z.string().min(1).describe("Comma-separated host:port of Kafka brokers."),
     topicPrefix: z.string().optional().describe("Prefix for bus topics (default none)."),
     partitions: z.number().int().positive().optional().describe("Partitions of created topics (default 1)."),
-    maxDeliver: z.number().int().positive().optional(),
-    sasl: saslSchema.optional(),
-    tls: tlsSchema.optional(),
-    clientId: z.string().optional(),
+    maxDeliver: z.number().int().positive().optional().describe("Deliveries before dead-lettering (default 5)."),
+    sasl: saslSchema.optional().describe("SASL credentials by reference."),
+    tls: tlsSchema.optional().describe("TLS to the brokers."),
+    clientId: z.string().optional().describe("Kafka client id (default ofevents)."),
   })
   .strict()
   .describe(ext("Kafka bus."));
 
 export const daprBusSchema = z
   .object({
-    type: z.string().regex(/^pubsub\./, { message: 'must be a Dapr pub/sub type such as "pubsub.redis"' }),
-    version: z.string().optional(),
-    metadata: z.array(z.object({ name: z.string(), value: z.string() }).strict()).optional(),
+    type: z
+      .string()
+      .regex(/^pubsub\./, { message: 'must be a Dapr pub/sub type such as "pubsub.redis"' })
+      .describe("Dapr component type, e.g. pubsub.redis."),
+    version: z.string().optional().describe("Component version (default v1)."),
+    metadata: z
+      .array(z.object({ name: z.string(), value: z.string() }).strict())
+      .optional()
+      .describe("Component metadata, as in a Dapr Component."),
   })
   .strict()
   .describe(ext("Any Dapr pub/sub component type with its metadata."));
