@@ -174,7 +174,7 @@ export const kafkaSourceSchema = z
     topic: z.string().optional().describe("Topic to consume."),
     saslUsername: z.string().optional().describe("SASL user name when authRequired (plain text; prefer sasl with secrets)."),
     saslPassword: z.string().optional().describe("SASL password when authRequired (plain text; prefer sasl with secrets)."),
-    maxMessageBytes: z.number().int().optional().describe("Largest record accepted."),
+    maxMessageBytes: z.number().int().optional().describe("Bytes fetched per partition per request."),
     consumerGroup: z
       .string()
       .optional()

@@ -1,18 +1,14 @@
-import { ErrorCode, SourceError, SourceKind } from "@ofevents/core";
+import { SourceKind } from "@ofevents/core";
 import type { SourceAdapter } from "./types.js";
-
-function notYet(kind: SourceKind): () => Promise<SourceAdapter> {
-  return () => Promise.reject(new SourceError(ErrorCode.SourceConfig, `the ${kind} source is not available in this build yet`, kind));
-}
 
 /** Adapters by kind, loaded lazily so a client library loads only when its source is used. */
 export const adapters: Record<SourceKind, () => Promise<SourceAdapter>> = {
   [SourceKind.Webhook]: async () => (await import("./sources/webhook.js")).webhookAdapter as SourceAdapter,
   [SourceKind.Cron]: async () => (await import("./sources/cron.js")).cronAdapter as SourceAdapter,
-  [SourceKind.Kafka]: notYet(SourceKind.Kafka),
-  [SourceKind.Redis]: notYet(SourceKind.Redis),
-  [SourceKind.Mqtt]: notYet(SourceKind.Mqtt),
-  [SourceKind.Nats]: notYet(SourceKind.Nats),
+  [SourceKind.Kafka]: async () => (await import("./sources/kafka.js")).kafkaAdapter as SourceAdapter,
+  [SourceKind.Redis]: async () => (await import("./sources/redis.js")).redisAdapter as SourceAdapter,
+  [SourceKind.Mqtt]: async () => (await import("./sources/mqtt.js")).mqttAdapter as SourceAdapter,
+  [SourceKind.Nats]: async () => (await import("./sources/nats.js")).natsAdapter as SourceAdapter,
 };
 
 export function loadAdapter(kind: SourceKind): Promise<SourceAdapter> {
