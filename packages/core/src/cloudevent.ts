@@ -8,7 +8,8 @@ import { EventError } from "./errors.js";
 
 export type CloudEvent = CloudEventV1<unknown>;
 
-const CORE_ATTRIBUTES = new Set([
+/** The attributes the CloudEvents spec defines (everything else is an extension). */
+export const CORE_ATTRIBUTES: ReadonlySet<string> = new Set([
   "specversion",
   "id",
   "source",
@@ -20,7 +21,8 @@ const CORE_ATTRIBUTES = new Set([
   "data",
   "data_base64",
 ]);
-const EXTENSION_NAME = /^[a-z0-9]{1,20}$/;
+/** Valid extension attribute names: lowercase a-z and 0-9, at most 20 characters. */
+export const EXTENSION_NAME = /^[a-z0-9]{1,20}$/;
 
 export interface NewEventInit {
   id?: string | undefined;

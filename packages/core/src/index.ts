@@ -71,6 +71,8 @@ export { backoffDelay, sleep } from "./backoff.js";
 export type { BackoffOptions, BackoffPolicy } from "./backoff.js";
 
 export {
+  CORE_ATTRIBUTES,
+  EXTENSION_NAME,
   assertCloudEvent,
   decodeEvent,
   encodeEvent,

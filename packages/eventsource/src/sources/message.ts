@@ -5,7 +5,15 @@
  * becomes data (JSON, text or bytes) with header extensions, and the runtime wraps it.
  */
 import { isUtf8 } from "node:buffer";
-import { DeliveryError, EventError, assertCloudEvent, type BackoffOptions, type CloudEvent } from "@ofevents/core";
+import {
+  CORE_ATTRIBUTES,
+  DeliveryError,
+  EXTENSION_NAME,
+  EventError,
+  assertCloudEvent,
+  type BackoffOptions,
+  type CloudEvent,
+} from "@ofevents/core";
 
 /** Structured mode (a JSON CloudEvent) and batch mode (a JSON array of them). */
 export const CE_STRUCTURED = "application/cloudevents+json";
@@ -14,19 +22,7 @@ export const CE_BATCH = "application/cloudevents-batch+json";
 /** Backoff of a source re-trying an event the bus or sink did not take (after the runtime's own retries). */
 export const SOURCE_RETRY: BackoffOptions = { policy: "exponential", delayMs: 250, maxDelayMs: 30_000 };
 
-const CORE_ATTRIBUTES = new Set([
-  "specversion",
-  "id",
-  "source",
-  "type",
-  "subject",
-  "time",
-  "datacontenttype",
-  "dataschema",
-  "data",
-  "data_base64",
-]);
-const EXTENSION_NAME = /^[a-z0-9]{1,20}$/;
+
 
 /** A header as name and text value(s). */
 export type HeaderEntry = readonly [name: string, value: string];
