@@ -7,6 +7,7 @@
  */
 import {
   BusError,
+  ErrorCode,
   ExpressionError,
   backoffDelay,
   busTopic,
@@ -145,6 +146,7 @@ class SubscriberRunner {
       try {
         k = await this.key.evaluate(event);
       } catch (err) {
+        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) throw err;
         this.log.warn({ id: event.id, err }, "correlation key failed; event not joined");
         k = undefined;
       }
@@ -178,6 +180,7 @@ class SubscriberRunner {
       try {
         pass = await this.t.engine.evaluateBoolean(this.filter, event, bindings);
       } catch (err) {
+        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) throw err;
         this.log.warn({ id: event.id, err }, "subscriber filter failed; event not delivered");
         this.t.events.emit("filtered", { subscriber: this.index, id: event.id, reason: "error" });
         return;
@@ -194,6 +197,7 @@ class SubscriberRunner {
       try {
         data = await this.transform.evaluate(event, bindings);
       } catch (err) {
+        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) throw err;
         const target = this.sinkUrl ?? this.spec.topic ?? "";
         await this.deadLetter(out, target, err);
         return;
@@ -355,7 +359,9 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
                 try {
                   pass = await o.engine.evaluateBoolean(input.filter, event);
                 } catch (err) {
-                  if (!(err instanceof ExpressionError)) throw err;
+                  // A time or depth limit may be load, not the event: let the bus redeliver it (and
+                  // dead-letter it after maxDeliver) rather than skip it.
+                  if (!(err instanceof ExpressionError) || err.code === ErrorCode.ExpressionLimit) throw err;
                   log.warn({ input: input.name, id: event.id, err }, "input filter failed; event skipped");
                   events.emit("filtered", { input: input.name, id: event.id, reason: "error" });
                   continue;

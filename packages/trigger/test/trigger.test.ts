@@ -144,6 +144,26 @@ describe("trigger - conditions, filters and delivery", () => {
     expect(sink.received.map((r) => r.data)).toEqual([{ v: 5 }]);
   });
 
+  it("trigger - a filter that hits its time or depth limit is redelivered by the bus, then dead-lettered there", async () => {
+    bus = createMemoryBus({ logger, maxDeliver: 2 });
+    sink = await new Sink().start();
+    dls = await new Sink().start();
+    const dead: CloudEvent[] = [];
+    await bus.subscribe([`${A}.deadletter`], async (e) => void dead.push(e), { group: "dl" });
+    rt = await startTrigger(
+      trigger([{ condition: "a", sink: { uri: sink.url } }], {
+        a: { eventSource: "src", event: "a", filter: "($f := function($x){ $f($x) }; $f(1))" },
+      }),
+      { bus, logger, engine, sinks },
+    );
+    const e = ev({});
+    await bus.publish(A, e);
+    await until(() => dead.length === 1, 5000, "bus dead letter");
+    expect(dead[0]!.id).toBe(e.id);
+    expect(String((dead[0] as Record<string, unknown>)["oferrorcode"])).toBe("EXPRESSION_LIMIT");
+    expect(sink.received).toHaveLength(0);
+  });
+
   it("trigger - a && b fires once per pair, carries the joined id, and a transform sees $inputs", async () => {
     bus = createMemoryBus({ logger });
     sink = await new Sink().start();

@@ -1,0 +1,709 @@
+/**
+ * The NATS JetStream bus (nats@2). One stream per bus topic, created on demand; one durable pull
+ * consumer per (topic, group), shared by the group's members. Every contract of the memory bus
+ * holds, across process and server restarts:
+ *
+ * - `publish` resolves on the stream's PubAck; the CloudEvent id is the `Nats-Msg-Id`, so a
+ *   retried publish within the stream's duplicate window is stored once.
+ * - A handler that resolves acks; one that throws naks with an exponential delay; after
+ *   `maxDeliver` deliveries the event is published to the dead-letter topic first and only then
+ *   terminated, so it is never both dead-lettered and lost. The consumer's own `max_deliver` is
+ *   unlimited: we decide, JetStream never drops.
+ * - A slow handler is kept alive with in-progress acks (`+WPI`) every third of `ackWait`.
+ * - Running handlers per subscription stay within `maxInFlight`: each pull asks for no more than
+ *   the free slots; what arrives beyond them (a pull repeated on reconnect) waits, kept alive.
+ *
+ * Names (docs/eventbus/jetstream.md): topic `t` lives in stream `<prefix>-<token(t)>` on subject
+ * `<prefix>.<token(t)>`; group `g` is consumer `<token(g)>` of that stream. `token` keeps
+ * `[A-Za-z0-9-]`, doubles `_` and writes any other byte of the UTF-8 encoding as `_XX`, which is
+ * injective and valid in subjects, stream and consumer names.
+ */
+import { createHash } from "node:crypto";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  ErrorCode as NatsErrorCode,
+  Events,
+  NatsError,
+  RetentionPolicy,
+  StorageType,
+  connect,
+  credsAuthenticator,
+  nanos,
+  type Consumer,
+  type ConsumerConfig,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  type NatsConnection,
+  type StreamConfig,
+} from "nats";
+import {
+  BusError,
+  ErrorCode,
+  OfEventsError,
+  backoffDelay,
+  createInstrumentation,
+  decodeEvent,
+  durationMs,
+  encodeEvent,
+  sleep,
+  type CloudEvent,
+  type JetStreamBusSpec,
+  type Logger,
+} from "@ofevents/core";
+import { withDeadLetterReason } from "../deadletter.js";
+import type { CreateEventBusOptions } from "../factory.js";
+import {
+  DEFAULT_BACKOFF_MS,
+  DEFAULT_MAX_DELIVER,
+  DEFAULT_MAX_IN_FLIGHT,
+  deadLetterTopicFor,
+  type BusEvents,
+  type EventBus,
+  type MessageHandler,
+  type SubscribeOptions,
+  type Subscription,
+} from "../types.js";
+
+export const DEFAULT_STREAM_PREFIX = "ofevents";
+export const DEFAULT_ACK_WAIT = "30s";
+export const DEFAULT_MAX_AGE = "168h";
+/** JetStream's default duplicate window; shortened to maxAge when that is shorter. */
+const DUPLICATE_WINDOW_MS = 120_000;
+/** Longest token kept as is; longer ones are shortened and suffixed with a hash. */
+const TOKEN_MAX = 200;
+const PREFIX_MAX = 40;
+/** Unacknowledged messages a consumer may have out (members, nak-delayed retries) at least. */
+const MIN_MAX_ACK_PENDING = 1024;
+const MAX_BACKOFF_MS = 30_000;
+
+/** JetStream API error codes (nats-server `jetstream_errors_generated.go`). */
+const JsErr = {
+  StreamNotFound: 10059,
+  ConsumerNotFound: 10014,
+  StreamNameInUse: 10058,
+  ConsumerAlreadyExists: 10148,
+  ConsumerNameExists: 10013,
+} as const;
+
+/** Knobs that are not part of the EventBus spec (defaults suit production; tests shorten them). */
+export interface JetStreamBusTuning {
+  /** How long publish waits for the PubAck (and stream look-ups for their answer), ms (5000). */
+  publishTimeoutMs?: number | undefined;
+  /** Pause between reconnect attempts, ms (1000, plus up to 200 jitter). */
+  reconnectTimeWaitMs?: number | undefined;
+  /** Lifetime of one pull request, ms (10,000; JetStream's minimum is 1000). */
+  fetchExpiresMs?: number | undefined;
+  /** How long close() lets the connection drain before it closes it, ms (5000). */
+  drainTimeoutMs?: number | undefined;
+  /** Timeout of the first connect, ms (5000). */
+  connectTimeoutMs?: number | undefined;
+}
+
+/**
+ * A name as one NATS token: `[A-Za-z0-9-]` kept, `_` doubled, every other UTF-8 byte as `_XX`
+ * (upper-case hex). Injective, so distinct topics never share a stream. A token longer than 200
+ * characters is cut to 183 and suffixed with `-` and 16 hex digits of the name's SHA-256.
+ */
+export function natsToken(name: string): string {
+  if (name === "") throw new TypeError("a topic or group name must not be empty");
+  let out = "";
+  for (const ch of name) {
+    if (/^[A-Za-z0-9-]$/.test(ch)) out += ch;
+    else if (ch === "_") out += "__";
+    else for (const b of Buffer.from(ch, "utf8")) out += `_${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  if (out.length <= TOKEN_MAX) return out;
+  const hash = createHash("sha256").update(name).digest("hex").slice(0, 16);
+  return `${out.slice(0, TOKEN_MAX - 17)}-${hash}`;
+}
+
+/** Where a bus topic lives, and what a group's consumer is called (KEDA's scaler needs both). */
+export interface JetStreamNames {
+  stream: string;
+  subject: string;
+  consumer: string | undefined;
+}
+
+/** The stream, subject and (given a group) consumer names of a topic under a stream prefix. */
+export function jetStreamNames(prefix: string, topic: string, group?: string): JetStreamNames {
+  const p = natsToken(prefix);
+  const t = natsToken(topic);
+  return { stream: `${p}-${t}`, subject: `${p}.${t}`, consumer: group === undefined ? undefined : natsToken(group) };
+}
+
+function jsErrCode(err: unknown): number | undefined {
+  return err instanceof NatsError ? err.api_error?.err_code : undefined;
+}
+
+function isNoResponders(err: unknown): boolean {
+  return err instanceof NatsError && err.code === NatsErrorCode.NoResponders;
+}
+
+/** Resolves `p`, or rejects with `onTimeout()` after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(onTimeout()), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface StreamEntry {
+  stream: string;
+  subject: string;
+}
+
+class JetStreamBus implements EventBus {
+  readonly driver = "jetstream";
+  readonly events = createInstrumentation<BusEvents>();
+  readonly log: Logger;
+  readonly maxDeliver: number;
+  readonly ackWaitMs: number;
+  readonly fetchExpiresMs: number;
+  private readonly prefix: string;
+  private readonly maxAgeMs: number;
+  private readonly replicas: number;
+  private readonly publishTimeoutMs: number;
+  private readonly drainTimeoutMs: number;
+  private readonly streams = new Map<string, Promise<StreamEntry>>();
+  private readonly subs = new Set<JetStreamSubscription>();
+  private readonly publishing = new Set<Promise<unknown>>();
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    readonly nc: NatsConnection,
+    readonly js: JetStreamClient,
+    readonly jsm: JetStreamManager,
+    spec: JetStreamBusSpec,
+    log: Logger,
+    tuning: JetStreamBusTuning,
+  ) {
+    this.log = log;
+    this.prefix = spec.stream ?? DEFAULT_STREAM_PREFIX;
+    this.maxDeliver = spec.maxDeliver ?? DEFAULT_MAX_DELIVER;
+    this.ackWaitMs = durationMs(spec.ackWait ?? DEFAULT_ACK_WAIT);
+    this.maxAgeMs = durationMs(spec.maxAge ?? DEFAULT_MAX_AGE);
+    this.replicas = spec.replicas ?? 1;
+    this.publishTimeoutMs = tuning.publishTimeoutMs ?? 5_000;
+    this.drainTimeoutMs = tuning.drainTimeoutMs ?? 5_000;
+    this.fetchExpiresMs = Math.max(1_000, tuning.fetchExpiresMs ?? 10_000);
+  }
+
+  get closed(): boolean {
+    return this.closing !== undefined;
+  }
+
+  names(topic: string, group?: string): JetStreamNames {
+    return jetStreamNames(this.prefix, topic, group);
+  }
+
+  /** Creates the topic's stream unless it exists (idempotent, cached); rejects with a BusError. */
+  ensureStream(topic: string): Promise<StreamEntry> {
+    let p = this.streams.get(topic);
+    if (p === undefined) {
+      p = this.createStream(topic);
+      this.streams.set(topic, p);
+      // A failed look-up is not cached: the next call tries again.
+      p.catch(() => {
+        if (this.streams.get(topic) === p) this.streams.delete(topic);
+      });
+    }
+    return p;
+  }
+
+  forgetStream(topic: string): void {
+    this.streams.delete(topic);
+  }
+
+  private async createStream(topic: string): Promise<StreamEntry> {
+    const { stream, subject } = this.names(topic);
+    const check = (subjects: readonly string[] | undefined): StreamEntry => {
+      if (subjects === undefined || !subjects.includes(subject)) {
+        throw new BusError(
+          ErrorCode.Config,
+          `stream ${stream} exists with subjects [${(subjects ?? []).join(", ")}], not ${subject}: another bus with an overlapping stream prefix uses it`,
+          { topic, retriable: false },
+        );
+      }
+      return { stream, subject };
+    };
+    try {
+      const info = await this.jsm.streams.info(stream);
+      return check(info.config.subjects);
+    } catch (err) {
+      if (err instanceof OfEventsError) throw err;
+      if (jsErrCode(err) !== JsErr.StreamNotFound) throw this.busError(ErrorCode.BusPublish, `looking up stream ${stream}`, err, topic);
+    }
+    const config: Partial<StreamConfig> & { name: string } = {
+      name: stream,
+      subjects: [subject],
+      description: `ofevents bus topic ${topic}`,
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      num_replicas: this.replicas,
+      max_age: nanos(this.maxAgeMs),
+      duplicate_window: nanos(this.maxAgeMs > 0 ? Math.min(DUPLICATE_WINDOW_MS, this.maxAgeMs) : DUPLICATE_WINDOW_MS),
+    };
+    try {
+      const info = await this.jsm.streams.add(config);
+      this.log.info({ topic, stream, subject }, "created stream");
+      return check(info.config.subjects);
+    } catch (err) {
+      // Created meanwhile by another process (with another config: keep theirs).
+      if (jsErrCode(err) === JsErr.StreamNameInUse) {
+        const info = await this.jsm.streams.info(stream).catch((e: unknown) => {
+          throw this.busError(ErrorCode.BusPublish, `looking up stream ${stream}`, e, topic);
+        });
+        return check(info.config.subjects);
+      }
+      throw this.busError(ErrorCode.BusPublish, `creating stream ${stream}`, err, topic);
+    }
+  }
+
+  /**
+   * Creates the group's durable consumer on the topic's stream, or adjusts an existing one
+   * (ack wait, max ack pending) without resetting where it is.
+   */
+  async ensureConsumer(topic: string, group: string, maxInFlight: number): Promise<Consumer> {
+    const { stream } = await this.ensureStream(topic).catch((err: unknown) => {
+      // The stream look-up is shared with publish; report it as a subscribe failure here.
+      if (err instanceof BusError && err.code === ErrorCode.BusPublish) {
+        throw new BusError(ErrorCode.BusSubscribe, err.message, { cause: err.cause, retriable: err.retriable, topic });
+      }
+      throw err;
+    });
+    const name = this.names(topic, group).consumer!;
+    const maxAckPending = Math.max(MIN_MAX_ACK_PENDING, maxInFlight * 4);
+    const ackWait = nanos(this.ackWaitMs);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const info = await this.jsm.consumers.info(stream, name);
+        const c = info.config;
+        if (c.ack_wait !== ackWait || (c.max_ack_pending ?? 0) < maxAckPending) {
+          await this.jsm.consumers.update(stream, name, {
+            ack_wait: ackWait,
+            max_ack_pending: Math.max(maxAckPending, c.max_ack_pending ?? 0),
+          });
+          this.log.info({ topic, stream, consumer: name }, "updated consumer ack wait / max ack pending");
+        }
+        return await this.js.consumers.get(stream, name);
+      } catch (err) {
+        if (jsErrCode(err) !== JsErr.ConsumerNotFound || attempt > 0) {
+          if (jsErrCode(err) === JsErr.StreamNotFound) this.forgetStream(topic);
+          throw this.busError(ErrorCode.BusSubscribe, `getting consumer ${name} of stream ${stream}`, err, topic);
+        }
+      }
+      const config: Partial<ConsumerConfig> = {
+        durable_name: name,
+        description: `ofevents group ${group} on topic ${topic}`,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: ackWait,
+        // A new group gets what is published from now on; an existing one resumes (never reset).
+        deliver_policy: DeliverPolicy.New,
+        max_deliver: -1,
+        max_ack_pending: maxAckPending,
+      };
+      try {
+        await this.jsm.consumers.add(stream, config);
+        this.log.info({ topic, stream, consumer: name }, "created durable consumer");
+        return await this.js.consumers.get(stream, name);
+      } catch (err) {
+        const code = jsErrCode(err);
+        // Another member created it meanwhile: look it up again.
+        if (code === JsErr.ConsumerAlreadyExists || code === JsErr.ConsumerNameExists) continue;
+        throw this.busError(ErrorCode.BusSubscribe, `creating consumer ${name} on stream ${stream}`, err, topic);
+      }
+    }
+  }
+
+  busError(code: ErrorCode, what: string, err: unknown, topic?: string): BusError {
+    if (err instanceof BusError) return err;
+    const ne = err instanceof NatsError ? err : undefined;
+    const closed = this.nc.isClosed() || ne?.code === NatsErrorCode.ConnectionClosed;
+    if (closed) return new BusError(ErrorCode.BusClosed, `${what}: the NATS connection is closed`, { cause: err, ...(topic === undefined ? {} : { topic }) });
+    const permanent =
+      ne !== undefined &&
+      (ne.code === NatsErrorCode.MaxPayloadExceeded ||
+        ne.code === NatsErrorCode.BadPayload ||
+        ne.isPermissionError() ||
+        // A request JetStream refuses as invalid (e.g. subjects overlapping another stream's).
+        ne.api_error?.code === 400);
+    const reason = ne?.code === NatsErrorCode.Timeout ? "no answer from NATS in time" : err instanceof Error ? err.message : String(err);
+    return new BusError(code, `${what}: ${reason}`, { cause: err, retriable: !permanent, ...(topic === undefined ? {} : { topic }) });
+  }
+
+  async publish(topic: string, event: CloudEvent): Promise<void> {
+    await this.publishWithId(topic, event, event.id);
+  }
+
+  /** Publishes with `msgId` as Nats-Msg-Id (dead letters use one per group). */
+  async publishWithId(topic: string, event: CloudEvent, msgId: string): Promise<void> {
+    if (this.closed) throw BusError.closed(topic);
+    const p = this.doPublish(topic, encodeEvent(event), msgId);
+    this.publishing.add(p);
+    try {
+      await p;
+    } finally {
+      this.publishing.delete(p);
+    }
+    this.events.emit("published", { topic, id: event.id });
+  }
+
+  private async doPublish(topic: string, data: Uint8Array, msgId: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const { subject } = await within(this.ensureStream(topic), this.publishTimeoutMs, () =>
+        new BusError(ErrorCode.BusPublish, `looking up the stream of ${topic}: no answer from NATS in time`, { topic }),
+      );
+      try {
+        const ack = await this.js.publish(subject, data, { msgID: msgId, timeout: this.publishTimeoutMs });
+        if (ack.duplicate) this.log.debug({ topic, id: msgId, seq: ack.seq }, "duplicate publish ignored by the stream");
+        return;
+      } catch (err) {
+        // No stream answers the subject: it was deleted since we cached it. Create it again, once.
+        if (isNoResponders(err) && attempt === 0) {
+          this.forgetStream(topic);
+          continue;
+        }
+        throw this.busError(ErrorCode.BusPublish, `publishing to ${topic}`, err, topic);
+      }
+    }
+  }
+
+  async subscribe(topics: readonly string[], handler: MessageHandler, options: SubscribeOptions): Promise<Subscription> {
+    if (this.closed) throw BusError.closed();
+    const sub = new JetStreamSubscription(this, [...topics], handler, options);
+    this.subs.add(sub);
+    try {
+      await sub.start();
+    } catch (err) {
+      await sub.close();
+      throw err instanceof BusError ? err : this.busError(ErrorCode.BusSubscribe, `subscribing ${options.group}`, err);
+    }
+    return sub;
+  }
+
+  forget(sub: JetStreamSubscription): void {
+    this.subs.delete(sub);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    await Promise.allSettled([...this.subs].map((s) => s.close()));
+    await Promise.allSettled([...this.publishing]);
+    if (this.nc.isClosed()) return;
+    try {
+      await within(this.nc.drain(), this.drainTimeoutMs, () => new Error("drain timed out"));
+    } catch (err) {
+      this.log.warn({ err }, "connection did not drain in time; closing it");
+    } finally {
+      if (!this.nc.isClosed()) await this.nc.close();
+    }
+  }
+}
+
+/** One member of a group: a pull loop per topic, sharing one in-flight budget. */
+class JetStreamSubscription implements Subscription {
+  readonly group: string;
+  private readonly maxInFlight: number;
+  private readonly maxDeliver: number;
+  private readonly backoffMs: number;
+  private readonly log: Logger;
+  private readonly inFlight = new Set<JsMsg>();
+  /** Messages received beyond the budget (a pull re-issued on reconnect): handled next. */
+  private readonly overflow: Array<{ msg: JsMsg; topic: string }> = [];
+  private readonly fetches = new Set<ConsumerMessages>();
+  /** Messages asked for by each topic's open pull and not yet received. */
+  private readonly requested = new Map<string, number>();
+  private readonly loops: Array<Promise<void>> = [];
+  private readonly stop = new AbortController();
+  private wakers: Array<() => void> = [];
+  private ticker: NodeJS.Timeout | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly bus: JetStreamBus,
+    readonly topics: readonly string[],
+    private readonly handler: MessageHandler,
+    private readonly options: SubscribeOptions,
+  ) {
+    this.group = options.group;
+    this.maxInFlight = Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    this.maxDeliver = options.maxDeliver ?? bus.maxDeliver;
+    this.backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
+    this.log = bus.log.child({ group: options.group });
+  }
+
+  /** Resolves once every topic's consumer exists, so events published afterwards reach it. */
+  async start(): Promise<void> {
+    const consumers: Array<[string, Consumer]> = [];
+    for (const topic of new Set(this.topics)) {
+      consumers.push([topic, await this.bus.ensureConsumer(topic, this.group, this.maxInFlight)]);
+    }
+    if (this.stop.signal.aborted) return;
+    // In-progress acks keep a slow handler's message (and an overflowed one) from redelivery.
+    const every = Math.max(100, Math.floor(this.bus.ackWaitMs / 3));
+    this.ticker = setInterval(() => {
+      for (const m of this.inFlight) m.working();
+      for (const o of this.overflow) o.msg.working();
+    }, every);
+    this.ticker.unref();
+    for (const [topic, consumer] of consumers) this.loops.push(this.pull(topic, consumer));
+  }
+
+  /** Slots neither running a handler nor holding an overflowed message. */
+  private get free(): number {
+    return this.maxInFlight - this.inFlight.size - this.overflow.length;
+  }
+
+  /** Free slots not promised to another topic's open pull (each pull may still ask for one). */
+  private unreserved(topic: string): number {
+    let others = 0;
+    for (const [t, n] of this.requested) if (t !== topic) others += n;
+    return Math.max(1, this.free - others);
+  }
+
+  /** Resolves when at least `n` slots are free, or on close. */
+  private async capacity(n: number): Promise<void> {
+    while (!this.stop.signal.aborted && this.free < n) {
+      await new Promise<void>((r) => this.wakers.push(r));
+    }
+  }
+
+  private wake(): void {
+    for (const w of this.wakers.splice(0)) w();
+  }
+
+  private async pull(topic: string, initial: Consumer): Promise<void> {
+    let consumer: Consumer | undefined = initial;
+    let failures = 0;
+    // Pull again once a quarter of the budget is free, not for every single slot.
+    const threshold = Math.max(1, Math.ceil(this.maxInFlight / 4));
+    while (!this.stop.signal.aborted) {
+      try {
+        consumer ??= await this.bus.ensureConsumer(topic, this.group, this.maxInFlight);
+        await this.capacity(threshold);
+        if (this.stop.signal.aborted) break;
+        const batch = this.unreserved(topic);
+        const started = Date.now();
+        let received = 0;
+        this.requested.set(topic, batch);
+        const iter = await consumer.fetch({ max_messages: batch, expires: this.bus.fetchExpiresMs });
+        this.fetches.add(iter);
+        if (this.stop.signal.aborted) iter.stop();
+        try {
+          for await (const m of iter) {
+            failures = 0;
+            received++;
+            this.requested.set(topic, Math.max(0, batch - received));
+            this.accept(topic, m);
+          }
+        } finally {
+          this.fetches.delete(iter);
+          this.requested.delete(topic);
+        }
+        // A pull that ends at once with nothing (server answering with a status): do not spin.
+        if (received === 0 && Date.now() - started < 100) await sleep(100, this.stop.signal);
+      } catch (err) {
+        if (this.stop.signal.aborted) break;
+        failures++;
+        const code = jsErrCode(err);
+        // The consumer or its stream was deleted under us: create them again.
+        if (code === JsErr.ConsumerNotFound || code === JsErr.StreamNotFound || failures > 3) consumer = undefined;
+        if (code === JsErr.StreamNotFound) this.bus.forgetStream(topic);
+        const pause = backoffDelay(failures, { policy: "exponential", delayMs: 250, maxDelayMs: 5_000 });
+        this.log.warn({ err, topic, failures, pauseMs: pause }, "pulling failed; retrying");
+        await sleep(pause, this.stop.signal);
+      }
+    }
+  }
+
+  private accept(topic: string, msg: JsMsg): void {
+    if (this.stop.signal.aborted) {
+      // Received after close: give it back at once rather than after ackWait.
+      msg.nak();
+      return;
+    }
+    if (this.inFlight.size >= this.maxInFlight) {
+      this.overflow.push({ msg, topic });
+      return;
+    }
+    this.run(topic, msg);
+  }
+
+  private run(topic: string, msg: JsMsg): void {
+    this.inFlight.add(msg);
+    void this.handle(topic, msg)
+      .catch((err: unknown) => this.log.error({ err, topic, seq: msg.seq }, "settling a message failed"))
+      .finally(() => {
+        this.inFlight.delete(msg);
+        const next = this.stop.signal.aborted ? undefined : this.overflow.shift();
+        if (next !== undefined) this.run(next.topic, next.msg);
+        this.wake();
+      });
+  }
+
+  private async handle(topic: string, msg: JsMsg): Promise<void> {
+    const deliveryCount = msg.info.deliveryCount;
+    let event: CloudEvent;
+    try {
+      event = decodeEvent(msg.data);
+    } catch (err) {
+      // Not ours to fix and never deliverable: terminate it; it stays in the stream for inspection.
+      this.log.error(
+        { err, topic, stream: msg.info.stream, seq: msg.seq, bytes: msg.data.length },
+        "undecodable message terminated (inspect it by its stream sequence)",
+      );
+      msg.term();
+      return;
+    }
+    let error: unknown;
+    try {
+      await this.handler(event, { topic, group: this.group, deliveryCount });
+      msg.ack();
+      return;
+    } catch (err) {
+      error = err;
+    }
+    if (deliveryCount >= this.maxDeliver) {
+      const dlt = deadLetterTopicFor(topic, this.options);
+      try {
+        // Dead-letter first, then terminate: never both moved and lost. One msg id per group, so
+        // two groups dead-lettering the same event to one topic are not taken for duplicates.
+        await this.bus.publishWithId(dlt, withDeadLetterReason(event, error, topic, deliveryCount), `${event.id}/dead-letter/${this.group}`);
+      } catch (err) {
+        const delay = this.delay(deliveryCount);
+        this.log.error({ err, topic, id: event.id, deadLetterTopic: dlt, retryInMs: delay }, "dead-letter publish failed; the event stays on its topic");
+        msg.nak(delay);
+        return;
+      }
+      msg.term();
+      this.log.warn({ topic, id: event.id, deadLetterTopic: dlt, err: error }, "dead-lettered after %d deliveries", deliveryCount);
+      this.bus.events.emit("dead_lettered", { topic, group: this.group, id: event.id, deadLetterTopic: dlt, error });
+      return;
+    }
+    this.bus.events.emit("redelivery", { topic, group: this.group, id: event.id, deliveryCount, error });
+    msg.nak(this.delay(deliveryCount));
+  }
+
+  private delay(deliveryCount: number): number {
+    return backoffDelay(deliveryCount, { policy: "exponential", delayMs: this.backoffMs, maxDelayMs: MAX_BACKOFF_MS });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stop.abort();
+    this.wake();
+    for (const f of this.fetches) f.stop();
+    await Promise.allSettled(this.loops);
+    for (const o of this.overflow.splice(0)) o.msg.nak();
+    while (this.inFlight.size > 0) await new Promise<void>((r) => this.wakers.push(r));
+    clearInterval(this.ticker);
+    this.bus.forget(this);
+  }
+}
+
+/**
+ * Connects to NATS and returns the JetStream bus. Rejects with a retriable BusError when the
+ * server cannot be reached, and with a CONFIG error when it has no JetStream or the spec is
+ * invalid. Once connected, the client reconnects forever; publish fails with a retriable BusError
+ * after `publishTimeoutMs` while the server is away, and subscriptions resume by themselves.
+ */
+export async function createJetStreamBus(
+  spec: JetStreamBusSpec,
+  options: CreateEventBusOptions,
+  tuning: JetStreamBusTuning = {},
+): Promise<EventBus> {
+  const log = options.logger.child({ component: "bus.jetstream" });
+  const prefix = spec.stream ?? DEFAULT_STREAM_PREFIX;
+  if (natsToken(prefix).length > PREFIX_MAX) {
+    throw new OfEventsError(ErrorCode.Config, `jetstream.stream prefix "${prefix}" is too long (at most ${PREFIX_MAX} characters)`);
+  }
+  for (const [field, value] of [
+    ["ackWait", spec.ackWait],
+    ["maxAge", spec.maxAge],
+  ] as const) {
+    if (value !== undefined) {
+      try {
+        durationMs(value);
+      } catch (err) {
+        throw new OfEventsError(ErrorCode.Config, `jetstream.${field}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+  }
+  const servers = spec.url
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  let authenticator;
+  if (spec.credentialsSecret !== undefined) {
+    if (options.secrets === undefined) {
+      throw new OfEventsError(ErrorCode.Config, "jetstream.credentialsSecret is set but no secret resolver was given");
+    }
+    const creds = options.secrets.resolve(spec.credentialsSecret, options.namespace ?? "default");
+    authenticator = credsAuthenticator(new TextEncoder().encode(creds));
+  }
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers,
+      name: "ofevents-bus",
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: tuning.reconnectTimeWaitMs ?? 1_000,
+      reconnectJitter: 200,
+      timeout: tuning.connectTimeoutMs ?? 5_000,
+      pingInterval: 20_000,
+      maxPingOut: 3,
+      ...(authenticator === undefined ? {} : { authenticator }),
+    });
+  } catch (err) {
+    const auth = err instanceof NatsError && (err.isAuthError() || err.code === NatsErrorCode.BadCreds);
+    throw new BusError(ErrorCode.BusSubscribe, `cannot connect to NATS at ${spec.url}: ${(err as Error).message}`, {
+      cause: err,
+      retriable: !auth,
+    });
+  }
+  let jsm: JetStreamManager;
+  try {
+    jsm = await nc.jetstreamManager({ timeout: tuning.publishTimeoutMs ?? 5_000 });
+  } catch (err) {
+    await nc.close();
+    if (isNoResponders(err)) {
+      throw new OfEventsError(ErrorCode.Config, `JetStream is not enabled on the NATS server at ${spec.url}`, { cause: err });
+    }
+    throw new BusError(ErrorCode.BusSubscribe, `JetStream at ${spec.url} did not answer: ${(err as Error).message}`, { cause: err });
+  }
+  const js = nc.jetstream({ timeout: tuning.publishTimeoutMs ?? 5_000 });
+  const bus = new JetStreamBus(nc, js, jsm, spec, log, tuning);
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === Events.Disconnect) log.warn({ server: s.data }, "disconnected from NATS; reconnecting");
+      else if (s.type === Events.Reconnect) log.info({ server: s.data }, "reconnected to NATS");
+      else if (s.type === Events.Error) log.error({ err: s.data }, "NATS connection error");
+    }
+  })();
+  void nc.closed().then((err) => {
+    if (err !== undefined) log.error({ err }, "NATS connection closed with an error");
+    else if (!bus.closed) log.error("NATS connection closed");
+  });
+  log.info({ servers, prefix }, "connected to NATS JetStream");
+  return bus;
+}
