@@ -221,11 +221,139 @@ step_kafka() {
   log "$CACHE/kafka -> kafka-$KAFKA_VERSION ($(find "$dir/libs" -name '*.jar' | wc -l) jars, $(du -sh "$dir/libs" | cut -f1))"
 }
 
-# ---- later: daprd, etcd, kube-apiserver --------------------------------------------------------
+# ---- daprd (Dapr sidecar, for the Dapr EventBus driver's tests) --------------------------------
+# Used by test/helpers/daprd.ts. Order: $DAPR_BIN if set, else a daprd on PATH (neither is
+# version-checked beyond logging `daprd --version`), else a pruned build from the Go module proxy,
+# cached in $CACHE/daprd-<ver>/daprd. $BIN/daprd links to whichever is used.
+#
+# Why not `go install github.com/dapr/dapr/cmd/daprd@<ver>`: dapr's go.mod has `replace`
+# directives, which `go install pkg@version` refuses. Instead the module is downloaded
+# (`go mod download`), copied to a writable dir and built there as the main module, so its own
+# go.mod (replaces) and complete go.sum apply: no `go mod tidy`, no go.mod edits, no sumdb lookups
+# beyond the dapr module itself. The default -mod=readonly suffices (no GOFLAGS=-mod=mod, GONOSUMDB
+# or GOTOOLCHAIN download needed with the local Go >= 1.26.5).
+#
+# Version: v1.18.3 (newest) does not build from this proxy: its dependency
+# github.com/dapr/durabletask-go v0.12.4 answers 403 "This module version is not available"
+# (so do v0.12.0, v0.12.2, v0.12.3). v1.18.2 resolves completely. It needs Go >= 1.26.5.
+#
+# Pruning: cmd/daprd/components/*.go holds one file per component, each just an init() that
+# registers it (e.g. pubsub_kafka.go: RegisterComponent(kafka.NewKafka, "kafka")), gated by
+# `//go:build allcomponents || stablecomponents`, except pubsub_jetstream.go (and ~80 others),
+# which are `allcomponents` only; zz_notag.go (`!allcomponents && !stablecomponents`) panics at
+# init. So the build uses -tags allcomponents and deletes every registration file except
+# DAPR_KEEP_COMPONENTS from the copy (never from the module cache), which leaves 206 module zips
+# to download and compile instead of an estimated ~600. The runtime core (HTTP/gRPC APIs,
+# resiliency, and actor/workflow code that stays idle without placement/scheduler) is unchanged.
+# Kept:
+#   pubsub_jetstream, pubsub_kafka, pubsub_redis   the brokers the Dapr driver is tested against
+#   pubsub_in-memory                               broker-less pub/sub for quick tests
+#   state_redis                                    a state store if a test needs one; adds
+#                                                  little (same go-redis code as pubsub_redis)
+#   secretstores_local_env, secretstores_local_file  secretKeyRef in component metadata
+#   nameresolution_mdns                            the standalone default (without it daprd logs
+#                                                  an init error, runtime.go initNameResolution);
+#                                                  only service invocation uses it
+#   zz_notag                                       not compiled with -tags allcomponents
+# Measured on 2 cores shared with other test runs (load ~9): cold 13 min wall (7.5 min CPU),
+# 294 MB of module zips, 1.5 GB GOMODCACHE + 1.4 GB GOCACHE, binary 78 MiB; a rebuild with warm
+# Go caches 11 s; a cached run 0.1 s.
+DAPR_VERSION="v1.18.2"
+DAPR_MODULE="github.com/dapr/dapr"
+DAPR_GO_MIN="1.26.5" # the go directive of dapr v1.18.2's go.mod
+DAPR_KEEP_COMPONENTS=(
+  pubsub_jetstream pubsub_kafka pubsub_redis pubsub_in-memory
+  state_redis
+  secretstores_local_env secretstores_local_file
+  nameresolution_mdns
+  zz_notag
+)
+
+version_ge() { # version_ge A B: A >= B (dotted numbers)
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]
+}
+
+# build_daprd DIR: the pruned build described above, into DIR/daprd (via DIR.tmp.<pid>).
+build_daprd() {
+  local dir=$1
+  local tmp="$dir.tmp.$$"
+  local gov
+  gov=$(go env GOVERSION)
+  gov=${gov#go}
+  version_ge "$gov" "$DAPR_GO_MIN" || die "daprd $DAPR_VERSION needs Go >= $DAPR_GO_MIN, found $gov"
+  rm -rf "$dir".tmp.* # leftovers of an interrupted or failed run
+  mkdir -p "$tmp"
+  log "go mod download $DAPR_MODULE@$DAPR_VERSION"
+  go mod download -json "$DAPR_MODULE@$DAPR_VERSION" >"$tmp/download.json" 2>&1 ||
+    die "go mod download $DAPR_MODULE@$DAPR_VERSION failed: $(cat "$tmp/download.json")"
+  local src
+  src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' "$tmp/download.json")
+  [ -f "$src/go.mod" ] || die "no module dir in the output of go mod download: $(cat "$tmp/download.json")"
+  cp -r "$src" "$tmp/src"
+  chmod -R u+w "$tmp/src"
+
+  local comp="$tmp/src/cmd/daprd/components" keep f
+  for keep in "${DAPR_KEEP_COMPONENTS[@]}"; do
+    [ -f "$comp/$keep.go" ] || die "$comp/$keep.go missing: the component files changed in $DAPR_VERSION"
+  done
+  for f in "$comp"/*; do
+    case " ${DAPR_KEEP_COMPONENTS[*]} " in
+      *" $(basename "$f" .go) "*) ;;
+      *) rm -f "$f" ;;
+    esac
+  done
+  printf '%s\n' "${DAPR_KEEP_COMPONENTS[@]}" >"$tmp/components.txt"
+
+  log "go build ./cmd/daprd (pruned: $(ls "$comp" | wc -l) component files; 10-15 min on 2 cores when cold)"
+  if ! (cd "$tmp/src" && nice -n 10 go build -trimpath -tags allcomponents \
+    -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=${DAPR_VERSION#v}" \
+    -o "$tmp/daprd" ./cmd/daprd) >"$tmp/build.log" 2>&1; then
+    local out
+    out=$(grep -v '^go: downloading' "$tmp/build.log" | tail -30)
+    rm -rf "$tmp"
+    die "go build ./cmd/daprd ($DAPR_VERSION) failed:"$'\n'"$out"
+  fi
+  [ "$("$tmp/daprd" --version 2>&1)" = "${DAPR_VERSION#v}" ] ||
+    die "$tmp/daprd --version says '$("$tmp/daprd" --version 2>&1)', expected ${DAPR_VERSION#v}"
+  rm -rf "$tmp/src" "$tmp/download.json"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
+step_daprd() {
+  local dir="$CACHE/daprd-$DAPR_VERSION" found="" p
+  if [ -n "${DAPR_BIN:-}" ]; then
+    [ -x "$DAPR_BIN" ] && [ -f "$DAPR_BIN" ] || die "DAPR_BIN=$DAPR_BIN is not an executable file"
+    found=$DAPR_BIN
+    STEP_RESULT="\$DAPR_BIN"
+  else
+    # A daprd on PATH, unless it is $BIN/daprd (our own link) or a build in this cache.
+    while IFS= read -r p; do
+      [ "$(readlink -f "$(dirname "$p")")" = "$(readlink -f "$BIN")" ] && continue
+      case "$(readlink -f "$p")" in "$(readlink -f "$CACHE")"/*) continue ;; esac
+      found=$p
+      STEP_RESULT="from PATH"
+      break
+    done < <(type -ap daprd)
+  fi
+  if [ -z "$found" ]; then
+    if [ -x "$dir/daprd" ] && [ "$("$dir/daprd" --version 2>&1)" = "${DAPR_VERSION#v}" ]; then
+      STEP_RESULT="cached"
+    else
+      build_daprd "$dir"
+      STEP_RESULT="built"
+    fi
+    found="$dir/daprd"
+  fi
+  mkdir -p "$BIN"
+  ln -sfn "$found" "$BIN/daprd"
+  log "$BIN/daprd -> $found (version $("$found" --version 2>&1 | head -1), $(du -h "$(readlink -f "$found")" | cut -f1))"
+}
+
+# ---- later: etcd, kube-apiserver ---------------------------------------------------------------
 # Add one step_<tool> function each, built the same way as nats-server (go_install_tool, or a
 # wrapper module in $CACHE/build-<tool> when the module has `replace` directives), pinned above,
 # and call it from main below. See shared/research/test-infra.md §2 for etcd and kube-apiserver.
-#   step_daprd()          { ...; }
 #   step_etcd()           { ...; }
 #   step_kube_apiserver() { ...; }
 
@@ -237,6 +365,7 @@ main() {
   run_step apt step_apt
   run_step nats-server step_nats
   run_step kafka step_kafka
+  run_step daprd step_daprd
   log "== summary"
   local line
   for line in "${SUMMARY[@]}"; do log "  $line"; done
