@@ -12,7 +12,7 @@ import {
   createSinkClient,
   loadManifests,
   namespaceOf,
-  type EventBusSpec,
+  resolveEventBus,
   type FunctionResource,
   type Logger,
   type Manifests,
@@ -74,22 +74,18 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const triggers: TriggerRuntime[] = [];
   let functions: FunctionHost | undefined;
 
+  const busLists = {
+    eventBuses: manifests.eventBuses.map((b) => b.resource),
+    clusterEventBuses: manifests.clusterEventBuses.map((b) => b.resource),
+  };
   async function busFor(name: string, namespace: string): Promise<EventBus> {
-    const nsBus = manifests.eventBuses.find((b) => b.resource.metadata.name === name && namespaceOf(b.resource) === namespace);
-    const clusterBus = manifests.clusterEventBuses.find((b) => b.resource.metadata.name === name);
-    const chosen = nsBus ?? clusterBus;
-    const key = chosen === undefined ? `memory:${name}` : `${chosen.resource.kind}:${nsBus === undefined ? "" : namespace}/${name}`;
-    let bus = buses.get(key);
+    const r = resolveEventBus(name, namespace, busLists);
+    let bus = buses.get(r.key);
     if (bus !== undefined) return bus;
-    let spec: EventBusSpec | undefined = chosen?.resource.spec;
-    if (chosen === undefined) {
-      log.info({ eventBus: name }, `no EventBus "${name}" loaded: using an in-memory bus`);
-    } else if (spec?.natsStreaming !== undefined) {
-      log.warn({ eventBus: name }, "natsStreaming is end-of-life and is mapped to JetStream");
-      spec = { jetstream: { url: spec.natsStreaming.natsURL } };
-    }
-    bus = await createEventBus(spec, { logger: o.logger, secrets, namespace });
-    buses.set(key, bus);
+    if (r.resource === undefined) log.info({ eventBus: name }, `no EventBus "${name}" loaded: using an in-memory bus`);
+    if (r.warning !== undefined) log.warn({ eventBus: name }, r.warning);
+    bus = await createEventBus(r.spec, { logger: o.logger, secrets, namespace });
+    buses.set(r.key, bus);
     return bus;
   }
 

@@ -14,14 +14,19 @@ import {
   newEvent,
   withReference,
   type LogFormat,
+  type Logger,
 } from "@ofevents/core";
 import { startEmbedded, validateAll } from "./embedded.js";
+import { startSingle } from "./single.js";
 
 const USAGE = `ofevents: an OpenFunction-Events-style event framework
 
 Usage:
   ofevents run -f <file|folder>... [--log-level info] [--log-format pretty|json] [--host 127.0.0.1] [--functions-port 8080]
       Run every EventSource, Trigger and local Function in one process.
+  ofevents eventsource -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--host 0.0.0.0]
+  ofevents trigger -f <file|folder>... [--name [ns/]name] [--health-port 8081]
+      Run one EventSource or Trigger with its bus (the container entrypoints): /healthz, /readyz.
   ofevents validate -f <file|folder>...
       Print every problem in the manifests; exit 1 when there is one.
   ofevents publish --url <url> --type <type> --source <source> [--id <id>] [--subject <s>]
@@ -51,6 +56,10 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await run(rest, out, err);
       case "validate":
         return await validate(rest, out, err);
+      case "eventsource":
+        return await single("EventSource", rest, out, err);
+      case "trigger":
+        return await single("Trigger", rest, out, err);
       case "publish":
         return await publish(rest, out, err, io.stdin ?? process.stdin);
       case "crds":
@@ -101,6 +110,13 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
   const port = Number(values["functions-port"]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--functions-port must be a port number`);
   const embedded = await startEmbedded({ paths: files(values, positionals), logger, host: values.host, functionsPort: port });
+  await untilSignal(embedded.stop, logger, err);
+  logger.info("stopped");
+  return 0;
+}
+
+/** Waits for SIGINT/SIGTERM, then runs `stop`; a second signal exits at once. */
+async function untilSignal(stop: () => Promise<void>, logger: Logger, err: Write): Promise<void> {
   await new Promise<void>((resolve) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals): void => {
@@ -110,7 +126,7 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
         process.exit(130);
       }
       logger.info({ signal: sig }, "shutting down: finishing in-flight events");
-      embedded.stop().then(resolve, (e: unknown) => {
+      stop().then(resolve, (e: unknown) => {
         err(`shutdown failed: ${(e as Error).message}\n`);
         resolve();
       });
@@ -118,6 +134,28 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
   });
+}
+
+async function single(kind: "EventSource" | "Trigger", args: string[], out: Write, err: Write): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      file: { type: "string", short: "f", multiple: true },
+      name: { type: "string" },
+      "log-level": { type: "string" },
+      "log-format": { type: "string", default: "json" },
+      host: { type: "string", default: "0.0.0.0" },
+      "health-port": { type: "string", default: process.env["HEALTH_PORT"] ?? "8081" },
+    },
+  });
+  const format = values["log-format"] as LogFormat;
+  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
+  const logger = createLogger({ level: values["log-level"] ?? "info", format, write: out });
+  const healthPort = Number(values["health-port"]);
+  if (!Number.isInteger(healthPort) || healthPort < 0 || healthPort > 65535) throw new Error("--health-port must be a port number");
+  const running = await startSingle({ kind, paths: files(values, positionals), name: values.name, logger, host: values.host, healthPort });
+  await untilSignal(running.stop, logger, err);
   logger.info("stopped");
   return 0;
 }

@@ -107,3 +107,5 @@ export type { SecretResolver } from "./secrets.js";
 export { DEFAULT_DELIVERY, createSinkClient, deliveryPolicy, encodeHttp } from "./sink.js";
 export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
+export { resolveEventBus } from "./buses.js";
+export type { ResolvedBus } from "./buses.js";

@@ -1,0 +1,152 @@
+/**
+ * Single-resource entrypoints, the container commands on Kubernetes: `ofevents eventsource -f`
+ * and `ofevents trigger -f` run exactly one EventSource or Trigger with its bus, expose `/healthz`
+ * (the process is alive) and `/readyz` (the resource runs and its bus is connected) on
+ * `--health-port`, and stop gracefully on SIGTERM.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import {
+  ErrorCode,
+  ManifestError,
+  OfEventsError,
+  createExpressionEngine,
+  createSecretResolver,
+  createSinkClient,
+  namespaceOf,
+  resolveEventBus,
+  type Logger,
+  type Sink,
+} from "@ofevents/core";
+import { createEventBus, type EventBus } from "@ofevents/eventbus";
+import { createWebhookServers, startEventSource } from "@ofevents/eventsource";
+import { startTrigger } from "@ofevents/trigger";
+import { validateAll } from "./embedded.js";
+
+export interface SingleOptions {
+  kind: "EventSource" | "Trigger";
+  paths: string[];
+  /** `name` or `namespace/name`; required when the files hold several resources of the kind. */
+  name?: string | undefined;
+  logger: Logger;
+  host?: string | undefined;
+  healthPort?: number | undefined;
+  healthHost?: string | undefined;
+}
+
+export interface Single {
+  healthPort: number;
+  stop(): Promise<void>;
+}
+
+function pick<T extends { metadata: { name: string; namespace?: string | undefined } }>(
+  kind: string,
+  items: T[],
+  name: string | undefined,
+): T {
+  const matches =
+    name === undefined
+      ? items
+      : items.filter((r) => (name.includes("/") ? `${namespaceOf(r)}/${r.metadata.name}` : r.metadata.name) === name);
+  if (matches.length === 1) return matches[0]!;
+  const known = items.map((r) => `${namespaceOf(r)}/${r.metadata.name}`).join(", ") || "none";
+  throw new OfEventsError(
+    ErrorCode.Config,
+    matches.length === 0
+      ? `no ${kind}${name === undefined ? "" : ` named ${name}`} in the manifests (found: ${known})`
+      : `several ${kind}s in the manifests (${known}): choose one with --name`,
+  );
+}
+
+/** Off a cluster a ref can only be a URL we derive: the in-cluster Service address. */
+export function clusterSinkUrl(sink: Sink, namespace: string): string {
+  if (sink.uri !== undefined) return sink.uri;
+  const ref = sink.ref!;
+  return `http://${ref.name}.${ref.namespace ?? namespace}.svc.cluster.local`;
+}
+
+export async function startSingle(o: SingleOptions): Promise<Single> {
+  const log = o.logger.child({ component: "entrypoint" });
+  const { manifests, issues } = await validateAll(o.paths);
+  if (issues.length > 0) throw new ManifestError(issues);
+  let ready = false;
+  let stopping = false;
+  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, () => ready && !stopping);
+  const stops: Array<() => Promise<void>> = [];
+  const stop = async (): Promise<void> => {
+    stopping = true;
+    for (const s of stops.reverse()) await s().catch((err: unknown) => log.error({ err }, "shutdown step failed"));
+    await closeServer(health);
+  };
+  try {
+    const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
+    const sinks = createSinkClient();
+    stops.push(() => sinks.close());
+    const resource = o.kind === "EventSource" ? pick("EventSource", res(manifests.eventSources), o.name) : pick("Trigger", res(manifests.triggers), o.name);
+    const namespace = namespaceOf(resource);
+    let bus: EventBus | undefined;
+    const busName = resource.kind === "Trigger" ? resource.spec.eventBus : resource.spec.sink === undefined ? resource.spec.eventBus : undefined;
+    if (busName !== undefined) {
+      const r = resolveEventBus(busName, namespace, {
+        eventBuses: res(manifests.eventBuses),
+        clusterEventBuses: res(manifests.clusterEventBuses),
+      });
+      if (r.resource === undefined) {
+        throw new OfEventsError(ErrorCode.Config, `EventBus "${busName}" is not in the manifests (nor a ClusterEventBus of that name)`);
+      }
+      if (r.warning !== undefined) log.warn({ eventBus: busName }, r.warning);
+      const b = await createEventBus(r.spec, { logger: o.logger, secrets, namespace });
+      bus = b;
+      stops.push(() => b.close());
+    }
+    if (resource.kind === "EventSource") {
+      const webhooks = createWebhookServers({ host: o.host ?? "0.0.0.0", logger: o.logger });
+      stops.push(() => webhooks.close());
+      const rt = await startEventSource(resource, { logger: o.logger, bus, sinks, secrets, webhooks, resolveSink: clusterSinkUrl });
+      stops.push(() => rt.stop());
+    } else {
+      const rt = await startTrigger(resource, {
+        bus: bus!,
+        logger: o.logger,
+        engine: createExpressionEngine(),
+        sinks,
+        resolveSink: clusterSinkUrl,
+      });
+      stops.push(() => rt.stop());
+    }
+    ready = true;
+    log.info({ kind: o.kind, name: `${namespace}/${resource.metadata.name}`, healthPort: (health.address() as AddressInfo).port }, "running");
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { healthPort: (health.address() as AddressInfo).port, stop };
+}
+
+function res<T>(items: ReadonlyArray<{ resource: T }>): T[] {
+  return items.map((i) => i.resource);
+}
+
+async function startHealth(host: string, port: number, isReady: () => boolean): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+    if (path === "/readyz") {
+      const ok = isReady();
+      return void res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready" : "not ready");
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((r) => {
+    server.close(() => r());
+    server.closeIdleConnections();
+  });
+}

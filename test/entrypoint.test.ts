@@ -1,0 +1,126 @@
+/**
+ * The container entrypoints (`ofevents eventsource` / `ofevents trigger`): one resource each, with a
+ * real JetStream bus between them, health endpoints, and a graceful stop.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { request } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OfEventsError, silentLogger } from "@ofevents/core";
+import { startSingle } from "@ofevents/cli";
+import { NatsServer } from "./helpers/nats.js";
+import { freePorts } from "./helpers/server.js";
+import { randomSuffix, waitFor } from "./helpers/wait.js";
+
+describe("entrypoint - single resources over a real JetStream bus", () => {
+  let nats: NatsServer;
+  let dir: string;
+  let sink: Server;
+  let sinkUrl: string;
+  const received: string[] = [];
+
+  beforeAll(async () => {
+    nats = await NatsServer.start({ jetstream: true });
+    dir = await mkdtemp(join(tmpdir(), "ofevents-entry-"));
+    sink = createServer((req, res) => {
+      received.push(String(req.headers["ce-id"]));
+      req.resume();
+      req.on("end", () => res.writeHead(200).end());
+    });
+    await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+    sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/`;
+  });
+  afterAll(async () => {
+    sink?.close();
+    await nats?.stop();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("entrypoint - eventsource and trigger processes pass events through the bus; /healthz and /readyz answer", async () => {
+    const tag = randomSuffix();
+    const [webhookPort, esHealth, trHealth] = await freePorts(3);
+    const file = join(dir, `all-${tag}.yaml`);
+    await writeFile(
+      file,
+      `apiVersion: events.openfunction.io/v1alpha1
+kind: EventBus
+metadata: { name: default }
+spec: { jetstream: { url: "${nats.url}", stream: "e${tag}" } }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: hooks }
+spec:
+  eventBus: default
+  webhook: { in: { port: "${webhookPort}", endpoint: /in } }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: Trigger
+metadata: { name: fwd }
+spec:
+  eventBus: default
+  inputs: { i: { eventSource: hooks, event: in } }
+  subscribers: [{ condition: i, sink: { uri: "${sinkUrl}" } }]
+`,
+    );
+    const logger = silentLogger();
+    const trigger = await startSingle({ kind: "Trigger", paths: [file], logger, healthHost: "127.0.0.1", healthPort: trHealth });
+    const source = await startSingle({
+      kind: "EventSource",
+      paths: [file],
+      logger,
+      host: "127.0.0.1",
+      healthHost: "127.0.0.1",
+      healthPort: esHealth,
+    });
+    try {
+      for (const port of [esHealth, trHealth]) {
+        for (const path of ["/healthz", "/readyz"]) {
+          const r = await request(`http://127.0.0.1:${port}${path}`);
+          await r.body.text();
+          expect(r.statusCode, `${port}${path}`).toBe(200);
+        }
+      }
+      const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
+        method: "POST",
+        body: "{}",
+        headers: { "content-type": "application/json", "ce-specversion": "1.0", "ce-id": `x-${tag}`, "ce-source": "/t", "ce-type": "t" },
+      });
+      await res.body.text();
+      expect(res.statusCode).toBe(200);
+      await waitFor(() => received.includes(`x-${tag}`), { timeoutMs: 10_000, message: "delivery through the bus" });
+    } finally {
+      await source.stop();
+      await trigger.stop();
+    }
+    const after = await request(`http://127.0.0.1:${trHealth}/healthz`).catch((e: unknown) => e);
+    expect(after).toBeInstanceOf(Error);
+  });
+
+  it("entrypoint - a missing bus or an ambiguous resource is a clear error", async () => {
+    const file = join(dir, "two.yaml");
+    await writeFile(
+      file,
+      `apiVersion: events.openfunction.io/v1alpha1
+kind: Trigger
+metadata: { name: a }
+spec: { eventBus: nowhere, inputs: { i: { eventSource: s, event: e } }, subscribers: [{ condition: i, topic: t }] }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: Trigger
+metadata: { name: b }
+spec: { eventBus: nowhere, inputs: { i: { eventSource: s, event: e } }, subscribers: [{ condition: i, topic: t }] }
+`,
+    );
+    const logger = silentLogger();
+    const [p1, p2] = await freePorts(2);
+    const ambiguous = await startSingle({ kind: "Trigger", paths: [file], logger, healthHost: "127.0.0.1", healthPort: p1 }).catch((e: unknown) => e);
+    expect(ambiguous).toBeInstanceOf(OfEventsError);
+    expect((ambiguous as Error).message).toContain("choose one with --name");
+    const noBus = await startSingle({ kind: "Trigger", paths: [file], name: "a", logger, healthHost: "127.0.0.1", healthPort: p2 }).catch((e: unknown) => e);
+    expect((noBus as Error).message).toContain('EventBus "nowhere" is not in the manifests');
+  });
+});
