@@ -67,7 +67,13 @@ spec:
 `,
     );
     const logger = silentLogger();
-    const trigger = await startSingle({ kind: "Trigger", paths: [file], logger, healthHost: "127.0.0.1", healthPort: trHealth });
+    const trigger = await startSingle({
+      kind: "Trigger",
+      paths: [file],
+      logger,
+      healthHost: "127.0.0.1",
+      healthPort: trHealth,
+    });
     const source = await startSingle({
       kind: "EventSource",
       paths: [file],
@@ -87,7 +93,13 @@ spec:
       const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
         method: "POST",
         body: "{}",
-        headers: { "content-type": "application/json", "ce-specversion": "1.0", "ce-id": `x-${tag}`, "ce-source": "/t", "ce-type": "t" },
+        headers: {
+          "content-type": "application/json",
+          "ce-specversion": "1.0",
+          "ce-id": `x-${tag}`,
+          "ce-source": "/t",
+          "ce-type": "t",
+        },
       });
       await res.body.text();
       expect(res.statusCode).toBe(200);
@@ -117,10 +129,23 @@ spec: { eventBus: nowhere, inputs: { i: { eventSource: s, event: e } }, subscrib
     );
     const logger = silentLogger();
     const [p1, p2] = await freePorts(2);
-    const ambiguous = await startSingle({ kind: "Trigger", paths: [file], logger, healthHost: "127.0.0.1", healthPort: p1 }).catch((e: unknown) => e);
+    const ambiguous = await startSingle({
+      kind: "Trigger",
+      paths: [file],
+      logger,
+      healthHost: "127.0.0.1",
+      healthPort: p1,
+    }).catch((e: unknown) => e);
     expect(ambiguous).toBeInstanceOf(OfEventsError);
     expect((ambiguous as Error).message).toContain("choose one with --name");
-    const noBus = await startSingle({ kind: "Trigger", paths: [file], name: "a", logger, healthHost: "127.0.0.1", healthPort: p2 }).catch((e: unknown) => e);
+    const noBus = await startSingle({
+      kind: "Trigger",
+      paths: [file],
+      name: "a",
+      logger,
+      healthHost: "127.0.0.1",
+      healthPort: p2,
+    }).catch((e: unknown) => e);
     expect((noBus as Error).message).toContain('EventBus "nowhere" is not in the manifests');
   });
 });

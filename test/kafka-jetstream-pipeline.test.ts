@@ -58,10 +58,24 @@ function run(files: string[], name: string): Running {
   let out = "";
   let markReady!: () => void;
   const ready = new Promise<void>((r) => (markReady = r));
-  const child = spawn(process.execPath, [bin, "run", "--log-format", "json", "--log-level", "info", "--functions-port", "0", ...files.flatMap((f) => ["-f", f])], {
-    cwd: root,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      bin,
+      "run",
+      "--log-format",
+      "json",
+      "--log-level",
+      "info",
+      "--functions-port",
+      "0",
+      ...files.flatMap((f) => ["-f", f]),
+    ],
+    {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const keep = (c: Buffer) => {
     const text = c.toString("utf8");
     if (text.includes('"msg":"running"')) markReady();
@@ -100,7 +114,10 @@ describe("kafka → jetstream pipeline - end to end through real brokers", () =>
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
 
-  async function setup(tag: string, sinkUrl: string): Promise<{ topic: string; files: { bus: string; source: string; trigger: string } }> {
+  async function setup(
+    tag: string,
+    sinkUrl: string,
+  ): Promise<{ topic: string; files: { bus: string; source: string; trigger: string } }> {
     const topic = `orders-${tag}`;
     const admin = new Kafka({ brokers: kafka.brokers, logLevel: logLevel.NOTHING }).admin();
     await admin.connect();
@@ -115,7 +132,11 @@ describe("kafka → jetstream pipeline - end to end through real brokers", () =>
       });
     }
     await producer.disconnect();
-    const files = { bus: join(dir, `bus-${tag}.yaml`), source: join(dir, `source-${tag}.yaml`), trigger: join(dir, `trigger-${tag}.yaml`) };
+    const files = {
+      bus: join(dir, `bus-${tag}.yaml`),
+      source: join(dir, `source-${tag}.yaml`),
+      trigger: join(dir, `trigger-${tag}.yaml`),
+    };
     await writeFile(
       files.bus,
       `apiVersion: events.openfunction.io/v1alpha1
@@ -160,7 +181,9 @@ spec:
 
   /** The ids the sink must see: `{topic}/{partition}/{offset}` of every even n. */
   async function expectedIds(topic: string): Promise<Set<string>> {
-    const consumer = new Kafka({ brokers: kafka.brokers, logLevel: logLevel.NOTHING }).consumer({ groupId: `check-${randomSuffix()}` });
+    const consumer = new Kafka({ brokers: kafka.brokers, logLevel: logLevel.NOTHING }).consumer({
+      groupId: `check-${randomSuffix()}`,
+    });
     const ids = new Set<string>();
     let seen = 0;
     await consumer.connect();
@@ -172,7 +195,11 @@ spec:
         if (n % 2 === 0) ids.add(`${topic}/${partition}/${message.offset}`);
       },
     });
-    await until(() => seen === N, 60_000, () => `reading back ${seen}/${N}`);
+    await until(
+      () => seen === N,
+      60_000,
+      () => `reading back ${seen}/${N}`,
+    );
     await consumer.disconnect();
     return ids;
   }
@@ -187,13 +214,19 @@ spec:
     await trigger.ready;
     const source = run([files.bus, files.source], "source");
     procs.push(trigger.child, source.child);
-    await until(() => sink.counts.size >= expected.size, 240_000, () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`);
+    await until(
+      () => sink.counts.size >= expected.size,
+      240_000,
+      () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`,
+    );
     await new Promise((r) => setTimeout(r, 1000));
     const delivered = new Set(sink.counts.keys());
     const missing = [...expected].filter((id) => !delivered.has(id));
     const extra = [...delivered].filter((id) => !expected.has(id));
     const duplicates = sink.total - sink.counts.size;
-    reportFigures(`pipeline: sent=${N} expected=${expected.size} delivered=${delivered.size} duplicates=${duplicates} lost=${missing.length} unexpected=${extra.length}`);
+    reportFigures(
+      `pipeline: sent=${N} expected=${expected.size} delivered=${delivered.size} duplicates=${duplicates} lost=${missing.length} unexpected=${extra.length}`,
+    );
     expect(missing).toEqual([]);
     expect(extra).toEqual([]);
     source.child.kill("SIGTERM");
@@ -212,13 +245,21 @@ spec:
     await trigger.ready;
     const source = run([files.bus, files.source], "source");
     procs.push(trigger.child, source.child);
-    await until(() => sink.counts.size >= 1000, 120_000, () => `first 1000: ${sink.counts.size}\n${trigger.output()}\n${source.output()}`);
+    await until(
+      () => sink.counts.size >= 1000,
+      120_000,
+      () => `first 1000: ${sink.counts.size}\n${trigger.output()}\n${source.output()}`,
+    );
     trigger.child.kill("SIGKILL");
     await trigger.exited;
     const atKill = sink.counts.size;
     trigger = run([files.bus, files.trigger], "trigger (restarted)");
     procs.push(trigger.child);
-    await until(() => sink.counts.size >= expected.size, 240_000, () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`);
+    await until(
+      () => sink.counts.size >= expected.size,
+      240_000,
+      () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`,
+    );
     await new Promise((r) => setTimeout(r, 1000));
     const missing = [...expected].filter((id) => !sink.counts.has(id));
     const duplicates = sink.total - sink.counts.size;

@@ -38,7 +38,8 @@ describe("layers - imports go one way", () => {
           if (own[2] !== undefined) problems.push(`${file}: deep import ${spec}`);
           else if (!MAY_IMPORT[pkg]!.includes(own[1]!)) problems.push(`${file}: ${pkg} may not import ${spec}`);
         }
-        if (/^(\.\.\/){2,}/.test(spec) || /packages\/[^/]+\/src/.test(spec)) problems.push(`${file}: reaches outside its package: ${spec}`);
+        if (/^(\.\.\/){2,}/.test(spec) || /packages\/[^/]+\/src/.test(spec))
+          problems.push(`${file}: reaches outside its package: ${spec}`);
       }
     }
     expect(problems).toEqual([]);

@@ -40,10 +40,14 @@ describe("quickstart - ofevents run end to end", () => {
 
   beforeAll(async () => {
     if (!existsSync(`${root}packages/cli/dist/main.js`)) throw new Error("packages are not built: run `npm run build`");
-    child = spawn(process.execPath, [bin, "run", "-f", "examples/quickstart", "--log-format", "json", "--functions-port", "0"], {
-      cwd: root,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    child = spawn(
+      process.execPath,
+      [bin, "run", "-f", "examples/quickstart", "--log-format", "json", "--functions-port", "0"],
+      {
+        cwd: root,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     exit = new Promise((r) => child.on("exit", (code) => r(code)));
     let buf = "";
     child.stdout!.on("data", (c: Buffer) => {
@@ -77,12 +81,19 @@ describe("quickstart - ofevents run end to end", () => {
     const id1 = (r1.body["ids"] as string[])[0]!;
     expect(r3.body["ids"]).toEqual(["order-3"]);
 
-    const bad = await request(WEBHOOK, { method: "POST", body: "{oops", headers: { "content-type": "application/json" } });
+    const bad = await request(WEBHOOK, {
+      method: "POST",
+      body: "{oops",
+      headers: { "content-type": "application/json" },
+    });
     expect(bad.statusCode).toBe(400);
     await bad.body.text();
 
     await until(
-      () => received("big-orders").length === 2 && received("dead-letters").length === 2 && received("batcher").length === 2,
+      () =>
+        received("big-orders").length === 2 &&
+        received("dead-letters").length === 2 &&
+        received("batcher").length === 2,
       20_000,
       "every function to receive its events",
     );
@@ -100,7 +111,10 @@ describe("quickstart - ofevents run end to end", () => {
       datacontenttype: "application/json",
       data: { id: "o-1", amount: 250 },
     });
-    expect(big.find((e) => e["id"] === "order-3")).toMatchObject({ source: "/shop", type: "com.example.order.created" });
+    expect(big.find((e) => e["id"] === "order-3")).toMatchObject({
+      source: "/shop",
+      type: "com.example.order.created",
+    });
 
     // The flaky sink saw each big order 3 times (retry: 2), then the dead-letter sink got it.
     expect(received("flaky")).toHaveLength(6);

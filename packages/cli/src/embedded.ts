@@ -53,7 +53,13 @@ export async function validateAll(paths: string[]): Promise<{ manifests: Manifes
   const issues = [...manifests.issues];
   for (const es of manifests.eventSources) {
     for (const i of await validateEventSource(es.resource)) {
-      issues.push({ ...i, file: es.file, docIndex: es.docIndex, kind: es.resource.kind, name: es.resource.metadata.name });
+      issues.push({
+        ...i,
+        file: es.file,
+        docIndex: es.docIndex,
+        kind: es.resource.kind,
+        name: es.resource.metadata.name,
+      });
     }
   }
   return { manifests, issues };
@@ -63,7 +69,8 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const log = o.logger.child({ component: "runner" });
   const { manifests, issues } = await validateAll(o.paths);
   if (issues.length > 0) throw new ManifestError(issues);
-  for (const s of manifests.skipped) log.debug({ file: s.file, doc: s.docIndex, kind: s.kind, name: s.name }, "skipped a kind this runner does not run");
+  for (const s of manifests.skipped)
+    log.debug({ file: s.file, doc: s.docIndex, kind: s.kind, name: s.name }, "skipped a kind this runner does not run");
   const host = o.host ?? "127.0.0.1";
   const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
   const engine = createExpressionEngine();
@@ -138,7 +145,10 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     }
     for (const es of manifests.eventSources) {
       const r = es.resource;
-      const bus = r.spec.sink === undefined && r.spec.eventBus !== undefined ? await busFor(r.spec.eventBus, namespaceOf(r)) : undefined;
+      const bus =
+        r.spec.sink === undefined && r.spec.eventBus !== undefined
+          ? await busFor(r.spec.eventBus, namespaceOf(r))
+          : undefined;
       sources.push(await startEventSource(r, { logger: o.logger, bus, sinks, resolveSink, secrets, webhooks }));
     }
   } catch (err) {
@@ -146,7 +156,12 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     throw err;
   }
   log.info(
-    { eventSources: sources.length, triggers: triggers.length, functions: manifests.functions.length, buses: [...buses.keys()] },
+    {
+      eventSources: sources.length,
+      triggers: triggers.length,
+      functions: manifests.functions.length,
+      buses: [...buses.keys()],
+    },
     "running",
   );
   return { manifests, buses, sources, triggers, functions, stop };

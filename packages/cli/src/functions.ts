@@ -56,10 +56,17 @@ async function loadHandler(fn: Located<FunctionResource>): Promise<FunctionHandl
   try {
     mod = (await import(pathToFileURL(path).href)) as { default?: unknown };
   } catch (err) {
-    throw new OfEventsError(ErrorCode.FunctionLoad, `Function ${fn.resource.metadata.name}: cannot load ${path}: ${(err as Error).message}`, { cause: err });
+    throw new OfEventsError(
+      ErrorCode.FunctionLoad,
+      `Function ${fn.resource.metadata.name}: cannot load ${path}: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   if (typeof mod.default !== "function") {
-    throw new OfEventsError(ErrorCode.FunctionLoad, `Function ${fn.resource.metadata.name}: ${path} has no default export function`);
+    throw new OfEventsError(
+      ErrorCode.FunctionLoad,
+      `Function ${fn.resource.metadata.name}: ${path} has no default export function`,
+    );
   }
   return mod.default as FunctionHandler;
 }
@@ -102,12 +109,19 @@ export async function startFunctionHost(o: {
       async publish(topic, dataOrEvent) {
         const b = bus ?? o.busFor(fn, undefined);
         const isEvent =
-          typeof dataOrEvent === "object" && dataOrEvent !== null && "specversion" in dataOrEvent && "id" in dataOrEvent;
+          typeof dataOrEvent === "object" &&
+          dataOrEvent !== null &&
+          "specversion" in dataOrEvent &&
+          "id" in dataOrEvent;
         await b.publish(
           topic,
           isEvent
             ? (dataOrEvent as CloudEvent)
-            : newEvent({ source: `/apis/v1/namespaces/${namespace}/functions/${fn.metadata.name}`, type: "io.openfunction.function.output", data: dataOrEvent }),
+            : newEvent({
+                source: `/apis/v1/namespaces/${namespace}/functions/${fn.metadata.name}`,
+                type: "io.openfunction.function.output",
+                data: dataOrEvent,
+              }),
         );
       },
     };
@@ -146,7 +160,9 @@ export async function startFunctionHost(o: {
       const entry = sync.get(path);
       const reply = (status: number, body: unknown): void => {
         if (res.headersSent) return;
-        res.writeHead(status, { "content-type": "application/json" }).end(body === undefined ? "" : JSON.stringify(body));
+        res
+          .writeHead(status, { "content-type": "application/json" })
+          .end(body === undefined ? "" : JSON.stringify(body));
       };
       if (entry === undefined) return reply(404, { error: `no function at ${path}` });
       readAll(req, 10 * 1024 * 1024)
@@ -163,7 +179,9 @@ export async function startFunctionHost(o: {
             return reply(200, result ?? { ok: true });
           } catch (err) {
             const status = (err as { status?: unknown }).status;
-            return reply(typeof status === "number" && status >= 400 && status < 600 ? status : 500, { error: (err as Error).message });
+            return reply(typeof status === "number" && status >= 400 && status < 600 ? status : 500, {
+              error: (err as Error).message,
+            });
           }
         })
         .catch((err: unknown) => reply(400, { error: (err as Error).message }));

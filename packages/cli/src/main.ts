@@ -109,7 +109,12 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
   const logger = createLogger({ level: values["log-level"], format, write: out });
   const port = Number(values["functions-port"]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--functions-port must be a port number`);
-  const embedded = await startEmbedded({ paths: files(values, positionals), logger, host: values.host, functionsPort: port });
+  const embedded = await startEmbedded({
+    paths: files(values, positionals),
+    logger,
+    host: values.host,
+    functionsPort: port,
+  });
   await untilSignal(embedded.stop, logger, err);
   logger.info("stopped");
   return 0;
@@ -153,8 +158,16 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
   if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
   const logger = createLogger({ level: values["log-level"] ?? "info", format, write: out });
   const healthPort = Number(values["health-port"]);
-  if (!Number.isInteger(healthPort) || healthPort < 0 || healthPort > 65535) throw new Error("--health-port must be a port number");
-  const running = await startSingle({ kind, paths: files(values, positionals), name: values.name, logger, host: values.host, healthPort });
+  if (!Number.isInteger(healthPort) || healthPort < 0 || healthPort > 65535)
+    throw new Error("--health-port must be a port number");
+  const running = await startSingle({
+    kind,
+    paths: files(values, positionals),
+    name: values.name,
+    logger,
+    host: values.host,
+    healthPort,
+  });
   await untilSignal(running.stop, logger, err);
   logger.info("stopped");
   return 0;
@@ -169,12 +182,17 @@ async function validate(args: string[], out: Write, err: Write): Promise<number>
   const { manifests, issues } = await validateAll(files(values, positionals));
   for (const i of issues) err(`${formatIssue(i)}\n`);
   const count =
-    manifests.eventSources.length + manifests.eventBuses.length + manifests.clusterEventBuses.length + manifests.triggers.length;
+    manifests.eventSources.length +
+    manifests.eventBuses.length +
+    manifests.clusterEventBuses.length +
+    manifests.triggers.length;
   if (issues.length > 0) {
     err(`${issues.length} problem${issues.length === 1 ? "" : "s"} found\n`);
     return 1;
   }
-  out(`${count} resource${count === 1 ? "" : "s"} valid (${manifests.functions.length} functions, ${manifests.skipped.length} documents of other kinds skipped)\n`);
+  out(
+    `${count} resource${count === 1 ? "" : "s"} valid (${manifests.functions.length} functions, ${manifests.skipped.length} documents of other kinds skipped)\n`,
+  );
   return 0;
 }
 
@@ -204,7 +222,8 @@ async function publish(args: string[], out: Write, _err: Write, stdin: NodeJS.Re
   if (values.url === undefined || !URL.canParse(values.url)) throw new Error("--url <url> is required");
   if (values.type === undefined) throw new Error("--type <type> is required");
   let raw: Buffer | undefined;
-  if (values["data-file"] !== undefined) raw = values["data-file"] === "-" ? await readStream(stdin) : await readFile(values["data-file"]);
+  if (values["data-file"] !== undefined)
+    raw = values["data-file"] === "-" ? await readStream(stdin) : await readFile(values["data-file"]);
   else if (values.data !== undefined) raw = Buffer.from(values.data);
   const contentType = values["content-type"] ?? "application/json";
   let data: unknown;
@@ -235,7 +254,10 @@ async function publish(args: string[], out: Write, _err: Write, stdin: NodeJS.Re
   });
   const client = createSinkClient({ connections: 1 });
   try {
-    const res = await client.send(values.url, event, { format: values.structured ? "structured" : "binary", timeoutMs: Number(values.timeout) });
+    const res = await client.send(values.url, event, {
+      format: values.structured ? "structured" : "binary",
+      timeoutMs: Number(values.timeout),
+    });
     out(`${res.status} ${event.id}${res.body.length > 0 ? ` ${res.body.toString("utf8")}` : ""}\n`);
     return 0;
   } finally {

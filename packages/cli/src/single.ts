@@ -82,17 +82,28 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
     const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
     const sinks = createSinkClient();
     stops.push(() => sinks.close());
-    const resource = o.kind === "EventSource" ? pick("EventSource", res(manifests.eventSources), o.name) : pick("Trigger", res(manifests.triggers), o.name);
+    const resource =
+      o.kind === "EventSource"
+        ? pick("EventSource", res(manifests.eventSources), o.name)
+        : pick("Trigger", res(manifests.triggers), o.name);
     const namespace = namespaceOf(resource);
     let bus: EventBus | undefined;
-    const busName = resource.kind === "Trigger" ? resource.spec.eventBus : resource.spec.sink === undefined ? resource.spec.eventBus : undefined;
+    const busName =
+      resource.kind === "Trigger"
+        ? resource.spec.eventBus
+        : resource.spec.sink === undefined
+          ? resource.spec.eventBus
+          : undefined;
     if (busName !== undefined) {
       const r = resolveEventBus(busName, namespace, {
         eventBuses: res(manifests.eventBuses),
         clusterEventBuses: res(manifests.clusterEventBuses),
       });
       if (r.resource === undefined) {
-        throw new OfEventsError(ErrorCode.Config, `EventBus "${busName}" is not in the manifests (nor a ClusterEventBus of that name)`);
+        throw new OfEventsError(
+          ErrorCode.Config,
+          `EventBus "${busName}" is not in the manifests (nor a ClusterEventBus of that name)`,
+        );
       }
       if (r.warning !== undefined) log.warn({ eventBus: busName }, r.warning);
       const b = await createEventBus(r.spec, { logger: o.logger, secrets, namespace });
@@ -102,7 +113,14 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
     if (resource.kind === "EventSource") {
       const webhooks = createWebhookServers({ host: o.host ?? "0.0.0.0", logger: o.logger });
       stops.push(() => webhooks.close());
-      const rt = await startEventSource(resource, { logger: o.logger, bus, sinks, secrets, webhooks, resolveSink: clusterSinkUrl });
+      const rt = await startEventSource(resource, {
+        logger: o.logger,
+        bus,
+        sinks,
+        secrets,
+        webhooks,
+        resolveSink: clusterSinkUrl,
+      });
       stops.push(() => rt.stop());
     } else {
       const rt = await startTrigger(resource, {
@@ -115,7 +133,14 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       stops.push(() => rt.stop());
     }
     ready = true;
-    log.info({ kind: o.kind, name: `${namespace}/${resource.metadata.name}`, healthPort: (health.address() as AddressInfo).port }, "running");
+    log.info(
+      {
+        kind: o.kind,
+        name: `${namespace}/${resource.metadata.name}`,
+        healthPort: (health.address() as AddressInfo).port,
+      },
+      "running",
+    );
   } catch (err) {
     await stop();
     throw err;

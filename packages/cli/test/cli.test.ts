@@ -82,14 +82,33 @@ describe("cli - publish", () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/in`;
     try {
       const r = await cli(
-        ["publish", "--url", url, "--type", "com.example.t", "--source", "/me", "--id", "id-1", "--data-file", "-", "--ext", "team=a"],
+        [
+          "publish",
+          "--url",
+          url,
+          "--type",
+          "com.example.t",
+          "--source",
+          "/me",
+          "--id",
+          "id-1",
+          "--data-file",
+          "-",
+          "--ext",
+          "team=a",
+        ],
         '{"hello":"world"}',
       );
       expect(r.err).toBe("");
       expect(r.code).toBe(0);
       expect(r.out.trim()).toBe("202 id-1");
       expect(got).toHaveLength(1);
-      expect(got[0]!.headers).toMatchObject({ "ce-id": "id-1", "ce-type": "com.example.t", "ce-source": "/me", "ce-team": "a" });
+      expect(got[0]!.headers).toMatchObject({
+        "ce-id": "id-1",
+        "ce-type": "com.example.t",
+        "ce-source": "/me",
+        "ce-team": "a",
+      });
       expect(JSON.parse(got[0]!.body)).toEqual({ hello: "world" });
       const bad = await cli(["publish", "--url", url, "--type", "t", "--data", "{nope"]);
       expect(bad.code).toBe(1);

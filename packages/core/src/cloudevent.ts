@@ -83,12 +83,14 @@ export function assertCloudEvent(value: unknown): asserts value is CloudEvent {
     throw new EventError("a CloudEvent must be a JSON object");
   }
   const ev = value as Record<string, unknown>;
-  if (ev["specversion"] !== "1.0") throw new EventError(`unsupported specversion ${JSON.stringify(ev["specversion"])} (expected "1.0")`);
+  if (ev["specversion"] !== "1.0")
+    throw new EventError(`unsupported specversion ${JSON.stringify(ev["specversion"])} (expected "1.0")`);
   for (const a of ["id", "source", "type"]) {
     if (typeof ev[a] !== "string" || ev[a] === "") throw new EventError(`CloudEvent attribute "${a}" is required`);
   }
   for (const k of Object.keys(ev)) {
-    if (!CORE_ATTRIBUTES.has(k) && !EXTENSION_NAME.test(k)) throw new EventError(`invalid CloudEvent attribute name "${k}"`);
+    if (!CORE_ATTRIBUTES.has(k) && !EXTENSION_NAME.test(k))
+      throw new EventError(`invalid CloudEvent attribute name "${k}"`);
   }
 }
 

@@ -103,7 +103,12 @@ function structural(node: unknown): unknown {
     delete n["additionalProperties"];
     n[PRESERVE] = true;
   }
-  if (n["type"] === "object" && n["properties"] === undefined && n["additionalProperties"] === undefined && n[PRESERVE] === undefined) {
+  if (
+    n["type"] === "object" &&
+    n["properties"] === undefined &&
+    n["additionalProperties"] === undefined &&
+    n[PRESERVE] === undefined
+  ) {
     n[PRESERVE] = true;
   }
   return n;

@@ -20,9 +20,7 @@ export function parseDuration(text: string): number | undefined {
   const iso = ISO_RE.exec(t);
   if (iso !== null && t !== "P" && !t.endsWith("T")) {
     const [, d, h, m, s] = iso;
-    return (
-      Number(d ?? 0) * 86_400_000 + Number(h ?? 0) * 3_600_000 + Number(m ?? 0) * 60_000 + Number(s ?? 0) * 1000
-    );
+    return Number(d ?? 0) * 86_400_000 + Number(h ?? 0) * 3_600_000 + Number(m ?? 0) * 60_000 + Number(s ?? 0) * 1000;
   }
   return undefined;
 }

@@ -60,7 +60,8 @@ export interface ValidationIssue {
 /** Formats an issue as `file#doc Kind/name: path: message`. */
 export function formatIssue(issue: ValidationIssue): string {
   const where: string[] = [];
-  if (issue.file !== undefined) where.push(issue.docIndex === undefined ? issue.file : `${issue.file}#${issue.docIndex}`);
+  if (issue.file !== undefined)
+    where.push(issue.docIndex === undefined ? issue.file : `${issue.file}#${issue.docIndex}`);
   if (issue.kind !== undefined || issue.name !== undefined) where.push(`${issue.kind ?? "?"}/${issue.name ?? "?"}`);
   const prefix = where.length > 0 ? `${where.join(" ")}: ` : "";
   return `${prefix}${issue.path === "" ? "" : `${issue.path}: `}${issue.message}`;
@@ -72,7 +73,9 @@ export class ManifestError extends OfEventsError {
   constructor(issues: ValidationIssue[], options: OfEventsErrorOptions = {}) {
     super(
       ErrorCode.ManifestInvalid,
-      issues.length === 1 ? formatIssue(issues[0]!) : `${issues.length} problems:\n${issues.map(formatIssue).join("\n")}`,
+      issues.length === 1
+        ? formatIssue(issues[0]!)
+        : `${issues.length} problems:\n${issues.map(formatIssue).join("\n")}`,
       options,
     );
     this.issues = issues;

@@ -22,9 +22,7 @@ export const functionSchema = z.object({
           runtime: z.enum(["knative", "async"]).optional(),
           inputs: z
             .array(
-              z
-                .object({ name: z.string(), component: z.string().optional(), topic: z.string().optional() })
-                .loose(),
+              z.object({ name: z.string(), component: z.string().optional(), topic: z.string().optional() }).loose(),
             )
             .optional(),
         })

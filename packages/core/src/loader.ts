@@ -50,7 +50,9 @@ export interface Manifests {
 const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
 
 /** Expands files and folders (recursively, sorted) into manifest files. */
-export async function listManifestFiles(paths: readonly string[]): Promise<{ files: string[]; issues: ValidationIssue[] }> {
+export async function listManifestFiles(
+  paths: readonly string[],
+): Promise<{ files: string[]; issues: ValidationIssue[] }> {
   const files: string[] = [];
   const issues: ValidationIssue[] = [];
   async function walk(p: string, explicit: boolean): Promise<void> {
@@ -58,7 +60,12 @@ export async function listManifestFiles(paths: readonly string[]): Promise<{ fil
     try {
       st = await stat(p);
     } catch (err) {
-      issues.push({ code: ErrorCode.ManifestUnreadable, path: "", file: p, message: `cannot read: ${(err as Error).message}` });
+      issues.push({
+        code: ErrorCode.ManifestUnreadable,
+        path: "",
+        file: p,
+        message: `cannot read: ${(err as Error).message}`,
+      });
       return;
     }
     if (st.isDirectory()) {
@@ -114,7 +121,13 @@ export function parseManifestText(text: string, file: string, into: Manifests = 
     const value: unknown = doc.toJS({ maxAliasCount: 100 });
     if (value === null || value === undefined) return;
     if (typeof value !== "object" || Array.isArray(value)) {
-      into.issues.push({ code: "invalid_type", path: "", file, docIndex, message: "a manifest must be a YAML mapping" });
+      into.issues.push({
+        code: "invalid_type",
+        path: "",
+        file,
+        docIndex,
+        message: "a manifest must be a YAML mapping",
+      });
       return;
     }
     const obj = value as Record<string, unknown>;
@@ -156,7 +169,8 @@ export function parseManifestText(text: string, file: string, into: Manifests = 
         return;
       }
       const r = parsed.data;
-      for (const issue of validateSemantics(r)) into.issues.push({ ...issue, file, docIndex, kind, name: r.metadata.name });
+      for (const issue of validateSemantics(r))
+        into.issues.push({ ...issue, file, docIndex, kind, name: r.metadata.name });
       switch (r.kind) {
         case Kind.EventSource:
           into.eventSources.push({ resource: r, file, docIndex });
@@ -203,7 +217,12 @@ export async function loadManifests(paths: readonly string[]): Promise<Manifests
     try {
       text = await readFile(file, "utf8");
     } catch (err) {
-      out.issues.push({ code: ErrorCode.ManifestUnreadable, path: "", file, message: `cannot read: ${(err as Error).message}` });
+      out.issues.push({
+        code: ErrorCode.ManifestUnreadable,
+        path: "",
+        file,
+        message: `cannot read: ${(err as Error).message}`,
+      });
       continue;
     }
     parseManifestText(text, file, out);

@@ -30,7 +30,14 @@ export function toLogLevel(level: string | undefined, fallback: LogLevel = "info
   throw new TypeError(`unknown log level "${level}" (use ${[...LEVELS].join(", ")} or "1".."3")`);
 }
 
-const LEVEL_NAMES: Record<number, string> = { 10: "TRACE", 20: "DEBUG", 30: "INFO ", 40: "WARN ", 50: "ERROR", 60: "FATAL" };
+const LEVEL_NAMES: Record<number, string> = {
+  10: "TRACE",
+  20: "DEBUG",
+  30: "INFO ",
+  40: "WARN ",
+  50: "ERROR",
+  60: "FATAL",
+};
 const SKIP = new Set(["level", "time", "msg", "pid", "hostname", "component"]);
 
 function prettyLine(json: string): string {

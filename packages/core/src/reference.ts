@@ -49,12 +49,14 @@ const SECTIONS: Array<{ kind: string; schema: z.ZodType; intro: string }> = [
   {
     kind: Kind.EventSource,
     schema: eventSourceSpecSchema,
-    intro: "Turns what happens in a system into CloudEvents. Set `eventBus` (publish to the bus) or `sink` (call a function directly).",
+    intro:
+      "Turns what happens in a system into CloudEvents. Set `eventBus` (publish to the bus) or `sink` (call a function directly).",
   },
   {
     kind: `${Kind.EventBus} / ${Kind.ClusterEventBus}`,
     schema: eventBusSpecSchema,
-    intro: "The bus events travel on. Set exactly one backend. A namespaced EventBus wins over a ClusterEventBus of the same name.",
+    intro:
+      "The bus events travel on. Set exactly one backend. A namespaced EventBus wins over a ClusterEventBus of the same name.",
   },
   {
     kind: Kind.Trigger,
@@ -67,8 +69,20 @@ const SECTIONS: Array<{ kind: string; schema: z.ZodType; intro: string }> = [
 export function generateReference(): string {
   const out: string[] = [];
   for (const s of SECTIONS) {
-    out.push(`### ${s.kind}`, "", s.intro, "", "| field (`spec.`) | type | required | description |", "|---|---|---|---|");
-    rows(z.toJSONSchema(s.schema, { target: "openapi-3.0", io: "input", unrepresentable: "any" }) as Json, "", false, out);
+    out.push(
+      `### ${s.kind}`,
+      "",
+      s.intro,
+      "",
+      "| field (`spec.`) | type | required | description |",
+      "|---|---|---|---|",
+    );
+    rows(
+      z.toJSONSchema(s.schema, { target: "openapi-3.0", io: "input", unrepresentable: "any" }) as Json,
+      "",
+      false,
+      out,
+    );
     out.push("");
   }
   return out.join("\n");

@@ -135,8 +135,14 @@ export const redisSourceSchema = z
     enableTLS: z.boolean().optional().describe("Connect with TLS."),
     failover: z.boolean().optional().describe("Use Redis Sentinel failover."),
     sentinelMasterName: z.string().optional().describe("Sentinel master name (with failover)."),
-    redeliverInterval: z.string().optional().describe("How often pending stream entries are checked for redelivery (Dapr setting)."),
-    processingTimeout: z.string().optional().describe("How long a stream entry may stay unacknowledged before another consumer claims it."),
+    redeliverInterval: z
+      .string()
+      .optional()
+      .describe("How often pending stream entries are checked for redelivery (Dapr setting)."),
+    processingTimeout: z
+      .string()
+      .optional()
+      .describe("How long a stream entry may stay unacknowledged before another consumer claims it."),
     redisType: z.string().optional().describe('"node" or "cluster".'),
     redisDB: z.number().int().optional().describe("Database number."),
     redisMaxRetries: z.number().int().optional().describe("Command retries before giving up."),
@@ -152,7 +158,10 @@ export const redisSourceSchema = z
     idleCheckFrequency: z.string().optional().describe("Idle connection reaper frequency (Dapr setting)."),
     idleTimeout: z.string().optional().describe("Close connections idle this long (Dapr setting)."),
     channel: z.string().optional().describe(ext("Pub/sub channel (pattern with *) to subscribe to.")),
-    stream: z.string().optional().describe(ext("Stream to read with a consumer group (XREADGROUP, XACK after publish).")),
+    stream: z
+      .string()
+      .optional()
+      .describe(ext("Stream to read with a consumer group (XREADGROUP, XACK after publish).")),
     consumerGroup: z
       .string()
       .optional()
@@ -172,8 +181,14 @@ export const kafkaSourceSchema = z
     brokers: z.string().min(1).describe("Comma-separated list of host:port of Kafka brokers."),
     authRequired: z.boolean().describe("Whether SASL authentication is used."),
     topic: z.string().optional().describe("Topic to consume."),
-    saslUsername: z.string().optional().describe("SASL user name when authRequired (plain text; prefer sasl with secrets)."),
-    saslPassword: z.string().optional().describe("SASL password when authRequired (plain text; prefer sasl with secrets)."),
+    saslUsername: z
+      .string()
+      .optional()
+      .describe("SASL user name when authRequired (plain text; prefer sasl with secrets)."),
+    saslPassword: z
+      .string()
+      .optional()
+      .describe("SASL password when authRequired (plain text; prefer sasl with secrets)."),
     maxMessageBytes: z.number().int().optional().describe("Bytes fetched per partition per request."),
     consumerGroup: z
       .string()
@@ -202,10 +217,7 @@ export const kafkaSourceSchema = z
 
 export const cronSourceSchema = z
   .object({
-    schedule: z
-      .string()
-      .min(1)
-      .describe('Cron schedule: 5 or 6 fields, a macro such as "@hourly", or "@every 2s".'),
+    schedule: z.string().min(1).describe('Cron schedule: 5 or 6 fields, a macro such as "@hourly", or "@every 2s".'),
     timezone: z.string().optional().describe(ext("IANA time zone of the schedule (default UTC).")),
     data: z.unknown().optional().describe(ext("Data of each event (default: the tick time).")),
   })
@@ -217,9 +229,18 @@ export const mqttSourceSchema = z
     url: z.string().min(1).describe("Broker URL, e.g. tcp://host:1883."),
     topic: z.string().min(1).describe("Topic (filter) to subscribe to."),
     consumerID: z.string().optional().describe("MQTT client id (keeps the session across restarts)."),
-    qos: z.number().int().min(0).max(2).optional().describe("Subscription QoS (default 1: acknowledged after the bus took the event)."),
+    qos: z
+      .number()
+      .int()
+      .min(0)
+      .max(2)
+      .optional()
+      .describe("Subscription QoS (default 1: acknowledged after the bus took the event)."),
     retain: z.boolean().optional().describe("Retain flag (publishing only; ignored by the source)."),
-    cleanSession: z.boolean().optional().describe("Start a clean session (default false, so QoS 1 messages wait while the source is away)."),
+    cleanSession: z
+      .boolean()
+      .optional()
+      .describe("Start a clean session (default false, so QoS 1 messages wait while the source is away)."),
     caCert: z.string().optional().describe("PEM CA certificate."),
     clientCert: z.string().optional().describe("PEM client certificate."),
     clientKey: z.string().optional().describe("PEM client key."),
@@ -334,7 +355,10 @@ export const natsStreamingBusSchema = z
   .object({
     natsURL: z.string().min(1).describe("NATS server URL (mapped to JetStream)."),
     natsStreamingClusterID: z.string().min(1).describe("NATS Streaming cluster id (unused with JetStream)."),
-    subscriptionType: z.string().min(1).describe('"topic" or "queue" (unused with JetStream: groups are durable consumers).'),
+    subscriptionType: z
+      .string()
+      .min(1)
+      .describe('"topic" or "queue" (unused with JetStream: groups are durable consumers).'),
     ackWaitTime: z.string().optional().describe("Redelivery after this long without ack."),
     maxInFlight: z.number().int().optional().describe("Unacknowledged messages per subscriber."),
     durableSubscriptionName: z.string().min(1).describe("Durable subscription name."),
@@ -486,9 +510,7 @@ export const deliverySchema = z
     backoffPolicy: z.enum(["exponential", "linear"]).optional().describe("Backoff policy (default exponential)."),
     backoffDelay: durationSchema.optional().describe("Base delay between attempts (default PT0.2S)."),
     timeout: durationSchema.optional().describe("Timeout of one attempt (default PT30S)."),
-    retryAfterMax: durationSchema
-      .optional()
-      .describe("Longest Retry-After honoured on 429/503 (default PT60S)."),
+    retryAfterMax: durationSchema.optional().describe("Longest Retry-After honoured on 429/503 (default PT60S)."),
     concurrency: z
       .number()
       .int()

@@ -22,9 +22,7 @@ export function createSecretResolver(
 ): SecretResolver {
   return {
     resolve(ref, namespace) {
-      const s = secrets.find(
-        (x) => x.metadata.name === ref.name && (x.metadata.namespace ?? "default") === namespace,
-      );
+      const s = secrets.find((x) => x.metadata.name === ref.name && (x.metadata.namespace ?? "default") === namespace);
       const fromString = s?.stringData?.[ref.key];
       if (fromString !== undefined) return fromString;
       const fromData = s?.data?.[ref.key];

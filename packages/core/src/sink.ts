@@ -44,7 +44,11 @@ export interface AttemptInfo {
 
 export interface SinkClient {
   /** One attempt. Resolves with the 2xx response; rejects with a DeliveryError. */
-  send(url: string, event: CloudEvent, options?: { timeoutMs?: number; format?: "binary" | "structured"; signal?: AbortSignal }): Promise<SinkResponse>;
+  send(
+    url: string,
+    event: CloudEvent,
+    options?: { timeoutMs?: number; format?: "binary" | "structured"; signal?: AbortSignal },
+  ): Promise<SinkResponse>;
   /**
    * Attempts until success, a non-retriable error, the retry budget or `signal`. Rejects with the
    * last DeliveryError; `onRetry` is called before each wait.
@@ -59,7 +63,10 @@ export interface SinkClient {
 }
 
 /** Encodes an event as an HTTP message through the SDK. */
-export function encodeHttp(event: CloudEvent, format: "binary" | "structured"): { headers: Record<string, string>; body: string | Uint8Array | undefined } {
+export function encodeHttp(
+  event: CloudEvent,
+  format: "binary" | "structured",
+): { headers: Record<string, string>; body: string | Uint8Array | undefined } {
   const sdk = new SdkCloudEvent(event as never, false);
   const msg = format === "structured" ? HTTP.structured(sdk) : HTTP.binary(sdk);
   const headers: Record<string, string> = {};
@@ -113,7 +120,10 @@ export function createSinkClient(options: { connections?: number } = {}): SinkCl
         size += (c as Buffer).length;
       }
     } catch (err) {
-      throw new DeliveryError(ErrorCode.DeliveryFailed, `reading the answer of ${url} failed`, url, { retriable: true, cause: err });
+      throw new DeliveryError(ErrorCode.DeliveryFailed, `reading the answer of ${url} failed`, url, {
+        retriable: true,
+        cause: err,
+      });
     }
     const resBody = Buffer.concat(chunks);
     if (res.statusCode >= 200 && res.statusCode < 300) {
@@ -144,10 +154,14 @@ export function createSinkClient(options: { connections?: number } = {}): SinkCl
           const e =
             err instanceof DeliveryError
               ? err
-              : new DeliveryError(ErrorCode.DeliveryFailed, (err as Error).message, url, { retriable: !(err instanceof OfEventsError), cause: err });
+              : new DeliveryError(ErrorCode.DeliveryFailed, (err as Error).message, url, {
+                  retriable: !(err instanceof OfEventsError),
+                  cause: err,
+                });
           if (!e.retriable || attempt > policy.retry || o.signal?.aborted === true) throw e;
           let delayMs = backoffDelay(attempt, { policy: policy.backoffPolicy, delayMs: policy.backoffDelayMs });
-          if (e.retryAfterMs !== undefined) delayMs = Math.max(delayMs, Math.min(e.retryAfterMs, policy.retryAfterMaxMs));
+          if (e.retryAfterMs !== undefined)
+            delayMs = Math.max(delayMs, Math.min(e.retryAfterMs, policy.retryAfterMaxMs));
           o.onRetry?.({ attempt, error: e, delayMs });
           await sleep(delayMs, o.signal);
         }
@@ -160,14 +174,16 @@ export function createSinkClient(options: { connections?: number } = {}): SinkCl
 }
 
 /** The delivery policy a subscriber's `delivery` block asks for, with defaults filled in. */
-export function deliveryPolicy(d: {
-  retry?: number | undefined;
-  backoffPolicy?: BackoffPolicy | undefined;
-  backoffDelay?: string | undefined;
-  timeout?: string | undefined;
-  retryAfterMax?: string | undefined;
-  format?: "binary" | "structured" | undefined;
-} = {}): DeliveryPolicy {
+export function deliveryPolicy(
+  d: {
+    retry?: number | undefined;
+    backoffPolicy?: BackoffPolicy | undefined;
+    backoffDelay?: string | undefined;
+    timeout?: string | undefined;
+    retryAfterMax?: string | undefined;
+    format?: "binary" | "structured" | undefined;
+  } = {},
+): DeliveryPolicy {
   return {
     retry: d.retry ?? DEFAULT_DELIVERY.retry,
     backoffPolicy: d.backoffPolicy ?? DEFAULT_DELIVERY.backoffPolicy,

@@ -17,8 +17,10 @@ function structuralProblems(node: unknown, path: string, out: string[]): void {
   for (const k of ["anyOf", "oneOf", "allOf", "not", "$ref", "$schema", "definitions", "$defs"]) {
     if (k in n) out.push(`${path}: ${k} is not structural`);
   }
-  if (n["properties"] !== undefined && n["additionalProperties"] !== undefined) out.push(`${path}: properties with additionalProperties`);
-  for (const [k, v] of Object.entries((n["properties"] as Json | undefined) ?? {})) structuralProblems(v, `${path}.${k}`, out);
+  if (n["properties"] !== undefined && n["additionalProperties"] !== undefined)
+    out.push(`${path}: properties with additionalProperties`);
+  for (const [k, v] of Object.entries((n["properties"] as Json | undefined) ?? {}))
+    structuralProblems(v, `${path}.${k}`, out);
   if (typeof n["additionalProperties"] === "object") structuralProblems(n["additionalProperties"], `${path}.*`, out);
   if (n["items"] !== undefined) structuralProblems(n["items"], `${path}[]`, out);
 }
@@ -47,7 +49,9 @@ describe("crds - generated from the zod schemas", () => {
       expect(columns).toContain("Status");
     }
     const es = parse(generateCrds()["events.openfunction.io_eventsources.yaml"]!) as Json;
-    const cols = (((es["spec"] as Json)["versions"] as Json[])[0]!["additionalPrinterColumns"] as Json[]).map((c) => c["name"]);
+    const cols = (((es["spec"] as Json)["versions"] as Json[])[0]!["additionalPrinterColumns"] as Json[]).map(
+      (c) => c["name"],
+    );
     expect(cols.slice(0, 3)).toEqual(["EventBus", "Sink", "Status"]);
   });
 });

@@ -66,7 +66,11 @@ describe("schemas - bad manifests give the exact path", () => {
     {
       name: "kafka event missing brokers",
       schema: eventSourceSchema,
-      input: { ...base, kind: "EventSource", spec: { eventBus: "d", kafka: { e1: { topic: "t", authRequired: false } } } },
+      input: {
+        ...base,
+        kind: "EventSource",
+        spec: { eventBus: "d", kafka: { e1: { topic: "t", authRequired: false } } },
+      },
       expected: [{ path: "spec.kafka.e1.brokers", message: expect.any(String) }],
     },
     {
@@ -94,7 +98,11 @@ describe("schemas - bad manifests give the exact path", () => {
     {
       name: "webhook endpoint without a leading slash",
       schema: eventSourceSchema,
-      input: { ...base, kind: "EventSource", spec: { eventBus: "d", webhook: { w: { port: "12000", endpoint: "orders" } } } },
+      input: {
+        ...base,
+        kind: "EventSource",
+        spec: { eventBus: "d", webhook: { w: { port: "12000", endpoint: "orders" } } },
+      },
       expected: [{ path: "spec.webhook.w.endpoint", message: 'must start with "/"' }],
     },
     {
@@ -190,6 +198,8 @@ metadata: { name: s }
 
   it("loader - a missing path is an issue, not a crash", async () => {
     const m = await loadManifests(["/nonexistent/path.yaml"]);
-    expect(m.issues).toEqual([expect.objectContaining({ code: "MANIFEST_UNREADABLE", file: "/nonexistent/path.yaml" })]);
+    expect(m.issues).toEqual([
+      expect.objectContaining({ code: "MANIFEST_UNREADABLE", file: "/nonexistent/path.yaml" }),
+    ]);
   });
 });

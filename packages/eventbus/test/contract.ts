@@ -34,7 +34,11 @@ function sample(n: number, extra: Record<string, unknown> = {}): CloudEvent {
     type: "io.ofevents.test",
     subject: `subject-${n}`,
     data: { n, nested: { list: [1, 2, 3], text: "héllo" } },
-    extensions: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", customext: "x", ...extra } as Record<string, string>,
+    extensions: {
+      traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      customext: "x",
+      ...extra,
+    } as Record<string, string>,
   });
 }
 

@@ -4,15 +4,18 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "nats";
-import { BusError, ErrorCode, OfEventsError, createLogger, newEvent, silentLogger, type CloudEvent } from "@ofevents/core";
+import {
+  BusError,
+  ErrorCode,
+  OfEventsError,
+  createLogger,
+  newEvent,
+  silentLogger,
+  type CloudEvent,
+} from "@ofevents/core";
 import { NatsServer } from "../../../test/helpers/nats.js";
 import { reportFigures } from "../../../test/helpers/report.js";
-import {
-  createJetStreamBus,
-  jetStreamNames,
-  natsToken,
-  type JetStreamBusTuning,
-} from "../src/drivers/jetstream.js";
+import { createJetStreamBus, jetStreamNames, natsToken, type JetStreamBusTuning } from "../src/drivers/jetstream.js";
 import type { EventBus } from "../src/index.js";
 import { busContract, uniq, waitFor } from "./contract.js";
 
@@ -289,9 +292,11 @@ describe("jetstream bus - driver", () => {
   });
 
   it("jetstream bus - an invalid duration in the spec is a CONFIG error", async () => {
-    const err = await createJetStreamBus({ url: server.url, ackWait: "soon" }, { logger: silentLogger() }, tuning).catch(
-      (e: unknown) => e,
-    );
+    const err = await createJetStreamBus(
+      { url: server.url, ackWait: "soon" },
+      { logger: silentLogger() },
+      tuning,
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OfEventsError);
     expect((err as OfEventsError).code).toBe(ErrorCode.Config);
   });

@@ -97,14 +97,23 @@ describe("kafka bus - offsets", () => {
       }, { group: cfg.group });
       process.stdout.write("ready\\n");
     `;
-    const cfg = { spec: spec(), tuning: { ...TUNING, sessionTimeoutMs: 2_000, rebalanceTimeoutMs: 3_000 }, topic, group };
+    const cfg = {
+      spec: spec(),
+      tuning: { ...TUNING, sessionTimeoutMs: 2_000, rebalanceTimeoutMs: 3_000 },
+      topic,
+      group,
+    };
     const lines: string[] = [];
     let output = "";
-    child = spawn(process.execPath, ["--conditions=@ofevents/source", "--import", "tsx", "--input-type=module", "-e", code], {
-      cwd: fileURLToPath(new URL("../../..", import.meta.url)),
-      env: { ...process.env, OF_CFG: JSON.stringify(cfg) },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    child = spawn(
+      process.execPath,
+      ["--conditions=@ofevents/source", "--import", "tsx", "--input-type=module", "-e", code],
+      {
+        cwd: fileURLToPath(new URL("../../..", import.meta.url)),
+        env: { ...process.env, OF_CFG: JSON.stringify(cfg) },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     child.stdout!.on("data", (d: Buffer) => {
       output += d.toString();
       lines.push(...d.toString().split("\n").filter(Boolean));
@@ -116,10 +125,17 @@ describe("kafka bus - offsets", () => {
 
     const bus = await open();
     for (let n = 1; n <= 5; n++) await bus.publish(topic, ev(n));
-    await waitFor(() => ["done 1", "done 2", "start 3", "done 4", "done 5"].every((l) => lines.includes(l)), 20_000, "child handled 1, 2, 4, 5");
+    await waitFor(
+      () => ["done 1", "done 2", "start 3", "done 4", "done 5"].every((l) => lines.includes(l)),
+      20_000,
+      "child handled 1, 2, 4, 5",
+    );
     expect(lines).not.toContain("done 3");
     // The watermark stops at message 3 (offset 2), although 4 and 5 resolved.
-    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 2, { timeoutMs: 10_000, message: "commit of offset 2" });
+    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 2, {
+      timeoutMs: 10_000,
+      message: "commit of offset 2",
+    });
     child.kill("SIGKILL");
     await exited;
 
@@ -128,7 +144,10 @@ describe("kafka bus - offsets", () => {
     await waitFor(() => got.length >= 3, 20_000, "redelivery to the new member");
     await new Promise((r) => setTimeout(r, 500));
     expect(got).toEqual([3, 4, 5]);
-    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, { timeoutMs: 10_000, message: "commit of offset 5" });
+    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, {
+      timeoutMs: 10_000,
+      message: "commit of offset 5",
+    });
   }, 90_000);
 
   it("kafka bus - a failing message does not hold back later ones, and is dead-lettered before the commit passes it", async () => {
@@ -155,7 +174,10 @@ describe("kafka bus - offsets", () => {
     expect(order[4]).toBe(`dead ${events[0]!.id}`);
     expect(dead[0]!.id).toBe(events[0]!.id);
     expect(dead[0]![DeadLetterExtension.Reason]).toBe("poison");
-    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, { timeoutMs: 10_000, message: "commit past the dead letter" });
+    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, {
+      timeoutMs: 10_000,
+      message: "commit past the dead letter",
+    });
   });
 
   it("kafka bus - with maxInFlight 1 a failing message holds its partition until it is dead-lettered, then the rest follows in order", async () => {
@@ -211,7 +233,10 @@ describe("kafka bus - offsets", () => {
     const kt = kafkaName(`${prefix}${topic}`);
     const [meta] = (await admin.fetchTopicMetadata({ topics: [kt] })).topics;
     expect(meta?.partitions).toHaveLength(4);
-    await waitUntil(async () => (await committed(groupId(group, prefix), kt)).reduce((a, b) => a + b, 0) === 60, { timeoutMs: 10_000, message: "60 committed" });
+    await waitUntil(async () => (await committed(groupId(group, prefix), kt)).reduce((a, b) => a + b, 0) === 60, {
+      timeoutMs: 10_000,
+      message: "60 committed",
+    });
     const perPartition = await committed(groupId(group, prefix), kt);
     expect(perPartition.filter((c) => c > 0).length).toBeGreaterThan(1);
   });
@@ -316,7 +341,10 @@ describe("kafka bus - configuration", () => {
 
   it("kafka bus - kafkajs logs through the injected logger, its info as debug", async () => {
     const lines: Array<Record<string, unknown>> = [];
-    const logger = createLogger({ level: "debug", write: (l) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const logger = createLogger({
+      level: "debug",
+      write: (l) => void lines.push(JSON.parse(l) as Record<string, unknown>),
+    });
     const bus = await createKafkaBus(spec(), { logger }, TUNING);
     await bus.subscribe([uniq("t")], async () => {}, { group: uniq("g") });
     await bus.close();
@@ -327,18 +355,28 @@ describe("kafka bus - configuration", () => {
   });
 
   it("kafka bus - an unreachable broker rejects with a retriable BusError", async () => {
-    const err = await createKafkaBus({ brokers: "127.0.0.1:1" }, { logger: silentLogger() }, {
-      connectionTimeoutMs: 200,
-      retries: 0,
-    }).catch((e: unknown) => e);
+    const err = await createKafkaBus(
+      { brokers: "127.0.0.1:1" },
+      { logger: silentLogger() },
+      {
+        connectionTimeoutMs: 200,
+        retries: 0,
+      },
+    ).catch((e: unknown) => e);
     expect(err).toMatchObject({ name: "BusError", retriable: true });
   });
 });
 
 describe("kafka bus - credentials", () => {
   it("kafka bus - a SASL secret without a resolver is a CONFIG error naming the reference", async () => {
-    const sasl = { mechanism: "plain" as const, usernameSecret: { name: "kafka", key: "user" }, passwordSecret: { name: "kafka", key: "pass" } };
-    const err = await createKafkaBus(spec({ sasl }), { logger: silentLogger(), namespace: "prod" }).catch((e: unknown) => e);
+    const sasl = {
+      mechanism: "plain" as const,
+      usernameSecret: { name: "kafka", key: "user" },
+      passwordSecret: { name: "kafka", key: "pass" },
+    };
+    const err = await createKafkaBus(spec({ sasl }), { logger: silentLogger(), namespace: "prod" }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toMatchObject({ code: ErrorCode.Config });
     expect((err as Error).message).toContain("prod/kafka");
   });
@@ -351,13 +389,21 @@ describe("kafka bus - credentials", () => {
         return "x";
       },
     };
-    const sasl = { mechanism: "scram-sha-256" as const, usernameSecret: { name: "kafka", key: "user" }, passwordSecret: { name: "kafka", key: "pass" } };
+    const sasl = {
+      mechanism: "scram-sha-256" as const,
+      usernameSecret: { name: "kafka", key: "user" },
+      passwordSecret: { name: "kafka", key: "pass" },
+    };
     const tls = { caSecret: { name: "tls", key: "ca.crt" }, insecureSkipVerify: true };
     // The broker speaks neither: creation fails, after the secrets were looked up.
-    const err = await createKafkaBus(spec({ sasl, tls }), { logger: silentLogger(), secrets, namespace: "prod" }, {
-      connectionTimeoutMs: 500,
-      retries: 0,
-    }).catch((e: unknown) => e);
+    const err = await createKafkaBus(
+      spec({ sasl, tls }),
+      { logger: silentLogger(), secrets, namespace: "prod" },
+      {
+        connectionTimeoutMs: 500,
+        retries: 0,
+      },
+    ).catch((e: unknown) => e);
     expect(err).toMatchObject({ name: "BusError" });
     expect(asked.sort()).toEqual(["prod/kafka/pass", "prod/kafka/user", "prod/tls/ca.crt"]);
   });

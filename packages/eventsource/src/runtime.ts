@@ -71,7 +71,8 @@ export async function validateEventSource(es: EventSource): Promise<ValidationIs
         issues.push({ code: "unsupported", path: `spec.${kind}.${name}`, message: (err as Error).message });
         continue;
       }
-      for (const i of adapter.validate(spec)) issues.push({ ...i, path: `spec.${kind}.${name}${i.path === "" ? "" : `.${i.path}`}` });
+      for (const i of adapter.validate(spec))
+        issues.push({ ...i, path: `spec.${kind}.${name}${i.path === "" ? "" : `.${i.path}`}` });
     }
   }
   return issues;
@@ -89,7 +90,8 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
   if (sink !== undefined && (sinkUrl === undefined || o.sinks === undefined)) {
     throw new Error(`EventSource ${namespace}/${name}: cannot resolve its sink`);
   }
-  if (sink === undefined && o.bus === undefined) throw new Error(`EventSource ${namespace}/${name}: no bus to publish to`);
+  if (sink === undefined && o.bus === undefined)
+    throw new Error(`EventSource ${namespace}/${name}: no bus to publish to`);
   const policy = deliveryPolicy();
   const attempts = o.publishAttempts ?? 5;
 
@@ -126,9 +128,16 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
         if (sinkUrl !== undefined) {
           const res = await o.sinks!.deliver(sinkUrl, ev, policy, {
             signal: abort.signal,
-            onRetry: (r) => log.warn({ id: ev.id, sink: sinkUrl, attempt: r.attempt, err: r.error.message }, "sink delivery retried"),
+            onRetry: (r) =>
+              log.warn({ id: ev.id, sink: sinkUrl, attempt: r.attempt, err: r.error.message }, "sink delivery retried"),
           });
-          events.emit("delivered", { eventSource: name, event: eventName, id: ev.id, sink: sinkUrl, status: res.status });
+          events.emit("delivered", {
+            eventSource: name,
+            event: eventName,
+            id: ev.id,
+            sink: sinkUrl,
+            status: res.status,
+          });
           log.info({ event: eventName, id: ev.id, sink: sinkUrl }, "delivered");
         } else {
           await publish(topic, ev);

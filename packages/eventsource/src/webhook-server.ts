@@ -39,20 +39,25 @@ export function createWebhookServers(options: { host?: string | undefined; logge
     }
     const routes = l.routes.filter((r) => r.endpoint === path);
     if (routes.length === 0) {
-      res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: `no webhook at ${path}` }));
+      res
+        .writeHead(404, { "content-type": "application/json" })
+        .end(JSON.stringify({ error: `no webhook at ${path}` }));
       req.resume();
       return;
     }
     const route = routes.find((r) => r.method === req.method);
     if (route === undefined) {
       const allow = routes.map((r) => r.method).join(", ");
-      res.writeHead(405, { allow, "content-type": "application/json" }).end(JSON.stringify({ error: `method ${req.method} not allowed; use ${allow}` }));
+      res
+        .writeHead(405, { allow, "content-type": "application/json" })
+        .end(JSON.stringify({ error: `method ${req.method} not allowed; use ${allow}` }));
       req.resume();
       return;
     }
     route.handle(req, res).catch((err: unknown) => {
       log.error({ err, path }, "webhook handler failed");
-      if (!res.headersSent) res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ error: "internal error" }));
+      if (!res.headersSent)
+        res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ error: "internal error" }));
       else res.end();
     });
   }

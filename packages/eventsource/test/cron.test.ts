@@ -43,7 +43,11 @@ describe("cron source - schedules", () => {
     const times = got.map((e) => Date.parse(e.time!));
     expect(times[1]! - times[0]!).toBe(100);
     expect(got[0]!.id).toBe(`default/clock/tick@${got[0]!.time}`);
-    expect(got[0]).toMatchObject({ type: "io.openfunction.events.cron", subject: "tick", data: { scheduledTime: got[0]!.time } });
+    expect(got[0]).toMatchObject({
+      type: "io.openfunction.events.cron",
+      subject: "tick",
+      data: { scheduledTime: got[0]!.time },
+    });
     const count = got.length;
     await new Promise((r) => setTimeout(r, 250));
     expect(got.length).toBe(count);

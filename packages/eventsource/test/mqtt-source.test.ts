@@ -29,7 +29,11 @@ let publisher: MqttClient;
 
 beforeAll(async () => {
   server = await MosquittoServer.start();
-  publisher = await connectAsync(server.url, { protocolVersion: 5, clientId: `pub-${randomSuffix()}`, reconnectPeriod: 0 });
+  publisher = await connectAsync(server.url, {
+    protocolVersion: 5,
+    clientId: `pub-${randomSuffix()}`,
+    reconnectPeriod: 0,
+  });
 });
 
 afterAll(async () => {
@@ -42,7 +46,11 @@ async function publish(topic: string, payload: string | Buffer, properties?: Rec
 }
 
 /** Starts an EventSource with one mqtt event through the runtime; fails on a start error. */
-async function startSource(spec: Partial<MqttSourceSpec> & { topic: string }, bus: EventPublisher, name: string): Promise<EventSourceRuntime> {
+async function startSource(
+  spec: Partial<MqttSourceSpec> & { topic: string },
+  bus: EventPublisher,
+  name: string,
+): Promise<EventSourceRuntime> {
   const es: EventSource = eventSourceSchema.parse({
     apiVersion: "events.openfunction.io/v1alpha1",
     kind: "EventSource",
@@ -228,7 +236,11 @@ describe("mqtt source - resilience", () => {
     await waitFor(() => got.length === 1, { message: "message before the restart" });
     await publisher.endAsync(true);
     await server.restart();
-    publisher = await connectAsync(server.url, { protocolVersion: 5, clientId: `pub-${randomSuffix()}`, reconnectPeriod: 0 });
+    publisher = await connectAsync(server.url, {
+      protocolVersion: 5,
+      clientId: `pub-${randomSuffix()}`,
+      reconnectPeriod: 0,
+    });
     // The broker forgot the subscription; publish until the source has subscribed again.
     await waitFor(
       async () => {

@@ -93,7 +93,11 @@ async function collect(bus: EventBus, name: string): Promise<CloudEvent[]> {
 }
 
 /** A publisher that fails with a retriable BusError `failures` times, then passes to `bus`. */
-function flakyPublisher(bus: EventPublisher, failures: number, onFailure?: () => Promise<void>): EventPublisher & { calls: number } {
+function flakyPublisher(
+  bus: EventPublisher,
+  failures: number,
+  onFailure?: () => Promise<void>,
+): EventPublisher & { calls: number } {
   const p = {
     calls: 0,
     async publish(topic: string, ev: CloudEvent): Promise<void> {
@@ -247,12 +251,20 @@ describe("redis source - streams", () => {
     await producer.config("SET", "requirepass", "s3cret");
     try {
       const secrets = createSecretResolver([
-        { apiVersion: "v1", kind: "Secret", metadata: { name: "redis", namespace: NS }, stringData: { password: "s3cret" } },
+        {
+          apiVersion: "v1",
+          kind: "Secret",
+          metadata: { name: "redis", namespace: NS },
+          stringData: { password: "s3cret" },
+        },
       ]);
       const bus = createMemoryBus({ logger: silentLogger() });
       const name = `es-${randomSuffix()}`;
       const got = await collect(bus, name);
-      const src = await startSource({ stream, passwordSecret: { name: "redis", key: "password" } }, bus, { name, secrets });
+      const src = await startSource({ stream, passwordSecret: { name: "redis", key: "password" } }, bus, {
+        name,
+        secrets,
+      });
       await producer.xadd(stream, "*", "data", '{"auth":true}');
       await waitFor(() => got.length === 1, { message: "event through an authenticated connection" });
       await src.stop();
@@ -333,11 +345,26 @@ describe("redis source - validate", () => {
   it.each([
     { name: "neither stream nor channel", spec: {}, path: "", message: /set "stream".*or "channel"/ },
     { name: "both stream and channel", spec: { stream: "s", channel: "c" }, path: "", message: /not both/ },
-    { name: "consumer group on a channel", spec: { channel: "c", consumerGroup: "g" }, path: "consumerGroup", message: /stream/ },
+    {
+      name: "consumer group on a channel",
+      spec: { channel: "c", consumerGroup: "g" },
+      path: "consumerGroup",
+      message: /stream/,
+    },
     { name: "bad host", spec: { stream: "s", redisHost: "redis:99999" }, path: "redisHost", message: /host:port/ },
     { name: "bad redisType", spec: { stream: "s", redisType: "ring" }, path: "redisType", message: /node.*cluster/ },
-    { name: "failover without master", spec: { stream: "s", failover: true }, path: "sentinelMasterName", message: /required/ },
-    { name: "bad duration", spec: { stream: "s", processingTimeout: "soon" }, path: "processingTimeout", message: /duration/ },
+    {
+      name: "failover without master",
+      spec: { stream: "s", failover: true },
+      path: "sentinelMasterName",
+      message: /required/,
+    },
+    {
+      name: "bad duration",
+      spec: { stream: "s", processingTimeout: "soon" },
+      path: "processingTimeout",
+      message: /duration/,
+    },
     {
       name: "password twice",
       spec: { stream: "s", redisPassword: "x", passwordSecret: { name: "a", key: "b" } },
@@ -353,7 +380,10 @@ describe("redis source - validate", () => {
 
   it.each([
     { name: "a stream", spec: { stream: "s", processingTimeout: "30s", redeliverInterval: "0" } },
-    { name: "a channel with Dapr's fields", spec: { channel: "c.*", dialTimeout: "5s", readTimeout: "-1", poolSize: 10 } },
+    {
+      name: "a channel with Dapr's fields",
+      spec: { channel: "c.*", dialTimeout: "5s", readTimeout: "-1", poolSize: 10 },
+    },
     { name: "a host without port", spec: { stream: "s", redisHost: "redis" } },
     { name: "a cluster", spec: { stream: "s", redisType: "cluster", redisHost: "a:7000,b:7001" } },
   ])("redis source - validate accepts $name", ({ spec }) => {

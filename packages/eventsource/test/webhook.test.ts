@@ -46,7 +46,11 @@ describe("webhook source - answers and events", () => {
     await bus.subscribe(["ns1-hooks-orders"], async (e) => void got.push(e), { group: "test" });
     webhooks = createWebhookServers({ logger });
     // Port 0 picks a free port; the runtime logs it, and the webhook pool tells it.
-    const port = await webhooks.register(0, { method: "GET", endpoint: "/probe", handle: async (_q, s) => void s.end() });
+    const port = await webhooks.register(0, {
+      method: "GET",
+      endpoint: "/probe",
+      handle: async (_q, s) => void s.end(),
+    });
     runtime = await startEventSource(webhookSource(port), { logger, bus, secrets: createSecretResolver(), webhooks });
     url = `http://127.0.0.1:${port}/orders`;
   });
@@ -126,13 +130,19 @@ describe("webhook source - answers and events", () => {
   });
 
   it.each([
-    { name: "invalid JSON", body: "{nope", headers: { "content-type": "application/json" }, status: 400, match: "not valid JSON" },
+    {
+      name: "invalid JSON",
+      body: "{nope",
+      headers: { "content-type": "application/json" },
+      status: 400,
+      match: "not valid JSON",
+    },
     {
       name: "a binary CloudEvent without ce-type",
       body: "{}",
       headers: { "content-type": "application/json", "ce-specversion": "1.0", "ce-id": "x", "ce-source": "/s" },
       status: 400,
-      match: "attribute \"type\" is required",
+      match: 'attribute "type" is required',
     },
     {
       name: "a structured CloudEvent with a bad specversion",
@@ -141,8 +151,20 @@ describe("webhook source - answers and events", () => {
       status: 400,
       match: "",
     },
-    { name: "a batch that is not an array", body: "{}", headers: { "content-type": "application/cloudevents-batch+json" }, status: 400, match: "array" },
-    { name: "a body above maxPayloadSize", body: "x".repeat(2000), headers: { "content-type": "text/plain" }, status: 413, match: "1024" },
+    {
+      name: "a batch that is not an array",
+      body: "{}",
+      headers: { "content-type": "application/cloudevents-batch+json" },
+      status: 400,
+      match: "array",
+    },
+    {
+      name: "a body above maxPayloadSize",
+      body: "x".repeat(2000),
+      headers: { "content-type": "text/plain" },
+      status: 413,
+      match: "1024",
+    },
   ])("webhook source - $name gets $status", async ({ body, headers, status, match }) => {
     const before = got.length;
     const res = await post(url, body, headers);
@@ -173,7 +195,11 @@ describe("webhook source - answers and events", () => {
 describe("webhook source - failures and auth", () => {
   it("webhook source - 503 with Retry-After while the bus cannot take the event; nothing acknowledged", async () => {
     const webhooks = createWebhookServers({ logger });
-    const port = await webhooks.register(0, { method: "GET", endpoint: "/probe", handle: async (_q, s) => void s.end() });
+    const port = await webhooks.register(0, {
+      method: "GET",
+      endpoint: "/probe",
+      handle: async (_q, s) => void s.end(),
+    });
     let calls = 0;
     const failing: EventPublisher = {
       publish: async () => {
@@ -198,10 +224,19 @@ describe("webhook source - failures and auth", () => {
 
   it("webhook source - a bearer token from a Secret is required when authSecret is set", async () => {
     const webhooks = createWebhookServers({ logger });
-    const port = await webhooks.register(0, { method: "GET", endpoint: "/probe", handle: async (_q, s) => void s.end() });
+    const port = await webhooks.register(0, {
+      method: "GET",
+      endpoint: "/probe",
+      handle: async (_q, s) => void s.end(),
+    });
     const bus = createMemoryBus({ logger });
     const secrets = createSecretResolver([
-      { apiVersion: "v1", kind: "Secret", metadata: { name: "hook", namespace: "ns1" }, stringData: { token: "s3cret" } },
+      {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: "hook", namespace: "ns1" },
+        stringData: { token: "s3cret" },
+      },
     ]);
     const rt = await startEventSource(webhookSource(port, { authSecret: { name: "hook", key: "token" } }), {
       logger,
@@ -211,8 +246,12 @@ describe("webhook source - failures and auth", () => {
     });
     const u = `http://127.0.0.1:${port}/orders`;
     expect((await post(u, "{}", { "content-type": "application/json" })).status).toBe(401);
-    expect((await post(u, "{}", { "content-type": "application/json", authorization: "Bearer wrong" })).status).toBe(401);
-    expect((await post(u, "{}", { "content-type": "application/json", authorization: "Bearer s3cret" })).status).toBe(200);
+    expect((await post(u, "{}", { "content-type": "application/json", authorization: "Bearer wrong" })).status).toBe(
+      401,
+    );
+    expect((await post(u, "{}", { "content-type": "application/json", authorization: "Bearer s3cret" })).status).toBe(
+      200,
+    );
     await rt.stop();
     await webhooks.close();
     await bus.close();

@@ -10,12 +10,7 @@
  *   was delivered), expires (acked, counted) or is evicted beyond maxPending (acked, counted);
  * - on shutdown pending events are returned to the bus (rejected), so they are redelivered.
  */
-import {
-  evaluateCondition,
-  satisfyingInputs,
-  type CloudEvent,
-  type ConditionAst,
-} from "@ofevents/core";
+import { evaluateCondition, satisfyingInputs, type CloudEvent, type ConditionAst } from "@ofevents/core";
 
 export interface PendingEntry {
   input: string;
@@ -26,9 +21,7 @@ export interface PendingEntry {
   fail: (err: unknown) => void;
 }
 
-export type Outcome =
-  | { type: "pending" }
-  | { type: "fire"; consumed: PendingEntry[] };
+export type Outcome = { type: "pending" } | { type: "fire"; consumed: PendingEntry[] };
 
 export interface CorrelatorOptions {
   ast: ConditionAst;

@@ -157,7 +157,14 @@ class SubscriberRunner {
       key = typeof k === "string" ? k : JSON.stringify(k);
     }
     return new Promise<void>((resolve, reject) => {
-      const entry: PendingEntry = { input, event, arrived: Date.now(), timer: undefined, release: resolve, fail: reject };
+      const entry: PendingEntry = {
+        input,
+        event,
+        arrived: Date.now(),
+        timer: undefined,
+        release: resolve,
+        fail: reject,
+      };
       const outcome = this.correlator!.offer(key, entry);
       if (outcome.type === "pending") {
         this.t.events.emit("pending", { subscriber: this.index, input, id: event.id, key });
@@ -226,11 +233,26 @@ class SubscriberRunner {
       const res = await this.t.sinks!.deliver(url, event, this.policy, {
         onRetry: (r) => {
           attempts++;
-          this.t.events.emit("retried", { subscriber: this.index, id: event.id, target: url, attempt: r.attempt, error: r.error });
-          this.log.warn({ id: event.id, sink: url, attempt: r.attempt, delayMs: r.delayMs, err: r.error.message }, "retrying delivery");
+          this.t.events.emit("retried", {
+            subscriber: this.index,
+            id: event.id,
+            target: url,
+            attempt: r.attempt,
+            error: r.error,
+          });
+          this.log.warn(
+            { id: event.id, sink: url, attempt: r.attempt, delayMs: r.delayMs, err: r.error.message },
+            "retrying delivery",
+          );
         },
       });
-      this.t.events.emit("delivered", { subscriber: this.index, id: event.id, target: url, kind: "sink", status: res.status });
+      this.t.events.emit("delivered", {
+        subscriber: this.index,
+        id: event.id,
+        target: url,
+        kind: "sink",
+        status: res.status,
+      });
       this.log.info({ id: event.id, type: event.type, sink: url, status: res.status }, "delivered");
     } catch (err) {
       await this.deadLetter(event, url, err as DeliveryError, attempts);
@@ -271,7 +293,10 @@ class SubscriberRunner {
         return;
       } catch (dlsErr) {
         if (this.spec.deadLetterTopic === undefined) throw dlsErr;
-        this.log.error({ id: event.id, deadLetterSink: this.dlsUrl, err: dlsErr }, "dead-letter sink failed; trying dead-letter topic");
+        this.log.error(
+          { id: event.id, deadLetterSink: this.dlsUrl, err: dlsErr },
+          "dead-letter sink failed; trying dead-letter topic",
+        );
       }
     }
     if (this.spec.deadLetterTopic !== undefined && this.spec.deadLetterTopic !== "") {

@@ -133,9 +133,15 @@ describe("trigger - conditions, filters and delivery", () => {
   });
 
   it("trigger - an input filter that fails at run time skips that event and the trigger lives on", async () => {
-    await start(trigger([{ condition: "a", sink: { uri: "http://x" } }], { a: { eventSource: "src", event: "a", filter: "$number(data.v) > 1" } }));
+    await start(
+      trigger([{ condition: "a", sink: { uri: "http://x" } }], {
+        a: { eventSource: "src", event: "a", filter: "$number(data.v) > 1" },
+      }),
+    );
     await rt!.stop();
-    const t = trigger([{ condition: "a", sink: { uri: sink.url } }], { a: { eventSource: "src", event: "a", filter: "$number(data.v) > 1" } });
+    const t = trigger([{ condition: "a", sink: { uri: sink.url } }], {
+      a: { eventSource: "src", event: "a", filter: "$number(data.v) > 1" },
+    });
     rt = await startTrigger(t, { bus, logger, engine, sinks });
     await bus.publish(A, ev({ v: "not a number" }));
     await bus.publish(A, ev({ v: 5 }));
@@ -221,12 +227,15 @@ describe("trigger - conditions, filters and delivery", () => {
     bus = createMemoryBus({ logger });
     sink = await new Sink().start();
     dls = await new Sink().start();
-    rt = await startTrigger(trigger([{ condition: "a && b", sink: { uri: sink.url }, correlation: { window: "100ms" } }]), {
-      bus,
-      logger,
-      engine,
-      sinks,
-    });
+    rt = await startTrigger(
+      trigger([{ condition: "a && b", sink: { uri: sink.url }, correlation: { window: "100ms" } }]),
+      {
+        bus,
+        logger,
+        engine,
+        sinks,
+      },
+    );
     const expired: string[] = [];
     rt.events.on("expired", (e) => expired.push(e.id));
     const a1 = ev({});
@@ -283,12 +292,15 @@ describe("trigger - conditions, filters and delivery", () => {
     bus = createMemoryBus({ logger });
     sink = await new Sink().start();
     dls = await new Sink().start();
-    rt = await startTrigger(trigger([{ condition: "a && b", sink: { uri: sink.url }, correlation: { maxPending: 2 } }]), {
-      bus,
-      logger,
-      engine,
-      sinks,
-    });
+    rt = await startTrigger(
+      trigger([{ condition: "a && b", sink: { uri: sink.url }, correlation: { maxPending: 2 } }]),
+      {
+        bus,
+        logger,
+        engine,
+        sinks,
+      },
+    );
     const evicted: string[] = [];
     rt.events.on("evicted", (e) => evicted.push(e.id));
     const as = [ev({}), ev({}), ev({})];
@@ -337,7 +349,14 @@ describe("trigger - conditions, filters and delivery", () => {
     const dead: CloudEvent[] = [];
     await bus.subscribe(["dead"], async (e) => void dead.push(e), { group: "dl" });
     rt = await startTrigger(
-      trigger([{ condition: "a", sink: { uri: sink.url }, deadLetterTopic: "dead", delivery: { retry: 5, backoffDelay: "10ms" } }]),
+      trigger([
+        {
+          condition: "a",
+          sink: { uri: sink.url },
+          deadLetterTopic: "dead",
+          delivery: { retry: 5, backoffDelay: "10ms" },
+        },
+      ]),
       { bus, logger, engine, sinks },
     );
     await bus.publish(A, ev({}));
@@ -352,7 +371,12 @@ describe("trigger - conditions, filters and delivery", () => {
     dls = await new Sink().start();
     const got: CloudEvent[] = [];
     await bus.subscribe(["out"], async (e) => void got.push(e), { group: "fn" });
-    rt = await startTrigger(trigger([{ condition: "a", topic: "out", filter: "data.keep = true" }]), { bus, logger, engine, sinks });
+    rt = await startTrigger(trigger([{ condition: "a", topic: "out", filter: "data.keep = true" }]), {
+      bus,
+      logger,
+      engine,
+      sinks,
+    });
     const keep = ev({ keep: true });
     await bus.publish(A, ev({ keep: false }));
     await bus.publish(A, keep);

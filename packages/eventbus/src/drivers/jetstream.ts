@@ -242,7 +242,8 @@ class JetStreamBus implements EventBus {
       return check(info.config.subjects);
     } catch (err) {
       if (err instanceof OfEventsError) throw err;
-      if (jsErrCode(err) !== JsErr.StreamNotFound) throw this.busError(ErrorCode.BusPublish, `looking up stream ${stream}`, err, topic);
+      if (jsErrCode(err) !== JsErr.StreamNotFound)
+        throw this.busError(ErrorCode.BusPublish, `looking up stream ${stream}`, err, topic);
     }
     const config: Partial<StreamConfig> & { name: string } = {
       name: stream,
@@ -331,7 +332,11 @@ class JetStreamBus implements EventBus {
     if (err instanceof BusError) return err;
     const ne = err instanceof NatsError ? err : undefined;
     const closed = this.nc.isClosed() || ne?.code === NatsErrorCode.ConnectionClosed;
-    if (closed) return new BusError(ErrorCode.BusClosed, `${what}: the NATS connection is closed`, { cause: err, ...(topic === undefined ? {} : { topic }) });
+    if (closed)
+      return new BusError(ErrorCode.BusClosed, `${what}: the NATS connection is closed`, {
+        cause: err,
+        ...(topic === undefined ? {} : { topic }),
+      });
     const permanent =
       ne !== undefined &&
       (ne.code === NatsErrorCode.MaxPayloadExceeded ||
@@ -339,8 +344,17 @@ class JetStreamBus implements EventBus {
         ne.isPermissionError() ||
         // A request JetStream refuses as invalid (e.g. subjects overlapping another stream's).
         ne.api_error?.code === 400);
-    const reason = ne?.code === NatsErrorCode.Timeout ? "no answer from NATS in time" : err instanceof Error ? err.message : String(err);
-    return new BusError(code, `${what}: ${reason}`, { cause: err, retriable: !permanent, ...(topic === undefined ? {} : { topic }) });
+    const reason =
+      ne?.code === NatsErrorCode.Timeout
+        ? "no answer from NATS in time"
+        : err instanceof Error
+          ? err.message
+          : String(err);
+    return new BusError(code, `${what}: ${reason}`, {
+      cause: err,
+      retriable: !permanent,
+      ...(topic === undefined ? {} : { topic }),
+    });
   }
 
   async publish(topic: string, event: CloudEvent): Promise<void> {
@@ -362,12 +376,18 @@ class JetStreamBus implements EventBus {
 
   private async doPublish(topic: string, data: Uint8Array, msgId: string): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const { subject } = await within(this.ensureStream(topic), this.publishTimeoutMs, () =>
-        new BusError(ErrorCode.BusPublish, `looking up the stream of ${topic}: no answer from NATS in time`, { topic }),
+      const { subject } = await within(
+        this.ensureStream(topic),
+        this.publishTimeoutMs,
+        () =>
+          new BusError(ErrorCode.BusPublish, `looking up the stream of ${topic}: no answer from NATS in time`, {
+            topic,
+          }),
       );
       try {
         const ack = await this.js.publish(subject, data, { msgID: msgId, timeout: this.publishTimeoutMs });
-        if (ack.duplicate) this.log.debug({ topic, id: msgId, seq: ack.seq }, "duplicate publish ignored by the stream");
+        if (ack.duplicate)
+          this.log.debug({ topic, id: msgId, seq: ack.seq }, "duplicate publish ignored by the stream");
         return;
       } catch (err) {
         // No stream answers the subject: it was deleted since we cached it. Create it again, once.
@@ -380,7 +400,11 @@ class JetStreamBus implements EventBus {
     }
   }
 
-  async subscribe(topics: readonly string[], handler: MessageHandler, options: SubscribeOptions): Promise<Subscription> {
+  async subscribe(
+    topics: readonly string[],
+    handler: MessageHandler,
+    options: SubscribeOptions,
+  ): Promise<Subscription> {
     if (this.closed) throw BusError.closed();
     const sub = new JetStreamSubscription(this, [...topics], handler, options);
     this.subs.add(sub);
@@ -584,15 +608,26 @@ class JetStreamSubscription implements Subscription {
       try {
         // Dead-letter first, then terminate: never both moved and lost. One msg id per group, so
         // two groups dead-lettering the same event to one topic are not taken for duplicates.
-        await this.bus.publishWithId(dlt, withDeadLetterReason(event, error, topic, deliveryCount), `${event.id}/dead-letter/${this.group}`);
+        await this.bus.publishWithId(
+          dlt,
+          withDeadLetterReason(event, error, topic, deliveryCount),
+          `${event.id}/dead-letter/${this.group}`,
+        );
       } catch (err) {
         const delay = this.delay(deliveryCount);
-        this.log.error({ err, topic, id: event.id, deadLetterTopic: dlt, retryInMs: delay }, "dead-letter publish failed; the event stays on its topic");
+        this.log.error(
+          { err, topic, id: event.id, deadLetterTopic: dlt, retryInMs: delay },
+          "dead-letter publish failed; the event stays on its topic",
+        );
         msg.nak(delay);
         return;
       }
       msg.term();
-      this.log.warn({ topic, id: event.id, deadLetterTopic: dlt, err: error }, "dead-lettered after %d deliveries", deliveryCount);
+      this.log.warn(
+        { topic, id: event.id, deadLetterTopic: dlt, err: error },
+        "dead-lettered after %d deliveries",
+        deliveryCount,
+      );
       this.bus.events.emit("dead_lettered", { topic, group: this.group, id: event.id, deadLetterTopic: dlt, error });
       return;
     }
@@ -635,7 +670,10 @@ export async function createJetStreamBus(
   const log = options.logger.child({ component: "bus.jetstream" });
   const prefix = spec.stream ?? DEFAULT_STREAM_PREFIX;
   if (natsToken(prefix).length > PREFIX_MAX) {
-    throw new OfEventsError(ErrorCode.Config, `jetstream.stream prefix "${prefix}" is too long (at most ${PREFIX_MAX} characters)`);
+    throw new OfEventsError(
+      ErrorCode.Config,
+      `jetstream.stream prefix "${prefix}" is too long (at most ${PREFIX_MAX} characters)`,
+    );
   }
   for (const [field, value] of [
     ["ackWait", spec.ackWait],
@@ -687,9 +725,13 @@ export async function createJetStreamBus(
   } catch (err) {
     await nc.close();
     if (isNoResponders(err)) {
-      throw new OfEventsError(ErrorCode.Config, `JetStream is not enabled on the NATS server at ${spec.url}`, { cause: err });
+      throw new OfEventsError(ErrorCode.Config, `JetStream is not enabled on the NATS server at ${spec.url}`, {
+        cause: err,
+      });
     }
-    throw new BusError(ErrorCode.BusSubscribe, `JetStream at ${spec.url} did not answer: ${(err as Error).message}`, { cause: err });
+    throw new BusError(ErrorCode.BusSubscribe, `JetStream at ${spec.url} did not answer: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const js = nc.jetstream({ timeout: tuning.publishTimeoutMs ?? 5_000 });
   const bus = new JetStreamBus(nc, js, jsm, spec, log, tuning);

@@ -145,7 +145,12 @@ function kafkaLogLevelFor(log: Logger): number {
   return KafkaLogLevel.NOTHING;
 }
 
-function clientConfig(spec: KafkaBusSpec, options: CreateEventBusOptions, log: Logger, tuning: KafkaBusTuning): KafkaConfig {
+function clientConfig(
+  spec: KafkaBusSpec,
+  options: CreateEventBusOptions,
+  log: Logger,
+  tuning: KafkaBusTuning,
+): KafkaConfig {
   const brokers = spec.brokers
     .split(",")
     .map((b) => b.trim())
@@ -154,7 +159,10 @@ function clientConfig(spec: KafkaBusSpec, options: CreateEventBusOptions, log: L
   const namespace = options.namespace ?? "default";
   const secret = (ref: SecretKeySelector): string => {
     if (options.secrets === undefined) {
-      throw new OfEventsError(ErrorCode.Config, `kafka bus: secret ${namespace}/${ref.name} is referenced but no secret resolver was given`);
+      throw new OfEventsError(
+        ErrorCode.Config,
+        `kafka bus: secret ${namespace}/${ref.name} is referenced but no secret resolver was given`,
+      );
     }
     return options.secrets.resolve(ref, namespace);
   };
@@ -236,10 +244,14 @@ class KafkaBus implements EventBus {
       await Promise.all([this.producer.connect(), this.admin.connect()]);
     } catch (err) {
       await Promise.allSettled([this.producer.disconnect(), this.admin.disconnect()]);
-      throw new BusError(ErrorCode.BusPublish, `kafka bus: cannot connect to ${this.spec.brokers}: ${errorMessage(err)}`, {
-        cause: err,
-        retriable: true,
-      });
+      throw new BusError(
+        ErrorCode.BusPublish,
+        `kafka bus: cannot connect to ${this.spec.brokers}: ${errorMessage(err)}`,
+        {
+          cause: err,
+          retriable: true,
+        },
+      );
     }
   }
 
@@ -307,7 +319,13 @@ class KafkaBus implements EventBus {
    */
   private send(topic: string, message: Message): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ topic, message, bytes: message.value instanceof Buffer ? message.value.length : 0, resolve, reject });
+      this.queue.push({
+        topic,
+        message,
+        bytes: message.value instanceof Buffer ? message.value.length : 0,
+        resolve,
+        reject,
+      });
       if (!this.sending) void this.flush();
     });
   }
@@ -317,7 +335,11 @@ class KafkaBus implements EventBus {
     while (this.queue.length > 0) {
       let n = 0;
       let bytes = 0;
-      while (n < this.queue.length && n < MAX_BATCH_RECORDS && (n === 0 || bytes + this.queue[n]!.bytes <= MAX_BATCH_BYTES)) {
+      while (
+        n < this.queue.length &&
+        n < MAX_BATCH_RECORDS &&
+        (n === 0 || bytes + this.queue[n]!.bytes <= MAX_BATCH_BYTES)
+      ) {
         bytes += this.queue[n]!.bytes;
         n++;
       }
@@ -329,7 +351,10 @@ class KafkaBus implements EventBus {
         list.push(q.message);
       }
       try {
-        await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+        await this.producer.sendBatch({
+          acks: -1,
+          topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+        });
         for (const q of batch) q.resolve();
       } catch (err) {
         for (const q of batch) q.reject(err);
@@ -338,10 +363,15 @@ class KafkaBus implements EventBus {
     this.sending = false;
   }
 
-  async subscribe(topics: readonly string[], handler: MessageHandler, options: SubscribeOptions): Promise<Subscription> {
+  async subscribe(
+    topics: readonly string[],
+    handler: MessageHandler,
+    options: SubscribeOptions,
+  ): Promise<Subscription> {
     if (this.closed) throw BusError.closed();
     const busTopics = [...new Set(topics)];
-    if (busTopics.length === 0) throw new BusError(ErrorCode.BusSubscribe, "kafka bus: subscribe needs at least one topic");
+    if (busTopics.length === 0)
+      throw new BusError(ErrorCode.BusSubscribe, "kafka bus: subscribe needs at least one topic");
     const byKafkaTopic = new Map(busTopics.map((t) => [this.kafkaTopic(t), t] as const));
     await Promise.all([...byKafkaTopic].map(([kt, t]) => this.ensureTopic(kt, t)));
     if (this.closed) throw BusError.closed();
@@ -355,10 +385,14 @@ class KafkaBus implements EventBus {
       if (this.closed) throw BusError.closed();
       throw err instanceof BusError
         ? err
-        : new BusError(ErrorCode.BusSubscribe, `kafka bus: subscribing group ${options.group} failed: ${errorMessage(err)}`, {
-            cause: err,
-            retriable: isRetriable(err),
-          });
+        : new BusError(
+            ErrorCode.BusSubscribe,
+            `kafka bus: subscribing group ${options.group} failed: ${errorMessage(err)}`,
+            {
+              cause: err,
+              retriable: isRetriable(err),
+            },
+          );
     }
     return sub;
   }
@@ -585,7 +619,10 @@ class KafkaSubscription implements Subscription {
     this.buffer = this.buffer.slice(this.head).filter((t) => t.part !== part);
     this.head = 0;
     if (part.pending.size > 0) {
-      this.log.debug({ topic: part.topic, partition: part.partition, unsettled: part.pending.size }, "partition revoked with unsettled messages");
+      this.log.debug(
+        { topic: part.topic, partition: part.partition, unsettled: part.pending.size },
+        "partition revoked with unsettled messages",
+      );
     }
   }
 
@@ -634,16 +671,23 @@ class KafkaSubscription implements Subscription {
           }
           for (const part of missing) {
             const start = starts.find((o) => o.partition === part.partition);
-            if (start !== undefined) seeks.push({ topic, partition: part.partition, offset: start.offset, metadata: this.metadata(topic) });
+            if (start !== undefined)
+              seeks.push({ topic, partition: part.partition, offset: start.offset, metadata: this.metadata(topic) });
           }
         }
         if (stale()) return;
         if (seeks.length > 0) {
           await this.consumer.commitOffsets(seeks);
           // kafkajs drops a commit silently when its runner is not running: check it landed.
-          const check = await admin.fetchOffsets({ groupId: this.groupId, topics: [...new Set(seeks.map((s) => s.topic))] });
+          const check = await admin.fetchOffsets({
+            groupId: this.groupId,
+            topics: [...new Set(seeks.map((s) => s.topic))],
+          });
           const landed = seeks.every((s) =>
-            check.some((t) => t.topic === s.topic && t.partitions.some((p) => p.partition === s.partition && p.offset === s.offset)),
+            check.some(
+              (t) =>
+                t.topic === s.topic && t.partitions.some((p) => p.partition === s.partition && p.offset === s.offset),
+            ),
           );
           if (!landed) throw new BusError(ErrorCode.BusSubscribe, "starting offsets not committed yet");
           if (stale()) return;
@@ -757,7 +801,13 @@ class KafkaSubscription implements Subscription {
             return;
           }
           if (this.closing || !part.owned) return;
-          this.events.emit("redelivery", { topic, group: this.group, id: event.id, deliveryCount: deliveries, error: err });
+          this.events.emit("redelivery", {
+            topic,
+            group: this.group,
+            id: event.id,
+            deliveryCount: deliveries,
+            error: err,
+          });
           this.log.debug({ topic, id: event.id, deliveries, err }, "handler failed, redelivering");
           await sleep(
             backoffDelay(deliveries, { policy: "exponential", delayMs: this.backoffMs, maxDelayMs: MAX_BACKOFF_MS }),
@@ -786,7 +836,13 @@ class KafkaSubscription implements Subscription {
    * failed publish until it succeeds, the partition is revoked or the subscription closes
    * (then false: not settled, redelivered later).
    */
-  private async deadLetter(part: PartState, topic: string, event: CloudEvent, err: unknown, deliveries: number): Promise<boolean> {
+  private async deadLetter(
+    part: PartState,
+    topic: string,
+    event: CloudEvent,
+    err: unknown,
+    deliveries: number,
+  ): Promise<boolean> {
     const dlt = deadLetterTopicFor(topic, this.options);
     const dead = withDeadLetterReason(event, err, topic, deliveries);
     for (let attempt = 1; ; attempt++) {
@@ -796,7 +852,10 @@ class KafkaSubscription implements Subscription {
       } catch (e) {
         this.log.error({ err: e, id: event.id, deadLetterTopic: dlt, attempt }, "dead-letter publish failed");
         if (this.closing || !part.owned) return false;
-        await sleep(backoffDelay(attempt, { policy: "exponential", delayMs: this.backoffMs, maxDelayMs: MAX_BACKOFF_MS }), part.abort.signal);
+        await sleep(
+          backoffDelay(attempt, { policy: "exponential", delayMs: this.backoffMs, maxDelayMs: MAX_BACKOFF_MS }),
+          part.abort.signal,
+        );
         if (this.closing || !part.owned) return false;
       }
     }
@@ -844,7 +903,8 @@ class KafkaSubscription implements Subscription {
             metadata: this.metadata(part.topic),
           })),
         );
-        for (const { part, offset } of batch) if (part.committed === undefined || offset > part.committed) part.committed = offset;
+        for (const { part, offset } of batch)
+          if (part.committed === undefined || offset > part.committed) part.committed = offset;
       } catch (err) {
         // Rebalancing (the next join commits again) or the coordinator moved: try again shortly.
         this.log.debug({ err }, "offset commit failed");
@@ -908,4 +968,3 @@ export async function createKafkaBus(
   await bus.connect();
   return bus;
 }
-

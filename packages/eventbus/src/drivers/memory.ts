@@ -97,7 +97,11 @@ class MemoryBus implements EventBus {
     this.events.emit("published", { topic, id: event.id });
   }
 
-  async subscribe(topics: readonly string[], handler: MessageHandler, options: SubscribeOptions): Promise<Subscription> {
+  async subscribe(
+    topics: readonly string[],
+    handler: MessageHandler,
+    options: SubscribeOptions,
+  ): Promise<Subscription> {
     if (this.closed) throw BusError.closed();
     const member: Member = {
       handler,
@@ -199,8 +203,18 @@ class MemoryBus implements EventBus {
       } catch {
         event = undefined;
       }
-      this.log.warn({ topic: msg.topic, group: g.name, id: msg.id, deadLetterTopic: dlt, err }, "dead-lettered after %d deliveries", msg.deliveries);
-      this.events.emit("dead_lettered", { topic: msg.topic, group: g.name, id: msg.id, deadLetterTopic: dlt, error: err });
+      this.log.warn(
+        { topic: msg.topic, group: g.name, id: msg.id, deadLetterTopic: dlt, err },
+        "dead-lettered after %d deliveries",
+        msg.deliveries,
+      );
+      this.events.emit("dead_lettered", {
+        topic: msg.topic,
+        group: g.name,
+        id: msg.id,
+        deadLetterTopic: dlt,
+        error: err,
+      });
       if (event !== undefined && !this.closed) {
         this.publish(dlt, withDeadLetterReason(event, err, msg.topic, msg.deliveries)).catch((e: unknown) =>
           this.log.error({ err: e, id: msg.id, deadLetterTopic: dlt }, "dead-letter publish failed"),
@@ -208,7 +222,13 @@ class MemoryBus implements EventBus {
       }
       return;
     }
-    this.events.emit("redelivery", { topic: msg.topic, group: g.name, id: msg.id, deliveryCount: msg.deliveries, error: err });
+    this.events.emit("redelivery", {
+      topic: msg.topic,
+      group: g.name,
+      id: msg.id,
+      deliveryCount: msg.deliveries,
+      error: err,
+    });
     const delay = backoffDelay(msg.deliveries, {
       policy: "exponential",
       delayMs: options.backoffMs ?? DEFAULT_BACKOFF_MS,
@@ -238,7 +258,8 @@ class MemoryBus implements EventBus {
     this.closed = true;
     this.wakePublishers();
     await Promise.all([...this.subs].map((s) => s.close()));
-    for (const byName of this.groups.values()) for (const g of byName.values()) for (const t of g.timers) clearTimeout(t);
+    for (const byName of this.groups.values())
+      for (const g of byName.values()) for (const t of g.timers) clearTimeout(t);
     this.groups.clear();
   }
 }

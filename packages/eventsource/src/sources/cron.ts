@@ -68,19 +68,26 @@ export const cronAdapter: SourceAdapter<CronSpec> = {
       let timer: NodeJS.Timeout;
       const schedule = (): void => {
         const due = start + n * every;
-        timer = setTimeout(() => {
-          tick(new Date(due));
-          n = Math.max(n + 1, Math.floor((Date.now() - start) / every) + 1);
-          schedule();
-        }, Math.max(0, due - Date.now()));
+        timer = setTimeout(
+          () => {
+            tick(new Date(due));
+            n = Math.max(n + 1, Math.floor((Date.now() - start) / every) + 1);
+            schedule();
+          },
+          Math.max(0, due - Date.now()),
+        );
       };
       schedule();
       stopTimer = () => clearTimeout(timer);
     } else {
-      const job = new Cron(spec.schedule, { ...(spec.timezone === undefined ? {} : { timezone: spec.timezone }) }, (self: Cron) => {
-        const prev = self.currentRun() ?? new Date();
-        tick(prev);
-      });
+      const job = new Cron(
+        spec.schedule,
+        { ...(spec.timezone === undefined ? {} : { timezone: spec.timezone }) },
+        (self: Cron) => {
+          const prev = self.currentRun() ?? new Date();
+          tick(prev);
+        },
+      );
       stopTimer = () => job.stop();
     }
     return {

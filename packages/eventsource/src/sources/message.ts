@@ -22,8 +22,6 @@ export const CE_BATCH = "application/cloudevents-batch+json";
 /** Backoff of a source re-trying an event the bus or sink did not take (after the runtime's own retries). */
 export const SOURCE_RETRY: BackoffOptions = { policy: "exponential", delayMs: 250, maxDelayMs: 30_000 };
 
-
-
 /** A header as name and text value(s). */
 export type HeaderEntry = readonly [name: string, value: string];
 

@@ -114,7 +114,10 @@ function isJsonType(type: string): boolean {
  * rest kept as bytes under that type; without one, JSON → application/json, UTF-8 → text/plain,
  * else bytes (application/octet-stream).
  */
-export function decodeMqttPayload(payload: Buffer, contentType?: string): Pick<DispatchInit, "data" | "datacontenttype"> {
+export function decodeMqttPayload(
+  payload: Buffer,
+  contentType?: string,
+): Pick<DispatchInit, "data" | "datacontenttype"> {
   const type = mediaType(contentType);
   let text: string | undefined;
   try {
@@ -240,7 +243,10 @@ export const mqttAdapter: SourceAdapter<MqttSourceSpec> = {
     if (spec.qos === 2) log.info("qos 2 is subscribed as qos 1: at-least-once, redeliveries marked mqttdup");
     const tlsFields = [spec.caCert, spec.clientCert, spec.clientKey].some((v) => (v ?? "") !== "");
     if (tlsFields && !SCHEMES[new URL(spec.url).protocol]!.protocol.endsWith("s")) {
-      log.warn({ url: spec.url }, "certificates are set but the URL is not TLS (mqtts://, ssl://, wss://); they are unused");
+      log.warn(
+        { url: spec.url },
+        "certificates are set but the URL is not TLS (mqtts://, ssl://, wss://); they are unused",
+      );
     }
     const stopper = new AbortController();
     const onAbort = (): void => stopper.abort();
@@ -270,11 +276,17 @@ export const mqttAdapter: SourceAdapter<MqttSourceSpec> = {
           return true;
         } catch (err) {
           if (isRefused(err)) {
-            log.error({ err, topic: packet.topic }, "event refused by the bus or sink; message acknowledged and skipped");
+            log.error(
+              { err, topic: packet.topic },
+              "event refused by the bus or sink; message acknowledged and skipped",
+            );
             return true;
           }
           const delay = backoffDelay(attempt, { policy: "exponential", delayMs: 100, maxDelayMs: 10_000 });
-          log.warn({ err, topic: packet.topic, attempt, retryInMs: delay }, "dispatch failed; message not acknowledged, retrying");
+          log.warn(
+            { err, topic: packet.topic, attempt, retryInMs: delay },
+            "dispatch failed; message not acknowledged, retrying",
+          );
           await sleep(delay, signal);
         }
       }
@@ -300,7 +312,10 @@ export const mqttAdapter: SourceAdapter<MqttSourceSpec> = {
       };
       c.on("connect", (connack) => {
         connectedOnce = true;
-        log.info({ url: spec.url, protocolVersion, sessionPresent: connack.sessionPresent }, "connected to mqtt broker");
+        log.info(
+          { url: spec.url, protocolVersion, sessionPresent: connack.sessionPresent },
+          "connected to mqtt broker",
+        );
         if (connack.sessionPresent === true) return markReady();
         c.subscribe(spec.topic, protocolVersion === 5 ? { qos, rh: 1 } : { qos }, (err, granted) => {
           if (err !== null && err !== undefined) return log.error({ err, topic: spec.topic }, "mqtt subscribe failed");

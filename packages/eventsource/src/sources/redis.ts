@@ -236,12 +236,18 @@ function connectionOptions(ctx: SourceContext, spec: RedisSourceSpec, password: 
   };
   if (password !== undefined) o.password = password;
   if (spec.redisDB !== undefined) o.db = spec.redisDB;
-  if (spec.redisMaxRetries !== undefined) o.maxRetriesPerRequest = spec.redisMaxRetries < 0 ? null : spec.redisMaxRetries;
+  if (spec.redisMaxRetries !== undefined)
+    o.maxRetriesPerRequest = spec.redisMaxRetries < 0 ? null : spec.redisMaxRetries;
   if (spec.enableTLS === true) o.tls = {};
   return o;
 }
 
-function createClient(ctx: SourceContext, spec: RedisSourceSpec, password: string | undefined, extra: RedisOptions): Client {
+function createClient(
+  ctx: SourceContext,
+  spec: RedisSourceSpec,
+  password: string | undefined,
+  extra: RedisOptions,
+): Client {
   const base = { ...connectionOptions(ctx, spec, password), ...extra };
   const hosts = hostsOf(spec);
   const retry = reconnectDelay(spec);
@@ -379,10 +385,19 @@ function streamLoop(
   async function claimIdle(): Promise<void> {
     let start = "0-0";
     for (let round = 0; round < 10 && !stopped(); round++) {
-      const reply = await commands(cmd).callBuffer("XAUTOCLAIM", [stream, group, consumer, minIdle, start, "COUNT", STREAM_BATCH]);
+      const reply = await commands(cmd).callBuffer("XAUTOCLAIM", [
+        stream,
+        group,
+        consumer,
+        minIdle,
+        start,
+        "COUNT",
+        STREAM_BATCH,
+      ]);
       if (!Array.isArray(reply) || !Buffer.isBuffer(reply[0])) return;
       const entries = parseEntries(reply[1]);
-      if (entries.length > 0) log.info({ stream, count: entries.length }, "claimed entries left pending by other consumers");
+      if (entries.length > 0)
+        log.info({ stream, count: entries.length }, "claimed entries left pending by other consumers");
       for (const e of entries) if (!(await handle(e))) return;
       start = reply[0].toString("utf8");
       if (start === "0-0") return;
@@ -449,7 +464,12 @@ function streamLoop(
   };
 }
 
-function channelLoop(ctx: SourceContext, spec: RedisSourceSpec & { channel: string }, dispatch: Dispatch, password: string | undefined): Loop {
+function channelLoop(
+  ctx: SourceContext,
+  spec: RedisSourceSpec & { channel: string },
+  dispatch: Dispatch,
+  password: string | undefined,
+): Loop {
   const log = ctx.logger;
   const channel = spec.channel;
   const pattern = channel.includes("*");
@@ -550,7 +570,8 @@ export const redisAdapter: SourceAdapter<RedisSourceSpec> = {
         : channelLoop(ctx, { ...spec, channel: spec.channel! }, dispatch, password);
     // Wait for the group or subscription briefly; an unreachable server is retried in the background.
     const wait = durationField(spec.dialTimeout) || DEFAULT_DIAL_TIMEOUT_MS;
-    if (!(await settlesWithin(loop.ready, wait))) ctx.logger.warn({ redisHost: spec.redisHost }, "redis not ready yet; still connecting in the background");
+    if (!(await settlesWithin(loop.ready, wait)))
+      ctx.logger.warn({ redisHost: spec.redisHost }, "redis not ready yet; still connecting in the background");
     return { stop: () => loop.stop() };
   },
 };

@@ -55,13 +55,20 @@ function mediaType(header: string | undefined): string {
 }
 
 /** Decodes a request into dispatch inputs; throws EventError for a client's mistake. */
-export function decodeRequest(headers: IncomingMessage["headers"], body: Buffer, spec: Pick<WebhookSpec, "metadata">): DispatchInit[] {
+export function decodeRequest(
+  headers: IncomingMessage["headers"],
+  body: Buffer,
+  spec: Pick<WebhookSpec, "metadata">,
+): DispatchInit[] {
   const type = mediaType(headers["content-type"]);
   const extensions = spec.metadata;
   if (headers["ce-specversion"] !== undefined || type === "application/cloudevents+json") {
     let decoded: unknown;
     try {
-      decoded = HTTP.toEvent({ headers, body: type.includes("json") || headers["ce-specversion"] === undefined ? body.toString("utf8") : body });
+      decoded = HTTP.toEvent({
+        headers,
+        body: type.includes("json") || headers["ce-specversion"] === undefined ? body.toString("utf8") : body,
+      });
     } catch (err) {
       throw new EventError(`invalid CloudEvent: ${(err as Error).message}`, { cause: err });
     }
@@ -144,7 +151,8 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
 
   async start(ctx: SourceContext, spec: WebhookSpec, dispatch: Dispatch): Promise<RunningSource> {
     const limit = spec.maxPayloadSize ?? DEFAULT_MAX_PAYLOAD;
-    const token = spec.authSecret === undefined ? undefined : digest(ctx.secrets.resolve(spec.authSecret, ctx.namespace));
+    const token =
+      spec.authSecret === undefined ? undefined : digest(ctx.secrets.resolve(spec.authSecret, ctx.namespace));
     const method = spec.method ?? "POST";
     let inFlight = 0;
     let stopping = false;
@@ -173,7 +181,8 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
           try {
             body = await readBody(req, limit);
           } catch (err) {
-            if (err instanceof PayloadTooLarge) return send(res, 413, { error: `payload larger than ${limit} bytes` }, { connection: "close" });
+            if (err instanceof PayloadTooLarge)
+              return send(res, 413, { error: `payload larger than ${limit} bytes` }, { connection: "close" });
             throw err;
           }
           let inits: DispatchInit[];

@@ -1,0 +1,124 @@
+/**
+ * The HTTP sink every scenario delivers to, in the harness process, so that the send time a load
+ * generator puts in an event (`t`, from `performance.now()`) and the arrival time are read on the
+ * same clock. It counts what arrives, the distinct `n` values (duplicates show), and the
+ * source → sink latency of each event. Mode `stall` takes requests and never answers (until
+ * closed): a sink that hangs.
+ */
+import { createServer, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { performance } from "node:perf_hooks";
+
+export interface SinkServer {
+  readonly url: string;
+  /** Requests received since the last reset. */
+  readonly received: number;
+  /** Distinct `n` values received since the last reset. */
+  readonly distinct: number;
+  /** `performance.now()` of the latest arrival. */
+  readonly lastArrival: number;
+  /** Source → sink latencies (ms) since the last reset, for events that carried `t`. */
+  readonly latenciesMs: readonly number[];
+  reset(): void;
+  /** Resolves true once `count` requests arrived since the last reset, false after `timeoutMs`. */
+  waitFor(count: number, timeoutMs: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export async function startSink(options: { mode?: "ok" | "stall" } = {}): Promise<SinkServer> {
+  const stall = options.mode === "stall";
+  let received = 0;
+  let lastArrival = 0;
+  let latencies: number[] = [];
+  let seen = new Set<number>();
+  let waiter: { count: number; resolve: (ok: boolean) => void } | undefined;
+  const held = new Set<ServerResponse>();
+  const sockets = new Set<Socket>();
+
+  const onBody = (res: ServerResponse, body: Buffer): void => {
+    const now = performance.now();
+    received++;
+    lastArrival = now;
+    // Binary-mode CloudEvents carry the data as the body: { n, t, ... }.
+    if (body.length > 0 && body[0] === 0x7b) {
+      try {
+        const data = JSON.parse(body.toString("utf8")) as { n?: unknown; t?: unknown };
+        if (typeof data.n === "number") seen.add(data.n);
+        if (typeof data.t === "number") latencies.push(now - data.t);
+      } catch {
+        // Not ours to judge: count it and answer.
+      }
+    }
+    if (waiter !== undefined && received >= waiter.count) {
+      const w = waiter;
+      waiter = undefined;
+      w.resolve(true);
+    }
+    if (stall) {
+      held.add(res);
+      res.on("close", () => held.delete(res));
+      return;
+    }
+    res.writeHead(200, { "content-length": "0" }).end();
+  };
+
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => onBody(res, Buffer.concat(chunks)));
+  });
+  server.keepAliveTimeout = 30_000;
+  server.on("connection", (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    url: `http://127.0.0.1:${port}/sink`,
+    get received() {
+      return received;
+    },
+    get distinct() {
+      return seen.size;
+    },
+    get lastArrival() {
+      return lastArrival;
+    },
+    get latenciesMs() {
+      return latencies;
+    },
+    reset() {
+      received = 0;
+      lastArrival = 0;
+      latencies = [];
+      seen = new Set();
+    },
+    waitFor(count, timeoutMs) {
+      if (received >= count) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          waiter = undefined;
+          resolve(false);
+        }, timeoutMs);
+        waiter = {
+          count,
+          resolve: (ok) => {
+            clearTimeout(timer);
+            resolve(ok);
+          },
+        };
+      });
+    },
+    async close() {
+      waiter?.resolve(false);
+      for (const res of held) res.destroy();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -1,0 +1,479 @@
+/**
+ * E1 embedded: load generator → webhook source → memory bus → trigger (input filter
+ * `data.n % 2 = 0`, half pass) → HTTP sink, run by `startEmbedded` (what `ofevents run` runs) from
+ * manifests in a temp folder, in a child process of its own.
+ *
+ * Baseline, same shape: a minimal Node HTTP server that reads the JSON body, applies the same
+ * condition as a JS function and forwards the passing events with undici keep-alive as
+ * binary-mode CloudEvents to the same sink, answering once the sink did.
+ *
+ * Throughput: closed loop (bounded concurrency), events/s = events sent / (first send → the later
+ * of the last answer and the last sink arrival), so a queue cannot flatter it. Latency: open loop
+ * at 1,000 events/s, source → sink, measured at the sink against the send time carried in the
+ * event. CPU: /proc/<pid>/stat of the child over the closed-loop window.
+ *
+ * Ablation: the same pipeline built from the runtimes with the expression engine swapped for the
+ * JS predicate, so the JSONata filter's cost shows in place.
+ */
+import { randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import type { ExpressionEngine } from "@ofevents/core";
+import { Agent, request } from "undici";
+import { closedLoop, freePort, openLoop, type LoadResult } from "../lib/load.js";
+import { startLoopMonitor, type LoopMonitor, type LoopStats } from "../lib/monitor.js";
+import { selfCpuSeconds, type ChildProc } from "../lib/proc.js";
+import { startSink, type SinkServer } from "../lib/sink.js";
+import { median, ratio, sig, summarize } from "../lib/stats.js";
+import { emptyResult, type ChildHandle, type Scenario, type ScenarioContext } from "../lib/types.js";
+
+export const E1_FILTER = "data.n % 2 = 0";
+const RATE = 1000;
+
+interface Sizes {
+  warmup: number;
+  count: number;
+  concurrency: number;
+  latencyCount: number;
+}
+
+const FULL: Sizes = { warmup: 4_000, count: 20_000, concurrency: 64, latencyCount: 5_000 };
+const QUICK: Sizes = { warmup: 100, count: 300, concurrency: 16, latencyCount: 200 };
+
+/** The event every request carries: `n` decides the filter, `t` is the send time. */
+export function eventBody(n: number, t: number): string {
+  return JSON.stringify({
+    n,
+    t,
+    order: {
+      id: `o-${n}`,
+      amount: (n * 37) % 500,
+      currency: "EUR",
+      customer: { id: `c-${n % 100}`, tier: n % 3 === 0 ? "gold" : "silver" },
+    },
+  });
+}
+
+function manifests(port: number, sinkUrl: string): string {
+  return `apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata:
+  name: bench
+spec:
+  eventBus: default
+  webhook:
+    orders:
+      port: "${port}"
+      endpoint: /orders
+      method: POST
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: Trigger
+metadata:
+  name: bench
+spec:
+  eventBus: default
+  inputs:
+    order:
+      eventSource: bench
+      event: orders
+      filter: ${JSON.stringify(E1_FILTER)}
+  subscribers:
+    - condition: order
+      sink:
+        uri: ${sinkUrl}
+`;
+}
+
+async function listen(server: ReturnType<typeof createServer>, port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => resolve());
+  });
+}
+
+interface ThroughputRun {
+  eventsPerSec: number;
+  cpuSecPer10k: number;
+  /** CPU of the harness process (load generator + sink) over wall time: near 1 means harness-bound. */
+  harnessCpuShare: number;
+  complete: boolean;
+  delivered: number;
+  duplicates: number;
+  failed: number;
+}
+
+interface LatencyRun {
+  p50: number;
+  p99: number;
+  p90: number;
+  max: number;
+  samples: number;
+  cpuSecPer10k: number;
+  maxSendLagMs: number;
+  /** Event-loop delay and GC pauses inside the measured process during the run. */
+  loop: LoopStats;
+}
+
+/** Adds the handlers that watch the child's event loop during a latency run. */
+function withLoopMonitor(handle: ChildHandle): ChildHandle {
+  let monitor: LoopMonitor | undefined;
+  return {
+    ...handle,
+    handlers: {
+      ...handle.handlers,
+      loopStart: async () => {
+        monitor?.stop();
+        monitor = startLoopMonitor();
+      },
+      loopRead: async () => {
+        const s = monitor?.read();
+        monitor?.stop();
+        monitor = undefined;
+        return s;
+      },
+    },
+  };
+}
+
+async function measureThroughput(
+  child: ChildProc,
+  sink: SinkServer,
+  url: string,
+  s: Sizes,
+  count: number,
+): Promise<ThroughputRun> {
+  sink.reset();
+  const expected = Math.ceil(count / 2);
+  const c0 = child.cpuSeconds();
+  const h0 = selfCpuSeconds();
+  const t0 = performance.now();
+  const load = await closedLoop({ url, count, concurrency: s.concurrency, timeoutMs: 120_000, body: eventBody });
+  const loadEnd = performance.now();
+  const complete = (await sink.waitFor(expected, 60_000)) && load.ok === count;
+  const t1 = Math.max(loadEnd, sink.lastArrival);
+  const c1 = child.cpuSeconds();
+  const h1 = selfCpuSeconds();
+  const wallS = (t1 - t0) / 1000;
+  return {
+    eventsPerSec: (complete ? count : sink.received * 2) / wallS,
+    cpuSecPer10k: ((c1 - c0) / count) * 10_000,
+    harnessCpuShare: (h1 - h0) / ((performance.now() - t0) / 1000),
+    complete,
+    delivered: sink.received,
+    duplicates: sink.received - sink.distinct,
+    failed: load.failed,
+  };
+}
+
+async function measureLatency(child: ChildProc, sink: SinkServer, url: string, count: number): Promise<LatencyRun> {
+  sink.reset();
+  await child.call("loopStart");
+  const c0 = child.cpuSeconds();
+  const load: LoadResult = await openLoop({
+    url,
+    count,
+    ratePerSec: RATE,
+    maxOutstanding: 1_000,
+    timeoutMs: (count / RATE) * 1000 + 30_000,
+    body: eventBody,
+  });
+  await sink.waitFor(Math.ceil(count / 2), 10_000);
+  const c1 = child.cpuSeconds();
+  const loop = await child.call<LoopStats>("loopRead");
+  const l = summarize(sink.latenciesMs);
+  return {
+    p50: l.p50,
+    p90: l.p90,
+    p99: l.p99,
+    max: l.max,
+    samples: l.count,
+    cpuSecPer10k: ((c1 - c0) / count) * 10_000,
+    maxSendLagMs: load.maxLagMs ?? 0,
+    loop,
+  };
+}
+
+/** An engine that runs `expr` as the JS function `pred` and everything else through `real`. */
+function jsFilterEngine(real: ExpressionEngine, expr: string, pred: (input: unknown) => boolean): ExpressionEngine {
+  return {
+    compile: (e) => (e === expr ? { source: e, evaluate: async (input) => pred(input) } : real.compile(e)),
+    evaluate: async (e, input, b) => (e === expr ? pred(input) : real.evaluate(e, input, b)),
+    evaluateBoolean: async (e, input, b) => (e === expr ? pred(input) : real.evaluateBoolean(e, input, b)),
+    validateFilter: (e) => real.validateFilter(e),
+    validateTransform: (e) => real.validateTransform(e),
+  };
+}
+
+/** Rotates `xs` by `k` places: each run starts with another target. */
+function rotate<T>(xs: readonly T[], k: number): T[] {
+  const n = k % xs.length;
+  return [...xs.slice(n), ...xs.slice(0, n)];
+}
+
+async function run(ctx: ScenarioContext) {
+  const r = emptyResult(scenario.id, scenario.title);
+  const s = ctx.quick ? QUICK : FULL;
+  const sink = await startSink();
+  const children: ChildProc[] = [];
+  try {
+    const start = async (name: string, role: string, extra: Record<string, unknown> = {}) => {
+      const port = await freePort();
+      const child = await ctx.spawn(
+        role,
+        { port, sinkUrl: sink.url, logLevel: ctx.logLevel, ...extra },
+        { profile: true },
+      );
+      children.push(child);
+      return { name, child, url: `http://127.0.0.1:${port}/orders` };
+    };
+    const fw = await start("framework", "framework");
+    const bl = await start("baseline", "baseline");
+    // Ablation: the same pipeline with the expression engine swapped for the JS predicate.
+    const ab = await start("framework, JS filter", "frameworkJsFilter");
+    const all = [fw, bl, ab];
+
+    for (const t of all) {
+      ctx.log(`E1 warm-up ${t.name} (${s.warmup} events)`);
+      await measureThroughput(t.child, sink, t.url, s, s.warmup);
+    }
+    const tp = new Map<string, ThroughputRun[]>(all.map((t) => [t.name, []]));
+    for (let i = 0; i < ctx.runs; i++) {
+      // Rotate the order so drift on a shared machine hits every side alike.
+      for (const t of rotate(all, i)) {
+        const m = await measureThroughput(t.child, sink, t.url, s, s.count);
+        tp.get(t.name)!.push(m);
+        ctx.log(
+          `E1 throughput ${t.name} run ${i + 1}: ${Math.round(m.eventsPerSec)} ev/s, ${m.cpuSecPer10k.toFixed(2)} CPU s/10k${m.complete ? "" : " (INCOMPLETE)"}`,
+        );
+      }
+    }
+    const lat = new Map<string, LatencyRun[]>(all.map((t) => [t.name, []]));
+    for (let i = 0; i < ctx.runs; i++) {
+      for (const t of rotate([bl, fw, ab], i)) {
+        const m = await measureLatency(t.child, sink, t.url, s.latencyCount);
+        lat.get(t.name)!.push(m);
+        ctx.log(
+          `E1 latency ${t.name} run ${i + 1} at ${RATE}/s: p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms`,
+        );
+      }
+    }
+
+    const med = (xs: number[]): number => sig(median(xs), 4);
+    const F = tp.get(fw.name)!;
+    const B = tp.get(bl.name)!;
+    const A = tp.get(ab.name)!;
+    const LF = lat.get(fw.name)!;
+    const LB = lat.get(bl.name)!;
+    const LA = lat.get(ab.name)!;
+    r.eventsPerSec = med(F.map((m) => m.eventsPerSec));
+    r.baselineEventsPerSec = med(B.map((m) => m.eventsPerSec));
+    r.ratio = sig(ratio(r.eventsPerSec, r.baselineEventsPerSec) ?? NaN, 3);
+    r.cpuSecPer10k = med(F.map((m) => m.cpuSecPer10k));
+    r.baselineCpuSecPer10k = med(B.map((m) => m.cpuSecPer10k));
+    r.p50Ms = med(LF.map((m) => m.p50));
+    r.p99Ms = med(LF.map((m) => m.p99));
+    r.baselineP50Ms = med(LB.map((m) => m.p50));
+    r.baselineP99Ms = med(LB.map((m) => m.p99));
+    const jsCpu = med(A.map((m) => m.cpuSecPer10k));
+    r.extra = {
+      filter: E1_FILTER,
+      logLevel: ctx.logLevel,
+      sizes: s,
+      rateForLatency: RATE,
+      throughputRuns: { framework: F, baseline: B, frameworkJsFilter: A },
+      latencyRuns: { framework: LF, baseline: LB, frameworkJsFilter: LA },
+      cpuSecPer10kAt1000PerSec: {
+        framework: med(LF.map((m) => m.cpuSecPer10k)),
+        baseline: med(LB.map((m) => m.cpuSecPer10k)),
+      },
+      ablationJsFilter: {
+        what: "the same pipeline built from the runtimes with the expression engine replaced by the JS predicate",
+        eventsPerSec: med(A.map((m) => m.eventsPerSec)),
+        cpuSecPer10k: jsCpu,
+        p50Ms: med(LA.map((m) => m.p50)),
+        p99Ms: med(LA.map((m) => m.p99)),
+        /** (framework CPU - ablation CPU) / framework CPU: the filter's share measured in place. */
+        filterShareOfCpu: sig((r.cpuSecPer10k - jsCpu) / r.cpuSecPer10k, 3),
+      },
+      peakRssMiB: { framework: sig(fw.child.memoryMiB().peak, 3), baseline: sig(bl.child.memoryMiB().peak, 3) },
+    };
+    const logged = fw.child.logBytes();
+    if (logged > 0) {
+      r.notes.push(
+        `the framework process logged ${logged} bytes at level ${ctx.logLevel}; last lines: ${fw.child.outputTail().slice(-300)}`,
+      );
+    }
+    if ([...F, ...B, ...A].some((m) => !m.complete))
+      r.notes.push("some throughput runs did not deliver every passing event (see extra.throughputRuns)");
+    if ([...F, ...B, ...A].some((m) => m.duplicates > 0)) r.notes.push("duplicates arrived at the sink");
+    const harness = median(B.map((m) => m.harnessCpuShare));
+    if (harness > 0.85) {
+      r.notes.push(
+        `baseline runs kept the harness process ${Math.round(harness * 100)}% busy: the baseline figure may be harness-bound (ratio then flatters the framework)`,
+      );
+    }
+    const added = r.p99Ms - r.baselineP99Ms;
+    r.goals = [
+      { name: "E1 throughput ratio", target: ">= 0.7", value: r.ratio.toFixed(2), pass: r.ratio >= 0.7 },
+      {
+        name: `E1 p99 added latency at ${RATE}/s`,
+        target: "<= 2 ms",
+        value: `${added.toFixed(2)} ms (${r.p99Ms.toFixed(2)} vs ${r.baselineP99Ms.toFixed(2)})`,
+        pass: added <= 2,
+      },
+    ];
+  } finally {
+    for (const c of children) await c.stop();
+    await sink.close();
+  }
+  return r;
+}
+
+const scenario: Scenario = {
+  id: "E1",
+  title: "embedded: webhook → memory bus → trigger (JSONata filter) → HTTP sink",
+  run,
+  describe(r) {
+    const runs = r.extra["throughputRuns"] as Record<string, ThroughputRun[]> | undefined;
+    const ab = r.extra["ablationJsFilter"] as
+      | { eventsPerSec: number; cpuSecPer10k: number; filterShareOfCpu: number; p50Ms: number; p99Ms: number }
+      | undefined;
+    if (runs === undefined) return [];
+    const lines = ["", "E1 throughput runs (events/s @ CPU s/10k):"];
+    for (const [name, ms] of Object.entries(runs)) {
+      lines.push(
+        `  ${name.padEnd(18)} ${ms.map((m) => `${Math.round(m.eventsPerSec)} @ ${m.cpuSecPer10k.toFixed(2)}`).join(", ")}`,
+      );
+    }
+    const lat = r.extra["latencyRuns"] as Record<string, LatencyRun[]> | undefined;
+    if (lat !== undefined) {
+      lines.push(
+        `E1 latency runs at ${RATE}/s (p50/p99 ms; in the process: event-loop delay p99/max ms, GC total/max ms):`,
+      );
+      for (const [name, ms] of Object.entries(lat)) {
+        lines.push(
+          `  ${name.padEnd(18)} ${ms.map((m) => `${m.p50.toFixed(2)}/${m.p99.toFixed(2)} (loop ${m.loop.delayP99Ms.toFixed(1)}/${m.loop.delayMaxMs.toFixed(1)}, gc ${m.loop.gcTotalMs.toFixed(0)}/${m.loop.gcMaxMs.toFixed(1)})`).join(", ")}`,
+        );
+      }
+    }
+    if (ab !== undefined) {
+      lines.push(
+        `E1 ablation, filter as a JS function instead of JSONata: ${Math.round(ab.eventsPerSec)} events/s, ${ab.cpuSecPer10k} CPU s/10k: p50/p99 ${ab.p50Ms.toFixed(2)}/${ab.p99Ms.toFixed(2)} ms at ${RATE}/s: the JSONata filter is ${(ab.filterShareOfCpu * 100).toFixed(1)}% of the pipeline's CPU in place`,
+      );
+    }
+    return lines;
+  },
+  children: {
+    async framework(raw): Promise<ChildHandle> {
+      const a = raw as { port: number; sinkUrl: string; logLevel: string };
+      const dir = await mkdtemp(join(tmpdir(), "ofevents-bench-e1-"));
+      await writeFile(join(dir, "pipeline.yaml"), manifests(a.port, a.sinkUrl));
+      const { startEmbedded } = await import("@ofevents/cli");
+      const { createLogger } = await import("@ofevents/core");
+      // Logs go to stdout, which the harness points at a file, as a deployment would.
+      const logger = createLogger({ level: a.logLevel, format: "json" });
+      const embedded = await startEmbedded({ paths: [dir], logger, functionsPort: 0 });
+      return withLoopMonitor({
+        async stop() {
+          await embedded.stop();
+          await rm(dir, { recursive: true, force: true });
+        },
+      });
+    },
+
+    /** The E1 pipeline from the runtimes (as startEmbedded builds it), the filter run as a JS function. */
+    async frameworkJsFilter(raw): Promise<ChildHandle> {
+      const a = raw as { port: number; sinkUrl: string; logLevel: string };
+      const dir = await mkdtemp(join(tmpdir(), "ofevents-bench-e1-"));
+      await writeFile(join(dir, "pipeline.yaml"), manifests(a.port, a.sinkUrl));
+      const core = await import("@ofevents/core");
+      const { createMemoryBus } = await import("@ofevents/eventbus");
+      const { createWebhookServers, startEventSource } = await import("@ofevents/eventsource");
+      const { startTrigger } = await import("@ofevents/trigger");
+      const logger = core.createLogger({ level: a.logLevel, format: "json" });
+      const m = await core.loadManifests([dir]);
+      const bus = createMemoryBus({ logger });
+      const sinks = core.createSinkClient();
+      const webhooks = createWebhookServers({ host: "127.0.0.1", logger });
+      const engine = jsFilterEngine(core.createExpressionEngine(), E1_FILTER, (input) => {
+        const n = (input as { data?: { n?: unknown } }).data?.n;
+        return typeof n === "number" && n % 2 === 0;
+      });
+      const trigger = await startTrigger(m.triggers[0]!.resource, { bus, logger, engine, sinks });
+      const source = await startEventSource(m.eventSources[0]!.resource, {
+        logger,
+        bus,
+        sinks,
+        secrets: core.createSecretResolver([]),
+        webhooks,
+      });
+      return withLoopMonitor({
+        async stop() {
+          await source.stop();
+          await webhooks.close();
+          await trigger.stop();
+          await bus.close();
+          await sinks.close();
+          await rm(dir, { recursive: true, force: true });
+        },
+      });
+    },
+
+    async baseline(raw): Promise<ChildHandle> {
+      const a = raw as { port: number; sinkUrl: string };
+      const agent = new Agent({ connections: 64, keepAliveTimeout: 10_000 });
+      const passes = (data: { n?: unknown }): boolean => typeof data.n === "number" && data.n % 2 === 0;
+      const server = createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => {
+          const body = Buffer.concat(chunks);
+          let data: { n?: unknown };
+          try {
+            data = JSON.parse(body.toString("utf8")) as { n?: unknown };
+          } catch {
+            res.writeHead(400, { "content-length": "0" }).end();
+            return;
+          }
+          if (!passes(data)) {
+            res.writeHead(200, { "content-length": "0" }).end();
+            return;
+          }
+          request(a.sinkUrl, {
+            method: "POST",
+            dispatcher: agent,
+            headers: {
+              "content-type": "application/json",
+              "ce-specversion": "1.0",
+              "ce-id": randomUUID(),
+              "ce-source": "/bench/baseline",
+              "ce-type": "io.openfunction.events.webhook",
+              "ce-time": new Date().toISOString(),
+            },
+            body,
+          }).then(
+            async (sinkRes) => {
+              await sinkRes.body.dump().catch(() => undefined);
+              res.writeHead(sinkRes.statusCode < 300 ? 200 : 502, { "content-length": "0" }).end();
+            },
+            () => res.writeHead(502, { "content-length": "0" }).end(),
+          );
+        });
+      });
+      await listen(server, a.port);
+      return withLoopMonitor({
+        async stop() {
+          server.closeIdleConnections();
+          await new Promise<void>((resolve) => server.close(() => resolve()));
+          await agent.close();
+        },
+      });
+    },
+  },
+};
+
+export default scenario;

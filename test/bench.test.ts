@@ -1,0 +1,115 @@
+/**
+ * Smoke run of the benchmark harness (`bench/run.ts --quick`): every scenario runs with tiny
+ * counts against the built packages, and the JSON it writes has the documented shape. The
+ * figures of a quick run mean nothing, so nothing here is timed.
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runBench(args: string[], timeoutMs: number): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", ...args], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`bench --quick did not finish within ${timeoutMs} ms; stderr:\n${stderr}`));
+    }, timeoutMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const FIGURES = [
+  "ratio",
+  "eventsPerSec",
+  "baselineEventsPerSec",
+  "p50Ms",
+  "p99Ms",
+  "baselineP50Ms",
+  "baselineP99Ms",
+  "cpuSecPer10k",
+  "baselineCpuSecPer10k",
+] as const;
+
+describe("bench - quick run of the harness", () => {
+  let dir: string;
+  let run: Run;
+  let json: Record<string, unknown>;
+
+  beforeAll(async () => {
+    if (!existsSync(join(root, "packages/cli/dist/index.js")))
+      throw new Error("packages are not built: run `npm run build`");
+    dir = await mkdtemp(join(tmpdir(), "ofevents-bench-test-"));
+    const out = join(dir, "quick.json");
+    run = await runBench(["--quick", "--out", out], 240_000);
+    if (run.code !== 0) throw new Error(`bench --quick exited ${run.code}:\n${run.stdout}\n${run.stderr}`);
+    json = JSON.parse(await readFile(out, "utf8")) as Record<string, unknown>;
+  }, 300_000);
+
+  afterAll(async () => {
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("bench - describes the machine and the versions measured", () => {
+    const machine = json["machine"] as Record<string, unknown>;
+    expect(machine["cores"]).toBeTypeOf("number");
+    expect(machine["nodeVersion"]).toBe(process.version);
+    expect(machine["cpuModel"]).toBeTypeOf("string");
+    const versions = json["versions"] as Record<string, unknown>;
+    expect(versions["@ofevents/core"]).toBeTypeOf("string");
+    expect(versions["jsonata"]).toBeTypeOf("string");
+  });
+
+  it("bench - reports every scenario with figures, a ratio in (0, 10) and judged goals", () => {
+    const scenarios = json["scenarios"] as Array<Record<string, unknown>>;
+    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E6", "E7"]);
+    expect(json["failures"]).toEqual([]);
+    for (const s of scenarios) {
+      for (const k of FIGURES) {
+        const v = s[k];
+        expect(
+          v === null || (typeof v === "number" && Number.isFinite(v)),
+          `${String(s["id"])}.${k} = ${String(v)}`,
+        ).toBe(true);
+      }
+      const ratio = s["ratio"];
+      expect(typeof ratio === "number" && ratio > 0 && ratio < 10, `${String(s["id"])}.ratio = ${String(ratio)}`).toBe(
+        true,
+      );
+      const goals = s["goals"] as Array<Record<string, unknown>>;
+      expect(goals.length).toBeGreaterThan(0);
+      for (const g of goals) expect([true, false, null]).toContain(g["pass"]);
+    }
+    const e1 = scenarios.find((s) => s["id"] === "E1")!;
+    for (const k of FIGURES) expect(e1[k], `E1.${k}`).toBeTypeOf("number");
+    const e6 = scenarios.find((s) => s["id"] === "E6")!;
+    expect((e6["extra"] as Record<string, unknown>)["filterShareOfE1Cpu"]).toBeTypeOf("number");
+  });
+
+  it("bench - prints the table and a PASS or MISS per goal", () => {
+    expect(run.stdout).toMatch(/^id\s+events\/s\s+baseline\s+ratio/m);
+    expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E1 throughput ratio/m);
+    expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E7 /m);
+  });
+});
