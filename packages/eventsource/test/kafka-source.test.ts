@@ -5,25 +5,22 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kafka as KafkaClient, Partitioners, logLevel, type Admin, type Message, type Producer } from "kafkajs";
 import { CloudEvent as SdkCloudEvent, Kafka as CloudEventsKafka } from "cloudevents";
 import {
-  BusError,
-  ErrorCode,
-  busTopic,
   createInstrumentation,
   createSecretResolver,
-  eventSourceSchema,
   silentLogger,
   type CloudEvent,
-  type EventSource,
   type KafkaSourceSpec,
 } from "@ofevents/core";
 import { createMemoryBus, type EventBus, type EventPublisher } from "@ofevents/eventbus";
-import { createWebhookServers, startEventSource, type EventSourceRuntime, type SourceEvents } from "../src/index.js";
+import { createWebhookServers, startEventSource, type SourceEvents } from "../src/index.js";
 import { decodeRecord, kafkaAdapter, parseBrokers } from "../src/sources/kafka.js";
 import { KafkaBroker } from "../../../test/helpers/kafka.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
+import { FlakyPublisher, sourceHarness, type RunningSource } from "./support.js";
 
 const NS = "kafka-test";
 const EVENT = "orders";
+const harness = sourceHarness({ namespace: NS, kind: "kafka", event: EVENT });
 
 let broker: KafkaBroker;
 let client: KafkaClient;
@@ -47,78 +44,20 @@ afterAll(async () => {
   await broker?.stop();
 });
 
-/** A publisher in front of the bus that rejects (a retriable BusError) while down or for the next N events. */
-class FlakyPublisher implements EventPublisher {
-  down = false;
-  failNext = 0;
-  rejected = 0;
-  constructor(private readonly inner: EventPublisher) {}
-  async publish(topic: string, event: CloudEvent): Promise<void> {
-    if (this.down || this.failNext > 0) {
-      if (this.failNext > 0) this.failNext--;
-      this.rejected++;
-      throw new BusError(ErrorCode.BusPublish, "bus unavailable (test)", { topic });
-    }
-    await this.inner.publish(topic, event);
-  }
-}
-
 async function newTopic(partitions = 1): Promise<string> {
   const topic = `src-${randomSuffix()}`;
   await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
   return topic;
 }
 
-/** Everything the bus receives on the topic of EventSource `name`. */
-async function collect(name: string): Promise<CloudEvent[]> {
-  const got: CloudEvent[] = [];
-  await bus.subscribe(
-    [busTopic(NS, name, EVENT)],
-    async (ev) => {
-      got.push(ev);
-    },
-    { group: `test-${randomSuffix()}` },
-  );
-  return got;
-}
+const collect = (name: string): Promise<CloudEvent[]> => harness.collect(bus, name);
 
-interface Running {
-  runtime: EventSourceRuntime;
-  failed: string[];
-  stop(): Promise<void>;
-}
-
-async function startSource(
+const startSource = (
   name: string,
   spec: Partial<KafkaSourceSpec>,
   publisher: EventPublisher = bus,
-): Promise<Running> {
-  const es: EventSource = eventSourceSchema.parse({
-    apiVersion: "events.openfunction.io/v1alpha1",
-    kind: "EventSource",
-    metadata: { name, namespace: NS },
-    spec: {
-      eventBus: "default",
-      kafka: { [EVENT]: { brokers: broker.brokers.join(","), authRequired: false, ...spec } },
-    },
-  });
-  const instrumentation = createInstrumentation<SourceEvents>();
-  const startFailures: unknown[] = [];
-  const failed: string[] = [];
-  instrumentation.on("start_failed", (e) => startFailures.push(e.error));
-  instrumentation.on("failed", (e) => failed.push(e.id));
-  const runtime = await startEventSource(es, {
-    logger: silentLogger(),
-    bus: publisher,
-    secrets: createSecretResolver([], {}),
-    webhooks: createWebhookServers({ logger: silentLogger() }),
-    instrumentation,
-    // The adapter's own retry is under test, not the runtime's.
-    publishAttempts: 1,
-  });
-  if (startFailures.length > 0) throw startFailures[0];
-  return { runtime, failed, stop: () => runtime.stop() };
-}
+): Promise<RunningSource> =>
+  harness.start(name, { brokers: broker.brokers.join(","), authRequired: false, ...spec }, publisher);
 
 /** The committed offset of the group on partition 0 (-1: none). */
 async function committed(group: string, topic: string, partition = 0): Promise<number> {
@@ -127,7 +66,7 @@ async function committed(group: string, topic: string, partition = 0): Promise<n
 }
 
 const groupOf = (name: string): string => `ofevents-${NS}-${name}-${EVENT}`;
-const sourceOf = (name: string): string => `/apis/v1/namespaces/${NS}/eventsources/${name}`;
+const { sourceOf } = harness;
 
 describe("kafka source - records to CloudEvents", () => {
   it("kafka source - JSON, text and bytes records become CloudEvents with the record's position, time and headers", async () => {
@@ -417,12 +356,7 @@ describe("kafka source - validate", () => {
     const instrumentation = createInstrumentation<SourceEvents>();
     const errors: unknown[] = [];
     instrumentation.on("start_failed", (e) => errors.push(e.error));
-    const es: EventSource = eventSourceSchema.parse({
-      apiVersion: "events.openfunction.io/v1alpha1",
-      kind: "EventSource",
-      metadata: { name: "bad", namespace: NS },
-      spec: { eventBus: "default", kafka: { [EVENT]: { brokers: "127.0.0.1", authRequired: false } } },
-    });
+    const es = harness.manifest("bad", { brokers: "127.0.0.1", authRequired: false });
     const runtime = await startEventSource(es, {
       logger: silentLogger(),
       bus,

@@ -3,26 +3,17 @@
 // the in-memory bus.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectAsync, type MqttClient } from "mqtt";
-import {
-  BusError,
-  ErrorCode,
-  createInstrumentation,
-  createSecretResolver,
-  eventSourceSchema,
-  silentLogger,
-  type CloudEvent,
-  type EventSource,
-  type MqttSourceSpec,
-} from "@ofevents/core";
-import { createMemoryBus, type EventBus, type EventPublisher } from "@ofevents/eventbus";
-import { createWebhookServers, startEventSource, type EventSourceRuntime, type SourceEvents } from "../src/index.js";
+import { silentLogger, type MqttSourceSpec } from "@ofevents/core";
+import { createMemoryBus, type EventPublisher } from "@ofevents/eventbus";
 import { mqttAdapter } from "../src/sources/mqtt.js";
 import { MosquittoServer } from "../../../test/helpers/mosquitto.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
+import { FlakyPublisher, UUID, sourceHarness, type RunningSource } from "./support.js";
 
 const NS = "mqtt-test";
 const EVENT = "readings";
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const harness = sourceHarness({ namespace: NS, kind: "mqtt", event: EVENT });
+const { collect } = harness;
 
 let server: MosquittoServer;
 let publisher: MqttClient;
@@ -46,56 +37,11 @@ async function publish(topic: string, payload: string | Buffer, properties?: Rec
 }
 
 /** Starts an EventSource with one mqtt event through the runtime; fails on a start error. */
-async function startSource(
+const startSource = (
   spec: Partial<MqttSourceSpec> & { topic: string },
   bus: EventPublisher,
   name: string,
-): Promise<EventSourceRuntime> {
-  const es: EventSource = eventSourceSchema.parse({
-    apiVersion: "events.openfunction.io/v1alpha1",
-    kind: "EventSource",
-    metadata: { name, namespace: NS },
-    spec: { eventBus: "default", mqtt: { [EVENT]: { url: server.url.replace("mqtt:", "tcp:"), ...spec } } },
-  });
-  const instrumentation = createInstrumentation<SourceEvents>();
-  const failures: unknown[] = [];
-  instrumentation.on("start_failed", (e) => failures.push(e.error));
-  const runtime = await startEventSource(es, {
-    logger: silentLogger(),
-    bus,
-    secrets: createSecretResolver([], {}),
-    webhooks: createWebhookServers({ logger: silentLogger() }),
-    instrumentation,
-    publishAttempts: 1,
-  });
-  if (failures.length > 0) throw failures[0];
-  return runtime;
-}
-
-async function collect(bus: EventBus, name: string): Promise<CloudEvent[]> {
-  const got: CloudEvent[] = [];
-  await bus.subscribe(
-    [`${NS}-${name}-${EVENT}`],
-    async (ev) => {
-      got.push(ev);
-    },
-    { group: `g-${randomSuffix()}` },
-  );
-  return got;
-}
-
-/** A publisher that fails with a retriable BusError `failures` times, then passes to `bus`. */
-function flakyPublisher(bus: EventPublisher, failures: number): EventPublisher & { calls: number } {
-  const p = {
-    calls: 0,
-    async publish(topic: string, ev: CloudEvent): Promise<void> {
-      p.calls++;
-      if (p.calls <= failures) throw new BusError(ErrorCode.BusPublish, "bus unavailable (test)", { topic });
-      await bus.publish(topic, ev);
-    },
-  };
-  return p;
-}
+): Promise<RunningSource> => harness.start(name, { url: server.url.replace("mqtt:", "tcp:"), ...spec }, bus);
 
 describe("mqtt source - events", () => {
   it("mqtt source - QoS 1 payloads become CloudEvents: JSON, text, bytes, MQTT 5 content type", async () => {
@@ -171,7 +117,7 @@ describe("mqtt source - acknowledgement", () => {
     const topic = `alarm-${randomSuffix()}`;
     const consumerID = `c-${randomSuffix()}`;
     const name = `es-${randomSuffix()}`;
-    const down = flakyPublisher(createMemoryBus({ logger: silentLogger() }), Number.MAX_SAFE_INTEGER);
+    const down = new FlakyPublisher(createMemoryBus({ logger: silentLogger() }), { failNext: Number.MAX_SAFE_INTEGER });
     const first = await startSource({ topic, consumerID }, down, name);
     await publish(topic, JSON.stringify({ level: "high" }));
     await waitFor(() => down.calls >= 3, { message: "publish retried" });
@@ -192,7 +138,7 @@ describe("mqtt source - acknowledgement", () => {
     const name = `es-${randomSuffix()}`;
     const bus = createMemoryBus({ logger: silentLogger() });
     const got = await collect(bus, name);
-    const flaky = flakyPublisher(bus, 2);
+    const flaky = new FlakyPublisher(bus, { failNext: 2 });
     const first = await startSource({ topic, consumerID }, flaky, name);
     await publish(topic, "first");
     await waitFor(() => got.length === 1, { message: "published after two failures" });

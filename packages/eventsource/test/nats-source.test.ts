@@ -9,27 +9,16 @@ import {
   type JetStreamManager,
   type NatsConnection,
 } from "nats";
-import {
-  BusError,
-  ErrorCode,
-  busTopic,
-  createInstrumentation,
-  createSecretResolver,
-  eventSourceSchema,
-  silentLogger,
-  type CloudEvent,
-  type EventSource,
-  type NatsSourceSpec,
-} from "@ofevents/core";
+import { silentLogger, type CloudEvent, type NatsSourceSpec } from "@ofevents/core";
 import { createMemoryBus, type EventBus, type EventPublisher } from "@ofevents/eventbus";
-import { createWebhookServers, startEventSource, type EventSourceRuntime, type SourceEvents } from "../src/index.js";
 import { decodeNatsMessage, defaultDurable, natsAdapter } from "../src/sources/nats.js";
 import { NatsServer } from "../../../test/helpers/nats.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
+import { FlakyPublisher, UUID, sourceHarness, type RunningSource } from "./support.js";
 
 const NS = "nats-test";
 const EVENT = "orders";
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const harness = sourceHarness({ namespace: NS, kind: "nats", event: EVENT });
 const enc = new TextEncoder();
 
 let server: NatsServer;
@@ -52,76 +41,13 @@ afterAll(async () => {
   await server?.stop();
 });
 
-/** A publisher in front of the bus that rejects (a retriable BusError) while down or for the next N events. */
-class FlakyPublisher implements EventPublisher {
-  down = false;
-  failNext = 0;
-  rejected = 0;
-  constructor(
-    private readonly inner: EventPublisher,
-    private readonly delayMs = 0,
-  ) {}
-  async publish(topic: string, event: CloudEvent): Promise<void> {
-    if (this.down || this.failNext > 0) {
-      if (this.failNext > 0) this.failNext--;
-      this.rejected++;
-      throw new BusError(ErrorCode.BusPublish, "bus unavailable (test)", { topic });
-    }
-    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
-    await this.inner.publish(topic, event);
-  }
-}
+const collect = (name: string): Promise<CloudEvent[]> => harness.collect(bus, name);
 
-/** Everything the bus receives on the topic of EventSource `name`. */
-async function collect(name: string): Promise<CloudEvent[]> {
-  const got: CloudEvent[] = [];
-  await bus.subscribe(
-    [busTopic(NS, name, EVENT)],
-    async (ev) => {
-      got.push(ev);
-    },
-    { group: `test-${randomSuffix()}` },
-  );
-  return got;
-}
-
-interface Running {
-  runtime: EventSourceRuntime;
-  published: string[];
-  failed: string[];
-  stop(): Promise<void>;
-}
-
-async function startSource(
+const startSource = (
   name: string,
   spec: Partial<NatsSourceSpec> & Pick<NatsSourceSpec, "subject">,
   publisher: EventPublisher = bus,
-): Promise<Running> {
-  const es: EventSource = eventSourceSchema.parse({
-    apiVersion: "events.openfunction.io/v1alpha1",
-    kind: "EventSource",
-    metadata: { name, namespace: NS },
-    spec: { eventBus: "default", nats: { [EVENT]: { url: server.url, ...spec } } },
-  });
-  const instrumentation = createInstrumentation<SourceEvents>();
-  const startFailures: unknown[] = [];
-  const published: string[] = [];
-  const failed: string[] = [];
-  instrumentation.on("start_failed", (e) => startFailures.push(e.error));
-  instrumentation.on("published", (e) => published.push(e.id));
-  instrumentation.on("failed", (e) => failed.push(e.id));
-  const runtime = await startEventSource(es, {
-    logger: silentLogger(),
-    bus: publisher,
-    secrets: createSecretResolver([], {}),
-    webhooks: createWebhookServers({ logger: silentLogger() }),
-    instrumentation,
-    // The adapter's own redelivery is under test, not the runtime's retries.
-    publishAttempts: 1,
-  });
-  if (startFailures.length > 0) throw startFailures[0];
-  return { runtime, published, failed, stop: () => runtime.stop() };
-}
+): Promise<RunningSource> => harness.start(name, { url: server.url, ...spec }, publisher);
 
 async function newStream(): Promise<{ stream: string; subject: string }> {
   const id = randomSuffix();
@@ -130,7 +56,7 @@ async function newStream(): Promise<{ stream: string; subject: string }> {
   return { stream, subject: `js.${id}.orders` };
 }
 
-const sourceOf = (name: string): string => `/apis/v1/namespaces/${NS}/eventsources/${name}`;
+const { sourceOf } = harness;
 
 describe("nats source - core NATS", () => {
   it("nats source - core subject: JSON, text and bytes messages become CloudEvents, headers become extensions", async () => {
@@ -272,7 +198,7 @@ describe("nats source - JetStream", () => {
     const { stream, subject } = await newStream();
     const name = `es-${randomSuffix()}`;
     const got = await collect(name);
-    const slow = new FlakyPublisher(bus, 2_500);
+    const slow = new FlakyPublisher(bus, { delayMs: 2_500 });
     const src = await startSource(name, { subject, jetstream: { stream, ackWait: "1s", deliverPolicy: "all" } }, slow);
     await js.publish(subject, enc.encode("slow"));
     await waitFor(() => got.length >= 1, { message: "the event", timeoutMs: 10_000 });

@@ -3,27 +3,17 @@
 // real EventSource runtime onto the in-memory bus.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
-import {
-  BusError,
-  ErrorCode,
-  createInstrumentation,
-  createSecretResolver,
-  eventSourceSchema,
-  silentLogger,
-  type CloudEvent,
-  type EventSource,
-  type RedisSourceSpec,
-  type SecretResolver,
-} from "@ofevents/core";
-import { createMemoryBus, type EventBus, type EventPublisher } from "@ofevents/eventbus";
-import { createWebhookServers, startEventSource, type EventSourceRuntime, type SourceEvents } from "../src/index.js";
+import { createSecretResolver, silentLogger, type RedisSourceSpec, type SecretResolver } from "@ofevents/core";
+import { createMemoryBus, type EventPublisher } from "@ofevents/eventbus";
 import { redisAdapter } from "../src/sources/redis.js";
 import { RedisServer } from "../../../test/helpers/redis.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
+import { FlakyPublisher, UUID, sourceHarness, type RunningSource } from "./support.js";
 
 const NS = "redis-test";
 const EVENT = "orders";
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const harness = sourceHarness({ namespace: NS, kind: "redis", event: EVENT });
+const { collect } = harness;
 
 let server: RedisServer;
 let producer: Redis;
@@ -43,73 +33,14 @@ function baseSpec(): Pick<RedisSourceSpec, "redisHost" | "redisPassword"> {
   return { redisHost: `127.0.0.1:${server.port}`, redisPassword: "" };
 }
 
-interface Running {
-  name: string;
-  runtime: EventSourceRuntime;
-  stop(): Promise<void>;
-}
-
 /** Starts an EventSource with one redis event through the runtime; fails on a start error. */
 async function startSource(
   spec: Partial<RedisSourceSpec>,
   publisher: EventPublisher,
   o: { name?: string; secrets?: SecretResolver } = {},
-): Promise<Running> {
+): Promise<RunningSource & { name: string }> {
   const name = o.name ?? `es-${randomSuffix()}`;
-  const es: EventSource = eventSourceSchema.parse({
-    apiVersion: "events.openfunction.io/v1alpha1",
-    kind: "EventSource",
-    metadata: { name, namespace: NS },
-    spec: { eventBus: "default", redis: { [EVENT]: { ...baseSpec(), ...spec } } },
-  });
-  const instrumentation = createInstrumentation<SourceEvents>();
-  const failures: unknown[] = [];
-  instrumentation.on("start_failed", (e) => failures.push(e.error));
-  const webhooks = createWebhookServers({ logger: silentLogger() });
-  const runtime = await startEventSource(es, {
-    logger: silentLogger(),
-    bus: publisher,
-    secrets: o.secrets ?? createSecretResolver([], {}),
-    webhooks,
-    instrumentation,
-    // The adapter's own retry is under test, not the runtime's.
-    publishAttempts: 1,
-  });
-  if (failures.length > 0) throw failures[0];
-  return { name, runtime, stop: () => runtime.stop() };
-}
-
-/** Subscribes to the source's bus topic and collects what arrives. */
-async function collect(bus: EventBus, name: string): Promise<CloudEvent[]> {
-  const got: CloudEvent[] = [];
-  await bus.subscribe(
-    [`${NS}-${name}-${EVENT}`],
-    async (ev) => {
-      got.push(ev);
-    },
-    { group: `g-${randomSuffix()}` },
-  );
-  return got;
-}
-
-/** A publisher that fails with a retriable BusError `failures` times, then passes to `bus`. */
-function flakyPublisher(
-  bus: EventPublisher,
-  failures: number,
-  onFailure?: () => Promise<void>,
-): EventPublisher & { calls: number } {
-  const p = {
-    calls: 0,
-    async publish(topic: string, ev: CloudEvent): Promise<void> {
-      p.calls++;
-      if (p.calls <= failures) {
-        await onFailure?.();
-        throw new BusError(ErrorCode.BusPublish, "bus unavailable (test)", { topic });
-      }
-      await bus.publish(topic, ev);
-    },
-  };
-  return p;
+  return { name, ...(await harness.start(name, { ...baseSpec(), ...spec }, publisher, o.secrets)) };
 }
 
 async function pendingCount(stream: string, group: string): Promise<number> {
@@ -162,8 +93,11 @@ describe("redis source - streams", () => {
     const stream = `s-${randomSuffix()}`;
     const group = `grp-${randomSuffix()}`;
     const pendingWhileFailing: number[] = [];
-    const flaky = flakyPublisher(bus, 3, async () => {
-      pendingWhileFailing.push(await pendingCount(stream, group));
+    const flaky = new FlakyPublisher(bus, {
+      failNext: 3,
+      onReject: async () => {
+        pendingWhileFailing.push(await pendingCount(stream, group));
+      },
     });
     const src = await startSource({ stream, consumerGroup: group, consumerName: "c1" }, flaky);
     const got = await collect(bus, src.name);
@@ -189,7 +123,7 @@ describe("redis source - streams", () => {
     const name = `es-${randomSuffix()}`;
 
     // First run: the bus never takes the event, so the entry stays pending on worker-1.
-    const down = flakyPublisher(createMemoryBus({ logger: silentLogger() }), Number.MAX_SAFE_INTEGER);
+    const down = new FlakyPublisher(createMemoryBus({ logger: silentLogger() }), { failNext: Number.MAX_SAFE_INTEGER });
     const first = await startSource(spec, down, { name });
     const entryId = (await producer.xadd(stream, "*", "data", '{"crash":true}'))!;
     await waitFor(() => down.calls >= 2, { message: "publish attempts" });
