@@ -112,6 +112,78 @@ spec:
     expect(after).toBeInstanceOf(Error);
   });
 
+  it("entrypoint - OpenFunction's natsStreaming ClusterEventBus runs on JetStream", async () => {
+    const tag = randomSuffix();
+    const [webhookPort, esHealth, trHealth] = await freePorts(3);
+    const file = join(dir, `stan-${tag}.yaml`);
+    await writeFile(
+      file,
+      `apiVersion: events.openfunction.io/v1alpha1
+kind: ClusterEventBus
+metadata: { name: stan }
+spec:
+  natsStreaming:
+    natsURL: "${nats.url}"
+    natsStreamingClusterID: "stan"
+    subscriptionType: "queue"
+    durableSubscriptionName: "ImDurable"
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: hooks-${tag} }
+spec:
+  eventBus: stan
+  webhook: { in: { port: "${webhookPort}", endpoint: /in } }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: Trigger
+metadata: { name: fwd-${tag} }
+spec:
+  eventBus: stan
+  inputs: { i: { eventSource: hooks-${tag}, event: in } }
+  subscribers: [{ condition: i, sink: { uri: "${sinkUrl}" } }]
+`,
+    );
+    const logger = silentLogger();
+    const trigger = await startSingle({
+      kind: "Trigger",
+      paths: [file],
+      logger,
+      healthHost: "127.0.0.1",
+      healthPort: trHealth,
+    });
+    const source = await startSingle({
+      kind: "EventSource",
+      paths: [file],
+      logger,
+      host: "127.0.0.1",
+      healthHost: "127.0.0.1",
+      healthPort: esHealth,
+    });
+    try {
+      const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
+        method: "POST",
+        body: "{}",
+        headers: {
+          "content-type": "application/json",
+          "ce-specversion": "1.0",
+          "ce-id": `stan-${tag}`,
+          "ce-source": "/t",
+          "ce-type": "t",
+        },
+      });
+      await res.body.text();
+      expect(res.statusCode).toBe(200);
+      await waitFor(() => received.includes(`stan-${tag}`), {
+        timeoutMs: 10_000,
+        message: "delivery through JetStream",
+      });
+    } finally {
+      await source.stop();
+      await trigger.stop();
+    }
+  });
+
   it("entrypoint - a missing bus or an ambiguous resource is a clear error", async () => {
     const file = join(dir, "two.yaml");
     await writeFile(
