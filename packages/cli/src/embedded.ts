@@ -8,14 +8,19 @@ import {
   ManifestError,
   OfEventsError,
   createExpressionEngine,
+  createInstrumentation,
+  createMetrics,
   createSecretResolver,
   createSinkClient,
   loadManifests,
   namespaceOf,
   resolveEventBus,
+  startMetricsServer,
   type FunctionResource,
   type Logger,
   type Manifests,
+  type Metrics,
+  type MetricsServer,
   type Sink,
   type ValidationIssue,
 } from "@ofevents/core";
@@ -25,8 +30,9 @@ import {
   startEventSource,
   validateEventSource,
   type EventSourceRuntime,
+  type SourceEvents,
 } from "@ofevents/eventsource";
-import { startTrigger, type TriggerRuntime } from "@ofevents/trigger";
+import { startTrigger, type TriggerEvents, type TriggerRuntime } from "@ofevents/trigger";
 import { startFunctionHost, type FunctionHost } from "./functions.js";
 
 export interface EmbeddedOptions {
@@ -36,6 +42,10 @@ export interface EmbeddedOptions {
   host?: string | undefined;
   /** Port of the sync function host (default 8080; 0 picks a free one). */
   functionsPort?: number | undefined;
+  /** Serve `GET /metrics` (Prometheus text format) on this port of `host` (0 picks a free one). */
+  metricsPort?: number | undefined;
+  /** Where the runtimes' metrics go (default: a new registry). */
+  metrics?: Metrics | undefined;
 }
 
 export interface Embedded {
@@ -44,6 +54,9 @@ export interface Embedded {
   sources: EventSourceRuntime[];
   triggers: TriggerRuntime[];
   functions: FunctionHost;
+  metrics: Metrics;
+  /** The port serving /metrics, when `metricsPort` was given. */
+  metricsPort: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -80,6 +93,8 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const sources: EventSourceRuntime[] = [];
   const triggers: TriggerRuntime[] = [];
   let functions: FunctionHost | undefined;
+  const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: o.metricsPort !== undefined });
+  let metricsServer: MetricsServer | undefined;
 
   const busLists = {
     eventBuses: manifests.eventBuses.map((b) => b.resource),
@@ -92,6 +107,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     if (r.resource === undefined) log.info({ eventBus: name }, `no EventBus "${name}" loaded: using an in-memory bus`);
     if (r.warning !== undefined) log.warn({ eventBus: name }, r.warning);
     bus = await createEventBus(r.spec, { logger: o.logger, secrets, namespace });
+    metrics.observeBus(bus.events, { bus: r.key, driver: bus.driver });
     buses.set(r.key, bus);
     return bus;
   }
@@ -104,6 +120,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     await functions?.stop();
     await Promise.allSettled([...buses.values()].map((b) => b.close()));
     await sinks.close();
+    await metricsServer?.close();
   };
 
   try {
@@ -141,7 +158,15 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
 
     for (const t of manifests.triggers) {
       const bus = await busFor(t.resource.spec.eventBus, namespaceOf(t.resource));
-      triggers.push(await startTrigger(t.resource, { bus, logger: o.logger, engine, sinks, resolveSink }));
+      // Observed before it starts, so no event goes uncounted.
+      const instrumentation = createInstrumentation<TriggerEvents>();
+      metrics.observeTrigger(instrumentation, {
+        namespace: namespaceOf(t.resource),
+        trigger: t.resource.metadata.name,
+      });
+      triggers.push(
+        await startTrigger(t.resource, { bus, logger: o.logger, engine, sinks, resolveSink, instrumentation }),
+      );
     }
     for (const es of manifests.eventSources) {
       const r = es.resource;
@@ -149,8 +174,13 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
         r.spec.sink === undefined && r.spec.eventBus !== undefined
           ? await busFor(r.spec.eventBus, namespaceOf(r))
           : undefined;
-      sources.push(await startEventSource(r, { logger: o.logger, bus, sinks, resolveSink, secrets, webhooks }));
+      const instrumentation = createInstrumentation<SourceEvents>();
+      metrics.observeSource(instrumentation, { namespace: namespaceOf(r), eventSource: r.metadata.name });
+      sources.push(
+        await startEventSource(r, { logger: o.logger, bus, sinks, resolveSink, secrets, webhooks, instrumentation }),
+      );
     }
+    if (o.metricsPort !== undefined) metricsServer = await startMetricsServer(metrics, { port: o.metricsPort, host });
   } catch (err) {
     await stop();
     throw err;
@@ -161,8 +191,9 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       triggers: triggers.length,
       functions: manifests.functions.length,
       buses: [...buses.keys()],
+      ...(metricsServer === undefined ? {} : { metrics: `http://${host}:${metricsServer.port}/metrics` }),
     },
     "running",
   );
-  return { manifests, buses, sources, triggers, functions, stop };
+  return { manifests, buses, sources, triggers, functions, metrics, metricsPort: metricsServer?.port, stop };
 }

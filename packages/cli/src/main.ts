@@ -23,10 +23,12 @@ const USAGE = `ofevents: an OpenFunction-Events-style event framework
 
 Usage:
   ofevents run -f <file|folder>... [--log-level info] [--log-format pretty|json] [--host 127.0.0.1] [--functions-port 8080]
-      Run every EventSource, Trigger and local Function in one process.
+               [--metrics-port <port>]
+      Run every EventSource, Trigger and local Function in one process; with --metrics-port,
+      serve Prometheus metrics at GET /metrics on that port.
   ofevents eventsource -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--host 0.0.0.0]
   ofevents trigger -f <file|folder>... [--name [ns/]name] [--health-port 8081]
-      Run one EventSource or Trigger with its bus (the container entrypoints): /healthz, /readyz.
+      Run one EventSource or Trigger with its bus (the container entrypoints): /healthz, /readyz, /metrics.
   ofevents validate -f <file|folder>...
       Print every problem in the manifests; exit 1 when there is one.
   ofevents publish --url <url> --type <type> --source <source> [--id <id>] [--subject <s>]
@@ -102,6 +104,7 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
       "log-format": { type: "string" },
       host: { type: "string", default: "127.0.0.1" },
       "functions-port": { type: "string", default: "8080" },
+      "metrics-port": { type: "string" },
     },
   });
   const format = (values["log-format"] ?? (process.stdout.isTTY ? "pretty" : "json")) as LogFormat;
@@ -109,11 +112,15 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
   const logger = createLogger({ level: values["log-level"], format, write: out });
   const port = Number(values["functions-port"]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--functions-port must be a port number`);
+  const metricsPort = values["metrics-port"] === undefined ? undefined : Number(values["metrics-port"]);
+  if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535))
+    throw new Error(`--metrics-port must be a port number`);
   const embedded = await startEmbedded({
     paths: files(values, positionals),
     logger,
     host: values.host,
     functionsPort: port,
+    metricsPort,
   });
   await untilSignal(embedded.stop, logger, err);
   logger.info("stopped");

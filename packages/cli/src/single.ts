@@ -1,8 +1,8 @@
 /**
  * Single-resource entrypoints, the container commands on Kubernetes: `ofevents eventsource -f`
  * and `ofevents trigger -f` run exactly one EventSource or Trigger with its bus, expose `/healthz`
- * (the process is alive) and `/readyz` (the resource runs and its bus is connected) on
- * `--health-port`, and stop gracefully on SIGTERM.
+ * (the process is alive), `/readyz` (the resource runs and its bus is connected) and `/metrics`
+ * (Prometheus) on `--health-port`, and stop gracefully on SIGTERM.
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -11,16 +11,20 @@ import {
   ManifestError,
   OfEventsError,
   createExpressionEngine,
+  createInstrumentation,
+  createMetrics,
   createSecretResolver,
   createSinkClient,
   namespaceOf,
   resolveEventBus,
+  serveMetrics,
   type Logger,
+  type Metrics,
   type Sink,
 } from "@ofevents/core";
 import { createEventBus, type EventBus } from "@ofevents/eventbus";
-import { createWebhookServers, startEventSource } from "@ofevents/eventsource";
-import { startTrigger } from "@ofevents/trigger";
+import { createWebhookServers, startEventSource, type SourceEvents } from "@ofevents/eventsource";
+import { startTrigger, type TriggerEvents } from "@ofevents/trigger";
 import { validateAll } from "./embedded.js";
 
 export interface SingleOptions {
@@ -32,10 +36,13 @@ export interface SingleOptions {
   host?: string | undefined;
   healthPort?: number | undefined;
   healthHost?: string | undefined;
+  /** Where the resource's and its bus's metrics go (default: a new registry with process metrics). */
+  metrics?: Metrics | undefined;
 }
 
 export interface Single {
   healthPort: number;
+  metrics: Metrics;
   stop(): Promise<void>;
 }
 
@@ -71,7 +78,8 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
   if (issues.length > 0) throw new ManifestError(issues);
   let ready = false;
   let stopping = false;
-  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, () => ready && !stopping);
+  const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: true });
+  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, () => ready && !stopping, metrics);
   const stops: Array<() => Promise<void>> = [];
   const stop = async (): Promise<void> => {
     stopping = true;
@@ -107,13 +115,17 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       }
       if (r.warning !== undefined) log.warn({ eventBus: busName }, r.warning);
       const b = await createEventBus(r.spec, { logger: o.logger, secrets, namespace });
+      metrics.observeBus(b.events, { bus: r.key, driver: b.driver });
       bus = b;
       stops.push(() => b.close());
     }
     if (resource.kind === "EventSource") {
       const webhooks = createWebhookServers({ host: o.host ?? "0.0.0.0", logger: o.logger });
       stops.push(() => webhooks.close());
+      const instrumentation = createInstrumentation<SourceEvents>();
+      metrics.observeSource(instrumentation, { namespace, eventSource: resource.metadata.name });
       const rt = await startEventSource(resource, {
+        instrumentation,
         logger: o.logger,
         bus,
         sinks,
@@ -123,7 +135,10 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       });
       stops.push(() => rt.stop());
     } else {
+      const instrumentation = createInstrumentation<TriggerEvents>();
+      metrics.observeTrigger(instrumentation, { namespace, trigger: resource.metadata.name });
       const rt = await startTrigger(resource, {
+        instrumentation,
         bus: bus!,
         logger: o.logger,
         engine: createExpressionEngine(),
@@ -145,15 +160,16 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
     await stop();
     throw err;
   }
-  return { healthPort: (health.address() as AddressInfo).port, stop };
+  return { healthPort: (health.address() as AddressInfo).port, metrics, stop };
 }
 
 function res<T>(items: ReadonlyArray<{ resource: T }>): T[] {
   return items.map((i) => i.resource);
 }
 
-async function startHealth(host: string, port: number, isReady: () => boolean): Promise<Server> {
+async function startHealth(host: string, port: number, isReady: () => boolean, metrics: Metrics): Promise<Server> {
   const server = createServer((req, res) => {
+    if (serveMetrics(metrics, req, res)) return;
     const path = (req.url ?? "/").split("?")[0];
     if (path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok");
     if (path === "/readyz") {

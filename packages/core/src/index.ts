@@ -88,6 +88,8 @@ export type { LogFormat, LogLevel, Logger, LoggerOptions } from "./logger.js";
 
 export { createInstrumentation } from "./instrumentation.js";
 export type { Instrumentation, Listener } from "./instrumentation.js";
+export { createMetrics, serveMetrics, startMetricsServer } from "./metrics.js";
+export type { BusLabels, Metrics, MetricsOptions, MetricsServer, SourceLabels, TriggerLabels } from "./metrics.js";
 
 export { createExpressionEngine } from "./expr/jsonata.js";
 export type { CompiledExpression, ExpressionEngine, ExpressionEngineOptions, ExpressionIssue } from "./expr/jsonata.js";
@@ -109,3 +111,15 @@ export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./si
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
 export { resolveEventBus } from "./buses.js";
 export type { ResolvedBus } from "./buses.js";
+export {
+  DAPR_API_VERSION,
+  DAPR_APP_ID,
+  DaprDefaults,
+  renderDaprComponents,
+  type DaprComponent,
+  type DaprMetadataItem,
+  type DaprPubSubComponent,
+  type DaprResiliency,
+  type DaprRetryPolicy,
+  type RenderDaprOptions,
+} from "./dapr.js";

@@ -137,9 +137,9 @@ class SubscriberRunner {
   }
 
   /** Resolves when this subscriber is done with the event; rejects to have the bus redeliver it. */
-  async offer(input: string, event: CloudEvent): Promise<void> {
+  async offer(input: string, event: CloudEvent, receivedAt: number): Promise<void> {
     if (this.t.stopping()) throw new ShutdownError("trigger is stopping");
-    if (this.correlator === undefined) return this.fire(event, { [input]: event }, []);
+    if (this.correlator === undefined) return this.fire(event, { [input]: event }, [], receivedAt);
     let key = "";
     if (this.key !== undefined) {
       let k: unknown;
@@ -173,14 +173,21 @@ class SubscriberRunner {
       const inputs: Record<string, CloudEvent> = {};
       for (const e of outcome.consumed) inputs[e.input] = e.event;
       const joined = outcome.consumed.slice(1).map((e) => e.event.id);
-      this.fire(event, inputs, joined).then(
+      for (const e of outcome.consumed.slice(1))
+        this.t.events.emit("consumed", { subscriber: this.index, input: e.input, id: e.event.id });
+      this.fire(event, inputs, joined, receivedAt).then(
         () => outcome.consumed.forEach((e) => e.release()),
         (err: unknown) => outcome.consumed.forEach((e) => e.fail(err)),
       );
     });
   }
 
-  private async fire(event: CloudEvent, inputs: Record<string, CloudEvent>, joined: string[]): Promise<void> {
+  private async fire(
+    event: CloudEvent,
+    inputs: Record<string, CloudEvent>,
+    joined: string[],
+    receivedAt: number,
+  ): Promise<void> {
     const bindings = { inputs };
     if (this.filter !== undefined) {
       let pass = false;
@@ -217,17 +224,19 @@ class SubscriberRunner {
     const release = await this.slots.acquire();
     try {
       const work: Promise<void>[] = [];
-      if (this.sinkUrl !== undefined) work.push(this.toSink(out, this.sinkUrl));
-      if (this.spec.topic !== undefined && this.spec.topic !== "") work.push(this.toTopic(out, this.spec.topic));
+      if (this.sinkUrl !== undefined) work.push(this.toSink(out, this.sinkUrl, receivedAt));
+      if (this.spec.topic !== undefined && this.spec.topic !== "")
+        work.push(this.toTopic(out, this.spec.topic, receivedAt));
       const results = await Promise.allSettled(work);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed !== undefined) throw failed.reason;
     } finally {
       release();
+      this.t.events.emit("settled", { subscriber: this.index, id: event.id });
     }
   }
 
-  private async toSink(event: CloudEvent, url: string): Promise<void> {
+  private async toSink(event: CloudEvent, url: string, receivedAt: number): Promise<void> {
     let attempts = 1;
     try {
       const res = await this.t.sinks!.deliver(url, event, this.policy, {
@@ -252,6 +261,7 @@ class SubscriberRunner {
         target: url,
         kind: "sink",
         status: res.status,
+        durationMs: performance.now() - receivedAt,
       });
       this.log.info({ id: event.id, type: event.type, sink: url, status: res.status }, "delivered");
     } catch (err) {
@@ -259,11 +269,17 @@ class SubscriberRunner {
     }
   }
 
-  private async toTopic(event: CloudEvent, topic: string): Promise<void> {
+  private async toTopic(event: CloudEvent, topic: string, receivedAt: number): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.t.bus.publish(topic, event);
-        this.t.events.emit("delivered", { subscriber: this.index, id: event.id, target: topic, kind: "topic" });
+        this.t.events.emit("delivered", {
+          subscriber: this.index,
+          id: event.id,
+          target: topic,
+          kind: "topic",
+          durationMs: performance.now() - receivedAt,
+        });
         this.log.info({ id: event.id, type: event.type, topic }, "delivered");
         return;
       } catch (err) {
@@ -376,6 +392,7 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
         await o.bus.subscribe(
           [topic],
           async (event) => {
+            const receivedAt = performance.now();
             const work: Promise<void>[] = [];
             for (const input of inputs) {
               events.emit("received", { input: input.name, id: event.id });
@@ -396,7 +413,8 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
                   continue;
                 }
               }
-              for (const s of subscribers) if (s.inputs.has(input.name)) work.push(s.offer(input.name, event));
+              for (const s of subscribers)
+                if (s.inputs.has(input.name)) work.push(s.offer(input.name, event, receivedAt));
             }
             const results = await Promise.allSettled(work);
             const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");

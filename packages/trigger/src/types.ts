@@ -5,8 +5,20 @@ export interface TriggerEvents {
   received: { input: string; id: string };
   filtered: { input?: string; subscriber?: number; id: string; reason: "filter" | "error" };
   pending: { subscriber: number; input: string; id: string; key: string };
+  /** A pending event left its list because a firing joined it (see `pending`, `expired`, `evicted`). */
+  consumed: { subscriber: number; input: string; id: string };
   fired: { subscriber: number; id: string; joined: string[] };
-  delivered: { subscriber: number; id: string; target: string; kind: "sink" | "topic"; status?: number };
+  /** The deliveries of a firing finished: delivered, dead-lettered, dropped, or failed back to the bus. */
+  settled: { subscriber: number; id: string };
+  /** `durationMs`: from the trigger's receipt of the (last joined) event to this delivery. */
+  delivered: {
+    subscriber: number;
+    id: string;
+    target: string;
+    kind: "sink" | "topic";
+    status?: number;
+    durationMs?: number;
+  };
   retried: { subscriber: number; id: string; target: string; attempt: number; error: unknown };
   dead_lettered: { subscriber: number; id: string; target: string; deadLetter: string; error: unknown };
   dropped: { subscriber: number; id: string; target: string; error: unknown };

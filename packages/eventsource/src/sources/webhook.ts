@@ -114,7 +114,30 @@ export function decodeRequest(
     data = new Uint8Array(body);
     datacontenttype = type;
   }
-  return [{ data, datacontenttype, ...(extensions === undefined ? {} : { extensions }) }];
+  const trace = traceContext(headers);
+  const ext = trace === undefined ? extensions : { ...extensions, ...trace };
+  return [{ data, datacontenttype, ...(ext === undefined ? {} : { extensions: ext }) }];
+}
+
+// W3C Trace Context: version-traceid-parentid-flags, lowercase hex; ff and all-zero ids are invalid.
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+
+/**
+ * The W3C `traceparent` (and `tracestate`) of a plain request, as the CloudEvents distributed
+ * tracing extension: so a trace started by the HTTP client continues through the event.
+ */
+function traceContext(headers: IncomingMessage["headers"]): Record<string, string> | undefined {
+  const raw = headers["traceparent"];
+  const tp = typeof raw === "string" ? raw.trim() : "";
+  const m = TRACEPARENT.exec(tp);
+  if (m === null) return undefined;
+  const [, version, traceId, parentId, , rest] = m;
+  if (version === "ff" || (version === "00" && rest !== undefined)) return undefined;
+  if (/^0+$/.test(traceId!) || /^0+$/.test(parentId!)) return undefined;
+  const out: Record<string, string> = { traceparent: tp };
+  const ts = headers["tracestate"];
+  if (typeof ts === "string" && ts.trim() !== "" && ts.length <= 512) out["tracestate"] = ts.trim();
+  return out;
 }
 
 function looksLikeJson(body: Buffer): boolean {

@@ -1,0 +1,364 @@
+/**
+ * Prometheus metrics fed by the runtimes' instrumentation events (STYLE.md item 12): a runner
+ * creates one `Metrics` and attaches every EventSource, Trigger and bus it starts. Core may not
+ * import the packages that emit these events, so their shapes are declared here structurally;
+ * the real `SourceEvents`, `TriggerEvents` and `BusEvents` are assignable to them. Labels hold only
+ * names from the manifests (namespace, resource, event, input, subscriber index, target), never an
+ * event id, so their number stays bounded. docs/metrics.md lists every metric.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** The part of an `Instrumentation<E>` that metrics need. */
+export interface Observable<E> {
+  on<K extends keyof E>(type: K, listener: (payload: E[K]) => void): () => void;
+}
+
+/** What metrics read of an EventSource runtime's events (a subset of `SourceEvents`). */
+export interface SourceMetricEvents {
+  dispatched: { event: string };
+  published: { event: string };
+  delivered: { event: string };
+  failed: { event: string };
+  started: { event: string };
+  start_failed: { event: string };
+}
+
+/** What metrics read of a Trigger runtime's events (a subset of `TriggerEvents`). */
+export interface TriggerMetricEvents {
+  received: { input: string };
+  filtered: { input?: string | undefined; subscriber?: number | undefined; reason: string };
+  pending: { subscriber: number; input: string };
+  consumed: { subscriber: number; input: string };
+  fired: { subscriber: number };
+  settled: { subscriber: number };
+  delivered: { subscriber: number; target: string; kind: string; durationMs?: number | undefined };
+  retried: { subscriber: number; target: string };
+  dead_lettered: { subscriber: number; target: string };
+  dropped: { subscriber: number; target: string };
+  expired: { subscriber: number; input: string };
+  evicted: { subscriber: number; input: string };
+  uncorrelated: { subscriber: number; input: string };
+}
+
+/** What metrics read of a bus's events (a subset of `BusEvents`). */
+export interface BusMetricEvents {
+  published: { topic: string };
+  redelivery: { topic: string; group: string };
+  dead_lettered: { topic: string; group: string };
+}
+
+export interface SourceLabels {
+  namespace: string;
+  eventSource: string;
+}
+
+export interface TriggerLabels {
+  namespace: string;
+  trigger: string;
+}
+
+export interface BusLabels {
+  /** The bus's key or name (e.g. `EventBus:default/default`, `memory:default`). */
+  bus: string;
+  /** memory, jetstream, kafka, dapr. */
+  driver: string;
+}
+
+export interface MetricsOptions {
+  /** Also collect the process metrics of prom-client (CPU, memory, event loop lag, GC), prefixed `ofevents_`. */
+  processMetrics?: boolean | undefined;
+}
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** Counts an EventSource runtime's events; returns a function that stops counting. */
+  observeSource(events: Observable<SourceMetricEvents>, labels: SourceLabels): () => void;
+  /** Counts a Trigger runtime's events; returns a function that stops counting. */
+  observeTrigger(events: Observable<TriggerMetricEvents>, labels: TriggerLabels): () => void;
+  /** Counts a bus's events; returns a function that stops counting. */
+  observeBus(events: Observable<BusMetricEvents>, labels: BusLabels): () => void;
+  /** The registry in the Prometheus text exposition format. */
+  text(): Promise<string>;
+  readonly contentType: string;
+}
+
+/** Delivery latency buckets, in seconds: sub-millisecond in-process hops up to slow retried sinks. */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/**
+ * Creates the ofevents metrics in `registry` (default: a new one, never prom-client's global
+ * registry). Throws if the registry already holds metrics of these names.
+ */
+export function createMetrics(registry: Registry = new Registry(), options: MetricsOptions = {}): Metrics {
+  if (options.processMetrics === true) collectDefaultMetrics({ register: registry, prefix: "ofevents_" });
+  const registers = [registry];
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
+    new Counter({ name: `ofevents_${name}`, help, labelNames, registers });
+  const gauge = <L extends string>(name: string, help: string, labelNames: readonly L[]): Gauge<L> =>
+    new Gauge({ name: `ofevents_${name}`, help, labelNames, registers });
+
+  const src = ["namespace", "eventsource", "event"] as const;
+  const source = {
+    received: counter(
+      "eventsource_events_received_total",
+      "Events an EventSource adapter received and handed to the runtime.",
+      src,
+    ),
+    published: counter("eventsource_events_published_total", "Events an EventSource published to its bus.", src),
+    delivered: counter(
+      "eventsource_events_delivered_total",
+      "Events an EventSource delivered to its sync sink (2xx answer).",
+      src,
+    ),
+    failed: counter(
+      "eventsource_events_failed_total",
+      "Events neither published nor delivered (the source was not acknowledged).",
+      src,
+    ),
+    inFlight: gauge("eventsource_dispatches_in_flight", "Events received and not yet published or delivered.", src),
+    up: gauge("eventsource_up", "1 when the event's adapter started, 0 when it failed to start.", src),
+  };
+
+  const tr = ["namespace", "trigger"] as const;
+  const trigger = {
+    received: counter("trigger_events_received_total", "Events a trigger input received from the bus.", [
+      ...tr,
+      "input",
+    ]),
+    filtered: counter(
+      "trigger_events_filtered_total",
+      "Events an input filter (subscriber empty) or a subscriber filter (input empty) let through no further; reason is filter or error.",
+      [...tr, "input", "subscriber", "reason"],
+    ),
+    pending: gauge("trigger_events_pending", "Events waiting in a subscriber's correlation window.", [
+      ...tr,
+      "subscriber",
+      "input",
+    ]),
+    fired: counter("trigger_firings_total", "Times a subscriber's condition fired and its delivery started.", [
+      ...tr,
+      "subscriber",
+    ]),
+    inFlight: gauge("trigger_deliveries_in_flight", "Firings whose deliveries have not finished yet.", [
+      ...tr,
+      "subscriber",
+    ]),
+    delivered: counter("trigger_events_delivered_total", "Events delivered to a sink (2xx) or published to a topic.", [
+      ...tr,
+      "subscriber",
+      "kind",
+      "target",
+    ]),
+    latency: new Histogram({
+      name: "ofevents_trigger_delivery_duration_seconds",
+      help: "Time from the trigger's receipt of an event (the last joined one) to its delivery, retries included.",
+      labelNames: [...tr, "subscriber", "kind"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    retried: counter("trigger_delivery_retries_total", "Delivery attempts that failed and were retried.", [
+      ...tr,
+      "subscriber",
+      "target",
+    ]),
+    deadLettered: counter(
+      "trigger_events_dead_lettered_total",
+      "Events that could not be delivered and went to the dead-letter sink or topic.",
+      [...tr, "subscriber", "target"],
+    ),
+    dropped: counter(
+      "trigger_events_dropped_total",
+      "Events that could not be delivered and had no dead-letter sink or topic.",
+      [...tr, "subscriber", "target"],
+    ),
+    expired: counter("trigger_events_expired_total", "Pending events released unjoined at the end of their window.", [
+      ...tr,
+      "subscriber",
+      "input",
+    ]),
+    evicted: counter(
+      "trigger_events_evicted_total",
+      "Pending events released unjoined because more than maxPending were waiting.",
+      [...tr, "subscriber", "input"],
+    ),
+    uncorrelated: counter("trigger_events_uncorrelated_total", "Events without a correlation key, released unjoined.", [
+      ...tr,
+      "subscriber",
+      "input",
+    ]),
+  };
+
+  const bs = ["bus", "driver", "topic"] as const;
+  const bus = {
+    published: counter("bus_events_published_total", "Events the bus durably took.", bs),
+    redelivered: counter("bus_redeliveries_total", "Messages a handler failed and the bus will deliver again.", [
+      ...bs,
+      "group",
+    ]),
+    deadLettered: counter(
+      "bus_events_dead_lettered_total",
+      "Messages moved to the dead-letter topic after maxDeliver.",
+      [...bs, "group"],
+    ),
+  };
+
+  // Sink URLs may carry credentials or tokens: a label keeps scheme, host and path only.
+  const targets = new Map<string, string>();
+  const target = (t: string): string => {
+    let label = targets.get(t);
+    if (label === undefined) {
+      label = t;
+      if (/^https?:\/\//i.test(t) && URL.canParse(t)) {
+        const u = new URL(t);
+        label = `${u.protocol}//${u.host}${u.pathname}`;
+      }
+      if (targets.size < 10_000) targets.set(t, label);
+    }
+    return label;
+  };
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    text: () => registry.metrics(),
+
+    observeSource(events, labels) {
+      const l = (event: string) => ({ namespace: labels.namespace, eventsource: labels.eventSource, event });
+      const offs = [
+        events.on("dispatched", (p) => {
+          source.received.inc(l(p.event));
+          source.inFlight.inc(l(p.event));
+        }),
+        events.on("published", (p) => {
+          source.published.inc(l(p.event));
+          source.inFlight.dec(l(p.event));
+        }),
+        events.on("delivered", (p) => {
+          source.delivered.inc(l(p.event));
+          source.inFlight.dec(l(p.event));
+        }),
+        events.on("failed", (p) => {
+          source.failed.inc(l(p.event));
+          source.inFlight.dec(l(p.event));
+        }),
+        events.on("started", (p) => {
+          source.up.set(l(p.event), 1);
+          // Series exist from the start, so rate() and absent() see a 0 rather than nothing.
+          for (const c of [source.received, source.published, source.delivered, source.failed]) c.inc(l(p.event), 0);
+          source.inFlight.inc(l(p.event), 0);
+        }),
+        events.on("start_failed", (p) => source.up.set(l(p.event), 0)),
+      ];
+      return () => offs.forEach((off) => off());
+    },
+
+    observeTrigger(events, labels) {
+      const base = { namespace: labels.namespace, trigger: labels.trigger };
+      const sub = (subscriber: number) => ({ ...base, subscriber: String(subscriber) });
+      const subInput = (p: { subscriber: number; input: string }) => ({ ...sub(p.subscriber), input: p.input });
+      const subTarget = (p: { subscriber: number; target: string }) => ({
+        ...sub(p.subscriber),
+        target: target(p.target),
+      });
+      const offs = [
+        events.on("received", (p) => trigger.received.inc({ ...base, input: p.input })),
+        events.on("filtered", (p) =>
+          trigger.filtered.inc({
+            ...base,
+            input: p.input ?? "",
+            subscriber: p.subscriber === undefined ? "" : String(p.subscriber),
+            reason: p.reason,
+          }),
+        ),
+        events.on("pending", (p) => trigger.pending.inc(subInput(p))),
+        events.on("consumed", (p) => trigger.pending.dec(subInput(p))),
+        events.on("expired", (p) => {
+          trigger.pending.dec(subInput(p));
+          trigger.expired.inc(subInput(p));
+        }),
+        events.on("evicted", (p) => {
+          trigger.pending.dec(subInput(p));
+          trigger.evicted.inc(subInput(p));
+        }),
+        events.on("uncorrelated", (p) => trigger.uncorrelated.inc(subInput(p))),
+        events.on("fired", (p) => {
+          trigger.fired.inc(sub(p.subscriber));
+          trigger.inFlight.inc(sub(p.subscriber));
+        }),
+        events.on("settled", (p) => trigger.inFlight.dec(sub(p.subscriber))),
+        events.on("delivered", (p) => {
+          trigger.delivered.inc({ ...subTarget(p), kind: p.kind });
+          if (p.durationMs !== undefined)
+            trigger.latency.observe({ ...sub(p.subscriber), kind: p.kind }, p.durationMs / 1000);
+        }),
+        events.on("retried", (p) => trigger.retried.inc(subTarget(p))),
+        events.on("dead_lettered", (p) => trigger.deadLettered.inc(subTarget(p))),
+        events.on("dropped", (p) => trigger.dropped.inc(subTarget(p))),
+      ];
+      return () => offs.forEach((off) => off());
+    },
+
+    observeBus(events, labels) {
+      const l = (topic: string) => ({ bus: labels.bus, driver: labels.driver, topic });
+      const offs = [
+        events.on("published", (p) => bus.published.inc(l(p.topic))),
+        events.on("redelivery", (p) => bus.redelivered.inc({ ...l(p.topic), group: p.group })),
+        events.on("dead_lettered", (p) => bus.deadLettered.inc({ ...l(p.topic), group: p.group })),
+      ];
+      return () => offs.forEach((off) => off());
+    },
+  };
+}
+
+/**
+ * Answers `GET /metrics` with `metrics` in the Prometheus text format (405 for other methods, 500
+ * if collecting fails). Returns false and writes nothing for any other path, so a server can also
+ * serve /healthz and /readyz.
+ */
+export function serveMetrics(metrics: Metrics, req: IncomingMessage, res: ServerResponse): boolean {
+  if ((req.url ?? "/").split("?")[0] !== "/metrics") return false;
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.writeHead(405, { allow: "GET, HEAD" }).end();
+    return true;
+  }
+  metrics.text().then(
+    (text) => {
+      res.writeHead(200, { "content-type": metrics.contentType });
+      res.end(req.method === "HEAD" ? undefined : text);
+    },
+    (err: unknown) => {
+      res.writeHead(500, { "content-type": "text/plain" }).end(`collecting metrics failed: ${(err as Error).message}`);
+    },
+  );
+  return true;
+}
+
+export interface MetricsServer {
+  readonly port: number;
+  /** Stops listening and closes idle connections. */
+  close(): Promise<void>;
+}
+
+/** Serves `GET /metrics` (and 404 elsewhere) on `host:port`; resolves once listening (port 0 picks one). */
+export async function startMetricsServer(
+  metrics: Metrics,
+  options: { port: number; host?: string | undefined },
+): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    if (!serveMetrics(metrics, req, res)) res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host ?? "127.0.0.1", () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
