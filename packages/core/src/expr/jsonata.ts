@@ -6,9 +6,15 @@
  * (D1012), its `sequence` option bounds the sequences an evaluation builds (D2015, and D2014
  * for ranges over 1e7), and all of them surface as `ExpressionError` with code
  * `EXPRESSION_LIMIT`.
+ *
+ * Expressions in the common subset (field paths, literals, comparisons, arithmetic, `and`/`or`,
+ * `in`, `&`, `?:`, a few built-ins; see fastpath.ts) also get a synchronous closure that gives
+ * exactly jsonata's result, and hands an input it cannot reproduce (an array on a path, a type
+ * error) back to jsonata. Callers see the same results and errors either way.
  */
 import jsonata from "jsonata";
 import { ErrorCode, ExpressionError, OfEventsError } from "../errors.js";
+import { compileFastPath, FALLBACK, type Bindings, type FastPath } from "./fastpath.js";
 
 export interface ExpressionEngineOptions {
   /** Wall-clock budget of one evaluation, in milliseconds. Default 100. */
@@ -105,6 +111,26 @@ interface AstNode {
   expressions?: AstNode[];
 }
 
+/** One compiled expression with what the engine keeps beside it. */
+interface Entry {
+  readonly compiled: CompiledExpression;
+  /** jsonata's object stays private: its `assign` and `registerFunction` would change every caller's view. */
+  readonly parsed: jsonata.Expression;
+  /** The synchronous closure for the common subset, when the whole expression is in it. */
+  readonly fast: FastPath | undefined;
+}
+
+/** The compiled expressions that have a fast path; for tests (`usesFastPath`). */
+const withFastPath = new WeakSet<CompiledExpression>();
+
+/**
+ * Whether `compiled` has the synchronous fast path (it may still hand a given input to jsonata).
+ * Internal, for tests; not part of the package's surface.
+ */
+export function usesFastPath(compiled: CompiledExpression): boolean {
+  return withFastPath.has(compiled);
+}
+
 /** Creates an engine; each engine has its own cache and its own evaluation queue. */
 export function createExpressionEngine(options: ExpressionEngineOptions = {}): ExpressionEngine {
   const timeoutMs = checkOption("timeoutMs", options.timeoutMs ?? defaults.timeoutMs, false);
@@ -114,31 +140,38 @@ export function createExpressionEngine(options: ExpressionEngineOptions = {}): E
   const jsonataOptions = { timeout: timeoutMs, stack: maxDepth, sequence: maxSequence };
 
   // Map iteration order is insertion order, so the first key is the least recently used.
-  const cache = new Map<string, CompiledExpression>();
-  // jsonata's object stays private: its `assign` and `registerFunction` would change every caller's view.
-  const parsedOf = new WeakMap<CompiledExpression, jsonata.Expression>();
+  const cache = new Map<string, Entry>();
+  // The cache's last key: using it again needs no reordering.
+  let newest: string | undefined;
   // Tail of the evaluation queue; never rejects.
   let queue: Promise<unknown> = Promise.resolve();
+  // Evaluations in the queue, not yet settled. A fast path runs at once only when this is 0, so
+  // that results still settle in call order.
+  let queued = 0;
 
-  function compile(expr: string): CompiledExpression {
+  function entryOf(expr: string): Entry {
     const hit = cache.get(expr);
     if (hit !== undefined) {
-      cache.delete(expr);
-      cache.set(expr, hit);
+      if (newest !== expr) {
+        cache.delete(expr);
+        cache.set(expr, hit);
+        newest = expr;
+      }
       return hit;
     }
-    const compiled = compileUncached(expr);
+    const entry = compileUncached(expr);
     if (cacheSize > 0) {
-      cache.set(expr, compiled);
+      cache.set(expr, entry);
+      newest = expr;
       for (const oldest of cache.keys()) {
         if (cache.size <= cacheSize) break;
         cache.delete(oldest);
       }
     }
-    return compiled;
+    return entry;
   }
 
-  function compileUncached(expr: string): CompiledExpression {
+  function compileUncached(expr: string): Entry {
     if (typeof expr !== "string") {
       throw new ExpressionError(
         ErrorCode.ExpressionSyntax,
@@ -155,19 +188,43 @@ export function createExpressionEngine(options: ExpressionEngineOptions = {}): E
     } catch (err) {
       throw compileError(expr, err);
     }
+    const fast = compileFastPath(parsed.ast(), maxDepth);
     const compiled: CompiledExpression = {
       source: expr,
-      evaluate: (input, bindings) => {
-        // Copied now, not when the queue reaches this call, so later changes by the caller do not leak in.
-        const own = bindings === undefined ? undefined : { ...bindings };
-        const run = queue.then(() => evaluateNow(parsed, expr, input, own));
-        queue = run.then(noop, noop);
-        return run;
-      },
+      evaluate: (input, bindings) => evaluateEntry(entry, input, bindings),
     };
+    const entry: Entry = { compiled, parsed, fast };
     Object.freeze(compiled);
-    parsedOf.set(compiled, parsed);
-    return compiled;
+    if (fast !== undefined) withFastPath.add(compiled);
+    return entry;
+  }
+
+  function evaluateEntry(entry: Entry, input: unknown, bindings: Bindings): Promise<unknown> {
+    if (entry.fast !== undefined && queued === 0) {
+      const result = runFast(entry.fast, input, bindings, true);
+      if (result !== FALLBACK) return Promise.resolve(result);
+    }
+    return enqueue(entry, input, bindings);
+  }
+
+  /** Evaluates in the queue, with the fast path first when there is one. */
+  function enqueue(entry: Entry, input: unknown, bindings: Bindings): Promise<unknown> {
+    // Copied now, not when the queue reaches this call, so later changes by the caller do not leak in.
+    const own = bindings === undefined ? undefined : { ...bindings };
+    queued++;
+    const run = queue.then(() => {
+      if (entry.fast !== undefined) {
+        const result = runFast(entry.fast, input, own, true);
+        if (result !== FALLBACK) return result;
+      }
+      return evaluateNow(entry.parsed, entry.compiled.source, input, own);
+    });
+    queue = run.then(settled, settled);
+    return run;
+  }
+
+  function settled(): void {
+    queued--;
   }
 
   async function evaluateNow(
@@ -205,19 +262,39 @@ export function createExpressionEngine(options: ExpressionEngineOptions = {}): E
   }
 
   const engine: ExpressionEngine = {
-    compile,
-    async evaluate(expr, input, bindings) {
-      return compile(expr).evaluate(input, bindings);
+    compile: (expr) => entryOf(expr).compiled,
+    evaluate(expr, input, bindings) {
+      let entry: Entry;
+      try {
+        entry = entryOf(expr);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
+      return evaluateEntry(entry, input, bindings);
     },
-    async evaluateBoolean(expr, input, bindings) {
-      const result = await compile(expr).evaluate(input, bindings);
-      if (result === undefined) return false;
-      if (typeof result === "boolean") return result;
-      throw new ExpressionError(
-        ErrorCode.ExpressionType,
-        `filter ${quote(expr)} must produce a boolean, got ${typeName(result)}`,
-        expr,
-      );
+    evaluateBoolean(expr, input, bindings) {
+      let entry: Entry;
+      try {
+        entry = entryOf(expr);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
+      if (entry.fast !== undefined && queued === 0) {
+        // The hot path of a filter: no promise until the result.
+        const result = runFast(entry.fast, input, bindings, false);
+        if (result !== FALLBACK) {
+          return typeof result === "boolean"
+            ? Promise.resolve(result)
+            : result === undefined
+              ? Promise.resolve(false)
+              : Promise.reject(notBoolean(expr, result));
+        }
+      }
+      return enqueue(entry, input, bindings).then((result) => {
+        if (result === undefined) return false;
+        if (typeof result === "boolean") return result;
+        throw notBoolean(expr, result);
+      });
     },
     validateFilter(expr) {
       const compiled = tryCompile(expr);
@@ -243,9 +320,9 @@ export function createExpressionEngine(options: ExpressionEngineOptions = {}): E
   };
 
   function tryCompile(expr: string): { ast: AstNode } | { issues: ExpressionIssue[] } {
-    let compiled: CompiledExpression;
+    let entry: Entry;
     try {
-      compiled = compile(expr);
+      entry = entryOf(expr);
     } catch (err) {
       if (!(err instanceof ExpressionError)) throw err;
       return {
@@ -256,10 +333,32 @@ export function createExpressionEngine(options: ExpressionEngineOptions = {}): E
         ],
       };
     }
-    return { ast: parsedOf.get(compiled)!.ast() as unknown as AstNode };
+    return { ast: entry.parsed.ast() as unknown as AstNode };
   }
 
   return Object.freeze(engine);
+}
+
+/**
+ * Runs a fast path; `FALLBACK` when jsonata must evaluate this input, also when reading the
+ * input threw (a getter): jsonata then reports that as it always does. `plain` applies the
+ * interpreter path's `toPlain` to an object result.
+ */
+function runFast(fast: FastPath, input: unknown, bindings: Bindings, plain: boolean): unknown {
+  try {
+    const result = fast(input, bindings);
+    return plain && typeof result === "object" && result !== null ? toPlain(result, new Map()) : result;
+  } catch {
+    return FALLBACK;
+  }
+}
+
+function notBoolean(expr: string, result: unknown): ExpressionError {
+  return new ExpressionError(
+    ErrorCode.ExpressionType,
+    `filter ${quote(expr)} must produce a boolean, got ${typeName(result)}`,
+    expr,
+  );
 }
 
 function checkOption(name: string, value: number, integer: boolean, zeroAllowed = false): number {
@@ -506,5 +605,3 @@ function toPlain(value: unknown, seen: Map<object, unknown>): unknown {
   seen.set(value, result);
   return result;
 }
-
-function noop(): void {}
