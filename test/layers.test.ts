@@ -11,6 +11,7 @@ const MAY_IMPORT: Record<string, string[]> = {
   eventbus: ["core"],
   eventsource: ["core", "eventbus"],
   trigger: ["core", "eventbus"],
+  controller: ["core"],
   cli: ["core", "eventbus", "eventsource", "trigger"],
 };
 
