@@ -182,11 +182,19 @@ function kafka(spec: NonNullable<EventBusSpec["kafka"]>): { type: string; items:
   let secrets = false;
   if (spec.sasl !== undefined) {
     if (clientCert) {
-      throw new OfEventsError(ErrorCode.Config, "kafka: Dapr's pubsub.kafka cannot combine SASL with a TLS client certificate");
+      throw new OfEventsError(
+        ErrorCode.Config,
+        "kafka: Dapr's pubsub.kafka cannot combine SASL with a TLS client certificate",
+      );
     }
     set(items, "authType", "password");
-    items.push(secretRef("saslUsername", spec.sasl.usernameSecret), secretRef("saslPassword", spec.sasl.passwordSecret));
-    const mechanism = { plain: "PLAINTEXT", "scram-sha-256": "SHA-256", "scram-sha-512": "SHA-512" }[spec.sasl.mechanism];
+    items.push(
+      secretRef("saslUsername", spec.sasl.usernameSecret),
+      secretRef("saslPassword", spec.sasl.passwordSecret),
+    );
+    const mechanism = { plain: "PLAINTEXT", "scram-sha-256": "SHA-256", "scram-sha-512": "SHA-512" }[
+      spec.sasl.mechanism
+    ];
     set(items, "saslMechanism", mechanism);
     secrets = true;
   } else if (clientCert) {
@@ -196,7 +204,8 @@ function kafka(spec: NonNullable<EventBusSpec["kafka"]>): { type: string; items:
   }
   if (tls) {
     if (spec.tls?.caSecret !== undefined) items.push(secretRef("caCert", spec.tls.caSecret));
-    if (clientCert) items.push(secretRef("clientCert", spec.tls!.certSecret!), secretRef("clientKey", spec.tls!.keySecret!));
+    if (clientCert)
+      items.push(secretRef("clientCert", spec.tls!.certSecret!), secretRef("clientKey", spec.tls!.keySecret!));
     if (spec.tls?.insecureSkipVerify === true) set(items, "skipVerify", "true");
     secrets ||= spec.tls?.caSecret !== undefined || clientCert;
   } else {
@@ -240,7 +249,8 @@ function redisSafe(items: Items): void {
       items.push({ name, value: String(fallback) });
     } else if (item.value !== undefined && !/^\d+$/.test(item.value.trim())) {
       const ms = parseDuration(item.value);
-      if (ms === undefined) throw new OfEventsError(ErrorCode.Config, `dapr.metadata ${name}: "${item.value}" is not a duration`);
+      if (ms === undefined)
+        throw new OfEventsError(ErrorCode.Config, `dapr.metadata ${name}: "${item.value}" is not a duration`);
       item.value = String(ms);
     }
   }
@@ -313,7 +323,10 @@ export function renderDaprComponents(bus: AnyEventBus, options: RenderDaprOption
         retries: {
           [inbound]: {
             policy: "exponential",
-            maxInterval: goDuration("inboundMaxInterval", options.inboundMaxInterval ?? DaprDefaults.inboundMaxInterval),
+            maxInterval: goDuration(
+              "inboundMaxInterval",
+              options.inboundMaxInterval ?? DaprDefaults.inboundMaxInterval,
+            ),
             maxRetries: options.inboundRetries ?? DaprDefaults.inboundRetries,
           },
           [outbound]: {

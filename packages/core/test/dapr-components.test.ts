@@ -1,6 +1,8 @@
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import {
   API_VERSION,
+  loadManifests,
   ErrorCode,
   OfEventsError,
   eventBusSchema,
@@ -57,11 +59,17 @@ const NATS_STREAMING: EventBusSpec = {
 describe("dapr components - shape", () => {
   it("dapr components - a Component named after the bus, then its Resiliency, in the bus's namespace", () => {
     const objects = renderDaprComponents(bus(JETSTREAM));
-    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(["Component/default", "Resiliency/default-resiliency"]);
+    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
+      "Component/default",
+      "Resiliency/default-resiliency",
+    ]);
     for (const o of objects) {
       expect(o.apiVersion).toBe("dapr.io/v1alpha1");
       expect(o.metadata.namespace).toBe("shop");
-      expect(o.metadata.labels).toEqual({ "app.kubernetes.io/managed-by": "ofevents", "events.openfunction.io/eventbus": "default" });
+      expect(o.metadata.labels).toEqual({
+        "app.kubernetes.io/managed-by": "ofevents",
+        "events.openfunction.io/eventbus": "default",
+      });
     }
     expect(component(objects).spec).toMatchObject({ type: "pubsub.jetstream", version: "v1" });
   });
@@ -79,7 +87,10 @@ describe("dapr components - shape", () => {
     });
     expect(objects.map((o) => o.metadata.name)).toEqual(["bus-shared", "bus-shared-resiliency"]);
     expect(objects.map((o) => o.metadata.namespace)).toEqual([undefined, undefined]);
-    expect(objects.map((o) => o.scopes)).toEqual([["trigger-a", "trigger-b"], ["trigger-a", "trigger-b"]]);
+    expect(objects.map((o) => o.scopes)).toEqual([
+      ["trigger-a", "trigger-b"],
+      ["trigger-a", "trigger-b"],
+    ]);
     expect(renderDaprComponents(bus(KAFKA), { namespace: "other" })[0]!.metadata.namespace).toBe("other");
   });
 
@@ -90,6 +101,14 @@ describe("dapr components - shape", () => {
     expect(JSON.stringify(b)).toBe(before);
   });
 
+  it("dapr components - every bus of examples/eventbus/dapr.yaml renders", async () => {
+    const m = await loadManifests([fileURLToPath(new URL("../../../examples/eventbus/dapr.yaml", import.meta.url))]);
+    expect(m.issues).toEqual([]);
+    const rendered = m.eventBuses.map((b) => renderDaprComponents(b.resource));
+    expect(rendered.map((objects) => component(objects).spec.type)).toEqual(["pubsub.redis", "pubsub.jetstream"]);
+    expect(meta(rendered[0]!)["redeliverInterval"]).toBe("15000");
+  });
+
   it("dapr components - objects survive JSON (what the local runner writes into daprd's resources path)", () => {
     const objects = renderDaprComponents(bus(KAFKA));
     expect(JSON.parse(JSON.stringify(objects))).toEqual(objects);
@@ -98,7 +117,9 @@ describe("dapr components - shape", () => {
 
 describe("dapr components - each bus kind", () => {
   it("dapr components - jetstream: per-app durable and queue group, parallel, new groups start now, no stream or maxDeliver", () => {
-    const m = meta(renderDaprComponents(bus({ jetstream: { url: "nats://a:4222,nats://b:4222", ackWait: "PT45S", replicas: 3 } })));
+    const m = meta(
+      renderDaprComponents(bus({ jetstream: { url: "nats://a:4222,nats://b:4222", ackWait: "PT45S", replicas: 3 } })),
+    );
     expect(m).toEqual({
       natsURL: "nats://a:4222,nats://b:4222",
       replicas: "3",
@@ -173,7 +194,11 @@ describe("dapr components - each bus kind", () => {
     {
       name: "TLS with a client certificate (mTLS)",
       kafka: {
-        tls: { certSecret: { name: "c", key: "tls.crt" }, keySecret: { name: "c", key: "tls.key" }, insecureSkipVerify: true },
+        tls: {
+          certSecret: { name: "c", key: "tls.crt" },
+          keySecret: { name: "c", key: "tls.key" },
+          insecureSkipVerify: true,
+        },
       },
       expected: { authType: "mtls", clientCert: "secret:c/tls.crt", clientKey: "secret:c/tls.key", skipVerify: "true" },
     },
@@ -192,9 +217,9 @@ describe("dapr components - each bus kind", () => {
   });
 
   it("dapr components - kafka: the topic prefix prefixes the consumer group too", () => {
-    expect(meta(renderDaprComponents(bus({ kafka: { brokers: "k:9092", topicPrefix: "ofevents." } })))["consumerGroup"]).toBe(
-      "ofevents.{appID}",
-    );
+    expect(
+      meta(renderDaprComponents(bus({ kafka: { brokers: "k:9092", topicPrefix: "ofevents." } })))["consumerGroup"],
+    ).toBe("ofevents.{appID}");
   });
 
   it("dapr components - the dapr block keeps its type, version and metadata; what the user set wins", () => {
@@ -213,7 +238,12 @@ describe("dapr components - each bus kind", () => {
       }),
     );
     expect(component(objects).spec).toMatchObject({ type: "pubsub.kafka", version: "v2" });
-    expect(meta(objects)).toMatchObject({ brokers: "k:9092", authType: "none", initialOffset: "newest", consumerGroup: "fixed" });
+    expect(meta(objects)).toMatchObject({
+      brokers: "k:9092",
+      authType: "none",
+      initialOffset: "newest",
+      consumerGroup: "fixed",
+    });
   });
 
   it("dapr components - any other pub/sub type passes through as given, with the Resiliency", () => {
@@ -239,7 +269,11 @@ describe("dapr components - each bus kind", () => {
       spec: {
         kafka: {
           brokers: "k:9092",
-          sasl: { mechanism: "plain", usernameSecret: { name: "a", key: "u" }, passwordSecret: { name: "a", key: "p" } },
+          sasl: {
+            mechanism: "plain",
+            usernameSecret: { name: "a", key: "u" },
+            passwordSecret: { name: "a", key: "p" },
+          },
           tls: { certSecret: { name: "c", key: "crt" }, keySecret: { name: "c", key: "key" } },
         },
       } as EventBusSpec,
@@ -263,20 +297,29 @@ describe("dapr components - settings that would lose or stall messages are set s
     { kind: "kafka", spec: KAFKA },
     { kind: "redis (dapr block)", spec: REDIS },
     { kind: "dapr block, other type", spec: { dapr: { type: "pubsub.pulsar" } } as EventBusSpec },
-  ])("dapr components - $kind: daprd retries a failed delivery a bounded number of times, then dead-letters it", ({ spec }) => {
-    const r = resiliency(renderDaprComponents(bus(spec)));
-    const target = r.spec.targets.components["default"];
-    const inbound = r.spec.policies.retries[target?.inbound?.retry ?? ""];
-    // A bounded count: with none daprd retries forever; with no policy at all Redis acks the
-    // failure (lost), JetStream redelivers at once without end.
-    expect(inbound).toEqual({ policy: "exponential", maxInterval: "30000ms", maxRetries: 5 });
-    const outbound = r.spec.policies.retries[target?.outbound?.retry ?? ""];
-    expect(outbound?.maxRetries).toBe(3);
-  });
+  ])(
+    "dapr components - $kind: daprd retries a failed delivery a bounded number of times, then dead-letters it",
+    ({ spec }) => {
+      const r = resiliency(renderDaprComponents(bus(spec)));
+      const target = r.spec.targets.components["default"];
+      const inbound = r.spec.policies.retries[target?.inbound?.retry ?? ""];
+      // A bounded count: with none daprd retries forever; with no policy at all Redis acks the
+      // failure (lost), JetStream redelivers at once without end.
+      expect(inbound).toEqual({ policy: "exponential", maxInterval: "30000ms", maxRetries: 5 });
+      const outbound = r.spec.policies.retries[target?.outbound?.retry ?? ""];
+      expect(outbound?.maxRetries).toBe(3);
+    },
+  );
 
   it("dapr components - the retry policy can be tuned", () => {
-    const r = resiliency(renderDaprComponents(bus(KAFKA), { inboundRetries: 2, inboundMaxInterval: "PT5S", outboundRetries: 0 }));
-    expect(r.spec.policies.retries["default-inbound"]).toEqual({ policy: "exponential", maxInterval: "5000ms", maxRetries: 2 });
+    const r = resiliency(
+      renderDaprComponents(bus(KAFKA), { inboundRetries: 2, inboundMaxInterval: "PT5S", outboundRetries: 0 }),
+    );
+    expect(r.spec.policies.retries["default-inbound"]).toEqual({
+      policy: "exponential",
+      maxInterval: "5000ms",
+      maxRetries: 2,
+    });
     expect(r.spec.policies.retries["default-outbound"]?.maxRetries).toBe(0);
   });
 
@@ -311,15 +354,21 @@ describe("dapr components - settings that would lose or stall messages are set s
     );
     expect(m["redeliverInterval"]).toBe("1000");
     expect(m["processingTimeout"]).toBe("120000");
-    expect(meta(renderDaprComponents(bus({ dapr: { type: "pubsub.redis", metadata: [{ name: "redeliverInterval", value: "500" }] } })))[
-      "redeliverInterval"
-    ]).toBe("500");
+    expect(
+      meta(
+        renderDaprComponents(
+          bus({ dapr: { type: "pubsub.redis", metadata: [{ name: "redeliverInterval", value: "500" }] } }),
+        ),
+      )["redeliverInterval"],
+    ).toBe("500");
   });
 
   it("dapr components - kafka: a new group reads from the oldest offset (newest misses what is published before it joins)", () => {
     expect(meta(renderDaprComponents(bus(KAFKA)))["initialOffset"]).toBe("oldest");
     expect(
-      meta(renderDaprComponents(bus({ dapr: { type: "pubsub.kafka", metadata: [{ name: "brokers", value: "k:9092" }] } })))["initialOffset"],
+      meta(
+        renderDaprComponents(bus({ dapr: { type: "pubsub.kafka", metadata: [{ name: "brokers", value: "k:9092" }] } })),
+      )["initialOffset"],
     ).toBe("oldest");
   });
 
@@ -356,8 +405,17 @@ describe("dapr components - settings that would lose or stall messages are set s
 
   it("dapr components - jetstream: a failed delivery waits ackWait instead of coming back at once (no hot loop), also in the dapr block", () => {
     expect(meta(renderDaprComponents(bus(JETSTREAM)))["ackWait"]).toBe("30000ms");
-    const m = meta(renderDaprComponents(bus({ dapr: { type: "pubsub.jetstream", metadata: [{ name: "natsURL", value: "nats://n:4222" }] } })));
-    expect(m).toMatchObject({ ackWait: "30s", concurrency: "parallel", durableName: "{appID}", queueGroupName: "{appID}" });
+    const m = meta(
+      renderDaprComponents(
+        bus({ dapr: { type: "pubsub.jetstream", metadata: [{ name: "natsURL", value: "nats://n:4222" }] } }),
+      ),
+    );
+    expect(m).toMatchObject({
+      ackWait: "30s",
+      concurrency: "parallel",
+      durableName: "{appID}",
+      queueGroupName: "{appID}",
+    });
   });
 
   it("dapr components - jetstream: no maxDeliver (JetStream stops delivering after it: neither acked nor dead-lettered)", () => {

@@ -1,4 +1,5 @@
 import { OfEventsError, ErrorCode, type EventBusSpec, type Logger, type SecretResolver } from "@ofevents/core";
+import type { DaprBusOptions } from "./drivers/dapr.js";
 import { createMemoryBus } from "./drivers/memory.js";
 import type { EventBus } from "./types.js";
 
@@ -8,15 +9,28 @@ export interface CreateEventBusOptions {
   secrets?: SecretResolver | undefined;
   /** Namespace of the EventBus resource, for secret look-ups (default "default"). */
   namespace?: string | undefined;
+  /** "dapr": whatever the spec says, go through the Dapr sidecar (its Component names the broker). */
+  via?: "direct" | "dapr" | undefined;
+  /** Sidecar and pub/sub Component, for `via: "dapr"` or a `spec.dapr` bus. */
+  dapr?: DaprBusOptions | undefined;
 }
 
 /**
  * Creates the bus an EventBus spec describes, picked by the field that is set; `undefined` gives
- * the in-memory bus. `natsStreaming` must be mapped to `jetstream` by the caller (it warns).
+ * the in-memory bus. `via: "dapr"` (or a `spec.dapr` bus) goes through the Dapr sidecar instead,
+ * whatever broker its Component names. `natsStreaming` must be mapped to `jetstream` by the
+ * caller (it warns).
  * Drivers of external systems load lazily, so their clients load only when used. Resolves once
  * the bus is connected.
  */
 export async function createEventBus(spec: EventBusSpec | undefined, options: CreateEventBusOptions): Promise<EventBus> {
+  if (options.via === "dapr" || spec?.dapr !== undefined) {
+    if (options.dapr === undefined) {
+      throw new OfEventsError(ErrorCode.Config, "a bus through Dapr needs options.dapr (at least pubsubName)");
+    }
+    const { createDaprBus } = await import("./drivers/dapr.js");
+    return createDaprBus({ ...options.dapr, logger: options.logger, spec });
+  }
   if (spec === undefined || spec.memory !== undefined) {
     return createMemoryBus({ logger: options.logger, maxDeliver: spec?.memory?.maxDeliver });
   }

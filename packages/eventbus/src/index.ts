@@ -18,3 +18,4 @@ export {
 export { withDeadLetterReason } from "./deadletter.js";
 export { createMemoryBus, type MemoryBusOptions } from "./drivers/memory.js";
 export { createEventBus, type CreateEventBusOptions } from "./factory.js";
+export type { CreateDaprBusOptions, DaprBusOptions } from "./drivers/dapr.js";
