@@ -12,6 +12,7 @@ import {
   formatIssue,
   generateCrds,
   newEvent,
+  parseDuration,
   withReference,
   type LogFormat,
   type Logger,
@@ -27,7 +28,8 @@ Usage:
       Run every EventSource, Trigger and local Function in one process; with --metrics-port,
       serve Prometheus metrics at GET /metrics on that port.
   ofevents eventsource -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--host 0.0.0.0]
-  ofevents trigger -f <file|folder>... [--name [ns/]name] [--health-port 8081]
+                      [--bus-driver auto|direct|dapr] [--pubsub-name <component>] [--sidecar-timeout 60s]
+  ofevents trigger -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--bus-driver ...]
       Run one EventSource or Trigger with its bus (the container entrypoints): /healthz, /readyz, /metrics.
   ofevents validate -f <file|folder>...
       Print every problem in the manifests; exit 1 when there is one.
@@ -159,8 +161,16 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
       "log-format": { type: "string", default: "json" },
       host: { type: "string", default: "0.0.0.0" },
       "health-port": { type: "string", default: process.env["HEALTH_PORT"] ?? "8081" },
+      "bus-driver": { type: "string", default: "auto" },
+      "pubsub-name": { type: "string" },
+      "sidecar-timeout": { type: "string", default: "60s" },
     },
   });
+  const busDriver = values["bus-driver"];
+  if (busDriver !== "auto" && busDriver !== "direct" && busDriver !== "dapr")
+    throw new Error("--bus-driver must be auto, direct or dapr");
+  const sidecarTimeoutMs = parseDuration(values["sidecar-timeout"]);
+  if (sidecarTimeoutMs === undefined) throw new Error("--sidecar-timeout must be a duration such as 60s");
   const format = values["log-format"] as LogFormat;
   if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
   const logger = createLogger({ level: values["log-level"] ?? "info", format, write: out });
@@ -174,6 +184,9 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
     logger,
     host: values.host,
     healthPort,
+    busDriver,
+    pubsubName: values["pubsub-name"],
+    sidecarTimeoutMs,
   });
   await untilSignal(running.stop, logger, err);
   logger.info("stopped");

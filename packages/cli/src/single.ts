@@ -22,7 +22,7 @@ import {
   type Metrics,
   type Sink,
 } from "@ofevents/core";
-import { createEventBus, type EventBus } from "@ofevents/eventbus";
+import { createEventBus, createJetStreamTopicPreparer, type EventBus } from "@ofevents/eventbus";
 import { createWebhookServers, startEventSource, type SourceEvents } from "@ofevents/eventsource";
 import { startTrigger, type TriggerEvents } from "@ofevents/trigger";
 import { validateAll } from "./embedded.js";
@@ -38,6 +38,17 @@ export interface SingleOptions {
   healthHost?: string | undefined;
   /** Where the resource's and its bus's metrics go (default: a new registry with process metrics). */
   metrics?: Metrics | undefined;
+  /**
+   * How to reach the bus: `direct` (the broker's own client), `dapr` (through the sidecar), or
+   * `auto` (default): Dapr when the sidecar's variables DAPR_HTTP_PORT / DAPR_GRPC_PORT are set or
+   * the bus is a generic `dapr` one.
+   */
+  busDriver?: "auto" | "direct" | "dapr" | undefined;
+  /** Dapr pub/sub component name (default: the bus's name, as the controller renders it). */
+  pubsubName?: string | undefined;
+  /** How long to wait for the sidecar, ms (default 60,000). */
+  sidecarTimeoutMs?: number | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
 }
 
 export interface Single {
@@ -114,7 +125,37 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
         );
       }
       if (r.warning !== undefined) log.warn({ eventBus: busName }, r.warning);
-      const b = await createEventBus(r.spec, { logger: o.logger, secrets, namespace });
+      const env = o.env ?? process.env;
+      const sidecar = env["DAPR_HTTP_PORT"] !== undefined || env["DAPR_GRPC_PORT"] !== undefined;
+      const viaDapr =
+        o.busDriver === "dapr" || ((o.busDriver ?? "auto") === "auto" && (sidecar || r.spec?.dapr !== undefined));
+      let prepareTopic: ((topic: string) => Promise<void>) | undefined;
+      const jsUrl = r.spec?.jetstream?.url;
+      if (viaDapr && jsUrl !== undefined) {
+        const preparer = createJetStreamTopicPreparer(jsUrl);
+        prepareTopic = (t) => preparer.prepareTopic(t);
+        stops.push(() => preparer.close());
+      }
+      if (viaDapr)
+        log.info(
+          { eventBus: busName, pubsubName: o.pubsubName ?? busName },
+          "reaching the bus through the Dapr sidecar",
+        );
+      const b = await createEventBus(r.spec, {
+        logger: o.logger,
+        secrets,
+        namespace,
+        ...(viaDapr
+          ? {
+              via: "dapr" as const,
+              dapr: {
+                pubsubName: o.pubsubName ?? busName,
+                prepareTopic,
+                sidecarTimeoutMs: o.sidecarTimeoutMs ?? 60_000,
+              },
+            }
+          : {}),
+      });
       metrics.observeBus(b.events, { bus: r.key, driver: b.driver });
       bus = b;
       stops.push(() => b.close());

@@ -23,7 +23,10 @@ export interface CreateEventBusOptions {
  * Drivers of external systems load lazily, so their clients load only when used. Resolves once
  * the bus is connected.
  */
-export async function createEventBus(spec: EventBusSpec | undefined, options: CreateEventBusOptions): Promise<EventBus> {
+export async function createEventBus(
+  spec: EventBusSpec | undefined,
+  options: CreateEventBusOptions,
+): Promise<EventBus> {
   if (options.via === "dapr" || spec?.dapr !== undefined) {
     if (options.dapr === undefined) {
       throw new OfEventsError(ErrorCode.Config, "a bus through Dapr needs options.dapr (at least pubsubName)");

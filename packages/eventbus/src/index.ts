@@ -19,3 +19,5 @@ export { withDeadLetterReason } from "./deadletter.js";
 export { createMemoryBus, type MemoryBusOptions } from "./drivers/memory.js";
 export { createEventBus, type CreateEventBusOptions } from "./factory.js";
 export type { CreateDaprBusOptions, DaprBusOptions } from "./drivers/dapr.js";
+export { createJetStreamTopicPreparer, daprJetStreamStreamName } from "./drivers/dapr-jetstream.js";
+export type { JetStreamTopicPreparer } from "./drivers/dapr-jetstream.js";
