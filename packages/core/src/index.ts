@@ -64,6 +64,7 @@ export type { FunctionResource, SecretResource } from "./functions.js";
 export { listManifestFiles, loadManifests, loadManifestsOrThrow, parseManifestText } from "./loader.js";
 export type { Located, Manifests, SkippedDocument } from "./loader.js";
 export { validateSemantics } from "./validate.js";
+export { toYaml } from "./yaml.js";
 export { generateCrds } from "./crds.js";
 
 export { durationMs, parseDuration } from "./duration.js";
@@ -103,13 +104,25 @@ export {
 } from "./expr/condition.js";
 export type { ConditionAst } from "./expr/condition.js";
 
-export { createSecretResolver } from "./secrets.js";
+export { createSecretResolver, envNameFor } from "./secrets.js";
 export type { SecretResolver } from "./secrets.js";
 
 export { DEFAULT_DELIVERY, createSinkClient, deliveryPolicy, encodeHttp } from "./sink.js";
 export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
 export { resolveEventBus } from "./buses.js";
+export {
+  DEFAULT_JETSTREAM_STREAM_PREFIX,
+  daprJetStreamStreamName,
+  jetStreamNames,
+  kafkaBusNames,
+  kafkaName,
+  natsSourceDurable,
+  natsToken,
+  sourceConsumerName,
+  triggerGroup,
+} from "./naming.js";
+export type { JetStreamNames } from "./naming.js";
 export type { ResolvedBus } from "./buses.js";
 export {
   DAPR_API_VERSION,

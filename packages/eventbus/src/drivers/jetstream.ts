@@ -18,7 +18,6 @@
  * `[A-Za-z0-9-]`, doubles `_` and writes any other byte of the UTF-8 encoding as `_XX`, which is
  * injective and valid in subjects, stream and consumer names.
  */
-import { createHash } from "node:crypto";
 import {
   AckPolicy,
   DeliverPolicy,
@@ -42,9 +41,12 @@ import {
 } from "nats";
 import {
   BusError,
+  DEFAULT_JETSTREAM_STREAM_PREFIX,
   ErrorCode,
   OfEventsError,
   backoffDelay,
+  jetStreamNames,
+  natsToken,
   createInstrumentation,
   decodeEvent,
   durationMs,
@@ -52,6 +54,7 @@ import {
   sleep,
   type CloudEvent,
   type JetStreamBusSpec,
+  type JetStreamNames,
   type Logger,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
@@ -68,13 +71,15 @@ import {
   type Subscription,
 } from "../types.js";
 
-export const DEFAULT_STREAM_PREFIX = "ofevents";
+// The names live in core (naming.ts), so the controller's KEDA scalers use the same ones.
+export { jetStreamNames, natsToken };
+export type { JetStreamNames };
+
+export const DEFAULT_STREAM_PREFIX = DEFAULT_JETSTREAM_STREAM_PREFIX;
 export const DEFAULT_ACK_WAIT = "30s";
 export const DEFAULT_MAX_AGE = "168h";
 /** JetStream's default duplicate window; shortened to maxAge when that is shorter. */
 const DUPLICATE_WINDOW_MS = 120_000;
-/** Longest token kept as is; longer ones are shortened and suffixed with a hash. */
-const TOKEN_MAX = 200;
 const PREFIX_MAX = 40;
 /** Unacknowledged messages a consumer may have out (members, nak-delayed retries) at least. */
 const MIN_MAX_ACK_PENDING = 1024;
@@ -101,38 +106,6 @@ export interface JetStreamBusTuning {
   drainTimeoutMs?: number | undefined;
   /** Timeout of the first connect, ms (5000). */
   connectTimeoutMs?: number | undefined;
-}
-
-/**
- * A name as one NATS token: `[A-Za-z0-9-]` kept, `_` doubled, every other UTF-8 byte as `_XX`
- * (upper-case hex). Injective, so distinct topics never share a stream. A token longer than 200
- * characters is cut to 183 and suffixed with `-` and 16 hex digits of the name's SHA-256.
- */
-export function natsToken(name: string): string {
-  if (name === "") throw new TypeError("a topic or group name must not be empty");
-  let out = "";
-  for (const ch of name) {
-    if (/^[A-Za-z0-9-]$/.test(ch)) out += ch;
-    else if (ch === "_") out += "__";
-    else for (const b of Buffer.from(ch, "utf8")) out += `_${b.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  if (out.length <= TOKEN_MAX) return out;
-  const hash = createHash("sha256").update(name).digest("hex").slice(0, 16);
-  return `${out.slice(0, TOKEN_MAX - 17)}-${hash}`;
-}
-
-/** Where a bus topic lives, and what a group's consumer is called (KEDA's scaler needs both). */
-export interface JetStreamNames {
-  stream: string;
-  subject: string;
-  consumer: string | undefined;
-}
-
-/** The stream, subject and (given a group) consumer names of a topic under a stream prefix. */
-export function jetStreamNames(prefix: string, topic: string, group?: string): JetStreamNames {
-  const p = natsToken(prefix);
-  const t = natsToken(topic);
-  return { stream: `${p}-${t}`, subject: `${p}.${t}`, consumer: group === undefined ? undefined : natsToken(group) };
 }
 
 function jsErrCode(err: unknown): number | undefined {

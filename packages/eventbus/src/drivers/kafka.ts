@@ -12,7 +12,6 @@
  * process with exponential backoff; a message being retried holds its slot and the watermark,
  * not the partition: later messages keep flowing.
  */
-import { createHash } from "node:crypto";
 import kafkajs from "kafkajs";
 import type {
   Admin,
@@ -35,6 +34,7 @@ import {
   createInstrumentation,
   decodeEvent,
   encodeEvent,
+  kafkaName,
   newEvent,
   sleep,
   type CloudEvent,
@@ -55,6 +55,9 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from "../types.js";
+
+// kafkaName lives in core (naming.ts), so the controller's KEDA scalers use the same names.
+export { kafkaName };
 
 const { Kafka, Partitioners, logLevel: KafkaLogLevel } = kafkajs;
 
@@ -77,8 +80,6 @@ export interface KafkaBusTuning {
 }
 
 const CONTENT_TYPE = "application/cloudevents+json; charset=utf-8";
-const MAX_NAME = 249;
-const INVALID_NAME_CHARS = /[^a-zA-Z0-9._-]/g;
 const MAX_BACKOFF_MS = 30_000;
 /** Bounds of one produce request (the broker's default message.max.bytes is 1 MiB per batch). */
 const MAX_BATCH_RECORDS = 500;
@@ -89,18 +90,6 @@ const SINCE_PREFIX = "ofevents.since=";
 const CLOCK_SKEW_MS = 10_000;
 /** The type of the envelope that carries a record that is not a CloudEvent to the dead-letter topic. */
 export const UNDECODABLE_EVENT_TYPE = "io.ofevents.bus.undecodable";
-
-/**
- * A valid Kafka topic or group name for `name`: characters outside [a-zA-Z0-9._-] become "_",
- * and a name that had to change (or is longer than 249) gets a short hash of the original, so
- * two different bus names never share a Kafka name.
- */
-export function kafkaName(name: string): string {
-  const clean = name.replace(INVALID_NAME_CHARS, "_");
-  if (clean === name && name.length > 0 && name.length <= MAX_NAME && name !== "." && name !== "..") return name;
-  const hash = createHash("sha256").update(name).digest("hex").slice(0, 8);
-  return `${clean.slice(0, MAX_NAME - 9)}_${hash}`;
-}
 
 /** The record key: the CloudEvents `partitionkey` extension (Kafka binding), else the event id. */
 function recordKey(event: CloudEvent): string {

@@ -1,0 +1,61 @@
+/**
+ * The checks an EventSource must pass before the controller renders it, beyond what the API
+ * server's schema enforces: the zod schema (its cross-field rules are not in the CRD), the log
+ * level, webhook ports (not the health port), sink refs it can resolve, and the bus (found,
+ * usable on a cluster). The result is the `Ready` condition to write: never a throw.
+ */
+import {
+  eventSourceSchema,
+  namespaceOf,
+  type EventSource,
+  type ResolvedBus,
+  type ValidationIssue,
+} from "@ofevents/core";
+import type { Validation } from "../conditions.js";
+import { resolveOptions, type ControllerOptions } from "../options.js";
+import { sinkIssues } from "../sinks.js";
+import { busIssues, failed, logLevelIssues, outcome, parseWith, type BusCatalog } from "../validation.js";
+
+export interface ValidateEventSourceContext {
+  buses: BusCatalog;
+  options: ControllerOptions;
+}
+
+/**
+ * Validates a raw EventSource (as read from the API server). `ok` with the parsed resource and its
+ * resolved bus (undefined when it sends to a sink), or not `ok` with the issues and a
+ * `Ready: False` condition whose reason names the first problem.
+ */
+export function validateEventSource(
+  raw: unknown,
+  ctx: ValidateEventSourceContext,
+): Validation<EventSource, { bus: ResolvedBus | undefined }> {
+  const options = resolveOptions(ctx.options);
+  const parsed = parseWith(eventSourceSchema, raw);
+  if (parsed.value === undefined) return failed(raw, undefined, parsed.issues);
+  const es = parsed.value;
+  const issues: ValidationIssue[] = [...logLevelIssues(es.spec.logLevel)];
+  for (const [event, w] of Object.entries(es.spec.webhook ?? {})) {
+    const port = Number(w.port);
+    const path = `spec.webhook.${event}.port`;
+    if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+      issues.push({ code: "invalid_value", path, message: `${w.port} is not a port (1-65535)` });
+    } else if (port === options.healthPort) {
+      issues.push({
+        code: "invalid_value",
+        path,
+        message: `port ${port} is the workload's health port: choose another`,
+      });
+    }
+  }
+  issues.push(...sinkIssues(es.spec.sink, "spec.sink"));
+  let bus: ResolvedBus | undefined;
+  let note: string | undefined;
+  if (es.spec.sink === undefined && es.spec.eventBus !== undefined) {
+    const b = busIssues(es.spec.eventBus, namespaceOf(es), ctx.buses, options);
+    bus = b.bus;
+    note = b.bus.warning;
+    issues.push(...b.issues);
+  }
+  return outcome(raw, es, issues, { bus }, note);
+}
