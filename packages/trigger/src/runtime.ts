@@ -30,6 +30,7 @@ import {
   type SinkClient,
   type Subscriber,
   type Trigger,
+  triggerGroup,
 } from "@ofevents/core";
 import { withDeadLetterReason, type EventBus, type Subscription } from "@ofevents/eventbus";
 import { Correlator, type PendingEntry } from "./correlator.js";
@@ -346,7 +347,7 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
   const name = trigger.metadata.name;
   const events = o.instrumentation ?? createInstrumentation<TriggerEvents>();
   const log = o.logger.child({ component: "trigger", trigger: `${namespace}/${name}` });
-  const group = o.group ?? `trigger-${namespace}-${name}`;
+  const group = o.group ?? triggerGroup(namespace, name);
   let stopping = false;
   const resolveSink = (s: Sink): string => {
     const url = o.resolveSink?.(s, namespace) ?? s.uri;

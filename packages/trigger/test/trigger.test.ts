@@ -55,7 +55,7 @@ class Sink {
   }
 }
 
-async function until(pred: () => boolean, ms = 5000, what = "condition"): Promise<void> {
+async function until(pred: () => boolean, ms = 15_000, what = "condition"): Promise<void> {
   const t0 = Date.now();
   while (!pred()) {
     if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);

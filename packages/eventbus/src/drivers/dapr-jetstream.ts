@@ -3,6 +3,7 @@
  * this creates one stream per Dapr topic, whose only subject is the topic, before its first use
  * (idempotent: an existing stream is fine).
  */
+import { daprJetStreamStreamName } from "@ofevents/core";
 import { connect, type JetStreamManager, type NatsConnection } from "nats";
 
 export interface JetStreamTopicPreparer {
@@ -10,10 +11,7 @@ export interface JetStreamTopicPreparer {
   close(): Promise<void>;
 }
 
-/** Stream name for a Dapr topic: `T-<hex of the topic>` (valid and collision-free). */
-export function daprJetStreamStreamName(daprTopic: string): string {
-  return `T-${Buffer.from(daprTopic).toString("hex")}`;
-}
+export { daprJetStreamStreamName };
 
 export function createJetStreamTopicPreparer(url: string): JetStreamTopicPreparer {
   let conn: Promise<{ nc: NatsConnection; jsm: JetStreamManager }> | undefined;

@@ -35,6 +35,7 @@ import {
   type Logger,
   type TlsSpec,
   type ValidationIssue,
+  sourceConsumerName,
 } from "@ofevents/core";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 import {
@@ -68,7 +69,7 @@ const TOPIC_NAME = /^[A-Za-z0-9._-]{1,249}$/;
 
 /** `ofevents-{namespace}-{eventSource}-{event}` */
 export function defaultConsumerGroup(ctx: Pick<SourceContext, "namespace" | "eventSource" | "eventName">): string {
-  return `ofevents-${ctx.namespace}-${ctx.eventSource}-${ctx.eventName}`;
+  return sourceConsumerName(ctx.namespace, ctx.eventSource, ctx.eventName);
 }
 
 /** Splits OpenFunction's comma-separated `brokers` into host:port entries and the invalid ones. */

@@ -26,6 +26,7 @@ import {
   type CloudEvent,
   type MqttSourceSpec,
   type ValidationIssue,
+  sourceConsumerName,
 } from "@ofevents/core";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 
@@ -213,7 +214,7 @@ function clientOptions(ctx: SourceContext, spec: MqttSourceSpec, protocolVersion
     protocol: scheme.protocol,
     host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
     port: url.port === "" ? scheme.port : Number(url.port),
-    clientId: spec.consumerID ?? `ofevents-${ctx.namespace}-${ctx.eventSource}-${ctx.eventName}`,
+    clientId: spec.consumerID ?? sourceConsumerName(ctx.namespace, ctx.eventSource, ctx.eventName),
     clean,
     protocolVersion,
     keepalive: KEEPALIVE_S,

@@ -46,6 +46,8 @@ import {
   type Logger,
   type NatsSourceSpec,
   type ValidationIssue,
+  natsSourceDurable,
+  sourceConsumerName,
 } from "@ofevents/core";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 import {
@@ -79,7 +81,7 @@ const NAME = /^[^\s.*>/\\]+$/;
 
 /** `ofevents-{namespace}-{eventSource}-{event}`, with characters a durable name cannot hold as `_`. */
 export function defaultDurable(ctx: Pick<SourceContext, "namespace" | "eventSource" | "eventName">): string {
-  return `ofevents-${ctx.namespace}-${ctx.eventSource}-${ctx.eventName}`.replace(/[^A-Za-z0-9_-]/g, "_");
+  return natsSourceDurable(ctx.namespace, ctx.eventSource, ctx.eventName);
 }
 
 /** Checks a subject to subscribe to: dot-separated tokens, `*` as a whole token, `>` only last. */
@@ -311,7 +313,7 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
     try {
       nc = await connect({
         servers: parseServers(spec.url).servers,
-        name: `ofevents-${ctx.namespace}-${ctx.eventSource}-${ctx.eventName}`,
+        name: sourceConsumerName(ctx.namespace, ctx.eventSource, ctx.eventName),
         maxReconnectAttempts: -1,
         ...authOptions(ctx, spec),
       });

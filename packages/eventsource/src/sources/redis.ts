@@ -29,6 +29,7 @@ import {
   type Logger,
   type RedisSourceSpec,
   type ValidationIssue,
+  sourceConsumerName,
 } from "@ofevents/core";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 
@@ -307,7 +308,7 @@ function streamLoop(
 ): Loop {
   const log = ctx.logger;
   const stream = spec.stream;
-  const group = spec.consumerGroup ?? `ofevents-${ctx.namespace}-${ctx.eventSource}-${ctx.eventName}`;
+  const group = spec.consumerGroup ?? sourceConsumerName(ctx.namespace, ctx.eventSource, ctx.eventName);
   const consumer = spec.consumerName ?? hostname();
   const minIdle = durationField(spec.processingTimeout) ?? DEFAULT_PROCESSING_TIMEOUT_MS;
   const redeliverEvery = durationField(spec.redeliverInterval) ?? DEFAULT_REDELIVER_INTERVAL_MS;
