@@ -15,8 +15,10 @@
  *   joined), component retries never give up (`backOffMaxRetries: -1`, no elapsed-time limit):
  *   a message is dead-lettered by daprd or retried, never skipped.
  * - JetStream: `ackWait` set (a failed delivery is redelivered after it, not at once),
- *   `concurrency: parallel`, no `maxDeliver` (JetStream would silently stop delivering), no
- *   `streamName`: each topic resolves to its own stream, so one durable name serves every topic.
+ *   `concurrency: single` (with "parallel" every message is acked on receipt: at most once)
+ *   and `maxAckPending: 100` (what waits in daprd must not outlast ackWait), no `maxDeliver`
+ *   (JetStream would silently stop delivering), no `streamName`: each topic resolves to its
+ *   own stream, so one durable name serves every topic.
  * - Redis: `redeliverInterval` / `processingTimeout` written in milliseconds (daprd ignores
  *   `redeliverInterval: 1s`, a Go duration, and falls back to 15 s).
  */
@@ -100,6 +102,7 @@ export const DaprDefaults = {
   outboundRetries: 3,
   outboundMaxInterval: "2s",
   jetstreamAckWait: "30s",
+  jetstreamMaxAckPending: 100,
   redisRedeliverIntervalMs: 15_000,
   redisProcessingTimeoutMs: 60_000,
   kafkaBackOffDuration: "5s",
@@ -171,8 +174,14 @@ function jetstreamSafe(items: Items): void {
   setDefault(items, "queueGroupName", DAPR_APP_ID);
   // Without ackWait a failed delivery is nak'ed for immediate redelivery: a hot loop.
   setDefault(items, "ackWait", DaprDefaults.jetstreamAckWait);
-  // "single" hands the app one message at a time per subscription.
-  setDefault(items, "concurrency", "parallel");
+  // "single" (one message at a time per subscription), never "parallel": the component then
+  // returns from the NATS callback at once, and nats.go, subscribed without ManualAck, acks the
+  // message on receipt. A crash or a failed delivery would lose it (the NAK fails "already
+  // acknowledged"; dapr/components-contrib#3656, still so in Dapr 1.18).
+  setDefault(items, "concurrency", "single");
+  // Handled one at a time, what JetStream pushes ahead waits in daprd, its ackWait running: with
+  // JetStream's 1,000 a backlog outlasts ackWait and comes again (duplicates). 100 is as fast.
+  setDefault(items, "maxAckPending", String(DaprDefaults.jetstreamMaxAckPending));
 }
 
 function kafka(spec: NonNullable<EventBusSpec["kafka"]>): { type: string; items: Items; secrets: boolean } {

@@ -116,7 +116,7 @@ describe("dapr components - shape", () => {
 });
 
 describe("dapr components - each bus kind", () => {
-  it("dapr components - jetstream: per-app durable and queue group, parallel, new groups start now, no stream or maxDeliver", () => {
+  it("dapr components - jetstream: per-app durable and queue group, one at a time (acked after delivery), new groups start now, no stream or maxDeliver", () => {
     const m = meta(
       renderDaprComponents(bus({ jetstream: { url: "nats://a:4222,nats://b:4222", ackWait: "PT45S", replicas: 3 } })),
     );
@@ -127,7 +127,8 @@ describe("dapr components - each bus kind", () => {
       deliverPolicy: "new",
       durableName: "{appID}",
       queueGroupName: "{appID}",
-      concurrency: "parallel",
+      concurrency: "single",
+      maxAckPending: "100",
     });
   });
 
@@ -151,7 +152,7 @@ describe("dapr components - each bus kind", () => {
       startSequence: "7",
       durableName: "ImDurable-{appID}",
       queueGroupName: "ImDurable-{appID}",
-      concurrency: "parallel",
+      concurrency: "single",
     });
     expect(meta(renderDaprComponents(bus(NATS_STREAMING)))["deliverPolicy"]).toBe("new");
   });
@@ -412,7 +413,7 @@ describe("dapr components - settings that would lose or stall messages are set s
     );
     expect(m).toMatchObject({
       ackWait: "30s",
-      concurrency: "parallel",
+      concurrency: "single",
       durableName: "{appID}",
       queueGroupName: "{appID}",
     });

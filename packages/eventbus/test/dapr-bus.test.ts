@@ -176,7 +176,7 @@ describe("dapr bus - NATS JetStream", () => {
     await nats?.stop();
   });
 
-  busContract("dapr (JetStream)", () => open());
+  busContract("dapr (JetStream)", () => open(), { oneAtATime: true });
 
   /** What JetStream holds for `topic` (the bytes daprd published), by stream sequence. */
   async function stored(topic: string, seq = 1): Promise<Record<string, unknown>> {
