@@ -12,7 +12,7 @@ const MAY_IMPORT: Record<string, string[]> = {
   eventsource: ["core", "eventbus"],
   trigger: ["core", "eventbus"],
   controller: ["core"],
-  cli: ["core", "eventbus", "eventsource", "trigger"],
+  cli: ["core", "eventbus", "eventsource", "trigger", "controller"],
 };
 
 async function sources(dir: string): Promise<string[]> {

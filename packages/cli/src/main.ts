@@ -17,6 +17,7 @@ import {
   type LogFormat,
   type Logger,
 } from "@ofevents/core";
+import { loadKubeConfig, ownNamespace, startController } from "@ofevents/controller";
 import { startEmbedded, validateAll } from "./embedded.js";
 import { startSingle } from "./single.js";
 
@@ -36,6 +37,9 @@ Usage:
   ofevents publish --url <url> --type <type> --source <source> [--id <id>] [--subject <s>]
                    [--data <text> | --data-file <path|->] [--content-type <type>] [--ext key=value]... [--structured]
       Send one CloudEvent to a URL.
+  ofevents controller --image <image> [--kubeconfig <path>] [--namespace <ns>] [--log-level info] [--log-format json]
+      Reconcile EventSources, Triggers, EventBuses and ClusterEventBuses on a cluster; replicas elect a
+      leader through the Lease "ofevents-controller" in --namespace (default: the pod's namespace).
   ofevents crds [--out crds] [--check]
       Write (or check) the CustomResourceDefinitions generated from the schemas.
   ofevents docs [--file README.md] [--check]
@@ -66,6 +70,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await single("Trigger", rest, out, err);
       case "publish":
         return await publish(rest, out, err, io.stdin ?? process.stdin);
+      case "controller":
+        return await controller(rest, out, err);
       case "crds":
         return await crds(rest, out, err);
       case "docs":
@@ -187,6 +193,32 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
     busDriver,
     pubsubName: values["pubsub-name"],
     sidecarTimeoutMs,
+  });
+  await untilSignal(running.stop, logger, err);
+  logger.info("stopped");
+  return 0;
+}
+
+async function controller(args: string[], out: Write, err: Write): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      kubeconfig: { type: "string" },
+      namespace: { type: "string" },
+      image: { type: "string", default: process.env["OFEVENTS_IMAGE"] ?? "" },
+      "log-level": { type: "string", default: "info" },
+      "log-format": { type: "string", default: "json" },
+    },
+  });
+  if (values.image === "") throw new Error("--image is required (the image the workloads run)");
+  const format = values["log-format"] as LogFormat;
+  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
+  const logger = createLogger({ level: values["log-level"], format, write: out });
+  const running = await startController({
+    kubeConfig: loadKubeConfig(values.kubeconfig),
+    logger,
+    options: { image: values.image },
+    namespace: values.namespace ?? ownNamespace(),
   });
   await untilSignal(running.stop, logger, err);
   logger.info("stopped");

@@ -53,3 +53,13 @@ export type {
   Service,
   TriggerAuthentication,
 } from "./k8s.js";
+
+export {
+  FIELD_MANAGER,
+  KubeApiError,
+  LEASE_NAME,
+  loadKubeConfig,
+  ownNamespace,
+  startController,
+} from "./controller.js";
+export type { ControllerHandle, LeaderElectionOptions, StartControllerInput } from "./controller.js";

@@ -1,0 +1,436 @@
+// The controller's reconcile loop against a real kube-apiserver (test/helpers/kube.ts) with our
+// CRDs plus minimal KEDA and Dapr CRDs: what it applies, the status it writes, the bus appearing
+// later, the ClusterEventBus fallback, updates, and leader election through a Lease.
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from "@kubernetes/client-node";
+import { silentLogger } from "@ofevents/core";
+import {
+  renderEventSource,
+  renderTrigger,
+  startController,
+  validateEventSource,
+  validateTrigger,
+  type ControllerHandle,
+  type ControllerOptions,
+} from "@ofevents/controller";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ControlPlane } from "./helpers/kube.js";
+import { randomSuffix, waitFor } from "./helpers/wait.js";
+
+const ROOT = join(import.meta.dirname, "..");
+const API = "/apis/events.openfunction.io/v1alpha1";
+const OPTIONS: ControllerOptions = { image: "ghcr.io/example/ofevents:test" };
+
+interface Obj {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    uid?: string;
+    generation?: number;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    ownerReferences?: { kind: string; name: string; uid: string; controller?: boolean }[];
+  };
+  spec?: Record<string, unknown>;
+  data?: Record<string, string>;
+  status?: {
+    observedGeneration?: number;
+    conditions?: {
+      type: string;
+      status: string;
+      reason: string;
+      message: string;
+      lastTransitionTime: string;
+      observedGeneration?: number;
+    }[];
+  };
+}
+
+let cp: ControlPlane;
+let kc: KubeConfig;
+let controller: ControllerHandle | undefined;
+
+/** A request as the admin; throws with the API server's message unless 2xx. */
+async function req(method: string, path: string, body?: unknown, contentType?: string): Promise<Obj> {
+  const res = await cp.request(method, path, {
+    ...(body === undefined ? {} : { body }),
+    ...(contentType === undefined ? {} : { contentType }),
+  });
+  if (res.status < 200 || res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${res.text}`);
+  return res.json as Obj;
+}
+
+async function status(path: string): Promise<number> {
+  return (await cp.request("GET", path)).status;
+}
+
+async function createNamespace(): Promise<string> {
+  const name = `t-${randomSuffix()}`;
+  await req("POST", "/api/v1/namespaces", { metadata: { name } });
+  return name;
+}
+
+const nsPath = (ns: string, plural: string, name = ""): string =>
+  `${API}/namespaces/${ns}/${plural}${name === "" ? "" : `/${name}`}`;
+
+/** Minimal CRDs (any fields kept) for what the controller renders besides core kinds. */
+function looseCrd(group: string, version: string, kind: string, plural: string): unknown {
+  return {
+    apiVersion: "apiextensions.k8s.io/v1",
+    kind: "CustomResourceDefinition",
+    metadata: { name: `${plural}.${group}` },
+    spec: {
+      group,
+      scope: "Namespaced",
+      names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
+      versions: [
+        {
+          name: version,
+          served: true,
+          storage: true,
+          schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
+        },
+      ],
+    },
+  };
+}
+
+async function waitEstablished(name: string, listPath: string): Promise<void> {
+  await waitFor(
+    async () => {
+      const crd = await req("GET", `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${name}`);
+      const ok = (crd.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions?.some(
+        (c) => c.type === "Established" && c.status === "True",
+      );
+      return ok === true && (await status(`${listPath}?limit=1`)) === 200;
+    },
+    { timeoutMs: 30_000, intervalMs: 100, message: `${name} Established` },
+  );
+}
+
+function ready(o: Obj): NonNullable<NonNullable<Obj["status"]>["conditions"]>[number] | undefined {
+  return o.status?.conditions?.find((c) => c.type === "Ready");
+}
+
+/** Waits until the resource at `path` has a Ready condition for its current generation matching `want`. */
+async function waitReady(path: string, want: { status: string; reason?: string }): Promise<Obj> {
+  return await waitFor(
+    async () => {
+      const o = await req("GET", path);
+      const c = ready(o);
+      const match =
+        c !== undefined &&
+        c.status === want.status &&
+        (want.reason === undefined || c.reason === want.reason) &&
+        c.observedGeneration === o.metadata.generation &&
+        o.status?.observedGeneration === o.metadata.generation;
+      return match ? o : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 100, message: `${path} Ready ${want.status} ${want.reason ?? ""}` },
+  );
+}
+
+const kafkaBus = (name: string, ns?: string): Obj => ({
+  apiVersion: "events.openfunction.io/v1alpha1",
+  kind: ns === undefined ? "ClusterEventBus" : "EventBus",
+  metadata: { name, ...(ns === undefined ? {} : { namespace: ns }) },
+  spec: { kafka: { brokers: "kafka-0.kafka:9092", topicPrefix: "ofevents." } },
+});
+
+const kafkaSource = (name: string, bus: string, topic = "orders"): Obj => ({
+  apiVersion: "events.openfunction.io/v1alpha1",
+  kind: "EventSource",
+  metadata: { name },
+  spec: {
+    eventBus: bus,
+    kafka: { created: { brokers: "kafka-0.kafka:9092", topic, authRequired: false } },
+  },
+});
+
+beforeAll(async () => {
+  cp = await ControlPlane.start();
+  kc = new KubeConfig();
+  kc.loadFromString(cp.kubeconfig());
+  const crdApi = kc.makeApiClient(ApiextensionsV1Api);
+  const waits: Promise<void>[] = [];
+  for (const file of (await readdir(join(ROOT, "crds"))).filter((f) => f.endsWith(".yaml")).sort()) {
+    // loadYaml maps x-kubernetes-* and enum onto client-node's model (plain YAML would lose them).
+    const crd = loadYaml<V1CustomResourceDefinition>(await readFile(join(ROOT, "crds", file), "utf8"));
+    const created = await crdApi.createCustomResourceDefinition({ body: crd });
+    waits.push(waitEstablished(created.metadata!.name!, `${API}/${created.spec.names.plural}`));
+  }
+  for (const [group, version, kind, plural] of [
+    ["keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"],
+    ["keda.sh", "v1alpha1", "TriggerAuthentication", "triggerauthentications"],
+    ["dapr.io", "v1alpha1", "Component", "components"],
+    ["dapr.io", "v1alpha1", "Resiliency", "resiliencies"],
+  ] as const) {
+    await req(
+      "POST",
+      "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+      looseCrd(group, version, kind, plural),
+    );
+    waits.push(waitEstablished(`${plural}.${group}`, `/apis/${group}/${version}/${plural}`));
+  }
+  await Promise.all(waits);
+  const controllerNs = await createNamespace();
+  controller = await startController({
+    kubeConfig: kc,
+    logger: silentLogger(),
+    options: OPTIONS,
+    namespace: controllerNs,
+    leaderElection: { identity: "main", leaseDurationSeconds: 5, retryPeriodMs: 300 },
+    backoff: { baseMs: 50, maxMs: 2_000 },
+  });
+  await waitFor(() => controller!.isLeader(), { timeoutMs: 10_000, message: "main controller leads" });
+}, 180_000);
+
+afterAll(async () => {
+  await controller?.stop();
+  await cp?.stop();
+}, 60_000);
+
+describe("controller", () => {
+  it("controller - an EventBus, a kafka EventSource and a two-input Trigger become their objects, Ready", async () => {
+    const ns = await createNamespace();
+    const bus = await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    const es = await req("POST", nsPath(ns, "eventsources"), kafkaSource("orders", "default"));
+    await req("POST", nsPath(ns, "eventsources"), kafkaSource("payments", "default", "payments"));
+    const trigger = await req("POST", nsPath(ns, "triggers"), {
+      apiVersion: "events.openfunction.io/v1alpha1",
+      kind: "Trigger",
+      metadata: { name: "pair" },
+      spec: {
+        eventBus: "default",
+        inputs: {
+          a: { eventSource: "orders", event: "created" },
+          b: { eventSource: "payments", event: "created" },
+        },
+        subscribers: [
+          { condition: "a", sink: { uri: "http://sink-a.default.svc/" } },
+          { condition: "a && b", topic: "matched" },
+        ],
+      },
+    });
+
+    const esReady = await waitReady(nsPath(ns, "eventsources", "orders"), { status: "True", reason: "Valid" });
+    expect(ready(esReady)).toMatchObject({ type: "Ready", status: "True", observedGeneration: 1 });
+    expect(Date.parse(ready(esReady)!.lastTransitionTime)).not.toBeNaN();
+    const busReady = await waitReady(nsPath(ns, "eventbus", "default"), { status: "True" });
+    expect(busReady.status?.observedGeneration).toBe(1);
+    await waitReady(nsPath(ns, "triggers", "pair"), { status: "True", reason: "Valid" });
+
+    // What the pure render gives for the objects as the API server stores them.
+    const buses = { eventBuses: [bus as never], clusterEventBuses: [] };
+    const vEs = validateEventSource(es, { buses, options: OPTIONS });
+    expect(vEs.ok).toBe(true);
+    const wantEs = renderEventSource({
+      eventSource: vEs.resource!,
+      bus: vEs.ok ? vEs.bus : undefined,
+      options: OPTIONS,
+    });
+    const vT = validateTrigger(trigger, { buses, options: OPTIONS });
+    if (!vT.ok) throw new Error(vT.condition.message);
+    const wantT = renderTrigger({ trigger: vT.resource, bus: vT.bus, options: OPTIONS });
+
+    const owner = { kind: "EventSource", name: "orders", uid: es.metadata.uid, controller: true };
+    const cm = await req("GET", `/api/v1/namespaces/${ns}/configmaps/eventsource-orders`);
+    expect(cm.metadata.labels).toMatchObject({
+      "app.kubernetes.io/managed-by": "ofevents",
+      "events.openfunction.io/eventsource": "orders",
+    });
+    expect(cm.metadata.ownerReferences).toEqual([expect.objectContaining(owner)]);
+    expect(cm.data).toEqual(wantEs.configMap.data);
+
+    const dep = await req("GET", `/apis/apps/v1/namespaces/${ns}/deployments/eventsource-orders`);
+    expect(dep.metadata.ownerReferences).toEqual([expect.objectContaining(owner)]);
+    const tmpl = (
+      dep.spec as { template: { metadata: Obj["metadata"]; spec: { containers: Record<string, unknown>[] } } }
+    ).template;
+    expect(tmpl.metadata.annotations).toMatchObject({
+      "dapr.io/enabled": "true",
+      "dapr.io/app-id": "eventsource-orders",
+      "dapr.io/app-port": "8081",
+    });
+    const container = tmpl.spec.containers[0]!;
+    const wantContainer = wantEs.deployment!.spec.template.spec.containers[0]!;
+    expect(container["image"]).toBe("ghcr.io/example/ofevents:test");
+    expect(container["args"]).toEqual(wantContainer.args);
+    expect(container["args"]).toContain("eventsource");
+    expect(dep.spec?.["replicas"]).toBe(wantEs.deployment!.spec.replicas ?? 1);
+
+    const so = await req("GET", `/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects/eventsource-orders`);
+    expect(so.spec).toEqual(wantEs.scaledObject!.spec);
+    expect(so.spec?.["scaleTargetRef"]).toMatchObject({ kind: "Deployment", name: "eventsource-orders" });
+    const triggers = so.spec?.["triggers"] as { type: string; metadata: Record<string, string> }[];
+    expect(triggers.map((t) => t.type)).toEqual(["kafka"]);
+    expect(triggers[0]!.metadata).toMatchObject({ topic: "orders", bootstrapServers: "kafka-0.kafka:9092" });
+
+    // The Trigger: ConfigMap, Deployment running `ofevents trigger`, ScaledObject on its two input topics.
+    const tcm = await req("GET", `/api/v1/namespaces/${ns}/configmaps/trigger-pair`);
+    expect(tcm.data).toEqual(wantT.configMap.data);
+    expect(tcm.metadata.ownerReferences).toEqual([
+      expect.objectContaining({ kind: "Trigger", name: "pair", uid: trigger.metadata.uid }),
+    ]);
+    const tdep = await req("GET", `/apis/apps/v1/namespaces/${ns}/deployments/trigger-pair`);
+    const tArgs = (tdep.spec as { template: { spec: { containers: { args: string[] }[] } } }).template.spec
+      .containers[0]!.args;
+    expect(tArgs).toEqual(wantT.deployment!.spec.template.spec.containers[0]!.args);
+    expect(tArgs).toContain("trigger");
+    const tso = await req("GET", `/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects/trigger-pair`);
+    expect(tso.spec).toEqual(wantT.scaledObject!.spec);
+    expect((tso.spec?.["triggers"] as unknown[]).length).toBe(2);
+
+    // The bus's Dapr objects, owned by the EventBus; every object applied by the controller's field manager.
+    expect(wantEs.eventBus.map((o) => o.kind).sort()).toEqual(["Component", "Resiliency"]);
+    for (const o of wantEs.eventBus) {
+      const plural = o.kind === "Component" ? "components" : "resiliencies";
+      const got = await req("GET", `/apis/dapr.io/v1alpha1/namespaces/${ns}/${plural}/${o.metadata.name}`);
+      expect(got.spec).toEqual(o.spec);
+      expect(got.metadata.ownerReferences).toEqual([
+        expect.objectContaining({ kind: "EventBus", name: "default", uid: bus.metadata.uid }),
+      ]);
+    }
+    const managed = (await cp.request("GET", `/api/v1/namespaces/${ns}/configmaps/eventsource-orders`)).json as {
+      metadata: { managedFields: { manager: string; operation: string }[] };
+    };
+    expect(managed.metadata.managedFields).toContainEqual(
+      expect.objectContaining({ manager: "ofevents-controller", operation: "Apply" }),
+    );
+  }, 60_000);
+
+  it("controller - a source whose bus is missing is EventBusNotFound until the bus appears", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventsources"), kafkaSource("early", "later"));
+    const nf = await waitReady(nsPath(ns, "eventsources", "early"), { status: "False", reason: "EventBusNotFound" });
+    expect(ready(nf)!.message).toContain('EventBus "later" not found');
+    expect(await status(`/api/v1/namespaces/${ns}/configmaps/eventsource-early`)).toBe(404);
+
+    await req("POST", nsPath(ns, "eventbus"), kafkaBus("later", ns));
+    const ok = await waitReady(nsPath(ns, "eventsources", "early"), { status: "True", reason: "Valid" });
+    expect(ready(ok)!.message).toContain("valid");
+    expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-early`)).toBe(200);
+  }, 60_000);
+
+  it("controller - a source falls back to a ClusterEventBus of that name", async () => {
+    const ns = await createNamespace();
+    const name = `cluster-${randomSuffix()}`;
+    await req("POST", `${API}/clustereventbus`, kafkaBus(name));
+    await req("POST", nsPath(ns, "eventsources"), kafkaSource("fallback", name));
+    await waitReady(nsPath(ns, "eventsources", "fallback"), { status: "True", reason: "Valid" });
+    const cm = await req("GET", `/api/v1/namespaces/${ns}/configmaps/eventsource-fallback`);
+    expect(cm.data?.[Object.keys(cm.data)[0]!]).toContain(name);
+    await waitReady(`${API}/clustereventbus/${name}`, { status: "True" });
+  }, 60_000);
+
+  it("controller - a bad spec is a NotReady condition and the loop keeps going", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventsources"), {
+      ...kafkaSource("bad", "default"),
+      spec: {
+        eventBus: "default",
+        logLevel: "loud",
+        kafka: { x: { brokers: "b:9092", topic: "t", authRequired: false } },
+      },
+    });
+    const bad = await waitReady(nsPath(ns, "eventsources", "bad"), { status: "False", reason: "InvalidSpec" });
+    expect(ready(bad)!.message).toContain("spec.logLevel");
+    await req("POST", nsPath(ns, "eventsources"), kafkaSource("good", "default"));
+    await waitReady(nsPath(ns, "eventsources", "good"), { status: "True" });
+  }, 60_000);
+
+  it("controller - a spec change re-renders and bumps observedGeneration", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventsources"), kafkaSource("moving", "default", "first"));
+    await waitReady(nsPath(ns, "eventsources", "moving"), { status: "True" });
+    const soPath = `/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects/eventsource-moving`;
+    expect(
+      ((await req("GET", soPath)).spec?.["triggers"] as { metadata: { topic: string } }[])[0]!.metadata.topic,
+    ).toBe("first");
+
+    await req(
+      "PATCH",
+      nsPath(ns, "eventsources", "moving"),
+      { spec: { kafka: { created: { brokers: "kafka-0.kafka:9092", topic: "second", authRequired: false } } } },
+      "application/merge-patch+json",
+    );
+    const updated = await waitReady(nsPath(ns, "eventsources", "moving"), { status: "True" });
+    expect(updated.metadata.generation).toBe(2);
+    expect(updated.status?.observedGeneration).toBe(2);
+    await waitFor(
+      async () =>
+        ((await req("GET", soPath)).spec?.["triggers"] as { metadata: { topic: string } }[])[0]!.metadata.topic ===
+        "second",
+      { timeoutMs: 10_000, message: "ScaledObject re-rendered" },
+    );
+    const cm = await req("GET", `/api/v1/namespaces/${ns}/configmaps/eventsource-moving`);
+    expect(Object.values(cm.data ?? {}).join()).toContain("second");
+  }, 60_000);
+
+  it("controller - an object no longer rendered is pruned (the webhook Service goes with the webhook)", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    const hook = { webhook: { endpoint: "/orders", port: 12000 } };
+    const source = kafkaSource("hooked", "default");
+    await req("POST", nsPath(ns, "eventsources"), { ...source, spec: { ...source.spec, webhook: hook } });
+    await waitReady(nsPath(ns, "eventsources", "hooked"), { status: "True" });
+    const svcPath = `/api/v1/namespaces/${ns}/services/eventsource-hooked`;
+    const svc = await req("GET", svcPath);
+    expect((svc.spec as { ports: { port: number }[] }).ports.map((p) => p.port)).toEqual([12000]);
+
+    await req(
+      "PATCH",
+      nsPath(ns, "eventsources", "hooked"),
+      { spec: { webhook: null } },
+      "application/merge-patch+json",
+    );
+    await waitFor(async () => (await status(svcPath)) === 404, { timeoutMs: 10_000, message: "Service pruned" });
+    expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-hooked`)).toBe(200);
+  }, 60_000);
+
+  it("controller - a second replica stays passive while the first holds the lease, then takes over", async () => {
+    // The suite's controller would reconcile too: stop it so only the pair under test runs.
+    await controller?.stop();
+    controller = undefined;
+    const leaseNs = await createNamespace();
+    const start = (identity: string) =>
+      startController({
+        kubeConfig: kc,
+        logger: silentLogger(),
+        options: OPTIONS,
+        namespace: leaseNs,
+        leaderElection: { identity, leaseDurationSeconds: 3, retryPeriodMs: 200 },
+      });
+    const first = await start("first");
+    await waitFor(() => first.isLeader(), { timeoutMs: 10_000, message: "first leads" });
+    const second = await start("second");
+    try {
+      const leasePath = `/apis/coordination.k8s.io/v1/namespaces/${leaseNs}/leases/ofevents-controller`;
+      const lease = await req("GET", leasePath);
+      expect(lease.spec).toMatchObject({ holderIdentity: "first", leaseDurationSeconds: 3 });
+
+      const ns = await createNamespace();
+      await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+      await req("POST", nsPath(ns, "eventsources"), kafkaSource("led", "default"));
+      await waitReady(nsPath(ns, "eventsources", "led"), { status: "True" });
+      // Several renew periods later the second still waits.
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(second.isLeader()).toBe(false);
+      expect(first.isLeader()).toBe(true);
+
+      await first.stop();
+      await waitFor(() => second.isLeader(), { timeoutMs: 10_000, message: "second takes over" });
+      expect((await req("GET", leasePath)).spec).toMatchObject({ holderIdentity: "second", leaseTransitions: 1 });
+      await req("POST", nsPath(ns, "eventsources"), kafkaSource("after", "default"));
+      await waitReady(nsPath(ns, "eventsources", "after"), { status: "True" });
+    } finally {
+      await first.stop();
+      await second.stop();
+    }
+  }, 60_000);
+});
