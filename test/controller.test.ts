@@ -393,6 +393,32 @@ describe("controller", () => {
     expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-hooked`)).toBe(200);
   }, 60_000);
 
+  it("controller - an owned Deployment deleted or changed by hand is put back", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventsources"), kafkaSource("guarded", "default"));
+    await waitReady(nsPath(ns, "eventsources", "guarded"), { status: "True" });
+    const depPath = `/apis/apps/v1/namespaces/${ns}/deployments/eventsource-guarded`;
+    const before = await req("GET", depPath);
+    await req("DELETE", depPath);
+    await waitFor(
+      async () => {
+        if ((await status(depPath)) !== 200) return false;
+        const now = await req("GET", depPath);
+        return (now.metadata as { uid: string }).uid !== (before.metadata as { uid: string }).uid;
+      },
+      { timeoutMs: 15_000, message: "Deployment recreated" },
+    );
+    const cmPath = `/api/v1/namespaces/${ns}/configmaps/eventsource-guarded`;
+    const cm = await req("GET", cmPath);
+    const key = Object.keys(cm.data as Record<string, string>)[0]!;
+    await req("PATCH", cmPath, { data: { [key]: "tampered" } }, "application/merge-patch+json");
+    await waitFor(async () => ((await req("GET", cmPath)).data as Record<string, string>)[key] !== "tampered", {
+      timeoutMs: 15_000,
+      message: "ConfigMap restored",
+    });
+  }, 60_000);
+
   it("controller - a second replica stays passive while the first holds the lease, then takes over", async () => {
     // The suite's controller would reconcile too: stop it so only the pair under test runs.
     await controller?.stop();

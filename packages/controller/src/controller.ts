@@ -315,6 +315,41 @@ export async function startController(input: StartControllerInput): Promise<Cont
     informers[kind] = inf;
   }
 
+  // What it owns, for the kinds every cluster has: a Deployment, ConfigMap or Service that is
+  // changed or deleted by hand re-queues its owner, which applies it again.
+  const ownedInformers: Array<Informer<RawObject>> = [];
+  for (const path of ["/apis/apps/v1/deployments", "/api/v1/configmaps", "/api/v1/services"]) {
+    const selector = `${MANAGED_BY_LABEL}=${MANAGED_BY}`;
+    const inf = makeInformer<RawObject>(
+      kubeConfig,
+      path,
+      async () =>
+        (await api.request(
+          "GET",
+          `${path}?labelSelector=${encodeURIComponent(selector)}`,
+        )) as KubernetesListObject<RawObject>,
+      selector,
+    );
+    const onOwned = (o: RawObject): void => {
+      if (!leader) return;
+      for (const ref of o.metadata?.ownerReferences ?? []) {
+        if (ref.controller !== true || !(ref.kind in KINDS)) continue;
+        const kind = ref.kind as Kind;
+        queue.add(`${kind}/${KINDS[kind].namespaced ? (o.metadata?.namespace ?? "") : ""}/${ref.name}`);
+      }
+    };
+    inf.on("update", onOwned);
+    inf.on("delete", onOwned);
+    inf.on("error", (err: unknown) => {
+      if (stopped) return;
+      logger.warn({ err, path }, "informer failed: restarting");
+      setTimeout(() => {
+        if (!stopped) inf.start().catch((e: unknown) => logger.warn({ err: e, path }, "informer restart failed"));
+      }, retryMs);
+    });
+    ownedInformers.push(inf);
+  }
+
   function keyOf(kind: Kind, o: RawObject): string {
     return `${kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
   }
@@ -556,6 +591,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
   }
 
   for (const kind of Object.keys(KINDS) as Kind[]) await informers[kind].start();
+  for (const inf of ownedInformers) await inf.start();
   electing = elect();
   const worker = work();
   logger.info({ identity, group: API_GROUP }, "controller started");
@@ -572,6 +608,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
       queue.close();
       await worker;
       for (const kind of Object.keys(KINDS) as Kind[]) await informers[kind].stop();
+      for (const inf of ownedInformers) await inf.stop();
       if (leader) {
         leader = false;
         await release();
