@@ -4,7 +4,8 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from "@kubernetes/client-node";
-import { silentLogger } from "@ofevents/core";
+import { createLogger, silentLogger } from "@ofevents/core";
+import { parseAllDocuments } from "yaml";
 import {
   renderEventSource,
   renderTrigger,
@@ -418,6 +419,61 @@ describe("controller", () => {
       message: "ConfigMap restored",
     });
   }, 60_000);
+
+  it("controller - deploy/rbac.yaml is enough for the controller, and no more than it needs", async () => {
+    // Install the RBAC exactly as shipped, then run a controller as its ServiceAccount.
+    await req("POST", "/api/v1/namespaces", { metadata: { name: "ofevents-system" } });
+    const rbac = parseAllDocuments(await readFile(join(ROOT, "deploy", "rbac.yaml"), "utf8")).map(
+      (d) => d.toJS() as Obj,
+    );
+    const paths: Record<string, string> = {
+      ServiceAccount: "/api/v1/namespaces/ofevents-system/serviceaccounts",
+      ClusterRole: "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+      ClusterRoleBinding: "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+      Role: "/apis/rbac.authorization.k8s.io/v1/namespaces/ofevents-system/roles",
+      RoleBinding: "/apis/rbac.authorization.k8s.io/v1/namespaces/ofevents-system/rolebindings",
+    };
+    for (const o of rbac) await req("POST", paths[o.kind as string]!, o);
+    const saKc = new KubeConfig();
+    saKc.loadFromString(await cp.serviceAccountKubeconfig("ofevents-system", "ofevents-controller"));
+    const lines: string[] = [];
+    const restricted = await startController({
+      kubeConfig: saKc,
+      logger: createLogger({ level: "warn", write: (l) => void lines.push(l) }),
+      options: OPTIONS,
+      namespace: "ofevents-system",
+      leaderElection: { identity: "rbac", leaseDurationSeconds: 5, retryPeriodMs: 300 },
+      backoff: { baseMs: 50, maxMs: 2_000 },
+    });
+    try {
+      await waitFor(() => restricted.isLeader(), {
+        timeoutMs: 10_000,
+        message: "the restricted controller leads its lease",
+      });
+      const ns = await createNamespace();
+      await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+      const source = kafkaSource("rbac", "default");
+      await req("POST", nsPath(ns, "eventsources"), {
+        ...source,
+        spec: { ...source.spec, webhook: { w: { endpoint: "/w", port: 12000 } } },
+      });
+      await waitReady(nsPath(ns, "eventsources", "rbac"), { status: "True" });
+      // Let the restricted controller reconcile too, then check it was never refused.
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect(lines.filter((l) => /403|forbidden/i.test(l))).toEqual([]);
+      // Least privilege: what it does not need, it may not do.
+      const sa = await cp.serviceAccountCredentials("ofevents-system", "ofevents-controller");
+      for (const path of [
+        "/api/v1/secrets",
+        `/api/v1/namespaces/${ns}/pods`,
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+      ]) {
+        expect((await cp.request("GET", path, { credentials: sa })).status, path).toBe(403);
+      }
+    } finally {
+      await restricted.stop();
+    }
+  }, 90_000);
 
   it("controller - a second replica stays passive while the first holds the lease, then takes over", async () => {
     // The suite's controller would reconcile too: stop it so only the pair under test runs.
