@@ -39,107 +39,29 @@ describe("entrypoint - single resources over a real JetStream bus", () => {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
 
-  it("entrypoint - eventsource and trigger processes pass events through the bus; /healthz and /readyz answer", async () => {
-    const tag = randomSuffix();
+  /**
+   * Writes `bus` plus a webhook EventSource and a forwarding Trigger on it, starts the two
+   * entrypoints, and returns them with a function that posts one CloudEvent and waits for the sink.
+   */
+  async function startPair(tag: string, busName: string, bus: string) {
     const [webhookPort, esHealth, trHealth] = await freePorts(3);
-    const file = join(dir, `all-${tag}.yaml`);
+    const file = join(dir, `pair-${tag}.yaml`);
     await writeFile(
       file,
-      `apiVersion: events.openfunction.io/v1alpha1
-kind: EventBus
-metadata: { name: default }
-spec: { jetstream: { url: "${nats.url}", stream: "e${tag}" } }
----
-apiVersion: events.openfunction.io/v1alpha1
-kind: EventSource
-metadata: { name: hooks }
-spec:
-  eventBus: default
-  webhook: { in: { port: "${webhookPort}", endpoint: /in } }
----
-apiVersion: events.openfunction.io/v1alpha1
-kind: Trigger
-metadata: { name: fwd }
-spec:
-  eventBus: default
-  inputs: { i: { eventSource: hooks, event: in } }
-  subscribers: [{ condition: i, sink: { uri: "${sinkUrl}" } }]
-`,
-    );
-    const logger = silentLogger();
-    const trigger = await startSingle({
-      kind: "Trigger",
-      paths: [file],
-      logger,
-      healthHost: "127.0.0.1",
-      healthPort: trHealth,
-    });
-    const source = await startSingle({
-      kind: "EventSource",
-      paths: [file],
-      logger,
-      host: "127.0.0.1",
-      healthHost: "127.0.0.1",
-      healthPort: esHealth,
-    });
-    try {
-      for (const port of [esHealth, trHealth]) {
-        for (const path of ["/healthz", "/readyz"]) {
-          const r = await request(`http://127.0.0.1:${port}${path}`);
-          await r.body.text();
-          expect(r.statusCode, `${port}${path}`).toBe(200);
-        }
-      }
-      const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
-        method: "POST",
-        body: "{}",
-        headers: {
-          "content-type": "application/json",
-          "ce-specversion": "1.0",
-          "ce-id": `x-${tag}`,
-          "ce-source": "/t",
-          "ce-type": "t",
-        },
-      });
-      await res.body.text();
-      expect(res.statusCode).toBe(200);
-      await waitFor(() => received.includes(`x-${tag}`), { timeoutMs: 10_000, message: "delivery through the bus" });
-    } finally {
-      await source.stop();
-      await trigger.stop();
-    }
-    const after = await request(`http://127.0.0.1:${trHealth}/healthz`).catch((e: unknown) => e);
-    expect(after).toBeInstanceOf(Error);
-  });
-
-  it("entrypoint - OpenFunction's natsStreaming ClusterEventBus runs on JetStream", async () => {
-    const tag = randomSuffix();
-    const [webhookPort, esHealth, trHealth] = await freePorts(3);
-    const file = join(dir, `stan-${tag}.yaml`);
-    await writeFile(
-      file,
-      `apiVersion: events.openfunction.io/v1alpha1
-kind: ClusterEventBus
-metadata: { name: stan }
-spec:
-  natsStreaming:
-    natsURL: "${nats.url}"
-    natsStreamingClusterID: "stan"
-    subscriptionType: "queue"
-    durableSubscriptionName: "ImDurable"
+      `${bus}
 ---
 apiVersion: events.openfunction.io/v1alpha1
 kind: EventSource
 metadata: { name: hooks-${tag} }
 spec:
-  eventBus: stan
+  eventBus: ${busName}
   webhook: { in: { port: "${webhookPort}", endpoint: /in } }
 ---
 apiVersion: events.openfunction.io/v1alpha1
 kind: Trigger
 metadata: { name: fwd-${tag} }
 spec:
-  eventBus: stan
+  eventBus: ${busName}
   inputs: { i: { eventSource: hooks-${tag}, event: in } }
   subscribers: [{ condition: i, sink: { uri: "${sinkUrl}" } }]
 `,
@@ -160,27 +82,68 @@ spec:
       healthHost: "127.0.0.1",
       healthPort: esHealth,
     });
-    try {
+    const deliver = async (id: string): Promise<void> => {
       const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
         method: "POST",
         body: "{}",
         headers: {
           "content-type": "application/json",
           "ce-specversion": "1.0",
-          "ce-id": `stan-${tag}`,
+          "ce-id": id,
           "ce-source": "/t",
           "ce-type": "t",
         },
       });
       await res.body.text();
       expect(res.statusCode).toBe(200);
-      await waitFor(() => received.includes(`stan-${tag}`), {
-        timeoutMs: 10_000,
-        message: "delivery through JetStream",
-      });
-    } finally {
+      await waitFor(() => received.includes(id), { timeoutMs: 10_000, message: `delivery of ${id} through the bus` });
+    };
+    const stop = async (): Promise<void> => {
       await source.stop();
       await trigger.stop();
+    };
+    return { esHealth, trHealth, deliver, stop };
+  }
+
+  it("entrypoint - eventsource and trigger processes pass events through the bus; /healthz and /readyz answer", async () => {
+    const tag = randomSuffix();
+    const bus = `apiVersion: events.openfunction.io/v1alpha1
+kind: EventBus
+metadata: { name: default }
+spec: { jetstream: { url: "${nats.url}", stream: "e${tag}" } }`;
+    const pair = await startPair(tag, "default", bus);
+    try {
+      for (const port of [pair.esHealth, pair.trHealth]) {
+        for (const path of ["/healthz", "/readyz"]) {
+          const r = await request(`http://127.0.0.1:${port}${path}`);
+          await r.body.text();
+          expect(r.statusCode, `${port}${path}`).toBe(200);
+        }
+      }
+      await pair.deliver(`x-${tag}`);
+    } finally {
+      await pair.stop();
+    }
+    const after = await request(`http://127.0.0.1:${pair.trHealth}/healthz`).catch((e: unknown) => e);
+    expect(after).toBeInstanceOf(Error);
+  });
+
+  it("entrypoint - OpenFunction's natsStreaming ClusterEventBus runs on JetStream", async () => {
+    const tag = randomSuffix();
+    const bus = `apiVersion: events.openfunction.io/v1alpha1
+kind: ClusterEventBus
+metadata: { name: stan }
+spec:
+  natsStreaming:
+    natsURL: "${nats.url}"
+    natsStreamingClusterID: "stan"
+    subscriptionType: "queue"
+    durableSubscriptionName: "ImDurable"`;
+    const pair = await startPair(tag, "stan", bus);
+    try {
+      await pair.deliver(`stan-${tag}`);
+    } finally {
+      await pair.stop();
     }
   });
 
