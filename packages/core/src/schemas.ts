@@ -284,6 +284,16 @@ export const webhookSourceSchema = z
       .describe("Port to listen on (Argo Events' webhook context: a string)."),
     url: z.string().optional().describe("External URL of the endpoint, informative."),
     authSecret: secretKeySelectorSchema.optional().describe("Bearer token the caller must present."),
+    hmac: z
+      .object({
+        secret: secretKeySelectorSchema.describe("The shared key."),
+        header: z.string().min(1).optional().describe("Header carrying the signature (default X-Hub-Signature-256)."),
+        algorithm: z.enum(["sha1", "sha256", "sha512"]).optional().describe("Hash (default sha256)."),
+        prefix: z.string().optional().describe('Text before the hex digest (default "<algorithm>=").'),
+      })
+      .strict()
+      .optional()
+      .describe(ext("The caller signs the body with HMAC (GitHub-style); a missing or wrong signature gets 401.")),
     maxPayloadSize: z
       .number()
       .int()

@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request } from "undici";
 import {
@@ -193,6 +194,34 @@ describe("webhook source - answers and events", () => {
 });
 
 describe("webhook source - failures and auth", () => {
+  it("webhook source - an HMAC signature of the body is required when hmac is set", async () => {
+    const webhooks = createWebhookServers({ logger });
+    const port = await webhooks.register(0, {
+      method: "GET",
+      endpoint: "/probe",
+      handle: async (_q, s) => void s.end(),
+    });
+    const bus = createMemoryBus({ logger });
+    const secrets = createSecretResolver([], { HOOK_KEY: "k3y" });
+    const rt = await startEventSource(webhookSource(port, { hmac: { secret: { name: "hook", key: "key" } } }), {
+      logger,
+      bus,
+      secrets,
+      webhooks,
+    });
+    const u = `http://127.0.0.1:${port}/orders`;
+    const body = '{"a":1}';
+    const sig = `sha256=${createHmac("sha256", "k3y").update(body).digest("hex")}`;
+    const json = { "content-type": "application/json" };
+    expect((await post(u, body, json)).status).toBe(401);
+    expect((await post(u, body, { ...json, "x-hub-signature-256": "sha256=00" })).status).toBe(401);
+    expect((await post(u, '{"a":2}', { ...json, "x-hub-signature-256": sig })).status).toBe(401);
+    expect((await post(u, body, { ...json, "x-hub-signature-256": sig })).status).toBe(200);
+    await rt.stop();
+    await webhooks.close();
+    await bus.close();
+  });
+
   it("webhook source - 503 with Retry-After while the bus cannot take the event; nothing acknowledged", async () => {
     const webhooks = createWebhookServers({ logger });
     const port = await webhooks.register(0, {

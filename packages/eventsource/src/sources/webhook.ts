@@ -6,7 +6,7 @@
  * right bearer token, 405 for a wrong method, 413 above the size limit, 415 for an unsupported
  * CloudEvents mode, 503 (with Retry-After) when the bus cannot take the event now.
  */
-import { timingSafeEqual, createHash } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { HTTP } from "cloudevents";
 import {
@@ -176,6 +176,15 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
     const limit = spec.maxPayloadSize ?? DEFAULT_MAX_PAYLOAD;
     const token =
       spec.authSecret === undefined ? undefined : digest(ctx.secrets.resolve(spec.authSecret, ctx.namespace));
+    const hmac =
+      spec.hmac === undefined
+        ? undefined
+        : {
+            key: ctx.secrets.resolve(spec.hmac.secret, ctx.namespace),
+            header: (spec.hmac.header ?? "X-Hub-Signature-256").toLowerCase(),
+            algorithm: spec.hmac.algorithm ?? "sha256",
+            prefix: spec.hmac.prefix ?? `${spec.hmac.algorithm ?? "sha256"}=`,
+          };
     const method = spec.method ?? "POST";
     let inFlight = 0;
     let stopping = false;
@@ -207,6 +216,14 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
             if (err instanceof PayloadTooLarge)
               return send(res, 413, { error: `payload larger than ${limit} bytes` }, { connection: "close" });
             throw err;
+          }
+          if (hmac !== undefined) {
+            const given = req.headers[hmac.header];
+            const expected = `${hmac.prefix}${createHmac(hmac.algorithm, hmac.key).update(body).digest("hex")}`;
+            // Digests of both sides have one length, so the comparison is constant-time.
+            if (typeof given !== "string" || !timingSafeEqual(digest(given), digest(expected))) {
+              return send(res, 401, { error: `missing or wrong ${hmac.header} signature` });
+            }
           }
           let inits: DispatchInit[];
           try {
