@@ -179,6 +179,11 @@ class Api {
   }
 }
 
+/** The work-queue key of a resource: `kind/namespace/name` (namespace empty when cluster-scoped). */
+function key(kind: string, namespace: string | undefined, name: string | undefined): string {
+  return `${kind}/${namespace ?? ""}/${name ?? ""}`;
+}
+
 function isStatus(err: unknown, status: number): boolean {
   return err instanceof KubeApiError && err.status === status;
 }
@@ -289,6 +294,17 @@ export async function startController(input: StartControllerInput): Promise<Cont
   let leader = false;
   let stopped = false;
 
+  /** An informer that fails is started again after `retryMs`, until the controller stops. */
+  function restartOnError(inf: Informer<RawObject>, what: Record<string, string>): void {
+    inf.on("error", (err: unknown) => {
+      if (stopped) return;
+      logger.warn({ err, ...what }, "informer failed: restarting");
+      setTimeout(() => {
+        if (!stopped) inf.start().catch((e: unknown) => logger.warn({ err: e, ...what }, "informer restart failed"));
+      }, retryMs);
+    });
+  }
+
   const informers = {} as Record<Kind, Informer<RawObject> & ObjectCache<RawObject>>;
   for (const kind of Object.keys(KINDS) as Kind[]) {
     const path = kindPath(kind);
@@ -305,13 +321,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
     inf.on("add", onObject);
     inf.on("update", onObject);
     inf.on("delete", onObject);
-    inf.on("error", (err: unknown) => {
-      if (stopped) return;
-      logger.warn({ err, kind }, "informer failed: restarting");
-      setTimeout(() => {
-        if (!stopped) inf.start().catch((e: unknown) => logger.warn({ err: e, kind }, "informer restart failed"));
-      }, retryMs);
-    });
+    restartOnError(inf, { kind });
     informers[kind] = inf;
   }
 
@@ -335,23 +345,17 @@ export async function startController(input: StartControllerInput): Promise<Cont
       for (const ref of o.metadata?.ownerReferences ?? []) {
         if (ref.controller !== true || !(ref.kind in KINDS)) continue;
         const kind = ref.kind as Kind;
-        queue.add(`${kind}/${KINDS[kind].namespaced ? (o.metadata?.namespace ?? "") : ""}/${ref.name}`);
+        queue.add(key(kind, KINDS[kind].namespaced ? o.metadata?.namespace : undefined, ref.name));
       }
     };
     inf.on("update", onOwned);
     inf.on("delete", onOwned);
-    inf.on("error", (err: unknown) => {
-      if (stopped) return;
-      logger.warn({ err, path }, "informer failed: restarting");
-      setTimeout(() => {
-        if (!stopped) inf.start().catch((e: unknown) => logger.warn({ err: e, path }, "informer restart failed"));
-      }, retryMs);
-    });
+    restartOnError(inf, { path });
     ownedInformers.push(inf);
   }
 
   function keyOf(kind: Kind, o: RawObject): string {
-    return `${kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
+    return key(kind, o.metadata?.namespace, o.metadata?.name);
   }
 
   /** Requeues the EventSources and Triggers that name a bus that appeared, changed or went. */
