@@ -68,7 +68,7 @@ export { toYaml } from "./yaml.js";
 export { generateCrds } from "./crds.js";
 
 export { durationMs, parseDuration } from "./duration.js";
-export { backoffDelay, sleep } from "./backoff.js";
+export { backoffDelay, sleep, within } from "./backoff.js";
 export type { BackoffOptions, BackoffPolicy } from "./backoff.js";
 
 export {

@@ -40,6 +40,7 @@ import {
   type CloudEvent,
   type EventBusSpec,
   type Logger,
+  within,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
 import {
@@ -223,20 +224,6 @@ function publishError(err: unknown, topic: string): BusError {
     retriable,
     topic,
   });
-}
-
-async function within<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(onTimeout()), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 type DaprGrpc = Awaited<ReturnType<GRPCClient["getClient"]>>;

@@ -56,6 +56,7 @@ import {
   type JetStreamBusSpec,
   type JetStreamNames,
   type Logger,
+  within,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
 import type { CreateEventBusOptions } from "../factory.js";
@@ -114,21 +115,6 @@ function jsErrCode(err: unknown): number | undefined {
 
 function isNoResponders(err: unknown): boolean {
   return err instanceof NatsError && err.code === NatsErrorCode.NoResponders;
-}
-
-/** Resolves `p`, or rejects with `onTimeout()` after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(onTimeout()), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 interface StreamEntry {
