@@ -128,6 +128,48 @@ spec: { jetstream: { url: "${nats.url}", stream: "e${tag}" } }`;
     expect(after).toBeInstanceOf(Error);
   });
 
+  it("entrypoint - /readyz answers 503 with the reason while the bus's server is down, 200 again after", async () => {
+    const tag = randomSuffix();
+    const bus = `apiVersion: events.openfunction.io/v1alpha1
+kind: EventBus
+metadata: { name: default }
+spec: { jetstream: { url: "${nats.url}", stream: "r${tag}" } }`;
+    const pair = await startPair(tag, "default", bus);
+    const readyz = async (port: number): Promise<{ status: number; text: string }> => {
+      const r = await request(`http://127.0.0.1:${port}/readyz`);
+      return { status: r.statusCode, text: await r.body.text() };
+    };
+    try {
+      await pair.deliver(`before-${tag}`);
+      await nats.restart(async () => {
+        for (const port of [pair.esHealth, pair.trHealth]) {
+          const down = await waitFor(
+            async () => {
+              const r = await readyz(port);
+              return r.status === 503 ? r : undefined;
+            },
+            { timeoutMs: 10_000, message: `/readyz on ${port} turning 503 while NATS is down` },
+          );
+          expect(down.text).toContain("not ready");
+          expect(down.text).toContain("not reachable");
+          // Liveness is not readiness: the process itself still serves.
+          const live = await request(`http://127.0.0.1:${port}/healthz`);
+          await live.body.text();
+          expect(live.statusCode).toBe(200);
+        }
+      });
+      for (const port of [pair.esHealth, pair.trHealth]) {
+        await waitFor(async () => (await readyz(port)).status === 200, {
+          timeoutMs: 20_000,
+          message: `/readyz on ${port} back to 200 after NATS restarted`,
+        });
+      }
+      await pair.deliver(`after-${tag}`);
+    } finally {
+      await pair.stop();
+    }
+  });
+
   it("entrypoint - OpenFunction's natsStreaming ClusterEventBus runs on JetStream", async () => {
     const tag = randomSuffix();
     const bus = `apiVersion: events.openfunction.io/v1alpha1

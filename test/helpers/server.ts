@@ -295,11 +295,13 @@ export class ServerProcess implements AsyncDisposable {
 
   /**
    * Stops the process (SIGTERM, SIGKILL after the grace period) and starts it again with the same
-   * ports, config and data dir. Resolves when it is ready again.
+   * ports, config and data dir. Resolves when it is ready again. `whileDown` runs (and is awaited)
+   * after the process exited and before it starts again: to observe clients during the outage.
    */
-  async restart(): Promise<void> {
+  async restart(whileDown?: () => Promise<void>): Promise<void> {
     if (this.#stopped || !this.#spec) throw new Error(`${this.name}: restart() after stop()`);
     await this.#halt();
+    if (whileDown !== undefined) await whileDown();
     this.log.add(`--- ${this.name}: restarting ---`);
     await this.#run();
   }

@@ -90,7 +90,19 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
   let ready = false;
   let stopping = false;
   const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: true });
-  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, () => ready && !stopping, metrics);
+  let bus: EventBus | undefined;
+  const busReachable = cachedProbe(() => bus?.ping(READY_PING_TIMEOUT_MS) ?? Promise.resolve(), READY_CACHE_MS);
+  const readiness = async (): Promise<string | undefined> => {
+    if (stopping) return "stopping";
+    if (!ready) return "starting";
+    try {
+      await busReachable();
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, readiness, metrics);
   const stops: Array<() => Promise<void>> = [];
   const stop = async (): Promise<void> => {
     stopping = true;
@@ -106,7 +118,6 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
         ? pick("EventSource", res(manifests.eventSources), o.name)
         : pick("Trigger", res(manifests.triggers), o.name);
     const namespace = namespaceOf(resource);
-    let bus: EventBus | undefined;
     const busName =
       resource.kind === "Trigger"
         ? resource.spec.eventBus
@@ -208,14 +219,51 @@ function res<T>(items: ReadonlyArray<{ resource: T }>): T[] {
   return items.map((i) => i.resource);
 }
 
-async function startHealth(host: string, port: number, isReady: () => boolean, metrics: Metrics): Promise<Server> {
+/** How long a readiness probe waits for the bus's round trip (kubelet's default probe timeout is 1 s). */
+const READY_PING_TIMEOUT_MS = 800;
+/** Probes within this long share one round trip, so a probe storm costs the broker nothing. */
+const READY_CACHE_MS = 1_000;
+
+/**
+ * Wraps a probe so that calls in flight share one run and a result is reused for `ttlMs`: an
+ * unreachable backend costs at most one pending round trip at a time.
+ */
+function cachedProbe(probe: () => Promise<void>, ttlMs: number): () => Promise<void> {
+  let last: { at: number; result: Promise<void> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (last === undefined || now - last.at >= ttlMs) {
+      const result = probe();
+      const entry = { at: now, result };
+      last = entry;
+      // Age counts from the answer, not the question, so a slow probe is not rerun at once.
+      const answered = (): void => void (entry.at = Date.now());
+      result.then(answered, answered);
+    }
+    return last.result;
+  };
+}
+
+/**
+ * `/healthz`: the process serves. `/readyz`: 200 once the resource runs and while its bus's
+ * backend (NATS, Kafka, the Dapr sidecar) answers a round trip; 503 with the reason otherwise.
+ */
+async function startHealth(
+  host: string,
+  port: number,
+  readiness: () => Promise<string | undefined>,
+  metrics: Metrics,
+): Promise<Server> {
   const server = createServer((req, res) => {
     if (serveMetrics(metrics, req, res)) return;
     const path = (req.url ?? "/").split("?")[0];
     if (path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok");
     if (path === "/readyz") {
-      const ok = isReady();
-      return void res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready" : "not ready");
+      void readiness().then((reason) => {
+        if (reason === undefined) res.writeHead(200, { "content-type": "text/plain" }).end("ready");
+        else res.writeHead(503, { "content-type": "text/plain" }).end(`not ready: ${reason}`);
+      });
+      return;
     }
     res.writeHead(404).end();
   });

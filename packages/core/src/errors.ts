@@ -18,6 +18,7 @@ export const ErrorCode = {
   BusClosed: "BUS_CLOSED",
   BusPublish: "BUS_PUBLISH",
   BusSubscribe: "BUS_SUBSCRIBE",
+  BusUnreachable: "BUS_UNREACHABLE",
   DeliveryFailed: "DELIVERY_FAILED",
   DeliveryRejected: "DELIVERY_REJECTED",
   DeliveryTimeout: "DELIVERY_TIMEOUT",

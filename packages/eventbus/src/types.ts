@@ -58,6 +58,11 @@ export interface EventBus extends EventPublisher, EventSubscriber {
   /** Driver name: memory, jetstream, kafka, dapr. */
   readonly driver: string;
   readonly events: Instrumentation<BusEvents>;
+  /**
+   * Asks the backend for a round trip now (NATS server, Kafka cluster, Dapr sidecar). Resolves when
+   * it answered within `timeoutMs`; rejects with a BusError saying why not. Readiness probes use it.
+   */
+  ping(timeoutMs: number): Promise<void>;
   /** Stops every subscription (waiting for in-flight handlers), then disconnects. Idempotent. */
   close(): Promise<void>;
 }

@@ -219,6 +219,15 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
       expect(finished).toBe(true);
     });
 
+    it(`${name} bus - ping answers while the bus is open and rejects once it is closed`, async () => {
+      const bus = await open();
+      await expect(bus.ping(timeoutMs)).resolves.toBeUndefined();
+      await bus.close();
+      const err = await bus.ping(timeoutMs).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BusError);
+      expect((err as BusError).code).toBe(ErrorCode.BusClosed);
+    });
+
     it(`${name} bus - publish after close rejects with a BusError`, async () => {
       const bus = await open();
       await bus.close();

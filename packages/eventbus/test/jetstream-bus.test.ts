@@ -350,7 +350,13 @@ describe("jetstream bus - server down", () => {
     const known = uniq("t");
     await bus.publish(known, event(1));
     await bus.subscribe([known], async () => {}, { group: uniq("g") });
+    await bus.ping(5_000);
     await server.stop();
+    const pinged = Date.now();
+    const unreachable = await bus.ping(500).catch((e: unknown) => e);
+    expect(Date.now() - pinged).toBeLessThan(1_500);
+    expect(unreachable).toBeInstanceOf(BusError);
+    expect((unreachable as BusError).code).toBe(ErrorCode.BusUnreachable);
     for (const topic of [known, uniq("t")]) {
       const started = Date.now();
       const err = await bus.publish(topic, event(2)).catch((e: unknown) => e);

@@ -43,6 +43,7 @@ import {
   within,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
+import { pingWithin } from "../ping.js";
 import {
   DEFAULT_BACKOFF_MS,
   DEFAULT_MAX_DELIVER,
@@ -263,6 +264,7 @@ class DaprBus implements EventBus {
     private readonly grpc: GRPCClient,
     options: CreateDaprBusOptions,
     log: Logger,
+    private readonly healthUrl: string,
   ) {
     this.log = log;
     this.pubsub = options.pubsubName;
@@ -483,6 +485,20 @@ class DaprBus implements EventBus {
 
   forget(sub: DaprSubscription): void {
     this.subs.delete(sub);
+  }
+
+  ping(timeoutMs: number): Promise<void> {
+    if (this.closing !== undefined) return Promise.reject(BusError.closed());
+    // The outbound check: components loaded and the publish API up (no app channel involved).
+    return pingWithin(
+      `the Dapr sidecar at ${this.healthUrl}`,
+      async () => {
+        const res = await fetch(this.healthUrl, { signal: AbortSignal.timeout(timeoutMs) });
+        await res.arrayBuffer();
+        if (res.status !== 204 && res.status !== 200) throw new Error(`answered ${res.status}`);
+      },
+      timeoutMs,
+    );
   }
 
   close(): Promise<void> {
@@ -988,5 +1004,5 @@ export async function createDaprBus(options: CreateDaprBusOptions): Promise<Even
     );
   }
   log.info({ host, httpPort, grpcPort }, "connected to the Dapr sidecar");
-  return new DaprBus(http, grpc, options, log);
+  return new DaprBus(http, grpc, options, log, `http://${host}:${httpPort}/v1.0/healthz/outbound`);
 }

@@ -59,6 +59,7 @@ import {
   within,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
+import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
   DEFAULT_BACKOFF_MS,
@@ -378,6 +379,12 @@ class JetStreamBus implements EventBus {
 
   forget(sub: JetStreamSubscription): void {
     this.subs.delete(sub);
+  }
+
+  ping(timeoutMs: number): Promise<void> {
+    if (this.closed || this.nc.isClosed()) return Promise.reject(BusError.closed());
+    // A JetStream API request, not just a NATS PING: the server must also have JetStream up.
+    return pingWithin(`JetStream at ${this.nc.getServer()}`, () => this.jsm.getAccountInfo(), timeoutMs);
   }
 
   close(): Promise<void> {

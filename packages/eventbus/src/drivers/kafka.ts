@@ -43,6 +43,7 @@ import {
   type SecretKeySelector,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
+import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
   DEFAULT_BACKOFF_MS,
@@ -388,6 +389,11 @@ class KafkaBus implements EventBus {
 
   forget(sub: KafkaSubscription): void {
     this.subs.delete(sub);
+  }
+
+  ping(timeoutMs: number): Promise<void> {
+    if (this.closed) return Promise.reject(BusError.closed());
+    return pingWithin(`the Kafka cluster at ${this.spec.brokers}`, () => this.admin.describeCluster(), timeoutMs);
   }
 
   close(): Promise<void> {

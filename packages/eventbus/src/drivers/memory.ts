@@ -253,6 +253,10 @@ class MemoryBus implements EventBus {
     this.subs.delete(sub);
   }
 
+  ping(): Promise<void> {
+    return this.closed ? Promise.reject(BusError.closed()) : Promise.resolve();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
