@@ -135,6 +135,14 @@ describe("quickstart - ofevents run end to end", () => {
       expect(pair.filter((id) => id.startsWith("default/clock/tick@"))).toHaveLength(1);
     }
 
+    // The framework's own log records about an event carry its CloudEvent id, on every step.
+    for (const id of [id1, "order-3"]) {
+      const about = lines.filter((l) => l.fn === undefined && l["id"] === id);
+      const msgs = new Set(about.map((l) => l.msg));
+      for (const m of ["delivered", "retrying delivery", "dead-lettered"]) expect(msgs, `${id}: ${m}`).toContain(m);
+      expect(about.filter((l) => l.msg === "retrying delivery")).toHaveLength(2);
+    }
+
     // The small order was filtered out everywhere.
     const all = [...big, ...received("flaky"), ...dead, ...batches];
     expect(all.some((e) => JSON.stringify(e).includes('"o-2"'))).toBe(false);
