@@ -177,7 +177,14 @@ function jetstreamSafe(items: Items): void {
   // "single" (one message at a time per subscription), never "parallel": the component then
   // returns from the NATS callback at once, and nats.go, subscribed without ManualAck, acks the
   // message on receipt. A crash or a failed delivery would lose it (the NAK fails "already
-  // acknowledged"; dapr/components-contrib#3656, still so in Dapr 1.18).
+  // acknowledged"; dapr/components-contrib#3656, still so in Dapr 1.18). So it is refused.
+  const concurrency = items.find((m) => m.name === "concurrency")?.value?.trim();
+  if (concurrency !== undefined && concurrency !== "single") {
+    throw new OfEventsError(
+      ErrorCode.Config,
+      `dapr.metadata concurrency: "${concurrency}" makes Dapr's pubsub.jetstream acknowledge each message on receipt, so a crash or a failed delivery loses it; use "single" (the default) or the direct jetstream driver`,
+    );
+  }
   setDefault(items, "concurrency", "single");
   // Handled one at a time, what JetStream pushes ahead waits in daprd, its ackWait running: with
   // JetStream's 1,000 a backlog outlasts ackWait and comes again (duplicates). 100 is as fast.

@@ -419,6 +419,33 @@ describe("dapr components - settings that would lose or stall messages are set s
     });
   });
 
+  it("dapr components - jetstream: concurrency parallel in the dapr block is refused (it acks on receipt and loses events)", () => {
+    const render = (concurrency: string) =>
+      renderDaprComponents(
+        bus({
+          dapr: {
+            type: "pubsub.jetstream",
+            metadata: [
+              { name: "natsURL", value: "nats://n:4222" },
+              { name: "concurrency", value: concurrency },
+            ],
+          },
+        }),
+      );
+    const err = (() => {
+      try {
+        render("parallel");
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(OfEventsError);
+    expect((err as OfEventsError).code).toBe(ErrorCode.Config);
+    expect((err as Error).message).toContain('concurrency: "parallel"');
+    expect(meta(render("single"))["concurrency"]).toBe("single");
+  });
+
   it("dapr components - jetstream: no maxDeliver (JetStream stops delivering after it: neither acked nor dead-lettered)", () => {
     for (const spec of [JETSTREAM, NATS_STREAMING, { jetstream: { url: "nats://n:4222", maxDeliver: 3 } }]) {
       expect(meta(renderDaprComponents(bus(spec)))).not.toHaveProperty("maxDeliver");
