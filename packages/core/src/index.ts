@@ -108,6 +108,14 @@ export { createSecretResolver, envNameFor } from "./secrets.js";
 export type { SecretResolver } from "./secrets.js";
 
 export { DEFAULT_DELIVERY, createSinkClient, deliveryPolicy, encodeHttp } from "./sink.js";
+export {
+  CE_JSON_CONTENT_TYPE,
+  decodeHeaderValue,
+  encodeBinary,
+  encodeHeaderValue,
+  encodeStructured,
+  type HttpMessage,
+} from "./http-binding.js";
 export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
 export { resolveEventBus } from "./buses.js";

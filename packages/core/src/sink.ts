@@ -4,7 +4,7 @@
  * connection errors are retried with backoff and jitter, honouring Retry-After; other 4xx are not
  * retried. A failure is a DeliveryError whose `retriable` says which it was.
  */
-import { CloudEvent as SdkCloudEvent, HTTP } from "cloudevents";
+import { encodeBinary, encodeStructured, type HttpMessage } from "./http-binding.js";
 import { Agent, request, type Dispatcher } from "undici";
 import { backoffDelay, sleep, type BackoffPolicy } from "./backoff.js";
 import type { CloudEvent } from "./cloudevent.js";
@@ -62,16 +62,9 @@ export interface SinkClient {
   close(): Promise<void>;
 }
 
-/** Encodes an event as an HTTP message through the SDK. */
-export function encodeHttp(
-  event: CloudEvent,
-  format: "binary" | "structured",
-): { headers: Record<string, string>; body: string | Uint8Array | undefined } {
-  const sdk = new SdkCloudEvent(event as never, false);
-  const msg = format === "structured" ? HTTP.structured(sdk) : HTTP.binary(sdk);
-  const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(msg.headers)) if (v !== undefined) headers[k] = String(v);
-  return { headers, body: msg.body as string | Uint8Array | undefined };
+/** Encodes an event as an HTTP message (CloudEvents HTTP binding, binary or structured mode). */
+export function encodeHttp(event: CloudEvent, format: "binary" | "structured"): HttpMessage {
+  return format === "structured" ? encodeStructured(event) : encodeBinary(event);
 }
 
 function parseRetryAfter(value: string | string[] | undefined): number | undefined {

@@ -1,7 +1,15 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { DeliveryError, ErrorCode, createSinkClient, deliveryPolicy, newEvent, type SinkClient } from "../src/index.js";
+import {
+  DeliveryError,
+  ErrorCode,
+  createSinkClient,
+  decodeHeaderValue,
+  deliveryPolicy,
+  newEvent,
+  type SinkClient,
+} from "../src/index.js";
 
 interface Received {
   headers: IncomingMessage["headers"];
@@ -81,6 +89,18 @@ describe("sink delivery - against a real HTTP server", () => {
     expect(h["ce-traceparent"]).toBe("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     expect(h["content-type"]).toContain("application/json");
     expect(JSON.parse(sink.received[0]!.body)).toEqual({ amount: 10 });
+  });
+
+  it("sink delivery - attribute values with spaces and non-ASCII arrive percent-encoded and decode back exactly", async () => {
+    sink.answers = [{ status: 200 }];
+    const subject = "caf\u00e9 \u20ac \u{1f600}";
+    const time = "2026-11-22T10:00:00.123456789+02:00";
+    await client.deliver(sink.url, newEvent({ source: "/a b", type: "t", subject, time, data: {} }), fast);
+    const h = sink.received[0]!.headers;
+    expect(h["ce-subject"]).toBe("caf%C3%A9%20%E2%82%AC%20%F0%9F%98%80");
+    expect(decodeHeaderValue(String(h["ce-subject"]))).toBe(subject);
+    expect(decodeHeaderValue(String(h["ce-source"]))).toBe("/a b");
+    expect(h["ce-time"]).toBe(time);
   });
 
   it("sink delivery - structured mode sends the whole event as application/cloudevents+json", async () => {
