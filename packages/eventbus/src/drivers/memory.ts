@@ -10,7 +10,6 @@ import {
   backoffDelay,
   createInstrumentation,
   decodeEvent,
-  encodeEvent,
   type CloudEvent,
   type Logger,
 } from "@ofevents/core";
@@ -38,7 +37,8 @@ export interface MemoryBusOptions {
 interface Message {
   topic: string;
   id: string;
-  bytes: Buffer;
+  /** The event as JSON text: each delivery parses its own copy, so handlers never share one. */
+  bytes: string;
   deliveries: number;
 }
 
@@ -82,7 +82,7 @@ class MemoryBus implements EventBus {
 
   async publish(topic: string, event: CloudEvent): Promise<void> {
     if (this.closed) throw BusError.closed(topic);
-    const bytes = encodeEvent(event);
+    const bytes = JSON.stringify(event);
     const groups = this.groups.get(topic);
     if (groups !== undefined) {
       while (!this.closed && [...groups.values()].some((g) => g.queue.length - g.head >= this.maxQueued)) {
