@@ -44,7 +44,7 @@ describe("entrypoint - single resources over a real JetStream bus", () => {
    * entrypoints, and returns them with a function that posts one CloudEvent and waits for the sink.
    */
   async function startPair(tag: string, busName: string, bus: string) {
-    const [webhookPort, esHealth, trHealth] = await freePorts(3);
+    const [webhookPort, esHealth, trHealth] = (await freePorts(3)) as [number, number, number];
     const file = join(dir, `pair-${tag}.yaml`);
     await writeFile(
       file,
