@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -26,6 +26,17 @@ export interface KafkaBrokerOptions {
   properties?: Readonly<Record<string, string | number | boolean>>;
   /** From spawn to ready (default 90 s: a cold JVM on 2 busy cores). */
   startTimeoutMs?: number;
+  /**
+   * Adds a SASL_PLAINTEXT listener ({@link KafkaBroker.saslBrokers}) accepting these users (name →
+   * password) with PLAIN and SCRAM-SHA-256 (SCRAM credentials are stored at format time). Names and
+   * passwords: letters, digits, "_" and "-".
+   */
+  saslUsers?: Readonly<Record<string, string>>;
+  /**
+   * Adds an SSL listener ({@link KafkaBroker.tlsBrokers}) with a PEM key store: a server certificate
+   * for 127.0.0.1 signed by a throwaway CA made with openssl in the temp dir ({@link KafkaBroker.caPem}).
+   */
+  tls?: boolean;
 }
 
 /** The Kafka jars scripts/test-setup.sh fetched: `<cacheDir>/kafka/libs`. */
@@ -63,6 +74,71 @@ log4j.logger.kafka.server.ControllerServer=INFO
 log4j.logger.kafka.server.SharedServer=INFO
 `;
 
+const SAFE_CREDENTIAL = /^[A-Za-z0-9_-]+$/;
+
+/** PEM files of a throwaway CA and a server certificate it signed (SAN IP:127.0.0.1, DNS:localhost). */
+export interface TestCertificates {
+  caCert: string;
+  caKey: string;
+  serverCert: string;
+  /** Unencrypted PKCS#8 key. */
+  serverKey: string;
+}
+
+/** Makes (once per dir) a CA and a server certificate with openssl, valid for two days. */
+export async function makeTestCertificates(dir: string): Promise<TestCertificates> {
+  const files: TestCertificates = {
+    caCert: join(dir, "ca.crt"),
+    caKey: join(dir, "ca.key"),
+    serverCert: join(dir, "server.crt"),
+    serverKey: join(dir, "server.key"),
+  };
+  if (existsSync(files.serverCert)) return files;
+  const openssl = requireExecutable("openssl");
+  const run = (args: string[]) => execFileAsync(openssl, args, { cwd: dir, timeout: 60_000 });
+  const csr = join(dir, "server.csr");
+  const ext = join(dir, "server.ext");
+  await writeFile(
+    ext,
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+  );
+  try {
+    await run(
+      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files.caKey, "-out", files.caCert, "-days", "2"]
+        .concat(["-subj", "/CN=ofevents-test-ca", "-addext", "basicConstraints=critical,CA:TRUE"])
+        .concat(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+    );
+    await run([
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      files.serverKey,
+      "-out",
+      csr,
+      "-subj",
+      "/CN=127.0.0.1",
+    ]);
+    await run(
+      ["x509", "-req", "-in", csr, "-CA", files.caCert, "-CAkey", files.caKey, "-CAcreateserial"].concat([
+        "-out",
+        files.serverCert,
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+      ]),
+    );
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new ServerProcessError(`openssl: making test certificates failed: ${e.message}`, "openssl", e.stderr ?? "", {
+      cause: err,
+    });
+  }
+  return files;
+}
+
 /**
  * A single-node Kafka (KRaft, combined broker and controller, no ZooKeeper) on 127.0.0.1, from
  * the jars in {@link kafkaLibsDir}. Starting takes seconds: share one broker per test file and
@@ -70,10 +146,16 @@ log4j.logger.kafka.server.SharedServer=INFO
  */
 export class KafkaBroker extends ServerProcess {
   readonly clusterId: string;
+  readonly #saslIndex: number | undefined;
+  readonly #tlsIndex: number | undefined;
+  #caPem: string | undefined;
 
-  private constructor(clusterId: string, options: ServerProcessOptions) {
+  private constructor(clusterId: string, listeners: { sasl: boolean; tls: boolean }, options: ServerProcessOptions) {
     super(options);
     this.clusterId = clusterId;
+    // Ports: client, controller, then the SASL and SSL listeners that were asked for.
+    this.#saslIndex = listeners.sasl ? 2 : undefined;
+    this.#tlsIndex = listeners.tls ? (listeners.sasl ? 3 : 2) : undefined;
   }
 
   /**
@@ -84,106 +166,173 @@ export class KafkaBroker extends ServerProcess {
     const { java, libs } = locateKafka();
     const clusterId = newClusterId();
     const classpath = join(libs, "*");
-    const broker = new KafkaBroker(clusterId, {
-      name: "kafka",
-      portCount: 2,
-      startTimeoutMs: options.startTimeoutMs ?? 90_000,
-      stopGraceMs: 20_000,
-      configure: async ({ ports, dir }) => {
-        const port = ports[0]!;
-        const controllerPort = ports[1]!;
-        const log4j = join(dir, "log4j.properties");
-        const serverProperties = join(dir, "server.properties");
-        const properties: Record<string, string | number | boolean> = {
-          "process.roles": "broker,controller",
-          "node.id": 1,
-          "controller.quorum.voters": `1@127.0.0.1:${controllerPort}`,
-          listeners: `PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-          "advertised.listeners": `PLAINTEXT://127.0.0.1:${port}`,
-          "inter.broker.listener.name": "PLAINTEXT",
-          "controller.listener.names": "CONTROLLER",
-          "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-          "log.dirs": join(dir, "data"),
-          "num.partitions": 1,
-          "auto.create.topics.enable": true,
-          "offsets.topic.replication.factor": 1,
-          "offsets.topic.num.partitions": 1,
-          "transaction.state.log.replication.factor": 1,
-          "transaction.state.log.min.isr": 1,
-          "transaction.state.log.num.partitions": 1,
-          "group.initial.rebalance.delay.ms": 0,
-          "num.network.threads": 2,
-          "num.io.threads": 2,
-          "num.recovery.threads.per.data.dir": 1,
-          ...options.properties,
-        };
-        await writeFile(log4j, LOG4J_PROPERTIES);
-        await writeFile(
-          serverProperties,
-          Object.entries(properties)
-            .map(([k, v]) => `${k}=${String(v)}\n`)
-            .join(""),
-        );
-        const log4jArg = `-Dlog4j.configuration=file:${log4j}`;
-        try {
-          await execFileAsync(
-            java,
-            [
+    const users = Object.entries(options.saslUsers ?? {});
+    for (const [name, password] of users) {
+      if (!SAFE_CREDENTIAL.test(name) || !SAFE_CREDENTIAL.test(password))
+        throw new Error(`KafkaBroker: SASL user ${JSON.stringify(name)}: use letters, digits, "_" and "-" only`);
+    }
+    const sasl = options.saslUsers !== undefined;
+    const tls = options.tls === true;
+    let certs: TestCertificates | undefined;
+    const broker = new KafkaBroker(
+      clusterId,
+      { sasl, tls },
+      {
+        name: "kafka",
+        portCount: 2 + (sasl ? 1 : 0) + (tls ? 1 : 0),
+        startTimeoutMs: options.startTimeoutMs ?? 90_000,
+        stopGraceMs: 20_000,
+        configure: async ({ ports, dir }) => {
+          const port = ports[0]!;
+          const controllerPort = ports[1]!;
+          const log4j = join(dir, "log4j.properties");
+          const serverProperties = join(dir, "server.properties");
+          // Extra listeners: SASL_PLAINTEXT and SSL, each named after its protocol.
+          const extra: { name: string; port: number }[] = [];
+          const secured: Record<string, string> = {};
+          if (sasl) {
+            extra.push({ name: "SASL_PLAINTEXT", port: ports[2]! });
+            const plainUsers = users.map(([name, password]) => ` user_${name}="${password}"`).join("");
+            secured["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN,SCRAM-SHA-256";
+            secured["listener.name.sasl_plaintext.plain.sasl.jaas.config"] =
+              `org.apache.kafka.common.security.plain.PlainLoginModule required${plainUsers};`;
+            secured["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"] =
+              "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+          }
+          if (tls) {
+            extra.push({ name: "SSL", port: ports[sasl ? 3 : 2]! });
+            certs = await makeTestCertificates(dir);
+            const keyStore = join(dir, "server-keystore.pem");
+            await writeFile(
+              keyStore,
+              `${await readFile(certs.serverKey, "utf8")}${await readFile(certs.serverCert, "utf8")}`,
+            );
+            secured["listener.name.ssl.ssl.keystore.type"] = "PEM";
+            secured["listener.name.ssl.ssl.keystore.location"] = keyStore;
+            secured["listener.name.ssl.ssl.client.auth"] = "none";
+          }
+          const listeners = [
+            `PLAINTEXT://127.0.0.1:${port}`,
+            `CONTROLLER://127.0.0.1:${controllerPort}`,
+            ...extra.map((l) => `${l.name}://127.0.0.1:${l.port}`),
+          ];
+          const properties: Record<string, string | number | boolean> = {
+            "process.roles": "broker,controller",
+            "node.id": 1,
+            "controller.quorum.voters": `1@127.0.0.1:${controllerPort}`,
+            listeners: listeners.join(","),
+            "advertised.listeners": listeners.filter((l) => !l.startsWith("CONTROLLER:")).join(","),
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+              .concat(extra.map((l) => `${l.name}:${l.name}`))
+              .join(","),
+            ...secured,
+            "log.dirs": join(dir, "data"),
+            "num.partitions": 1,
+            "auto.create.topics.enable": true,
+            "offsets.topic.replication.factor": 1,
+            "offsets.topic.num.partitions": 1,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            "transaction.state.log.num.partitions": 1,
+            "group.initial.rebalance.delay.ms": 0,
+            "num.network.threads": 2,
+            "num.io.threads": 2,
+            "num.recovery.threads.per.data.dir": 1,
+            ...options.properties,
+          };
+          await writeFile(log4j, LOG4J_PROPERTIES);
+          await writeFile(
+            serverProperties,
+            Object.entries(properties)
+              .map(([k, v]) => `${k}=${String(v)}\n`)
+              .join(""),
+          );
+          const log4jArg = `-Dlog4j.configuration=file:${log4j}`;
+          try {
+            await execFileAsync(
+              java,
+              [
+                log4jArg,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                clusterId,
+                "-c",
+                serverProperties,
+                "--ignore-formatted",
+                ...users.flatMap(([name, password]) => [
+                  "--add-scram",
+                  `SCRAM-SHA-256=[name=${name},password=${password}]`,
+                ]),
+              ],
+              { timeout: 60_000 },
+            );
+          } catch (err) {
+            const e = err as { stdout?: string; stderr?: string; message: string };
+            throw new ServerProcessError(
+              `kafka: formatting the storage failed: ${e.message}`,
+              "kafka-storage",
+              `${e.stdout ?? ""}${e.stderr ?? ""}`.split("\n").slice(-200).join("\n"),
+              { cause: err },
+            );
+          }
+          return {
+            command: java,
+            args: [
+              "-Xms128m",
+              `-Xmx${options.heap ?? "512m"}`,
+              "-XX:+UseG1GC",
+              "-XX:MaxGCPauseMillis=20",
+              "-XX:+ExitOnOutOfMemoryError",
+              // C1 only: a much shorter JVM warm-up on 2 cores; pass jvmArgs to change for perf runs.
+              "-XX:TieredStopAtLevel=1",
+              "-Djava.awt.headless=true",
               log4jArg,
+              ...(options.jvmArgs ?? []),
               "-cp",
               classpath,
-              "kafka.tools.StorageTool",
-              "format",
-              "-t",
-              clusterId,
-              "-c",
+              "kafka.Kafka",
               serverProperties,
-              "--ignore-formatted",
             ],
-            { timeout: 60_000 },
-          );
-        } catch (err) {
-          const e = err as { stdout?: string; stderr?: string; message: string };
-          throw new ServerProcessError(
-            `kafka: formatting the storage failed: ${e.message}`,
-            "kafka-storage",
-            `${e.stdout ?? ""}${e.stderr ?? ""}`.split("\n").slice(-200).join("\n"),
-            { cause: err },
-          );
-        }
-        return {
-          command: java,
-          args: [
-            "-Xms128m",
-            `-Xmx${options.heap ?? "512m"}`,
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError",
-            // C1 only: a much shorter JVM warm-up on 2 cores; pass jvmArgs to change for perf runs.
-            "-XX:TieredStopAtLevel=1",
-            "-Djava.awt.headless=true",
-            log4jArg,
-            ...(options.jvmArgs ?? []),
-            "-cp",
-            classpath,
-            "kafka.Kafka",
-            serverProperties,
-          ],
-          readyLine: /Kafka Server started/,
-          probe: async (signal) => {
-            const md = await kafkaMetadata(port, signal);
-            return md.controllerId >= 0 && md.brokers.some((b) => b.port === port);
-          },
-        };
+            readyLine: /Kafka Server started/,
+            probe: async (signal) => {
+              const md = await kafkaMetadata(port, signal);
+              return md.controllerId >= 0 && md.brokers.some((b) => b.port === port);
+            },
+          };
+        },
       },
-    });
+    );
     await broker.boot();
+    if (certs !== undefined) broker.#caPem = await readFile(certs.caCert, "utf8");
     return broker;
   }
 
   /** `["127.0.0.1:<port>"]`, for `new Kafka({ brokers })`. */
   get brokers(): string[] {
     return [`127.0.0.1:${this.port}`];
+  }
+
+  /** The SASL_PLAINTEXT listener (PLAIN and SCRAM-SHA-256); needs `saslUsers`. */
+  get saslBrokers(): string[] {
+    if (this.#saslIndex === undefined) throw new Error("KafkaBroker: started without saslUsers");
+    return [`127.0.0.1:${this.ports[this.#saslIndex]!}`];
+  }
+
+  /** The SSL listener; needs `tls: true`. */
+  get tlsBrokers(): string[] {
+    if (this.#tlsIndex === undefined) throw new Error("KafkaBroker: started without tls");
+    return [`127.0.0.1:${this.ports[this.#tlsIndex]!}`];
+  }
+
+  /** PEM of the CA that signed the SSL listener's certificate; needs `tls: true`. */
+  get caPem(): string {
+    if (this.#caPem === undefined) throw new Error("KafkaBroker: started without tls");
+    return this.#caPem;
   }
 
   get controllerPort(): number {

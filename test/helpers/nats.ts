@@ -1,5 +1,8 @@
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { nkeys } from "nats";
 import {
   MissingBinaryError,
   parseLine,
@@ -14,6 +17,12 @@ export interface NatsServerOptions {
   jetstream?: boolean;
   /** Extra command-line arguments. */
   args?: readonly string[];
+  /**
+   * A configuration file's text (written to the temp dir, passed with `-c`): e.g.
+   * `authorization { token: "..." }`, nkey users, or {@link NatsOperator.config}. Host, port and
+   * JetStream come from the command line and win over the file.
+   */
+  config?: string;
   startTimeoutMs?: number;
 }
 
@@ -72,6 +81,8 @@ export class NatsServer extends ServerProcess {
       startTimeoutMs: options.startTimeoutMs ?? 15_000,
       configure: ({ ports, dir }) => {
         const port = ports[0]!;
+        const configFile = join(dir, "nats.conf");
+        if (options.config !== undefined) writeFileSync(configFile, options.config);
         return {
           command: path,
           args: [
@@ -82,6 +93,7 @@ export class NatsServer extends ServerProcess {
             "--http_port",
             String(ports[1]),
             ...(jetstream ? ["-js", "-sd", join(dir, "jetstream")] : []),
+            ...(options.config !== undefined ? ["-c", configFile] : []),
             ...(options.args ?? []),
           ],
           readyLine: /Server is ready/,
@@ -154,4 +166,106 @@ export function parseNatsOp(buf: Buffer): { value: NatsOp; size: number } | unde
     return { value: { op, line: line.value }, size: line.size };
   }
   throw new Error(`unexpected NATS protocol line: ${line.value.slice(0, 120)}`);
+}
+
+// ---- decentralized auth (operator mode): JWTs and creds files made here, without nsc -----------
+
+type NKeyPair = ReturnType<typeof nkeys.createUser>;
+
+const enc = new TextEncoder();
+
+function b64url(data: string | Uint8Array): string {
+  return Buffer.from(data).toString("base64url");
+}
+
+/** A NATS JWT (v2 claims): `header.payload.signature`, ed25519 by the issuer's nkey. */
+export function natsJwt(issuer: NKeyPair, subject: string, name: string, nats: Record<string, unknown>): string {
+  const claims = {
+    jti: randomBytes(20).toString("hex").toUpperCase(),
+    iat: Math.floor(Date.now() / 1000),
+    iss: issuer.getPublicKey(),
+    name,
+    sub: subject,
+    nats: { ...nats, version: 2 },
+  };
+  const signed = `${b64url(JSON.stringify({ typ: "JWT", alg: "ed25519-nkey" }))}.${b64url(JSON.stringify(claims))}`;
+  return `${signed}.${b64url(issuer.sign(enc.encode(signed)))}`;
+}
+
+/** The text of a `.creds` file: the user's JWT and nkey seed, as `nsc` writes it. */
+export function natsCreds(jwt: string, seed: Uint8Array): string {
+  return `-----BEGIN NATS USER JWT-----
+${jwt}
+------END NATS USER JWT------
+
+************************* IMPORTANT *************************
+NKEY Seed printed below can be used to sign and prove identity.
+NKEYs are sensitive and should be treated as secrets.
+
+-----BEGIN USER NKEY SEED-----
+${new TextDecoder().decode(seed)}
+------END USER NKEY SEED------
+`;
+}
+
+const UNLIMITED_ACCOUNT = {
+  subs: -1,
+  data: -1,
+  payload: -1,
+  imports: -1,
+  exports: -1,
+  wildcards: true,
+  conn: -1,
+  leaf: -1,
+  // JetStream for the account: without these an operator-mode account has none.
+  mem_storage: -1,
+  disk_storage: -1,
+  streams: -1,
+  consumer: -1,
+};
+
+/**
+ * An operator with one account (JetStream enabled, no limits) for a nats-server in operator mode
+ * (`config`, a MEMORY resolver preloaded with the account), and creds files for its users.
+ */
+export class NatsOperator {
+  readonly operator = nkeys.createOperator();
+  readonly account = nkeys.createAccount();
+  /** JetStream in operator mode needs a system account. */
+  readonly systemAccount = nkeys.createAccount();
+  readonly config: string;
+
+  constructor() {
+    const operatorJwt = natsJwt(this.operator, this.operator.getPublicKey(), "ofevents-test-operator", {
+      type: "operator",
+    });
+    const accountJwt = natsJwt(this.operator, this.account.getPublicKey(), "ofevents-test", {
+      type: "account",
+      limits: UNLIMITED_ACCOUNT,
+      default_permissions: { pub: {}, sub: {} },
+    });
+    const systemJwt = natsJwt(this.operator, this.systemAccount.getPublicKey(), "SYS", { type: "account" });
+    this.config = `operator: ${operatorJwt}
+system_account: ${this.systemAccount.getPublicKey()}
+resolver: MEMORY
+resolver_preload: {
+  ${this.account.getPublicKey()}: ${accountJwt}
+  ${this.systemAccount.getPublicKey()}: ${systemJwt}
+}
+`;
+  }
+
+  /** A creds file for a new user of the account (or, with `signer`, one signed by another account: refused). */
+  userCreds(name = "ofevents", signer: NKeyPair = this.account): string {
+    const user = nkeys.createUser();
+    const jwt = natsJwt(signer, user.getPublicKey(), name, {
+      type: "user",
+      pub: {},
+      sub: {},
+      subs: -1,
+      data: -1,
+      payload: -1,
+    });
+    return natsCreds(jwt, user.getSeed());
+  }
 }

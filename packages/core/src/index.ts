@@ -104,7 +104,7 @@ export {
 } from "./expr/condition.js";
 export type { ConditionAst } from "./expr/condition.js";
 
-export { createSecretResolver, envNameFor } from "./secrets.js";
+export { createSecretResolver, envNameFor, withoutCredentials } from "./secrets.js";
 export type { SecretResolver } from "./secrets.js";
 
 export { DEFAULT_DELIVERY, createSinkClient, deliveryPolicy, encodeHttp } from "./sink.js";

@@ -12,6 +12,17 @@ export interface SecretResolver {
   resolve(ref: SecretKeySelector, namespace: string): string;
 }
 
+/**
+ * A server URL (or comma-separated list) without the `user:password@` of each entry, for messages
+ * and logs: `nats://u:p@host:4222` → `nats://host:4222`, `u:p@host:4222` → `host:4222`.
+ */
+export function withoutCredentials(urls: string): string {
+  return urls
+    .split(",")
+    .map((u) => u.replace(/^(\s*[A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/@\s]*@/, "$1"))
+    .join(",");
+}
+
 export function envNameFor(ref: SecretKeySelector): string {
   return `${ref.name}_${ref.key}`.toUpperCase().replace(/[^A-Z0-9]/g, "_");
 }

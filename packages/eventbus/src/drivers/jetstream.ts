@@ -57,6 +57,7 @@ import {
   type JetStreamNames,
   type Logger,
   within,
+  withoutCredentials,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
 import { pingWithin } from "../ping.js";
@@ -680,10 +681,14 @@ export async function createJetStreamBus(
     });
   } catch (err) {
     const auth = err instanceof NatsError && (err.isAuthError() || err.code === NatsErrorCode.BadCreds);
-    throw new BusError(ErrorCode.BusSubscribe, `cannot connect to NATS at ${spec.url}: ${(err as Error).message}`, {
-      cause: err,
-      retriable: !auth,
-    });
+    throw new BusError(
+      ErrorCode.BusSubscribe,
+      `cannot connect to NATS at ${withoutCredentials(spec.url)}: ${(err as Error).message}`,
+      {
+        cause: err,
+        retriable: !auth,
+      },
+    );
   }
   let jsm: JetStreamManager;
   try {
@@ -691,13 +696,21 @@ export async function createJetStreamBus(
   } catch (err) {
     await nc.close();
     if (isNoResponders(err)) {
-      throw new OfEventsError(ErrorCode.Config, `JetStream is not enabled on the NATS server at ${spec.url}`, {
-        cause: err,
-      });
+      throw new OfEventsError(
+        ErrorCode.Config,
+        `JetStream is not enabled on the NATS server at ${withoutCredentials(spec.url)}`,
+        {
+          cause: err,
+        },
+      );
     }
-    throw new BusError(ErrorCode.BusSubscribe, `JetStream at ${spec.url} did not answer: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw new BusError(
+      ErrorCode.BusSubscribe,
+      `JetStream at ${withoutCredentials(spec.url)} did not answer: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
   }
   const js = nc.jetstream({ timeout: tuning.publishTimeoutMs ?? 5_000 });
   const bus = new JetStreamBus(nc, js, jsm, spec, log, tuning);
@@ -712,6 +725,6 @@ export async function createJetStreamBus(
     if (err !== undefined) log.error({ err }, "NATS connection closed with an error");
     else if (!bus.closed) log.error("NATS connection closed");
   });
-  log.info({ servers, prefix }, "connected to NATS JetStream");
+  log.info({ servers: servers.map(withoutCredentials), prefix }, "connected to NATS JetStream");
   return bus;
 }

@@ -60,7 +60,7 @@ import {
 // kafkaName lives in core (naming.ts), so the controller's KEDA scalers use the same names.
 export { kafkaName };
 
-const { Kafka, Partitioners, logLevel: KafkaLogLevel } = kafkajs;
+const { Kafka, KafkaJSSASLAuthenticationError, Partitioners, logLevel: KafkaLogLevel } = kafkajs;
 
 /** Client timings. The defaults suit production; tests shorten them. */
 export interface KafkaBusTuning {
@@ -237,10 +237,9 @@ class KafkaBus implements EventBus {
       throw new BusError(
         ErrorCode.BusPublish,
         `kafka bus: cannot connect to ${this.spec.brokers}: ${errorMessage(err)}`,
-        {
-          cause: err,
-          retriable: true,
-        },
+        // An unreachable broker is worth retrying (kafkajs gives up with a non-retriable "retries
+        // exceeded" then); wrong credentials are not.
+        { cause: err, retriable: !(err instanceof KafkaJSSASLAuthenticationError) },
       );
     }
   }

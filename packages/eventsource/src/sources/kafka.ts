@@ -452,9 +452,13 @@ export const kafkaAdapter: SourceAdapter<KafkaSourceSpec> = {
     } catch (err) {
       stopping.abort();
       await consumer.disconnect().catch(() => {});
-      throw new SourceError(ErrorCode.SourceStart, `kafka: ${(err as Error).message}`, SourceKind.Kafka, {
-        cause: err,
-      });
+      // Names the resource and the brokers; kafkajs's messages never carry the credentials.
+      throw new SourceError(
+        ErrorCode.SourceStart,
+        `kafka: EventSource ${ctx.namespace}/${ctx.eventSource} event ${ctx.eventName}: cannot consume ${topic} from ${spec.brokers}: ${(err as Error).message}`,
+        SourceKind.Kafka,
+        { cause: err },
+      );
     } finally {
       await admin?.disconnect().catch(() => {});
     }

@@ -48,6 +48,7 @@ import {
   type ValidationIssue,
   natsSourceDurable,
   sourceConsumerName,
+  withoutCredentials,
 } from "@ofevents/core";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 import {
@@ -260,7 +261,7 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
       issues.push({
         code: "invalid_value",
         path: "url",
-        message: `not a nats:// or tls:// server URL: ${invalid.map((s) => JSON.stringify(s)).join(", ")}`,
+        message: `not a nats:// or tls:// server URL: ${invalid.map((s) => JSON.stringify(withoutCredentials(s))).join(", ")}`,
       });
     } else if (servers.length === 0) issues.push({ code: "invalid_value", path: "url", message: "no server given" });
     const problem = subjectProblem(spec.subject);
@@ -318,7 +319,15 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
         ...authOptions(ctx, spec),
       });
     } catch (err) {
-      throw new SourceError(ErrorCode.SourceStart, `nats: ${(err as Error).message}`, SourceKind.Nats, { cause: err });
+      // Names the resource and the servers (without any user:password@ in them); nats.js's
+      // messages never carry the token or the creds.
+      const at = withoutCredentials(parseServers(spec.url).servers.join(","));
+      throw new SourceError(
+        ErrorCode.SourceStart,
+        `nats: EventSource ${ctx.namespace}/${ctx.eventSource} event ${ctx.eventName}: cannot connect to ${at}: ${(err as Error).message}`,
+        SourceKind.Nats,
+        { cause: err },
+      );
     }
     watchConnection(nc, log);
     const slots = new Slots(MAX_IN_FLIGHT);
