@@ -1,7 +1,8 @@
 /**
  * Smoke run of the benchmark harness (`bench/run.ts --quick`): every scenario runs with tiny
  * counts against the built packages, and the JSON it writes has the documented shape. The
- * figures of a quick run mean nothing, so nothing here is timed.
+ * figures of a quick run mean nothing, so nothing here is timed. E2..E5 start real brokers
+ * (nats-server, Kafka, daprd from `npm run test:setup`), so the run takes a few minutes.
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -62,10 +63,10 @@ describe("bench - quick run of the harness", () => {
       throw new Error("packages are not built: run `npm run build`");
     dir = await mkdtemp(join(tmpdir(), "ofevents-bench-test-"));
     const out = join(dir, "quick.json");
-    run = await runBench(["--quick", "--out", out], 240_000);
+    run = await runBench(["--quick", "--out", out], 540_000);
     if (run.code !== 0) throw new Error(`bench --quick exited ${run.code}:\n${run.stdout}\n${run.stderr}`);
     json = JSON.parse(await readFile(out, "utf8")) as Record<string, unknown>;
-  }, 300_000);
+  }, 600_000);
 
   afterAll(async () => {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
@@ -83,7 +84,7 @@ describe("bench - quick run of the harness", () => {
 
   it("bench - reports every scenario with figures, a ratio in (0, 10) and judged goals", () => {
     const scenarios = json["scenarios"] as Array<Record<string, unknown>>;
-    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E6", "E7"]);
+    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7"]);
     expect(json["failures"]).toEqual([]);
     for (const s of scenarios) {
       for (const k of FIGURES) {
@@ -103,6 +104,15 @@ describe("bench - quick run of the harness", () => {
     }
     const e1 = scenarios.find((s) => s["id"] === "E1")!;
     for (const k of FIGURES) expect(e1[k], `E1.${k}`).toBeTypeOf("number");
+    for (const id of ["E2", "E3", "E4"]) {
+      const e = scenarios.find((s) => s["id"] === id)!;
+      for (const k of FIGURES) expect(e[k], `${id}.${k}`).toBeTypeOf("number");
+    }
+    const e5 = scenarios.find((s) => s["id"] === "E5")!;
+    const drivers = (e5["extra"] as Record<string, unknown>)["drivers"] as Record<string, Record<string, unknown>>;
+    expect(Object.keys(drivers)).toEqual(["jetstream", "kafka", "dapr"]);
+    for (const d of Object.values(drivers)) expect(d["ratio"]).toBeTypeOf("number");
+    expect((e5["goals"] as unknown[]).length).toBe(3);
     const e6 = scenarios.find((s) => s["id"] === "E6")!;
     expect((e6["extra"] as Record<string, unknown>)["filterShareOfE1Cpu"]).toBeTypeOf("number");
   });
@@ -111,5 +121,8 @@ describe("bench - quick run of the harness", () => {
     expect(run.stdout).toMatch(/^id\s+events\/s\s+baseline\s+ratio/m);
     expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E1 throughput ratio/m);
     expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E7 /m);
+    for (const id of ["E2", "E3", "E4"])
+      expect(run.stdout).toMatch(new RegExp(`^\\s+(PASS|MISS)\\s+${id} throughput ratio`, "m"));
+    expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E5 kafka driver ratio/m);
   });
 });

@@ -181,3 +181,62 @@ export async function freePort(): Promise<number> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
+
+/**
+ * Open loop over any client: calls `send(i, sentAt)` at a fixed rate whatever the answers (up to
+ * `maxOutstanding` pending), bounded by `count` and `timeoutMs`. For sources that are not HTTP
+ * (a Kafka producer).
+ */
+export async function openLoopCalls(o: {
+  count: number;
+  ratePerSec: number;
+  maxOutstanding: number;
+  timeoutMs: number;
+  send: (i: number, sentAt: number) => Promise<void>;
+}): Promise<LoadResult> {
+  const r: LoadResult = {
+    sent: 0,
+    ok: 0,
+    failed: 0,
+    statuses: {},
+    elapsedMs: 0,
+    timedOut: false,
+    maxLagMs: 0,
+    throttled: 0,
+  };
+  const interval = 1000 / o.ratePerSec;
+  const t0 = performance.now();
+  const deadline = t0 + o.timeoutMs;
+  let outstanding = 0;
+  const settle = (status: number | "error"): void => {
+    outstanding--;
+    tally(r, status);
+  };
+  let i = 0;
+  while (i < o.count) {
+    const now = performance.now();
+    if (now > deadline) {
+      r.timedOut = true;
+      break;
+    }
+    while (i < o.count && t0 + i * interval <= now) {
+      if (outstanding >= o.maxOutstanding) {
+        r.throttled!++;
+        break;
+      }
+      r.maxLagMs = Math.max(r.maxLagMs!, now - (t0 + i * interval));
+      outstanding++;
+      r.sent++;
+      o.send(i++, performance.now()).then(
+        () => settle(200),
+        () => settle("error"),
+      );
+    }
+    await sleep(Math.max(1, Math.min(t0 + i * interval - performance.now(), 50)));
+  }
+  const answerDeadline = Math.max(deadline, performance.now()) + 5_000;
+  while (outstanding > 0 && performance.now() < answerDeadline) await sleep(10);
+  if (outstanding > 0) r.timedOut = true;
+  r.elapsedMs = performance.now() - t0;
+  return r;
+}

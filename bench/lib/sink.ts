@@ -17,6 +17,8 @@ export interface SinkServer {
   readonly distinct: number;
   /** `performance.now()` of the latest arrival. */
   readonly lastArrival: number;
+  /** `performance.now()` of the first arrival since the last reset (0: none yet). */
+  readonly firstArrival: number;
   /** Source → sink latencies (ms) since the last reset, for events that carried `t`. */
   readonly latenciesMs: readonly number[];
   reset(): void;
@@ -29,6 +31,7 @@ export async function startSink(options: { mode?: "ok" | "stall" } = {}): Promis
   const stall = options.mode === "stall";
   let received = 0;
   let lastArrival = 0;
+  let firstArrival = 0;
   let latencies: number[] = [];
   let seen = new Set<number>();
   let waiter: { count: number; resolve: (ok: boolean) => void } | undefined;
@@ -39,6 +42,7 @@ export async function startSink(options: { mode?: "ok" | "stall" } = {}): Promis
     const now = performance.now();
     received++;
     lastArrival = now;
+    if (firstArrival === 0) firstArrival = now;
     // Binary-mode CloudEvents carry the data as the body: { n, t, ... }.
     if (body.length > 0 && body[0] === 0x7b) {
       try {
@@ -89,12 +93,16 @@ export async function startSink(options: { mode?: "ok" | "stall" } = {}): Promis
     get lastArrival() {
       return lastArrival;
     },
+    get firstArrival() {
+      return firstArrival;
+    },
     get latenciesMs() {
       return latencies;
     },
     reset() {
       received = 0;
       lastArrival = 0;
+      firstArrival = 0;
       latencies = [];
       seen = new Set();
     },

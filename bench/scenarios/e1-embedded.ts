@@ -15,22 +15,34 @@
  * Ablation: the same pipeline built from the runtimes with the expression engine swapped for the
  * JS predicate, so the JSONata filter's cost shows in place.
  */
-import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { performance } from "node:perf_hooks";
 import type { ExpressionEngine } from "@ofevents/core";
-import { Agent, request } from "undici";
-import { closedLoop, freePort, openLoop, type LoadResult } from "../lib/load.js";
-import { startLoopMonitor, type LoopMonitor, type LoopStats } from "../lib/monitor.js";
-import { selfCpuSeconds, type ChildProc } from "../lib/proc.js";
-import { startSink, type SinkServer } from "../lib/sink.js";
-import { median, ratio, sig, summarize } from "../lib/stats.js";
+import { freePort } from "../lib/load.js";
+import {
+  PIPELINE_FILTER,
+  closeServer,
+  createForwarder,
+  describeRuns,
+  listen,
+  measureLatency,
+  measureThroughput,
+  passes,
+  pipelineManifests,
+  rotate,
+  webhookSourceSpec,
+  withLoopMonitor,
+  type LatencyRun,
+  type ThroughputRun,
+} from "../lib/pipeline.js";
+import type { ChildProc } from "../lib/proc.js";
+import { startSink } from "../lib/sink.js";
+import { median, ratio, sig } from "../lib/stats.js";
 import { emptyResult, type ChildHandle, type Scenario, type ScenarioContext } from "../lib/types.js";
 
-export const E1_FILTER = "data.n % 2 = 0";
+export const E1_FILTER = PIPELINE_FILTER;
 const RATE = 1000;
 
 interface Sizes {
@@ -43,158 +55,8 @@ interface Sizes {
 const FULL: Sizes = { warmup: 4_000, count: 20_000, concurrency: 64, latencyCount: 5_000 };
 const QUICK: Sizes = { warmup: 100, count: 300, concurrency: 16, latencyCount: 200 };
 
-/** The event every request carries: `n` decides the filter, `t` is the send time. */
-export function eventBody(n: number, t: number): string {
-  return JSON.stringify({
-    n,
-    t,
-    order: {
-      id: `o-${n}`,
-      amount: (n * 37) % 500,
-      currency: "EUR",
-      customer: { id: `c-${n % 100}`, tier: n % 3 === 0 ? "gold" : "silver" },
-    },
-  });
-}
-
 function manifests(port: number, sinkUrl: string): string {
-  return `apiVersion: events.openfunction.io/v1alpha1
-kind: EventSource
-metadata:
-  name: bench
-spec:
-  eventBus: default
-  webhook:
-    orders:
-      port: "${port}"
-      endpoint: /orders
-      method: POST
----
-apiVersion: events.openfunction.io/v1alpha1
-kind: Trigger
-metadata:
-  name: bench
-spec:
-  eventBus: default
-  inputs:
-    order:
-      eventSource: bench
-      event: orders
-      filter: ${JSON.stringify(E1_FILTER)}
-  subscribers:
-    - condition: order
-      sink:
-        uri: ${sinkUrl}
-`;
-}
-
-async function listen(server: ReturnType<typeof createServer>, port: number): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => resolve());
-  });
-}
-
-interface ThroughputRun {
-  eventsPerSec: number;
-  cpuSecPer10k: number;
-  /** CPU of the harness process (load generator + sink) over wall time: near 1 means harness-bound. */
-  harnessCpuShare: number;
-  complete: boolean;
-  delivered: number;
-  duplicates: number;
-  failed: number;
-}
-
-interface LatencyRun {
-  p50: number;
-  p99: number;
-  p90: number;
-  max: number;
-  samples: number;
-  cpuSecPer10k: number;
-  maxSendLagMs: number;
-  /** Event-loop delay and GC pauses inside the measured process during the run. */
-  loop: LoopStats;
-}
-
-/** Adds the handlers that watch the child's event loop during a latency run. */
-function withLoopMonitor(handle: ChildHandle): ChildHandle {
-  let monitor: LoopMonitor | undefined;
-  return {
-    ...handle,
-    handlers: {
-      ...handle.handlers,
-      loopStart: async () => {
-        monitor?.stop();
-        monitor = startLoopMonitor();
-      },
-      loopRead: async () => {
-        const s = monitor?.read();
-        monitor?.stop();
-        monitor = undefined;
-        return s;
-      },
-    },
-  };
-}
-
-async function measureThroughput(
-  child: ChildProc,
-  sink: SinkServer,
-  url: string,
-  s: Sizes,
-  count: number,
-): Promise<ThroughputRun> {
-  sink.reset();
-  const expected = Math.ceil(count / 2);
-  const c0 = child.cpuSeconds();
-  const h0 = selfCpuSeconds();
-  const t0 = performance.now();
-  const load = await closedLoop({ url, count, concurrency: s.concurrency, timeoutMs: 120_000, body: eventBody });
-  const loadEnd = performance.now();
-  const complete = (await sink.waitFor(expected, 60_000)) && load.ok === count;
-  const t1 = Math.max(loadEnd, sink.lastArrival);
-  const c1 = child.cpuSeconds();
-  const h1 = selfCpuSeconds();
-  const wallS = (t1 - t0) / 1000;
-  return {
-    eventsPerSec: (complete ? count : sink.received * 2) / wallS,
-    cpuSecPer10k: ((c1 - c0) / count) * 10_000,
-    harnessCpuShare: (h1 - h0) / ((performance.now() - t0) / 1000),
-    complete,
-    delivered: sink.received,
-    duplicates: sink.received - sink.distinct,
-    failed: load.failed,
-  };
-}
-
-async function measureLatency(child: ChildProc, sink: SinkServer, url: string, count: number): Promise<LatencyRun> {
-  sink.reset();
-  await child.call("loopStart");
-  const c0 = child.cpuSeconds();
-  const load: LoadResult = await openLoop({
-    url,
-    count,
-    ratePerSec: RATE,
-    maxOutstanding: 1_000,
-    timeoutMs: (count / RATE) * 1000 + 30_000,
-    body: eventBody,
-  });
-  await sink.waitFor(Math.ceil(count / 2), 10_000);
-  const c1 = child.cpuSeconds();
-  const loop = await child.call<LoopStats>("loopRead");
-  const l = summarize(sink.latenciesMs);
-  return {
-    p50: l.p50,
-    p90: l.p90,
-    p99: l.p99,
-    max: l.max,
-    samples: l.count,
-    cpuSecPer10k: ((c1 - c0) / count) * 10_000,
-    maxSendLagMs: load.maxLagMs ?? 0,
-    loop,
-  };
+  return pipelineManifests({ name: "bench", sourceSpec: webhookSourceSpec(port), event: "orders", sinkUrl });
 }
 
 /** An engine that runs `expr` as the JS function `pred` and everything else through `real`. */
@@ -206,12 +68,6 @@ function jsFilterEngine(real: ExpressionEngine, expr: string, pred: (input: unkn
     validateFilter: (e) => real.validateFilter(e),
     validateTransform: (e) => real.validateTransform(e),
   };
-}
-
-/** Rotates `xs` by `k` places: each run starts with another target. */
-function rotate<T>(xs: readonly T[], k: number): T[] {
-  const n = k % xs.length;
-  return [...xs.slice(n), ...xs.slice(0, n)];
 }
 
 async function run(ctx: ScenarioContext) {
@@ -235,16 +91,22 @@ async function run(ctx: ScenarioContext) {
     // Ablation: the same pipeline with the expression engine swapped for the JS predicate.
     const ab = await start("framework, JS filter", "frameworkJsFilter");
     const all = [fw, bl, ab];
+    const tpOpts = (t: { child: ChildProc; url: string }, count: number) => ({
+      url: t.url,
+      count,
+      concurrency: s.concurrency,
+      cpu: () => t.child.cpuSeconds(),
+    });
 
     for (const t of all) {
       ctx.log(`E1 warm-up ${t.name} (${s.warmup} events)`);
-      await measureThroughput(t.child, sink, t.url, s, s.warmup);
+      await measureThroughput(sink, tpOpts(t, s.warmup));
     }
     const tp = new Map<string, ThroughputRun[]>(all.map((t) => [t.name, []]));
     for (let i = 0; i < ctx.runs; i++) {
       // Rotate the order so drift on a shared machine hits every side alike.
       for (const t of rotate(all, i)) {
-        const m = await measureThroughput(t.child, sink, t.url, s, s.count);
+        const m = await measureThroughput(sink, tpOpts(t, s.count));
         tp.get(t.name)!.push(m);
         ctx.log(
           `E1 throughput ${t.name} run ${i + 1}: ${Math.round(m.eventsPerSec)} ev/s, ${m.cpuSecPer10k.toFixed(2)} CPU s/10k${m.complete ? "" : " (INCOMPLETE)"}`,
@@ -254,7 +116,13 @@ async function run(ctx: ScenarioContext) {
     const lat = new Map<string, LatencyRun[]>(all.map((t) => [t.name, []]));
     for (let i = 0; i < ctx.runs; i++) {
       for (const t of rotate([bl, fw, ab], i)) {
-        const m = await measureLatency(t.child, sink, t.url, s.latencyCount);
+        const m = await measureLatency(sink, {
+          url: t.url,
+          count: s.latencyCount,
+          ratePerSec: RATE,
+          cpu: () => t.child.cpuSeconds(),
+          monitored: [t.child],
+        });
         lat.get(t.name)!.push(m);
         ctx.log(
           `E1 latency ${t.name} run ${i + 1} at ${RATE}/s: p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms`,
@@ -338,28 +206,10 @@ const scenario: Scenario = {
   title: "embedded: webhook → memory bus → trigger (JSONata filter) → HTTP sink",
   run,
   describe(r) {
-    const runs = r.extra["throughputRuns"] as Record<string, ThroughputRun[]> | undefined;
+    const lines = describeRuns("E1", r.extra, RATE);
     const ab = r.extra["ablationJsFilter"] as
       | { eventsPerSec: number; cpuSecPer10k: number; filterShareOfCpu: number; p50Ms: number; p99Ms: number }
       | undefined;
-    if (runs === undefined) return [];
-    const lines = ["", "E1 throughput runs (events/s @ CPU s/10k):"];
-    for (const [name, ms] of Object.entries(runs)) {
-      lines.push(
-        `  ${name.padEnd(18)} ${ms.map((m) => `${Math.round(m.eventsPerSec)} @ ${m.cpuSecPer10k.toFixed(2)}`).join(", ")}`,
-      );
-    }
-    const lat = r.extra["latencyRuns"] as Record<string, LatencyRun[]> | undefined;
-    if (lat !== undefined) {
-      lines.push(
-        `E1 latency runs at ${RATE}/s (p50/p99 ms; in the process: event-loop delay p99/max ms, GC total/max ms):`,
-      );
-      for (const [name, ms] of Object.entries(lat)) {
-        lines.push(
-          `  ${name.padEnd(18)} ${ms.map((m) => `${m.p50.toFixed(2)}/${m.p99.toFixed(2)} (loop ${m.loop.delayP99Ms.toFixed(1)}/${m.loop.delayMaxMs.toFixed(1)}, gc ${m.loop.gcTotalMs.toFixed(0)}/${m.loop.gcMaxMs.toFixed(1)})`).join(", ")}`,
-        );
-      }
-    }
     if (ab !== undefined) {
       lines.push(
         `E1 ablation, filter as a JS function instead of JSONata: ${Math.round(ab.eventsPerSec)} events/s, ${ab.cpuSecPer10k} CPU s/10k: p50/p99 ${ab.p50Ms.toFixed(2)}/${ab.p99Ms.toFixed(2)} ms at ${RATE}/s: the JSONata filter is ${(ab.filterShareOfCpu * 100).toFixed(1)}% of the pipeline's CPU in place`,
@@ -399,10 +249,9 @@ const scenario: Scenario = {
       const bus = createMemoryBus({ logger });
       const sinks = core.createSinkClient();
       const webhooks = createWebhookServers({ host: "127.0.0.1", logger });
-      const engine = jsFilterEngine(core.createExpressionEngine(), E1_FILTER, (input) => {
-        const n = (input as { data?: { n?: unknown } }).data?.n;
-        return typeof n === "number" && n % 2 === 0;
-      });
+      const engine = jsFilterEngine(core.createExpressionEngine(), E1_FILTER, (input) =>
+        passes((input as { data?: unknown }).data),
+      );
       const trigger = await startTrigger(m.triggers[0]!.resource, { bus, logger, engine, sinks });
       const source = await startEventSource(m.eventSources[0]!.resource, {
         logger,
@@ -425,16 +274,15 @@ const scenario: Scenario = {
 
     async baseline(raw): Promise<ChildHandle> {
       const a = raw as { port: number; sinkUrl: string };
-      const agent = new Agent({ connections: 64, keepAliveTimeout: 10_000 });
-      const passes = (data: { n?: unknown }): boolean => typeof data.n === "number" && data.n % 2 === 0;
+      const sink = createForwarder(a.sinkUrl);
       const server = createServer((req, res) => {
         const chunks: Buffer[] = [];
         req.on("data", (c: Buffer) => chunks.push(c));
         req.on("end", () => {
           const body = Buffer.concat(chunks);
-          let data: { n?: unknown };
+          let data: unknown;
           try {
-            data = JSON.parse(body.toString("utf8")) as { n?: unknown };
+            data = JSON.parse(body.toString("utf8"));
           } catch {
             res.writeHead(400, { "content-length": "0" }).end();
             return;
@@ -443,33 +291,16 @@ const scenario: Scenario = {
             res.writeHead(200, { "content-length": "0" }).end();
             return;
           }
-          request(a.sinkUrl, {
-            method: "POST",
-            dispatcher: agent,
-            headers: {
-              "content-type": "application/json",
-              "ce-specversion": "1.0",
-              "ce-id": randomUUID(),
-              "ce-source": "/bench/baseline",
-              "ce-type": "io.openfunction.events.webhook",
-              "ce-time": new Date().toISOString(),
-            },
-            body,
-          }).then(
-            async (sinkRes) => {
-              await sinkRes.body.dump().catch(() => undefined);
-              res.writeHead(sinkRes.statusCode < 300 ? 200 : 502, { "content-length": "0" }).end();
-            },
-            () => res.writeHead(502, { "content-length": "0" }).end(),
-          );
+          void sink.send(body).then((status) => {
+            res.writeHead(status >= 200 && status < 300 ? 200 : 502, { "content-length": "0" }).end();
+          });
         });
       });
       await listen(server, a.port);
       return withLoopMonitor({
         async stop() {
-          server.closeIdleConnections();
-          await new Promise<void>((resolve) => server.close(() => resolve()));
-          await agent.close();
+          await closeServer(server);
+          await sink.close();
         },
       });
     },

@@ -1,0 +1,312 @@
+/**
+ * E4 Dapr: the E2 flow through Dapr sidecars: load → webhook EventSource (`startSingle`, the
+ * `ofevents eventsource` entrypoint, `dapr` bus driver) → its daprd → NATS JetStream → the
+ * trigger's daprd → Trigger (`startSingle`, input filter `data.n % 2 = 0`) → HTTP sink. Each
+ * framework process has its own daprd (1.18, `pubsub.jetstream` Component and Resiliency as
+ * renderDaprComponents renders them for the EventBus: concurrency single).
+ *
+ * Baseline, same daprd set-up (the same Component file, two sidecars): a Node HTTP server that
+ * publishes each body with the bare @dapr/dapr DaprClient (HTTP) and answers once daprd did; a
+ * bare @dapr/dapr DaprServer subscriber (app port, daprd calls it) that applies the predicate in
+ * JS and forwards to the sink with undici.
+ *
+ * Through daprd's JetStream component one message at a time is handed to each app per topic, so
+ * both sides run far below E2's rate; latency is measured at 200 events/s (not 1,000: neither
+ * side can take that). CPU s/10k is of the two app processes per side; the daprds' CPU is in
+ * `extra` (it is the same kind of work for both).
+ */
+import { createServer } from "node:http";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { freePort } from "../lib/load.js";
+import {
+  closeServer,
+  comparePipelines,
+  cpuOf,
+  createForwarder,
+  describeRuns,
+  fillFromComparison,
+  listen,
+  passes,
+  pipelineManifests,
+  webhookSourceSpec,
+  withLoopMonitor,
+  type PipelineSizes,
+  type ThroughputRun,
+} from "../lib/pipeline.js";
+import { procCpuSeconds, type ChildProc } from "../lib/proc.js";
+import { startSink, type SinkServer } from "../lib/sink.js";
+import { median, sig } from "../lib/stats.js";
+import { emptyResult, type ChildHandle, type Scenario, type ScenarioContext } from "../lib/types.js";
+
+const FULL: PipelineSizes = { warmup: 500, count: 3_000, concurrency: 32, latencyCount: 1_000, rate: 200 };
+const QUICK: PipelineSizes = { warmup: 20, count: 100, concurrency: 8, latencyCount: 50, rate: 100 };
+const PUBSUB = "default";
+const BASELINE_TOPIC = "e4-baseline";
+
+interface FwArgs {
+  kind: "EventSource" | "Trigger";
+  manifests: string;
+  daprHttpPort: number;
+  daprGrpcPort: number;
+  logLevel: string;
+}
+
+interface PublisherArgs {
+  port: number;
+  daprHttpPort: number;
+}
+
+interface SubscriberArgs {
+  appPort: number;
+  daprHttpPort: number;
+  sinkUrl: string;
+}
+
+async function run(ctx: ScenarioContext) {
+  const r = emptyResult(scenario.id, scenario.title);
+  const s = ctx.quick ? QUICK : FULL;
+  const { NatsServer } = await import("../../test/helpers/nats.js");
+  const { Daprd } = await import("../../test/helpers/daprd.js");
+  const core = await import("@ofevents/core");
+  const { connect } = await import("nats");
+  type DaprdT = Awaited<ReturnType<typeof Daprd.start>>;
+  const nats = await NatsServer.start({ jetstream: true });
+  const daprds: DaprdT[] = [];
+  let sink: SinkServer | undefined;
+  const children: ChildProc[] = [];
+  try {
+    sink = await startSink();
+    const busSpec = { jetstream: { url: nats.url } };
+    const resources = core.renderDaprComponents(
+      core.eventBusSchema.parse({
+        apiVersion: core.API_VERSION,
+        kind: "EventBus",
+        metadata: { name: PUBSUB },
+        spec: busSpec,
+      }),
+    ) as unknown as Array<Record<string, unknown>>;
+    // pubsub.jetstream never creates streams: the baseline's, as the framework's preparer does.
+    const nc = await connect({ servers: nats.url });
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: core.daprJetStreamStreamName(BASELINE_TOPIC), subjects: [BASELINE_TOPIC] });
+    await nc.close();
+
+    ctx.log("E4 starting nats-server and 4 daprd sidecars");
+    const blAppPort = await freePort();
+    const tag = Date.now().toString(36);
+    const [esD, trD, pubD, subD] = await Promise.all([
+      Daprd.start({ appId: `e4-es-${tag}`, resources, logLevel: "warn" }),
+      Daprd.start({ appId: `e4-tr-${tag}`, resources, logLevel: "warn" }),
+      Daprd.start({ appId: `e4-pub-${tag}`, resources, logLevel: "warn" }),
+      // The subscriber's app is not up yet: wait for the components only, then for /healthz below.
+      Daprd.start({ appId: `e4-sub-${tag}`, resources, logLevel: "warn", appPort: blAppPort, readiness: "outbound" }),
+    ]);
+    daprds.push(esD, trD, pubD, subD);
+
+    const webhookPort = await freePort();
+    const manifests = pipelineManifests({
+      name: "bench",
+      busSpec: `  jetstream:\n    url: "${nats.url}"`,
+      sourceSpec: webhookSourceSpec(webhookPort),
+      event: "orders",
+      sinkUrl: sink.url,
+    });
+    const fwArgs = (kind: FwArgs["kind"], d: DaprdT): FwArgs => ({
+      kind,
+      manifests,
+      daprHttpPort: d.httpPort,
+      daprGrpcPort: d.grpcPort,
+      logLevel: ctx.logLevel,
+    });
+    // The trigger first: its subscription must exist before the source publishes.
+    const fwTrigger = await ctx.spawn("framework", fwArgs("Trigger", trD), { profile: true });
+    children.push(fwTrigger);
+    const fwSource = await ctx.spawn("framework", fwArgs("EventSource", esD), { profile: true });
+    children.push(fwSource);
+
+    const blSub = await ctx.spawn(
+      "subscriber",
+      { appPort: blAppPort, daprHttpPort: subD.httpPort, sinkUrl: sink.url } satisfies SubscriberArgs,
+      { profile: true },
+    );
+    children.push(blSub);
+    // daprd reports healthy once it read the app's subscriptions and started them.
+    for (let i = 0; ; i++) {
+      const res = await fetch(`${subD.httpUrl}/v1.0/healthz`).catch(() => undefined);
+      if (res?.status === 204) break;
+      if (i > 600)
+        throw new Error(`the baseline subscriber's daprd is not healthy:\n${subD.log.toString().slice(-3000)}`);
+      await sleep(100);
+    }
+    const blPort = await freePort();
+    const blPub = await ctx.spawn("publisher", { port: blPort, daprHttpPort: pubD.httpPort } satisfies PublisherArgs, {
+      profile: true,
+    });
+    children.push(blPub);
+
+    const daprCpu = (ds: DaprdT[]) => () =>
+      ds.reduce((sum, d) => sum + (d.pid === undefined ? 0 : procCpuSeconds(d.pid)), 0);
+    const c = await comparePipelines(
+      "E4",
+      ctx,
+      sink,
+      [
+        {
+          name: "framework",
+          url: `http://127.0.0.1:${webhookPort}/orders`,
+          cpu: cpuOf([fwSource, fwTrigger]),
+          monitored: [fwSource, fwTrigger],
+          others: { daprd: daprCpu([esD, trD]) },
+        },
+        {
+          name: "baseline",
+          url: `http://127.0.0.1:${blPort}/orders`,
+          cpu: cpuOf([blPub, blSub]),
+          monitored: [blPub, blSub],
+          others: { daprd: daprCpu([pubD, subD]) },
+        },
+      ],
+      s,
+    );
+    fillFromComparison(r, c, { framework: "framework", baseline: "baseline" });
+    const daprdCpu = (runs: ThroughputRun[] | undefined): number =>
+      sig(median((runs ?? []).map((m) => m.otherCpuSecPer10k?.["daprd"] ?? NaN)), 3);
+    r.extra = {
+      filter: "data.n % 2 = 0",
+      daprd: esD.version,
+      natsServer: nats.version,
+      component: "pubsub.jetstream, rendered by renderDaprComponents (concurrency single)",
+      logLevel: ctx.logLevel,
+      sizes: s,
+      rateForLatency: s.rate,
+      throughputRuns: c.throughput,
+      latencyRuns: c.latency,
+      daprdCpuSecPer10k: {
+        framework: daprdCpu(c.throughput["framework"]),
+        baseline: daprdCpu(c.throughput["baseline"]),
+      },
+      peakRssMiB: {
+        framework: sig(fwSource.memoryMiB().peak + fwTrigger.memoryMiB().peak, 3),
+        baseline: sig(blPub.memoryMiB().peak + blSub.memoryMiB().peak, 3),
+      },
+    };
+    r.notes.push(
+      `latency at ${s.rate}/s (daprd's JetStream component hands one message at a time per topic to each app); CPU is of the two app processes per side, the daprds' in extra.daprdCpuSecPer10k`,
+    );
+    r.goals = [{ name: "E4 throughput ratio", target: ">= 0.8", value: r.ratio!.toFixed(2), pass: r.ratio! >= 0.8 }];
+  } finally {
+    for (const c of children) await c.stop();
+    await sink?.close();
+    await Promise.allSettled(daprds.map((d) => d.stop()));
+    await nats.stop();
+  }
+  return r;
+}
+
+const scenario: Scenario = {
+  id: "E4",
+  title: "Dapr: webhook → daprd → JetStream → daprd → trigger (JSONata filter) → HTTP sink",
+  run,
+  describe(r) {
+    const lines = describeRuns("E4", r.extra, (r.extra["rateForLatency"] as number | undefined) ?? 200);
+    const d = r.extra["daprdCpuSecPer10k"] as { framework: number; baseline: number } | undefined;
+    if (d !== undefined)
+      lines.push(`E4 CPU s/10k of the two daprd sidecars: framework side ${d.framework}, baseline side ${d.baseline}`);
+    return lines;
+  },
+  children: {
+    /** One framework entrypoint (`ofevents eventsource` or `ofevents trigger`) next to its daprd. */
+    async framework(raw): Promise<ChildHandle> {
+      const a = raw as FwArgs;
+      const dir = await mkdtemp(join(tmpdir(), "ofevents-bench-e4-"));
+      await writeFile(join(dir, "pipeline.yaml"), a.manifests);
+      // What the sidecar injector sets; the dapr driver reads them.
+      process.env["DAPR_HTTP_PORT"] = String(a.daprHttpPort);
+      process.env["DAPR_GRPC_PORT"] = String(a.daprGrpcPort);
+      const { startSingle } = await import("@ofevents/cli");
+      const { createLogger } = await import("@ofevents/core");
+      const logger = createLogger({ level: a.logLevel, format: "json" });
+      const single = await startSingle({
+        kind: a.kind,
+        paths: [dir],
+        logger,
+        host: "127.0.0.1",
+        healthHost: "127.0.0.1",
+        healthPort: 0,
+        busDriver: "dapr",
+        pubsubName: PUBSUB,
+      });
+      return withLoopMonitor({
+        async stop() {
+          await single.stop();
+          await rm(dir, { recursive: true, force: true });
+        },
+      });
+    },
+
+    async publisher(raw): Promise<ChildHandle> {
+      const a = raw as PublisherArgs;
+      const { CommunicationProtocolEnum, DaprClient, LogLevel } = await import("@dapr/dapr");
+      const client = new DaprClient({
+        daprHost: "127.0.0.1",
+        daprPort: String(a.daprHttpPort),
+        communicationProtocol: CommunicationProtocolEnum.HTTP,
+        logger: { level: LogLevel.Error },
+      });
+      await client.start();
+      const server = createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => {
+          let data: object;
+          try {
+            data = JSON.parse(Buffer.concat(chunks).toString("utf8")) as object;
+          } catch {
+            res.writeHead(400, { "content-length": "0" }).end();
+            return;
+          }
+          client.pubsub.publish(PUBSUB, BASELINE_TOPIC, data).then(
+            (out) => res.writeHead(out.error === undefined ? 200 : 503, { "content-length": "0" }).end(),
+            () => res.writeHead(503, { "content-length": "0" }).end(),
+          );
+        });
+      });
+      await listen(server, a.port);
+      return withLoopMonitor({
+        async stop() {
+          await closeServer(server);
+          await client.stop();
+        },
+      });
+    },
+
+    async subscriber(raw): Promise<ChildHandle> {
+      const a = raw as SubscriberArgs;
+      const { DaprServer, LogLevel } = await import("@dapr/dapr");
+      const sink = createForwarder(a.sinkUrl);
+      const server = new DaprServer({
+        serverHost: "127.0.0.1",
+        serverPort: String(a.appPort),
+        clientOptions: { daprHost: "127.0.0.1", daprPort: String(a.daprHttpPort) },
+        logger: { level: LogLevel.Error },
+      });
+      await server.pubsub.subscribe(PUBSUB, BASELINE_TOPIC, async (data: unknown) => {
+        if (!passes(data)) return;
+        const status = await sink.send(JSON.stringify(data));
+        if (status < 200 || status >= 300) throw new Error(`sink answered ${status}`);
+      });
+      await server.start();
+      return withLoopMonitor({
+        async stop() {
+          await server.stop();
+          await sink.close();
+        },
+      });
+    },
+  },
+};
+
+export default scenario;
