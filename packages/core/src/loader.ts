@@ -5,7 +5,7 @@
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import { extname, join, resolve } from "node:path";
-import { parseAllDocuments } from "yaml";
+import { Lexer, parseAllDocuments } from "yaml";
 import type { z } from "zod";
 import { ErrorCode, ManifestError, type ValidationIssue } from "./errors.js";
 import { functionSchema, secretSchema, type FunctionResource, type SecretResource } from "./functions.js";
@@ -107,8 +107,63 @@ function emptyManifests(): Manifests {
   };
 }
 
+/**
+ * Deepest nesting of YAML collections a manifest may have (an upper bound, counted on tokens). The
+ * yaml library composes documents recursively: a few thousand levels overflow the stack, and
+ * near the stack's end V8 can abort the whole process instead of throwing.
+ */
+export const MAX_MANIFEST_DEPTH = 256;
+
+/**
+ * The first document whose nesting may exceed `max`, by a linear scan of the lexer's tokens, or
+ * undefined. The estimate never undercounts: a flow level is a bracket; a block level needs
+ * either more indentation (at least one column per two levels, for a sequence under a key at the
+ * same indentation) or an indicator on the same line (`- - x`, `? a`).
+ */
+function tooDeep(text: string, max: number): number | undefined {
+  let docIndex = 0;
+  let content = false;
+  let flow = 0;
+  let indent = 0;
+  let indicators = 0;
+  let lineStart = true;
+  for (const token of new Lexer().lex(text)) {
+    if (token === "---") {
+      if (content) docIndex++;
+      content = false;
+      flow = 0;
+    } else if (token === "\n" || token === "\r\n") {
+      lineStart = true;
+      indent = 0;
+      indicators = 0;
+      continue;
+    } else if (lineStart && /^[ \t]+$/.test(token)) {
+      indent = token.length;
+    } else {
+      content ||= token.trim() !== "" && token !== "\u0002";
+      if (token === "[" || token === "{") flow++;
+      else if (token === "]" || token === "}") flow = Math.max(0, flow - 1);
+      else if (token === "-" || token === "?" || token === ":") indicators++;
+      if (flow + 2 * indent + indicators > max) return docIndex;
+    }
+    lineStart = false;
+  }
+  return undefined;
+}
+
 /** Parses the text of one manifest file into `into`. */
 export function parseManifestText(text: string, file: string, into: Manifests = emptyManifests()): Manifests {
+  const deep = tooDeep(text, MAX_MANIFEST_DEPTH);
+  if (deep !== undefined) {
+    into.issues.push({
+      code: "yaml",
+      path: "",
+      file,
+      docIndex: deep,
+      message: `the document nests collections more than ${MAX_MANIFEST_DEPTH} levels deep`,
+    });
+    return into;
+  }
   const docs = parseAllDocuments(text, { prettyErrors: true });
   const list = Array.isArray(docs) ? docs : [docs];
   list.forEach((doc, docIndex) => {
@@ -118,7 +173,14 @@ export function parseManifestText(text: string, file: string, into: Manifests = 
       }
       return;
     }
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      // maxAliasCount bounds what aliases expand to ("billion laughs"); yaml throws past it.
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      into.issues.push({ code: "yaml", path: "", file, docIndex, message: (err as Error).message });
+      return;
+    }
     if (value === null || value === undefined) return;
     if (typeof value !== "object" || Array.isArray(value)) {
       into.issues.push({
@@ -152,7 +214,10 @@ export function parseManifestText(text: string, file: string, into: Manifests = 
     }
     const group = apiVersion.includes("/") ? apiVersion.slice(0, apiVersion.indexOf("/")) : "";
     if (group === API_GROUP) {
-      const schema = (schemas as Record<string, z.ZodType<Resource> | undefined>)[kind];
+      // Own keys only: a kind such as "constructor" must not find Object.prototype's members.
+      const schema = Object.hasOwn(schemas, kind)
+        ? (schemas as Record<string, z.ZodType<Resource> | undefined>)[kind]
+        : undefined;
       if (schema === undefined) {
         into.issues.push({
           code: "invalid_value",

@@ -392,22 +392,52 @@ function compileError(expr: string, err: unknown): ExpressionError {
     );
   }
   if (!isJsonataFailure(err)) {
+    // jsonata builds regex literals while it scans, so an invalid one surfaces as JavaScript's
+    // SyntaxError, without a position.
+    const column = (err instanceof SyntaxError ? invalidRegexColumn(expr) : undefined) ?? 1;
     return new ExpressionError(
       ErrorCode.ExpressionSyntax,
-      `cannot compile expression ${quote(expr)}: ${String(err)}`,
+      `cannot compile expression ${quote(expr)}${at(expr, column)}: ${String(err)}`,
       expr,
-      { cause: err },
+      { cause: err, column },
     );
   }
-  const column = columnOf(expr, err);
+  // A few errors about the whole expression (S0217 at the top level) come without a position.
+  const column = columnOf(expr, err) ?? 1;
   const problem = lowerFirst(err.message ?? `jsonata error ${err.code}`);
   const message = `syntax error${at(expr, column)} in ${quote(expr, column)}: ${problem}${syntaxHint(expr, column, err)} (jsonata ${err.code})`;
-  return new ExpressionError(
-    ErrorCode.ExpressionSyntax,
-    message,
-    expr,
-    column === undefined ? { cause: err } : { cause: err, column },
-  );
+  return new ExpressionError(ErrorCode.ExpressionSyntax, message, expr, { cause: err, column });
+}
+
+/**
+ * The 1-based column of the first regex literal in `expr` that JavaScript refuses, found the way
+ * jsonata's scanner delimits one (to the next unescaped `/` outside brackets); undefined if none.
+ */
+function invalidRegexColumn(expr: string): number | undefined {
+  for (let start = expr.indexOf("/"); start >= 0; start = expr.indexOf("/", start + 1)) {
+    let depth = 0;
+    for (let i = start + 1; i < expr.length; i++) {
+      const c = expr[i];
+      const escaped = expr[i - 1] === "\\";
+      if (c === "/" && depth === 0) {
+        let backslashes = 0;
+        while (expr[i - 1 - backslashes] === "\\") backslashes++;
+        if (backslashes % 2 === 0) {
+          let end = i + 1;
+          while (expr[end] === "i" || expr[end] === "m") end++;
+          try {
+            new RegExp(expr.slice(start + 1, i), `${expr.slice(i + 1, end)}g`);
+          } catch {
+            return start + 1;
+          }
+          break;
+        }
+      }
+      if ((c === "(" || c === "[" || c === "{") && !escaped) depth++;
+      if ((c === ")" || c === "]" || c === "}") && !escaped) depth--;
+    }
+  }
+  return undefined;
 }
 
 /** Hints for operators people bring from other languages; jsonata's own message names only the symbol. */
