@@ -13,7 +13,7 @@ export interface RawJetStreamOptions {
   tag: string;
   /** Unacknowledged messages the consumer may have out: bounds the handlers running at once. */
   maxAckPending?: number;
-  /** nats.js `noAsyncTraces`: no stack captured per request (off by default, as in our driver). */
+  /** nats.js `noAsyncTraces`: no stack captured per request (default true, as our driver connects). */
   noAsyncTraces?: boolean;
 }
 
@@ -30,7 +30,7 @@ export async function rawJetStream(o: RawJetStreamOptions): Promise<RawJetStream
   const nats = await import("nats");
   const nc: NatsConnection = await nats.connect({
     servers: o.url,
-    ...(o.noAsyncTraces === true ? { noAsyncTraces: true } : {}),
+    noAsyncTraces: o.noAsyncTraces ?? true,
   });
   const jsm = await nc.jetstreamManager();
   const js = nc.jetstream();

@@ -103,7 +103,12 @@ export function encodeEvent(ev: CloudEvent): Buffer {
 export function decodeEvent(bytes: Uint8Array | string): CloudEvent {
   let value: unknown;
   try {
-    value = JSON.parse(typeof bytes === "string" ? bytes : Buffer.from(bytes).toString("utf8"));
+    // A view on the bytes, not a copy (Buffer.from(Uint8Array) would copy them).
+    const text =
+      typeof bytes === "string"
+        ? bytes
+        : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
+    value = JSON.parse(text);
   } catch (err) {
     throw new EventError("event is not valid JSON", { cause: err });
   }
