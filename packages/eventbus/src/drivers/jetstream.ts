@@ -139,8 +139,6 @@ class JetStreamBus implements EventBus {
   private readonly streams = new Map<string, Promise<StreamEntry>>();
   private readonly subs = new Set<JetStreamSubscription>();
   private readonly publishing = new Set<Promise<unknown>>();
-  /** Streams whose look-up succeeded: a publish to one needs no look-up (nor its timer). */
-  private readonly knownStreams = new Map<string, StreamEntry>();
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -176,23 +174,16 @@ class JetStreamBus implements EventBus {
     if (p === undefined) {
       p = this.createStream(topic);
       this.streams.set(topic, p);
-      const mine = p;
-      mine.then(
-        (entry) => {
-          if (this.streams.get(topic) === mine) this.knownStreams.set(topic, entry);
-        },
-        // A failed look-up is not cached: the next call tries again.
-        () => {
-          if (this.streams.get(topic) === mine) this.streams.delete(topic);
-        },
-      );
+      // A failed look-up is not cached: the next call tries again.
+      p.catch(() => {
+        if (this.streams.get(topic) === p) this.streams.delete(topic);
+      });
     }
     return p;
   }
 
   forgetStream(topic: string): void {
     this.streams.delete(topic);
-    this.knownStreams.delete(topic);
   }
 
   private async createStream(topic: string): Promise<StreamEntry> {
@@ -346,16 +337,14 @@ class JetStreamBus implements EventBus {
 
   private async doPublish(topic: string, data: Uint8Array, msgId: string): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const { subject } =
-        this.knownStreams.get(topic) ??
-        (await within(
-          this.ensureStream(topic),
-          this.publishTimeoutMs,
-          () =>
-            new BusError(ErrorCode.BusPublish, `looking up the stream of ${topic}: no answer from NATS in time`, {
-              topic,
-            }),
-        ));
+      const { subject } = await within(
+        this.ensureStream(topic),
+        this.publishTimeoutMs,
+        () =>
+          new BusError(ErrorCode.BusPublish, `looking up the stream of ${topic}: no answer from NATS in time`, {
+            topic,
+          }),
+      );
       try {
         const ack = await this.js.publish(subject, data, { msgID: msgId, timeout: this.publishTimeoutMs });
         if (ack.duplicate)
