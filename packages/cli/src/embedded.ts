@@ -12,6 +12,7 @@ import {
   createMetrics,
   createSecretResolver,
   createSinkClient,
+  formatIssue,
   loadManifests,
   namespaceOf,
   resolveEventBus,
@@ -61,9 +62,12 @@ export interface Embedded {
 }
 
 /** Loads and checks manifests, including adapter-level checks; returns every issue. */
-export async function validateAll(paths: string[]): Promise<{ manifests: Manifests; issues: ValidationIssue[] }> {
+export async function validateAll(
+  paths: string[],
+): Promise<{ manifests: Manifests; issues: ValidationIssue[]; warnings: ValidationIssue[] }> {
   const manifests = await loadManifests(paths);
   const issues = [...manifests.issues];
+  const warnings = [...manifests.warnings];
   for (const es of manifests.eventSources) {
     for (const i of await validateEventSource(es.resource)) {
       issues.push({
@@ -75,13 +79,14 @@ export async function validateAll(paths: string[]): Promise<{ manifests: Manifes
       });
     }
   }
-  return { manifests, issues };
+  return { manifests, issues, warnings };
 }
 
 export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const log = o.logger.child({ component: "runner" });
-  const { manifests, issues } = await validateAll(o.paths);
+  const { manifests, issues, warnings } = await validateAll(o.paths);
   if (issues.length > 0) throw new ManifestError(issues);
+  for (const w of warnings) log.warn(formatIssue(w));
   for (const s of manifests.skipped)
     log.debug({ file: s.file, doc: s.docIndex, kind: s.kind, name: s.name }, "skipped a kind this runner does not run");
   const host = o.host ?? "127.0.0.1";

@@ -231,7 +231,8 @@ async function validate(args: string[], out: Write, err: Write): Promise<number>
     allowPositionals: true,
     options: { file: { type: "string", short: "f", multiple: true } },
   });
-  const { manifests, issues } = await validateAll(files(values, positionals));
+  const { manifests, issues, warnings } = await validateAll(files(values, positionals));
+  for (const w of warnings) err(`warning: ${formatIssue(w)}\n`);
   for (const i of issues) err(`${formatIssue(i)}\n`);
   const count =
     manifests.eventSources.length +

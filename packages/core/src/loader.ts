@@ -45,6 +45,11 @@ export interface Manifests {
   secrets: Located<SecretResource>[];
   skipped: SkippedDocument[];
   issues: ValidationIssue[];
+  /**
+   * Things that load and run but deserve a word: a field with no effect here, a default filled in
+   * for a field OpenFunction made optional. `validate` prints them, `run` logs each once.
+   */
+  warnings: ValidationIssue[];
 }
 
 const MANIFEST_EXTENSIONS = new Set([".yaml", ".yml", ".json"]);
@@ -104,6 +109,7 @@ function emptyManifests(): Manifests {
     secrets: [],
     skipped: [],
     issues: [],
+    warnings: [],
   };
 }
 
