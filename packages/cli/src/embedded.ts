@@ -4,16 +4,15 @@
  * defines runs on an in-memory bus, and the runner says so.
  */
 import {
-  ErrorCode,
+  MODULE_ANNOTATION,
   ManifestError,
-  OfEventsError,
   createExpressionEngine,
   createInstrumentation,
   createMetrics,
   createSecretResolver,
   createSinkClient,
   formatIssue,
-  loadManifests,
+  isSyncFunction,
   namespaceOf,
   resolveEventBus,
   startMetricsServer,
@@ -23,17 +22,16 @@ import {
   type Metrics,
   type MetricsServer,
   type Sink,
-  type ValidationIssue,
 } from "@ofevents/core";
 import { createEventBus, type EventBus } from "@ofevents/eventbus";
 import {
   createWebhookServers,
   startEventSource,
-  validateEventSource,
   type EventSourceRuntime,
   type SourceEvents,
 } from "@ofevents/eventsource";
 import { startTrigger, type TriggerEvents, type TriggerRuntime } from "@ofevents/trigger";
+import { isLocalFunction, validateAll } from "./check.js";
 import { startFunctionHost, type FunctionHost } from "./functions.js";
 
 export interface EmbeddedOptions {
@@ -47,6 +45,11 @@ export interface EmbeddedOptions {
   metricsPort?: number | undefined;
   /** Where the runtimes' metrics go (default: a new registry). */
   metrics?: Metrics | undefined;
+  /**
+   * How long shutdown waits for the in-memory bus to finish what it took before it reports the
+   * rest (default 10 s; with the triggers' own grace, shutdown stays within Kubernetes' 30 s).
+   */
+  drainTimeoutMs?: number | undefined;
 }
 
 export interface Embedded {
@@ -58,29 +61,13 @@ export interface Embedded {
   metrics: Metrics;
   /** The port serving /metrics, when `metricsPort` was given. */
   metricsPort: number | undefined;
+  /** Events of the sources that do not run now (still connecting, or not supported), with why. */
+  notRunning(): Array<{ eventSource: string; event: string; reason: string }>;
   stop(): Promise<void>;
 }
 
-/** Loads and checks manifests, including adapter-level checks; returns every issue. */
-export async function validateAll(
-  paths: string[],
-): Promise<{ manifests: Manifests; issues: ValidationIssue[]; warnings: ValidationIssue[] }> {
-  const manifests = await loadManifests(paths);
-  const issues = [...manifests.issues];
-  const warnings = [...manifests.warnings];
-  for (const es of manifests.eventSources) {
-    for (const i of await validateEventSource(es.resource)) {
-      issues.push({
-        ...i,
-        file: es.file,
-        docIndex: es.docIndex,
-        kind: es.resource.kind,
-        name: es.resource.metadata.name,
-      });
-    }
-  }
-  return { manifests, issues, warnings };
-}
+/** Default of {@link EmbeddedOptions.drainTimeoutMs}. */
+const DRAIN_TIMEOUT_MS = 10_000;
 
 export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const log = o.logger.child({ component: "runner" });
@@ -89,6 +76,12 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   for (const w of warnings) log.warn(formatIssue(w));
   for (const s of manifests.skipped)
     log.debug({ file: s.file, doc: s.docIndex, kind: s.kind, name: s.name }, "skipped a kind this runner does not run");
+  const remote = manifests.functions.filter((f) => !isLocalFunction(f.resource));
+  if (remote.length > 0)
+    log.info(
+      { functions: remote.map((f) => `${namespaceOf(f.resource)}/${f.resource.metadata.name}`) },
+      `Function${remote.length === 1 ? "" : "s"} without ${MODULE_ANNOTATION}: deployed elsewhere, not run here`,
+    );
   const host = o.host ?? "127.0.0.1";
   const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
   const engine = createExpressionEngine();
@@ -117,11 +110,24 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     return bus;
   }
 
-  const stop = async (): Promise<void> => {
-    // Sources first (no new events), then triggers (return pending, finish in-flight), then functions.
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => (stopping ??= shutdown());
+  const shutdown = async (): Promise<void> => {
+    // No new events (webhooks answer 503 + Retry-After), then the sources finish what they took.
+    webhooks.stopAccepting();
     await Promise.allSettled(sources.map((s) => s.stop()));
-    await webhooks.close();
+    // The in-memory bus keeps nothing: let it finish what it holds, within a bound.
+    const memory = [...buses.values()].filter((b) => b.drain !== undefined);
+    if (memory.length > 0) {
+      const held = (): number => triggers.reduce((n, t) => n + t.pending(), 0);
+      const timeoutMs = o.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
+      const drained = await Promise.all(memory.map((b) => b.drain!({ timeoutMs, held })));
+      if (drained.includes(false))
+        log.warn({ waitedMs: timeoutMs }, "in-memory bus not drained in time: stopping with events unfinished");
+    }
+    // Triggers return pending events and cut retries short; the buses then report what is left.
     await Promise.allSettled(triggers.map((t) => t.stop()));
+    await webhooks.close();
     await functions?.stop();
     await Promise.allSettled([...buses.values()].map((b) => b.close()));
     await sinks.close();
@@ -141,25 +147,19 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       fnBuses.set(f.resource, m);
     }
     functions = await startFunctionHost({
-      functions: manifests.functions,
+      functions: manifests.functions.filter((f) => isLocalFunction(f.resource)),
+      elsewhere: remote,
+      serveUnreachable: needsUnreachable(manifests),
       busFor: (fn, component) => fnBuses.get(fn)!.get(component) ?? fnBuses.get(fn)!.get(undefined)!,
       logger: o.logger,
       host,
       port: o.functionsPort ?? 8080,
     });
     const fh = functions;
-    const resolveSink = (sink: Sink, namespace: string): string => {
-      if (sink.uri !== undefined) return sink.uri;
-      const ref = sink.ref!;
-      if (ref.kind === "Function") {
-        const url = fh.urlOf(ref.namespace ?? namespace, ref.name);
-        if (url !== undefined) return url;
-      }
-      throw new OfEventsError(
-        ErrorCode.Config,
-        `sink.ref ${ref.kind} ${ref.namespace ?? namespace}/${ref.name}: only local sync Functions can be referenced off Kubernetes (or use sink.uri)`,
-      );
-    };
+    // uri wins over ref (OpenFunction's rule); a ref `run` cannot call resolves to an address of
+    // the function host that answers 404 with the reason, so it fails when used, not at start.
+    const resolveSink = (sink: Sink, namespace: string): string =>
+      sink.uri ?? fh.urlOf(sink.ref!.namespace ?? namespace, sink.ref!.name, sink.ref!.kind);
 
     for (const t of manifests.triggers) {
       const bus = await busFor(t.resource.spec.eventBus, namespaceOf(t.resource));
@@ -175,10 +175,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     }
     for (const es of manifests.eventSources) {
       const r = es.resource;
-      const bus =
-        r.spec.sink === undefined && r.spec.eventBus !== undefined
-          ? await busFor(r.spec.eventBus, namespaceOf(r))
-          : undefined;
+      const bus = r.spec.eventBus === undefined ? undefined : await busFor(r.spec.eventBus, namespaceOf(r));
       const instrumentation = createInstrumentation<SourceEvents>();
       metrics.observeSource(instrumentation, { namespace: namespaceOf(r), eventSource: r.metadata.name });
       sources.push(
@@ -190,6 +187,10 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     await stop();
     throw err;
   }
+  const notRunning = (): Array<{ eventSource: string; event: string; reason: string }> =>
+    sources.flatMap((s) => s.notRunning().map((n) => ({ eventSource: s.name, ...n })));
+  for (const n of notRunning())
+    log.warn(n, "event source not running yet: retried in the background (see the lines above)");
   log.info(
     {
       eventSources: sources.length,
@@ -200,5 +201,36 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     },
     "running",
   );
-  return { manifests, buses, sources, triggers, functions, metrics, metricsPort: metricsServer?.port, stop };
+  return {
+    manifests,
+    buses,
+    sources,
+    triggers,
+    functions,
+    metrics,
+    metricsPort: metricsServer?.port,
+    notRunning,
+    stop,
+  };
+}
+
+/** Whether a sink names, by ref and without a uri, something other than a local sync Function. */
+function needsUnreachable(m: Manifests): boolean {
+  const local = new Set(
+    m.functions
+      .filter((f) => isLocalFunction(f.resource) && isSyncFunction(f.resource))
+      .map((f) => `${namespaceOf(f.resource)}/${f.resource.metadata.name}`),
+  );
+  const cannot = (sink: Sink | undefined, ns: string): boolean =>
+    sink?.ref !== undefined &&
+    sink.uri === undefined &&
+    (sink.ref.kind !== "Function" || !local.has(`${sink.ref.namespace ?? ns}/${sink.ref.name}`));
+  return (
+    m.eventSources.some((e) => cannot(e.resource.spec.sink, namespaceOf(e.resource))) ||
+    m.triggers.some((t) =>
+      t.resource.spec.subscribers.some(
+        (s) => cannot(s.sink, namespaceOf(t.resource)) || cannot(s.deadLetterSink, namespaceOf(t.resource)),
+      ),
+    )
+  );
 }

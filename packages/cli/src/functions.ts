@@ -37,8 +37,12 @@ export interface FunctionContext {
 export type FunctionHandler = (event: CloudEvent, ctx: FunctionContext) => unknown;
 
 export interface FunctionHost {
-  /** URL of a sync function, or undefined when no such sync function is hosted. */
-  urlOf(namespace: string, name: string): string | undefined;
+  /**
+   * URL of a hosted sync Function; for anything else (a Function deployed elsewhere, another
+   * kind) an address of this host that answers 404 with the reason, so a delivery to it fails
+   * with a clear error when it is used. Such addresses need `serveUnreachable`.
+   */
+  urlOf(namespace: string, name: string, kind?: string): string;
   readonly port: number;
   stop(): Promise<void>;
 }
@@ -91,6 +95,10 @@ function readAll(req: IncomingMessage, limit: number): Promise<Buffer> {
 
 export async function startFunctionHost(o: {
   functions: Located<FunctionResource>[];
+  /** Functions of the manifests that run elsewhere (no module annotation): named in the 404. */
+  elsewhere?: Located<FunctionResource>[] | undefined;
+  /** Serve even without a local sync Function, so that unreachable sink refs answer 404. */
+  serveUnreachable?: boolean | undefined;
   busFor: (fn: FunctionResource, component: string | undefined) => EventBus;
   logger: Logger;
   host: string;
@@ -154,7 +162,19 @@ export async function startFunctionHost(o: {
 
   let server: Server | undefined;
   let port = o.port;
-  if (sync.size > 0) {
+  const elsewhere = new Set(
+    (o.elsewhere ?? []).map((f) => `${f.resource.metadata.namespace ?? "default"}/${f.resource.metadata.name}`),
+  );
+  const unreachable = (path: string): string | undefined => {
+    const m = /^\/_unreachable\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(path);
+    if (m === null) return undefined;
+    const [, kind, ns, name] = m.map((p) => decodeURIComponent(p)) as [string, string, string, string];
+    if (kind === "Function" && elsewhere.has(`${ns}/${name}`))
+      return `Function ${ns}/${name} is deployed elsewhere (no ${MODULE_ANNOTATION} annotation): ofevents run cannot call it; give the subscriber a sink.uri, or the Function a local module`;
+    if (kind === "Function") return `no local sync Function ${ns}/${name}`;
+    return `${kind} ${ns}/${name} is resolved on a cluster only: ofevents run cannot call it; give a sink.uri`;
+  };
+  if (sync.size > 0 || o.serveUnreachable === true) {
     server = createServer((req: IncomingMessage, res: ServerResponse) => {
       const path = (req.url ?? "/").split("?")[0]!.replace(/\/$/, "");
       const entry = sync.get(path);
@@ -164,7 +184,10 @@ export async function startFunctionHost(o: {
           .writeHead(status, { "content-type": "application/json" })
           .end(body === undefined ? "" : JSON.stringify(body));
       };
-      if (entry === undefined) return reply(404, { error: `no function at ${path}` });
+      if (entry === undefined) {
+        req.resume();
+        return reply(404, { error: unreachable(path) ?? `no function at ${path}` });
+      }
       readAll(req, 10 * 1024 * 1024)
         .then(async (body) => {
           let event: CloudEvent;
@@ -197,8 +220,11 @@ export async function startFunctionHost(o: {
 
   return {
     port,
-    urlOf(namespace, name) {
-      return sync.has(`/${namespace}/${name}`) ? `http://${o.host}:${port}/${namespace}/${name}` : undefined;
+    urlOf(namespace, name, kind = "Function") {
+      if (kind === "Function" && sync.has(`/${namespace}/${name}`))
+        return `http://${o.host}:${port}/${namespace}/${name}`;
+      const parts = [kind, namespace, name].map(encodeURIComponent).join("/");
+      return `http://${o.host}:${port}/_unreachable/${parts}`;
     },
     async stop() {
       await Promise.allSettled(subs.map((s) => s.close()));

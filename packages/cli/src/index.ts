@@ -1,4 +1,5 @@
 export { main, type MainIO } from "./main.js";
-export { startEmbedded, validateAll, type Embedded, type EmbeddedOptions } from "./embedded.js";
+export { validateAll } from "./check.js";
+export { startEmbedded, type Embedded, type EmbeddedOptions } from "./embedded.js";
 export { startFunctionHost, type FunctionContext, type FunctionHandler, type FunctionHost } from "./functions.js";
 export { clusterSinkUrl, startSingle, type Single, type SingleOptions } from "./single.js";

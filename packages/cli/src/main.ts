@@ -18,7 +18,8 @@ import {
   type Logger,
 } from "@ofevents/core";
 import { loadKubeConfig, ownNamespace, startController } from "@ofevents/controller";
-import { startEmbedded, validateAll } from "./embedded.js";
+import { validateAll } from "./check.js";
+import { startEmbedded } from "./embedded.js";
 import { startSingle } from "./single.js";
 
 const USAGE = `ofevents: an OpenFunction-Events-style event framework
@@ -135,25 +136,33 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
   return 0;
 }
 
-/** Waits for SIGINT/SIGTERM, then runs `stop`; a second signal exits at once. */
+/**
+ * Waits for SIGINT/SIGTERM, then runs `stop`; a second signal exits at once. Keeps the process
+ * alive meanwhile, even when nothing else is listening (Node would otherwise exit silently).
+ */
 async function untilSignal(stop: () => Promise<void>, logger: Logger, err: Write): Promise<void> {
-  await new Promise<void>((resolve) => {
-    let signals = 0;
-    const onSignal = (sig: NodeJS.Signals): void => {
-      signals++;
-      if (signals > 1) {
-        err(`second ${sig}: exiting now\n`);
-        process.exit(130);
-      }
-      logger.info({ signal: sig }, "shutting down: finishing in-flight events");
-      stop().then(resolve, (e: unknown) => {
-        err(`shutdown failed: ${(e as Error).message}\n`);
-        resolve();
-      });
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-  });
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  try {
+    await new Promise<void>((resolve) => {
+      let signals = 0;
+      const onSignal = (sig: NodeJS.Signals): void => {
+        signals++;
+        if (signals > 1) {
+          err(`second ${sig}: exiting now\n`);
+          process.exit(130);
+        }
+        logger.info({ signal: sig }, "shutting down: finishing in-flight events (a second signal exits at once)");
+        stop().then(resolve, (e: unknown) => {
+          err(`shutdown failed: ${(e as Error).message}\n`);
+          resolve();
+        });
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+    });
+  } finally {
+    clearInterval(keepAlive);
+  }
 }
 
 async function single(kind: "EventSource" | "Trigger", args: string[], out: Write, err: Write): Promise<number> {

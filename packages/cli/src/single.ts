@@ -15,6 +15,7 @@ import {
   createMetrics,
   createSecretResolver,
   createSinkClient,
+  formatIssue,
   namespaceOf,
   resolveEventBus,
   serveMetrics,
@@ -25,7 +26,7 @@ import {
 import { createEventBus, createJetStreamTopicPreparer, type EventBus } from "@ofevents/eventbus";
 import { createWebhookServers, startEventSource, type SourceEvents } from "@ofevents/eventsource";
 import { startTrigger, type TriggerEvents } from "@ofevents/trigger";
-import { validateAll } from "./embedded.js";
+import { validateAll } from "./check.js";
 
 export interface SingleOptions {
   kind: "EventSource" | "Trigger";
@@ -76,7 +77,7 @@ function pick<T extends { metadata: { name: string; namespace?: string | undefin
   );
 }
 
-/** Off a cluster a ref can only be a URL we derive: the in-cluster Service address. */
+/** Off a cluster a ref can only be a URL we derive: the in-cluster Service address (uri wins). */
 export function clusterSinkUrl(sink: Sink, namespace: string): string {
   if (sink.uri !== undefined) return sink.uri;
   const ref = sink.ref!;
@@ -85,16 +86,20 @@ export function clusterSinkUrl(sink: Sink, namespace: string): string {
 
 export async function startSingle(o: SingleOptions): Promise<Single> {
   const log = o.logger.child({ component: "entrypoint" });
-  const { manifests, issues } = await validateAll(o.paths);
+  const { manifests, issues, warnings } = await validateAll(o.paths, { peersElsewhere: true });
   if (issues.length > 0) throw new ManifestError(issues);
+  for (const w of warnings) log.warn(formatIssue(w));
   let ready = false;
   let stopping = false;
   const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: true });
   let bus: EventBus | undefined;
+  let notRunning: () => Array<{ event: string; reason: string }> = () => [];
   const busReachable = cachedProbe(() => bus?.ping(READY_PING_TIMEOUT_MS) ?? Promise.resolve(), READY_CACHE_MS);
   const readiness = async (): Promise<string | undefined> => {
     if (stopping) return "stopping";
     if (!ready) return "starting";
+    const down = notRunning();
+    if (down.length > 0) return down.map((d) => `event ${d.event}: ${d.reason}`).join("; ");
     try {
       await busReachable();
       return undefined;
@@ -118,12 +123,7 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
         ? pick("EventSource", res(manifests.eventSources), o.name)
         : pick("Trigger", res(manifests.triggers), o.name);
     const namespace = namespaceOf(resource);
-    const busName =
-      resource.kind === "Trigger"
-        ? resource.spec.eventBus
-        : resource.spec.sink === undefined
-          ? resource.spec.eventBus
-          : undefined;
+    const busName = resource.spec.eventBus;
     if (busName !== undefined) {
       const r = resolveEventBus(busName, namespace, {
         eventBuses: res(manifests.eventBuses),
@@ -185,6 +185,7 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
         webhooks,
         resolveSink: clusterSinkUrl,
       });
+      notRunning = () => rt.notRunning();
       stops.push(() => rt.stop());
     } else {
       const instrumentation = createInstrumentation<TriggerEvents>();

@@ -24,6 +24,7 @@ export const ErrorCode = {
   DeliveryTimeout: "DELIVERY_TIMEOUT",
   SourceConfig: "SOURCE_CONFIG",
   SourceStart: "SOURCE_START",
+  SourceUnsupported: "SOURCE_UNSUPPORTED",
   FunctionLoad: "FUNCTION_LOAD",
   Config: "CONFIG",
 } as const;

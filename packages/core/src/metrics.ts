@@ -194,6 +194,11 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
     ),
     inFlight: gauge("eventsource_dispatches_in_flight", "Events received and not yet published or delivered.", src),
     up: gauge("eventsource_up", "1 when the event's adapter started, 0 when it failed to start.", src),
+    startFailures: counter(
+      "eventsource_start_failures_total",
+      "Attempts to start an event's adapter that failed (a source that cannot connect is retried with backoff).",
+      src,
+    ),
   };
 
   const tr = ["namespace", "trigger"] as const;
@@ -335,7 +340,10 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
           // Series exist from the start (cells are created at 0), so rate() and absent() see a 0.
           cells(p.event);
         }),
-        events.on("start_failed", (p) => void (up(p.event).value = 0)),
+        events.on("start_failed", (p) => {
+          up(p.event).value = 0;
+          source.startFailures.cell(l(p.event)).value++;
+        }),
       ];
       return () => offs.forEach((off) => off());
     },

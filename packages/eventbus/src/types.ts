@@ -52,6 +52,8 @@ export interface BusEvents {
   published: { topic: string; id: string };
   redelivery: { topic: string; group: string; id: string; deliveryCount: number; error: unknown };
   dead_lettered: { topic: string; group: string; id: string; deadLetterTopic: string; error: unknown };
+  /** A message the bus could not keep when it closed (the in-memory bus keeps nothing). */
+  abandoned: { topic: string; group: string; id: string };
 }
 
 export interface EventBus extends EventPublisher, EventSubscriber {
@@ -63,7 +65,17 @@ export interface EventBus extends EventPublisher, EventSubscriber {
    * it answered within `timeoutMs`; rejects with a BusError saying why not. Readiness probes use it.
    */
   ping(timeoutMs: number): Promise<void>;
-  /** Stops every subscription (waiting for in-flight handlers), then disconnects. Idempotent. */
+  /**
+   * Only where the bus cannot keep unfinished messages across a restart (the in-memory bus):
+   * resolves true once every message taken was handled (nothing queued, waiting for redelivery
+   * or in flight beyond `held()`, the messages deliberately held open such as pending joins),
+   * false when `timeoutMs` passed first.
+   */
+  drain?(options: { timeoutMs: number; held?: () => number }): Promise<boolean>;
+  /**
+   * Stops every subscription (waiting for in-flight handlers), then disconnects. Idempotent. A bus
+   * that cannot keep unfinished messages reports each one (`abandoned`, and a warning with the ids).
+   */
   close(): Promise<void>;
 }
 

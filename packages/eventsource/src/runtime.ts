@@ -1,11 +1,16 @@
 /**
  * Runs one EventSource resource: starts an adapter per event, builds the CloudEvent of each
- * dispatch, and sends it to the sync sink (with retries) or publishes it to the bus topic
- * `{namespace}-{eventSource}-{event}` (retrying what the bus calls retriable). An adapter acks its
- * source only after dispatch resolved. One failing event source never stops the others.
+ * dispatch, and sends it to the sync sink (with retries) and/or publishes it to the bus topic
+ * `{namespace}-{eventSource}-{event}` (retrying what the bus calls retriable); with both, to both.
+ * An adapter acks its source only after dispatch resolved. Events start independently: one that
+ * cannot connect is retried with backoff and never delays the others; a configuration error
+ * (missing secret, port in use, bad value) stops the start with a message naming the event.
  */
 import {
   BusError,
+  ErrorCode,
+  OfEventsError,
+  hasCode,
   busTopic,
   createInstrumentation,
   deliveryPolicy,
@@ -55,6 +60,11 @@ export interface EventSourceRuntimeOptions {
 export interface EventSourceRuntime {
   readonly name: string;
   readonly events: Instrumentation<SourceEvents>;
+  /**
+   * The events that do not run now, each with the reason: still connecting (retried with
+   * backoff until it starts) or not supported here.
+   */
+  notRunning(): Array<{ event: string; reason: string }>;
   /** Stops every adapter, waiting for in-flight dispatches. */
   stop(): Promise<void>;
 }
@@ -78,6 +88,38 @@ export async function validateEventSource(es: EventSource): Promise<ValidationIs
   return issues;
 }
 
+/** Backoff between attempts to start an event that could not connect: 1 s doubling to 60 s. */
+const START_RETRY = { policy: "exponential", delayMs: 1_000, maxDelayMs: 60_000 } as const;
+
+/** Node's error codes of a connection that failed (DNS, refused, reset, unreachable, timed out). */
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EPIPE",
+]);
+
+/**
+ * Whether an adapter's start failure is worth retrying: it could not reach its server (a
+ * SOURCE_START error, a retriable error, a network error anywhere in the cause chain). Anything
+ * else (a missing secret, a port in use, a bad value) is a configuration error.
+ */
+export function isStartRetriable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof OfEventsError) {
+      if (e.code === ErrorCode.SourceUnsupported) return false;
+      if (e.retriable || e.code === ErrorCode.SourceStart || e.code === ErrorCode.BusUnreachable) return true;
+    }
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== undefined && NETWORK_CODES.has(code)) return true;
+  }
+  return false;
+}
+
 export async function startEventSource(es: EventSource, o: EventSourceRuntimeOptions): Promise<EventSourceRuntime> {
   const namespace = namespaceOf(es);
   const name = es.metadata.name;
@@ -90,15 +132,19 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
   if (sink !== undefined && (sinkUrl === undefined || o.sinks === undefined)) {
     throw new Error(`EventSource ${namespace}/${name}: cannot resolve its sink`);
   }
-  if (sink === undefined && o.bus === undefined)
+  // With both a sink and an eventBus, every event goes to both (OpenFunction's behaviour).
+  const bus = es.spec.eventBus === undefined ? undefined : o.bus;
+  if (es.spec.eventBus !== undefined && bus === undefined)
     throw new Error(`EventSource ${namespace}/${name}: no bus to publish to`);
+  if (sink === undefined && bus === undefined)
+    throw new Error(`EventSource ${namespace}/${name}: give it an eventBus, a sink, or both`);
   const policy = deliveryPolicy();
   const attempts = o.publishAttempts ?? 5;
 
   async function publish(topic: string, ev: CloudEvent): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await o.bus!.publish(topic, ev);
+        await bus!.publish(topic, ev);
         return;
       } catch (err) {
         if (!(err instanceof BusError) || !err.retriable || attempt >= attempts || abort.signal.aborted) throw err;
@@ -110,6 +156,23 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
   function makeDispatch(kind: SourceKind, eventName: string): Dispatch {
     const topic = busTopic(namespace, name, eventName);
     const source = `/apis/v1/namespaces/${namespace}/eventsources/${name}`;
+
+    async function toSink(ev: CloudEvent): Promise<void> {
+      const res = await o.sinks!.deliver(sinkUrl!, ev, policy, {
+        signal: abort.signal,
+        onRetry: (r) =>
+          log.warn({ id: ev.id, sink: sinkUrl, attempt: r.attempt, err: r.error.message }, "sink delivery retried"),
+      });
+      events.emit("delivered", { eventSource: name, event: eventName, id: ev.id, sink: sinkUrl!, status: res.status });
+      log.info({ event: eventName, id: ev.id, sink: sinkUrl }, "delivered");
+    }
+
+    async function toBus(ev: CloudEvent): Promise<void> {
+      await publish(topic, ev);
+      events.emit("published", { eventSource: name, event: eventName, id: ev.id, topic });
+      log.debug({ event: eventName, id: ev.id, topic }, "published");
+    }
+
     return async (init: DispatchInit) => {
       const ev =
         init.event ??
@@ -125,25 +188,13 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
         });
       events.emit("dispatched", { eventSource: name, event: eventName, id: ev.id });
       try {
-        if (sinkUrl !== undefined) {
-          const res = await o.sinks!.deliver(sinkUrl, ev, policy, {
-            signal: abort.signal,
-            onRetry: (r) =>
-              log.warn({ id: ev.id, sink: sinkUrl, attempt: r.attempt, err: r.error.message }, "sink delivery retried"),
-          });
-          events.emit("delivered", {
-            eventSource: name,
-            event: eventName,
-            id: ev.id,
-            sink: sinkUrl,
-            status: res.status,
-          });
-          log.info({ event: eventName, id: ev.id, sink: sinkUrl }, "delivered");
-        } else {
-          await publish(topic, ev);
-          events.emit("published", { eventSource: name, event: eventName, id: ev.id, topic });
-          log.debug({ event: eventName, id: ev.id, topic }, "published");
-        }
+        if (sinkUrl !== undefined && bus !== undefined) {
+          // Both must take it before the source is acknowledged; the first failure is reported.
+          const [toS, toB] = await Promise.allSettled([toSink(ev), toBus(ev)]);
+          if (toS.status === "rejected") throw toS.reason;
+          if (toB.status === "rejected") throw toB.reason;
+        } else if (sinkUrl !== undefined) await toSink(ev);
+        else await toBus(ev);
       } catch (err) {
         events.emit("failed", { eventSource: name, event: eventName, id: ev.id, error: err });
         log.warn({ event: eventName, id: ev.id, err }, "event not taken; the source is not acknowledged");
@@ -153,43 +204,100 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
     };
   }
 
-  for (const kind of sourceKinds) {
-    for (const [eventName, spec] of Object.entries(es.spec[kind] ?? {})) {
-      const elog = log.child({ event: eventName, kind });
-      try {
-        const adapter = await loadAdapter(kind);
-        const problems = adapter.validate(spec);
-        if (problems.length > 0) throw new Error(problems.map((p) => `${p.path}: ${p.message}`).join("; "));
-        running.push(
-          await adapter.start(
-            {
-              namespace,
-              eventSource: name,
-              eventName,
-              logger: elog,
-              secrets: o.secrets,
-              webhooks: o.webhooks,
-              signal: abort.signal,
-            },
-            spec,
-            makeDispatch(kind, eventName),
-          ),
-        );
-        events.emit("started", { eventSource: name, event: eventName, kind });
-      } catch (err) {
-        // One failing event never stops the others.
-        elog.error({ err }, "event source failed to start");
-        events.emit("start_failed", { eventSource: name, event: eventName, kind, error: err });
-      }
+  /** Why each event is not running, while it is not. */
+  const waiting = new Map<string, string>();
+  const configErrors: string[] = [];
+  const retries: Promise<void>[] = [];
+
+  async function attempt(kind: SourceKind, eventName: string, spec: unknown): Promise<unknown> {
+    try {
+      const adapter = await loadAdapter(kind);
+      const problems = adapter.validate(spec);
+      if (problems.length > 0)
+        throw new OfEventsError(ErrorCode.Config, problems.map((p) => `${p.path}: ${p.message}`).join("; "));
+      running.push(
+        await adapter.start(
+          {
+            namespace,
+            eventSource: name,
+            eventName,
+            logger: log.child({ event: eventName, kind }),
+            secrets: o.secrets,
+            webhooks: o.webhooks,
+            signal: abort.signal,
+          },
+          spec,
+          makeDispatch(kind, eventName),
+        ),
+      );
+      waiting.delete(eventName);
+      events.emit("started", { eventSource: name, event: eventName, kind });
+      return undefined;
+    } catch (err) {
+      events.emit("start_failed", { eventSource: name, event: eventName, kind, error: err });
+      return err;
     }
   }
 
+  /** Retries an event that could not connect, with backoff, until it starts or the source stops. */
+  async function retry(kind: SourceKind, eventName: string, spec: unknown): Promise<void> {
+    for (let n = 1; !abort.signal.aborted; n++) {
+      const delayMs = backoffDelay(n, START_RETRY);
+      log.warn(
+        { event: eventName, kind, attempt: n, retryInMs: delayMs, err: waiting.get(eventName) },
+        "event source cannot start yet; retrying",
+      );
+      try {
+        await sleep(delayMs, abort.signal);
+      } catch {
+        return;
+      }
+      if (abort.signal.aborted) return;
+      const err = await attempt(kind, eventName, spec);
+      if (err === undefined) {
+        log.info({ event: eventName, kind, attempts: n + 1 }, "event source started");
+        return;
+      }
+      waiting.set(eventName, (err as Error).message);
+    }
+  }
+
+  // Every event starts on its own: one that cannot connect never delays the others.
+  const firsts: Promise<void>[] = [];
+  for (const kind of sourceKinds) {
+    for (const [eventName, spec] of Object.entries(es.spec[kind] ?? {})) {
+      waiting.set(eventName, "starting");
+      firsts.push(
+        attempt(kind, eventName, spec).then((err) => {
+          if (err === undefined) return;
+          const message = (err as Error).message;
+          waiting.set(eventName, message);
+          if (isStartRetriable(err)) retries.push(retry(kind, eventName, spec));
+          else if (hasCode(err, ErrorCode.SourceUnsupported))
+            log.error({ event: eventName, kind, err: message }, "event not started: not supported here");
+          else configErrors.push(`event ${eventName} (${kind}): ${message}`);
+        }),
+      );
+    }
+  }
+  await Promise.all(firsts);
+
+  const stop = async (): Promise<void> => {
+    abort.abort();
+    await Promise.allSettled(retries);
+    await Promise.allSettled(running.map((r) => r.stop()));
+  };
+  if (configErrors.length > 0) {
+    await stop();
+    throw new OfEventsError(
+      ErrorCode.Config,
+      `EventSource ${namespace}/${name} cannot start: ${configErrors.join("; ")}`,
+    );
+  }
   return {
     name,
     events,
-    async stop() {
-      abort.abort();
-      await Promise.allSettled(running.map((r) => r.stop()));
-    },
+    notRunning: () => [...waiting].map(([event, reason]) => ({ event, reason })),
+    stop,
   };
 }

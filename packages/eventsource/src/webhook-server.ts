@@ -16,9 +16,18 @@ export interface WebhookServers {
   /** Registers a route and starts the port's listener if needed; resolves with the bound port. */
   register(port: number, route: WebhookRoute): Promise<number>;
   unregister(port: number, route: WebhookRoute): Promise<void>;
+  /**
+   * Shutdown has begun: from now on every webhook request is answered 503 with `Retry-After`
+   * (the caller retries elsewhere or later; nothing is taken that could not be finished), while
+   * the listeners stay open until `close()`.
+   */
+  stopAccepting(): void;
   /** Closes every listener. */
   close(): Promise<void>;
 }
+
+/** `Retry-After` (seconds) of the 503 answered while shutting down. */
+const SHUTDOWN_RETRY_AFTER_S = 5;
 
 interface Listener {
   server: Server;
@@ -30,11 +39,23 @@ export function createWebhookServers(options: { host?: string | undefined; logge
   const host = options.host ?? "127.0.0.1";
   const log = options.logger.child({ component: "webhook" });
   const listeners = new Map<number, Promise<Listener>>();
+  let accepting = true;
 
   function dispatch(l: Listener, req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     if (path === "/health" && req.method === "GET") {
       res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+      return;
+    }
+    if (!accepting) {
+      res
+        .writeHead(503, {
+          "retry-after": String(SHUTDOWN_RETRY_AFTER_S),
+          connection: "close",
+          "content-type": "application/json",
+        })
+        .end(JSON.stringify({ error: "shutting down: not accepting events; retry later" }));
+      req.resume();
       return;
     }
     const routes = l.routes.filter((r) => r.endpoint === path);
@@ -106,6 +127,9 @@ export function createWebhookServers(options: { host?: string | undefined; logge
         for (const [k, v] of listeners) if (v === p) listeners.delete(k);
         await closeServer(l.server);
       }
+    },
+    stopAccepting() {
+      accepting = false;
     },
     async close() {
       const all = await Promise.allSettled([...listeners.values()]);

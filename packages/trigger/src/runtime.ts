@@ -56,6 +56,8 @@ export interface TriggerRuntimeOptions {
 export interface TriggerRuntime {
   readonly name: string;
   readonly events: Instrumentation<TriggerEvents>;
+  /** Events held in correlation windows, waiting for a join (their bus messages stay unacked). */
+  pending(): number;
   /** Returns pending events to the bus, waits for in-flight deliveries, closes subscriptions. */
   stop(): Promise<void>;
 }
@@ -339,6 +341,10 @@ class SubscriberRunner {
   drain(): PendingEntry[] {
     return this.correlator?.drain() ?? [];
   }
+
+  pending(): number {
+    return this.correlator?.pendingCount() ?? 0;
+  }
 }
 
 /** Starts a trigger. Throws for an invalid condition or expression (validate manifests first). */
@@ -434,6 +440,7 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
   return {
     name,
     events,
+    pending: () => subscribers.reduce((n, s) => n + s.pending(), 0),
     async stop() {
       if (stopping) return;
       stopping = true;

@@ -54,7 +54,7 @@ import { podSelector, renderConfigMap, renderDeployment, workloadMeta, type Work
 export interface RenderEventSourceInput {
   /** The EventSource as validated (validateEventSource's `resource`), with its uid. */
   eventSource: EventSource;
-  /** `resolveEventBus(spec.eventBus, namespace, buses)`; unused when the source has a sink. */
+  /** `resolveEventBus(spec.eventBus, namespace, buses)`, when the source has an eventBus. */
   bus: ResolvedBus | undefined;
   options: ControllerOptions;
   sinks?: SinkLookup | undefined;
@@ -177,8 +177,8 @@ export function renderEventSource(input: RenderEventSourceInput): RenderedWorklo
   const es = input.eventSource;
   const namespace = namespaceOf(es);
   const name = workloadName("EventSource", es.metadata.name);
-  // The entrypoint sends to the sink when there is one, and then ignores the bus.
-  const bus = es.spec.sink === undefined ? input.bus : undefined;
+  // With both a sink and an eventBus the entrypoint sends each event to both.
+  const bus = input.bus;
   const busDriver =
     bus?.resource === undefined ? undefined : bus.resource.spec.dapr !== undefined ? BusDriver.Dapr : o.busDriver;
   const eventBus = renderBusFor(bus, namespace, input.options);

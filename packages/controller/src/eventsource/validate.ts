@@ -51,7 +51,7 @@ export function validateEventSource(
   issues.push(...sinkIssues(es.spec.sink, "spec.sink"));
   let bus: ResolvedBus | undefined;
   let note: string | undefined;
-  if (es.spec.sink === undefined && es.spec.eventBus !== undefined) {
+  if (es.spec.eventBus !== undefined) {
     const b = busIssues(es.spec.eventBus, namespaceOf(es), ctx.buses, options);
     bus = b.bus;
     note = b.bus.warning;

@@ -58,7 +58,8 @@ interface Group {
   head: number;
   members: Member[];
   next: number;
-  timers: Set<NodeJS.Timeout>;
+  /** Messages waiting for their redelivery timer. */
+  timers: Map<NodeJS.Timeout, Message>;
   /** Options of the latest subscription, used for messages retried while no member is attached. */
   options: SubscribeOptions;
 }
@@ -70,6 +71,8 @@ class MemoryBus implements EventBus {
   private readonly subs = new Set<MemorySubscription>();
   private readonly waiters: Array<() => void> = [];
   private closed = false;
+  /** Messages settled with an error after close began: nothing will redeliver them. */
+  private readonly leftOver: Array<{ g: Group; msg: Message }> = [];
   private readonly log: Logger;
   private readonly maxDeliver: number;
   private readonly maxQueued: number;
@@ -117,7 +120,7 @@ class MemoryBus implements EventBus {
       if (byName === undefined) this.groups.set(topic, (byName = new Map()));
       let g = byName.get(options.group);
       if (g === undefined) {
-        g = { name: options.group, topic, queue: [], head: 0, members: [], next: 0, timers: new Set(), options };
+        g = { name: options.group, topic, queue: [], head: 0, members: [], next: 0, timers: new Map(), options };
         byName.set(options.group, g);
       }
       g.options = options;
@@ -194,6 +197,10 @@ class MemoryBus implements EventBus {
   }
 
   private retryOrDeadLetter(g: Group, msg: Message, err: unknown, options: SubscribeOptions): void {
+    if (this.closed) {
+      this.leftOver.push({ g, msg });
+      return;
+    }
     const maxDeliver = options.maxDeliver ?? this.maxDeliver;
     if (msg.deliveries >= maxDeliver) {
       const dlt = deadLetterTopicFor(msg.topic, options);
@@ -240,7 +247,7 @@ class MemoryBus implements EventBus {
       g.queue.splice(g.head, 0, msg);
       this.pump(g);
     }, delay);
-    g.timers.add(t);
+    g.timers.set(t, msg);
   }
 
   async removeMember(member: Member, joined: Group[]): Promise<void> {
@@ -257,14 +264,44 @@ class MemoryBus implements EventBus {
     return this.closed ? Promise.reject(BusError.closed()) : Promise.resolve();
   }
 
+  async drain(o: { timeoutMs: number; held?: () => number }): Promise<boolean> {
+    const deadline = Date.now() + o.timeoutMs;
+    for (;;) {
+      let busy = 0;
+      for (const byName of this.groups.values())
+        for (const g of byName.values()) {
+          busy += g.queue.length - g.head + g.timers.size;
+          for (const m of g.members) busy += m.inFlight;
+        }
+      if (busy <= (o.held?.() ?? 0)) return true;
+      if (Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.wakePublishers();
     await Promise.all([...this.subs].map((s) => s.close()));
+    const lost = this.leftOver.splice(0);
     for (const byName of this.groups.values())
-      for (const g of byName.values()) for (const t of g.timers) clearTimeout(t);
+      for (const g of byName.values()) {
+        for (const [t, msg] of g.timers) {
+          clearTimeout(t);
+          lost.push({ g, msg });
+        }
+        for (let i = g.head; i < g.queue.length; i++) lost.push({ g, msg: g.queue[i]! });
+      }
     this.groups.clear();
+    for (const { g, msg } of lost) this.events.emit("abandoned", { topic: msg.topic, group: g.name, id: msg.id });
+    if (lost.length > 0) {
+      this.log.warn(
+        { count: lost.length, ids: [...new Set(lost.map((l) => l.msg.id))] },
+        "%d event deliveries not finished at shutdown: the in-memory bus keeps nothing (use a durable EventBus to keep them)",
+        lost.length,
+      );
+    }
   }
 }
 
