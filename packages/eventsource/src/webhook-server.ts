@@ -123,7 +123,8 @@ export function createWebhookServers(options: { host?: string | undefined; logge
       if (p === undefined) return;
       const l = await p;
       l.routes = l.routes.filter((r) => r !== route);
-      if (l.routes.length === 0) {
+      // While shutting down the listener stays (answering 503) until close().
+      if (l.routes.length === 0 && accepting) {
         for (const [k, v] of listeners) if (v === p) listeners.delete(k);
         await closeServer(l.server);
       }

@@ -16,6 +16,15 @@ export function everyInterval(schedule: string): number | undefined {
   return parseDuration(m[1]!);
 }
 
+function checkTimezone(tz: string): string | undefined {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: tz });
+    return undefined;
+  } catch {
+    return `"${tz}" is not an IANA time zone (e.g. Europe/Berlin, UTC)`;
+  }
+}
+
 function checkSchedule(spec: CronSpec): string | undefined {
   const s = spec.schedule.trim();
   if (s.startsWith("@every")) {
@@ -38,8 +47,10 @@ export const cronAdapter: SourceAdapter<CronSpec> = {
   kind: SourceKind.Cron,
 
   validate(spec) {
-    const problem = checkSchedule(spec);
     const issues: ValidationIssue[] = [];
+    const tz = spec.timezone === undefined ? undefined : checkTimezone(spec.timezone);
+    if (tz !== undefined) return [{ code: "invalid_value", path: "timezone", message: tz }];
+    const problem = checkSchedule(spec);
     if (problem !== undefined) issues.push({ code: "invalid_value", path: "schedule", message: problem });
     return issues;
   },

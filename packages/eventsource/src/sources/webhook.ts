@@ -9,6 +9,8 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
+  CORE_ATTRIBUTES,
+  EXTENSION_NAME,
   BusError,
   decodeHeaderValue,
   DeliveryError,
@@ -288,6 +290,16 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
     const port = Number(spec.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       issues.push({ code: "invalid_value", path: "port", message: `port ${String(spec.port)} is out of range` });
+    }
+    // Each key becomes an extension attribute of every event: a bad name would fail every request.
+    for (const key of Object.keys(spec.metadata ?? {})) {
+      const n = key.toLowerCase();
+      if (!EXTENSION_NAME.test(n) || CORE_ATTRIBUTES.has(n))
+        issues.push({
+          code: "invalid_value",
+          path: `metadata.${key}`,
+          message: `"${key}" is not a valid CloudEvents extension name (a-z, 0-9, at most 20, not a core attribute such as id)`,
+        });
     }
     return issues;
   },
