@@ -417,6 +417,20 @@ describe("controller render - EventSource", () => {
     expectWellFormed(r, cronSinkSource);
   });
 
+  it("controller render - source with an event bus and a sink: the bus is rendered too and the workload gets both", () => {
+    const both = { ...cronSinkSource, spec: { ...cronSinkSource.spec, eventBus: "default" } };
+    const r = source(both, catalog(natsStreamingBus("EventBus")));
+    // The bus's Dapr component is rendered (the entrypoint publishes to it) and the sink resolved.
+    expect(r.eventBus.length).toBeGreaterThan(0);
+    const m = files(r);
+    expect(m.eventSources[0]!.resource.spec.eventBus).toBe("default");
+    expect(m.eventSources[0]!.resource.spec.sink).toEqual({
+      uri: "http://function-sample-serving-ksvc.default.svc.cluster.local",
+    });
+    expect(m.eventBuses.map((b) => b.resource.metadata.name)).toEqual(["default"]);
+    expectWellFormed(r, both);
+  });
+
   it("controller render - ClusterEventBus fallback, rendered into the source's namespace; a namespaced EventBus wins", () => {
     const raw = webhookSource;
     const r = source(raw, catalog(jetstreamClusterBus));
