@@ -5,8 +5,6 @@
  * `sink`, and a Trigger on that source. Real Kafka and nats-server (JetStream, which natsStreaming
  * maps to); every event reaches both the source's sink and the trigger's sink.
  */
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,30 +14,8 @@ import { startEmbedded, validateAll, type Embedded } from "@ofevents/cli";
 import { createLogger, newEvent, silentLogger } from "@ofevents/core";
 import { KafkaBroker } from "./helpers/kafka.js";
 import { NatsServer } from "./helpers/nats.js";
+import { RecordingSink } from "./helpers/sink.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
-
-class Recorder {
-  ids: string[] = [];
-  private server!: Server;
-  url = "";
-  constructor(private readonly status = 200) {}
-  async start(): Promise<this> {
-    this.server = createServer((req, res) => {
-      req.resume();
-      req.on("end", () => {
-        if (this.status < 300) this.ids.push(String(req.headers["ce-id"]));
-        res.writeHead(this.status).end();
-      });
-    });
-    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/`;
-    return this;
-  }
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
-  }
-}
 
 /** OpenFunction's e2e manifest, with the addresses of this machine's servers. */
 function e2eManifest(o: { natsUrl: string; brokers: string; topic: string; sinkA: string; sinkB: string }): string {
@@ -137,7 +113,7 @@ describe("openfunction e2e manifest", () => {
     await admin.connect();
     await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
     await admin.disconnect();
-    const [sinkA, sinkB] = await Promise.all([new Recorder().start(), new Recorder().start()]);
+    const [sinkA, sinkB] = await Promise.all([RecordingSink.start(), RecordingSink.start()]);
     started.push(sinkA, sinkB);
     const file = join(dir, "manifests.yaml");
     await writeFile(

@@ -3,8 +3,6 @@
  * Retry-After), what the bus already took is finished within a bounded time, and every event
  * that could not be finished is reported (count and ids, at warn) — never dropped silently.
  */
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,34 +10,26 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEmbedded } from "@ofevents/cli";
 import { createLogger } from "@ofevents/core";
 import { freePorts } from "./helpers/server.js";
+import { RecordingSink } from "./helpers/sink.js";
 import { waitFor } from "./helpers/wait.js";
 
 const H = "apiVersion: events.openfunction.io/v1alpha1";
 
 describe("shutdown - in-memory bus", () => {
   let dir: string;
-  let sink: Server;
+  let sink: RecordingSink;
   let sinkUrl: string;
-  const seen: string[] = [];
+  let seen: string[];
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "ofevents-shutdown-"));
     // A slow sink: 300 ms per event.
-    sink = createServer((req, res) => {
-      req.resume();
-      req.on("end", () =>
-        setTimeout(() => {
-          seen.push(String(req.headers["ce-id"]));
-          res.writeHead(200).end();
-        }, 300),
-      );
-    });
-    await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
-    sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/`;
+    sink = await RecordingSink.start({ delayMs: 300 });
+    sinkUrl = sink.url;
+    seen = sink.ids;
   });
   afterAll(async () => {
-    sink.closeAllConnections();
-    await new Promise((r) => sink.close(r));
+    await sink.stop();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -57,7 +47,7 @@ describe("shutdown - in-memory bus", () => {
     });
 
   it("shutdown - events the webhook answered 2xx for are delivered before exit; new requests get 503", async () => {
-    const [port] = await freePorts(1);
+    const port = (await freePorts(1))[0]!;
     const file = join(dir, "drain.yaml");
     await writeFile(
       file,
@@ -84,7 +74,7 @@ spec:
     const ids = Array.from({ length: 6 }, (_, i) => `drain-${i}`);
     for (const id of ids) expect((await post(port, id)).status).toBe(200);
     const stopped = embedded.stop();
-    const late = await post(port!, "late");
+    const late = await post(port, "late");
     expect(late.status).toBe(503);
     expect(late.headers.get("retry-after")).toMatch(/^\d+$/);
     await stopped;
@@ -93,7 +83,7 @@ spec:
   }, 30_000);
 
   it("shutdown - events pending in a join are reported with their ids when the runner stops", async () => {
-    const [port] = await freePorts(1);
+    const port = (await freePorts(1))[0]!;
     const file = join(dir, "pending.yaml");
     await writeFile(
       file,
@@ -123,7 +113,7 @@ spec:
     const abandoned: string[] = [];
     for (const bus of embedded.buses.values()) bus.events.on("abandoned", (e) => void abandoned.push(e.id));
     const ids = ["p-1", "p-2", "p-3"];
-    for (const id of ids) expect((await post(port!, id)).status).toBe(200);
+    for (const id of ids) expect((await post(port, id)).status).toBe(200);
     await waitFor(() => embedded.triggers[0]!.pending() === 3, { message: "three events pending in the join" });
     await embedded.stop();
     expect([...new Set(abandoned)].sort()).toEqual(ids);

@@ -4,8 +4,6 @@
  * and starts once its server is back; the entrypoint's /readyz says not ready until then.
  * Real nats-server, stopped during start-up and restarted on the same port.
  */
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,36 +14,33 @@ import { silentLogger } from "@ofevents/core";
 import { NatsServer } from "./helpers/nats.js";
 import { metricValue } from "./helpers/prometheus.js";
 import { freePorts } from "./helpers/server.js";
+import { RecordingSink } from "./helpers/sink.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
 describe("eventsource start - a source that cannot connect is retried and delays no other", () => {
   let nats: NatsServer;
   let dir: string;
-  let sink: Server;
+  let sink: RecordingSink;
   let sinkUrl: string;
-  const seen: string[] = [];
+  let seen: string[];
 
   beforeAll(async () => {
     nats = await NatsServer.start({ jetstream: true });
     dir = await mkdtemp(join(tmpdir(), "ofevents-start-"));
-    sink = createServer((req, res) => {
-      seen.push(String(req.headers["ce-id"]));
-      req.resume();
-      req.on("end", () => res.writeHead(200).end());
-    });
-    await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
-    sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/`;
+    sink = await RecordingSink.start();
+    sinkUrl = sink.url;
+    seen = sink.ids;
   }, 60_000);
 
   afterAll(async () => {
     await nats?.stop();
-    await new Promise((r) => sink.close(r));
+    await sink?.stop();
     await rm(dir, { recursive: true, force: true });
   });
 
   it("eventsource start - run: the webhook serves while the NATS event retries; the NATS event starts when its server is back", async () => {
     const subject = `orders-${randomSuffix()}`;
-    const [hookPort] = await freePorts(1);
+    const hookPort = (await freePorts(1))[0]!;
     const file = join(dir, "run.yaml");
     await writeFile(
       file,
