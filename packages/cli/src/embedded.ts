@@ -73,6 +73,7 @@ export async function validateAll(
       issues.push({
         ...i,
         file: es.file,
+        line: es.line,
         docIndex: es.docIndex,
         kind: es.resource.kind,
         name: es.resource.metadata.name,
@@ -89,6 +90,8 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   for (const w of warnings) log.warn(formatIssue(w));
   for (const s of manifests.skipped)
     log.debug({ file: s.file, doc: s.docIndex, kind: s.kind, name: s.name }, "skipped a kind this runner does not run");
+  for (const f of manifests.ignoredFiles)
+    log.debug({ file: f.file, reason: f.reason }, "skipped a file that is not a manifest");
   const host = o.host ?? "127.0.0.1";
   const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
   const engine = createExpressionEngine();

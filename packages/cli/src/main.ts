@@ -243,8 +243,9 @@ async function validate(args: string[], out: Write, err: Write): Promise<number>
     err(`${issues.length} problem${issues.length === 1 ? "" : "s"} found\n`);
     return 1;
   }
+  const ignored = manifests.ignoredFiles.length;
   out(
-    `${count} resource${count === 1 ? "" : "s"} valid (${manifests.functions.length} functions, ${manifests.skipped.length} documents of other kinds skipped)\n`,
+    `${count} resource${count === 1 ? "" : "s"} valid (${manifests.functions.length} functions, ${manifests.skipped.length} documents of other kinds skipped${ignored === 0 ? "" : ignored === 1 ? ", 1 file that is not a manifest skipped" : `, ${ignored} files that are not manifests skipped`})\n`,
   );
   return 0;
 }

@@ -1,6 +1,6 @@
 import { createServer, type IncomingHttpHeaders } from "node:http";
 import type { AddressInfo } from "node:net";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -45,8 +45,9 @@ spec:
       const r = await cli(["validate", "-f", dir]);
       expect(r.code).toBe(1);
       const lines = r.err.trim().split("\n");
-      expect(lines[0]).toMatch(/bad\.yaml#0 Trigger\/t: spec\.subscribers\.0\.condition: .*"b"/);
-      expect(lines[1]).toMatch(/bad\.yaml#1 EventSource\/s: spec\.cron\.e\.schedule: /);
+      // file:line (of the field, else of the document's start) instead of the 0-based #docIndex.
+      expect(lines[0]).toMatch(/bad\.yaml:8 Trigger\/t: spec\.subscribers\.0\.condition: .*"b"/);
+      expect(lines[1]).toMatch(/bad\.yaml:11 EventSource\/s: spec\.cron\.e\.schedule: /);
       expect(lines[2]).toBe("2 problems found");
     } finally {
       await rm(dir, { recursive: true });
@@ -58,6 +59,34 @@ spec:
     expect(r.err).toBe("");
     expect(r.code).toBe(0);
     expect(r.out).toContain("3 resources valid (4 functions");
+  });
+
+  it("cli - validate -f . skips node_modules, package.json, tsconfig.json and symlink loops in a project folder", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ofevents-cli-"));
+    const cwd = process.cwd();
+    try {
+      await cp("examples/quickstart", dir, { recursive: true });
+      await writeFile(join(dir, "functions", "package.json"), '{ "type": "module" }\n');
+      await writeFile(join(dir, "tsconfig.json"), '{\n  // JSONC\n  "compilerOptions": { "strict": true }\n}\n');
+      await mkdir(join(dir, "node_modules", "dep"), { recursive: true });
+      await writeFile(join(dir, "node_modules", "dep", "package.json"), '{ "name": "dep" }\n');
+      await writeFile(join(dir, "node_modules", "dep", "x.yaml"), "kind: Something\n");
+      await symlink("..", join(dir, "functions", "loop"));
+      process.chdir(dir);
+      const r = await cli(["validate", "-f", "."]);
+      expect(r.err).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.out).toBe(
+        "3 resources valid (4 functions, 0 documents of other kinds skipped, 2 files that are not manifests skipped)\n",
+      );
+      // Named explicitly, a file must be a manifest; the location is the path as given, with a line.
+      const named = await cli(["validate", "-f", "functions/package.json"]);
+      expect(named.code).toBe(1);
+      expect(named.err).toContain("functions/package.json:1: apiVersion: every manifest needs apiVersion and kind\n");
+    } finally {
+      process.chdir(cwd);
+      await rm(dir, { recursive: true });
+    }
   });
 
   it("cli - an unknown command exits 2 with the usage", async () => {
