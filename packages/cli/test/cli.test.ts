@@ -1,6 +1,6 @@
 import { createServer, type IncomingHttpHeaders } from "node:http";
 import type { AddressInfo } from "node:net";
-import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -145,6 +145,118 @@ describe("cli - publish", () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe("cli - help, version and options", () => {
+  const commands = ["run", "eventsource", "trigger", "validate", "publish", "controller", "crds", "docs"];
+
+  it.each(commands)("cli - %s --help and -h print the command's help and exit 0", async (command) => {
+    for (const flag of ["--help", "-h"]) {
+      const r = await cli([command, flag]);
+      expect(r.err).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(new RegExp(`^Usage: ofevents ${command} `));
+      expect(r.out).toContain("-h, --help");
+    }
+    // Also after other options, and as "ofevents help <command>".
+    expect((await cli([command, "-f", "x.yaml", "--help"])).out).toMatch(/^Usage: /);
+    expect((await cli(["help", command])).out).toMatch(new RegExp(`^Usage: ofevents ${command} `));
+  });
+
+  it("cli - every option a command takes is in its help", async () => {
+    const src = await readFile(new URL("../src/main.ts", import.meta.url), "utf8");
+    for (const command of commands) {
+      const help = (await cli([command, "--help"])).out;
+      // The options of each parser, read from the source: a new option without help fails here.
+      const fn = command === "eventsource" || command === "trigger" ? "single" : command;
+      const body = src.slice(src.indexOf(`async function ${fn}(`));
+      const options = body.slice(body.indexOf("options: {"), body.indexOf("\n  });"));
+      const names = [...options.matchAll(/"?([a-z-]+)"?: \{ type:/g)].map((m) => m[1]!);
+      expect(names.length, command).toBeGreaterThan(0);
+      for (const name of names) expect(help, command).toContain(`--${name}`);
+    }
+  });
+
+  it("cli - --version prints the version of the cli package", async () => {
+    const pkg = JSON.parse(await readFile(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+    const r = await cli(["--version"]);
+    expect(r).toEqual({ code: 0, out: `ofevents ${pkg.version}\n`, err: "" });
+  });
+
+  it("cli - an unknown option is one line naming it and the command's help, exit 2", async () => {
+    const r = await cli(["run", "--bogus"]);
+    expect(r).toEqual({ code: 2, out: "", err: "error: unknown option --bogus; see: ofevents run --help\n" });
+    const missing = await cli(["validate", "-f"]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toBe("error: Option '-f, --file <value>' argument missing; see: ofevents validate --help\n");
+  });
+});
+
+describe("cli - publish options", () => {
+  async function recorder(delayMs = 0) {
+    const got: Array<{ headers: IncomingHttpHeaders; body: string }> = [];
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        got.push({ headers: req.headers, body });
+        setTimeout(() => res.writeHead(202).end(), delayMs);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/in`;
+    return { got, url, close: () => new Promise<void>((r) => server.close(() => r())) };
+  }
+
+  it("cli - publish without data sends no body and no content type, with the default source", async () => {
+    const rec = await recorder();
+    try {
+      const r = await cli(["publish", "--url", rec.url, "--type", "t", "--id", "e-1"]);
+      expect(r.err).toBe("");
+      expect(r.out).toBe("202 e-1\n");
+      expect(rec.got[0]!.body).toBe("");
+      expect(rec.got[0]!.headers["content-type"]).toBeUndefined();
+      expect(rec.got[0]!.headers["ce-source"]).toBe("/ofevents/cli");
+    } finally {
+      await rec.close();
+    }
+  });
+
+  it("cli - publish --timeout takes durations and milliseconds", async () => {
+    const rec = await recorder(1000);
+    try {
+      const slow = await cli(["publish", "--url", rec.url, "--type", "t", "--timeout", "200ms"]);
+      expect(slow.code).toBe(1);
+      expect(slow.err).toContain("within 200 ms");
+      const ms = await cli(["publish", "--url", rec.url, "--type", "t", "--timeout", "150"]);
+      expect(ms.err).toContain("within 150 ms");
+      const ok = await cli(["publish", "--url", rec.url, "--type", "t", "--id", "e-2", "--timeout", "5s"]);
+      expect(ok).toEqual({ code: 0, out: "202 e-2\n", err: "" });
+      const bad = await cli(["publish", "--url", rec.url, "--type", "t", "--timeout", "soon"]);
+      expect(bad.code).toBe(1);
+      expect(bad.err).toContain('--timeout "soon" is not a duration');
+    } finally {
+      await rec.close();
+    }
+  });
+
+  it.each([
+    {
+      name: "a URL that is not one",
+      args: ["--url", "notaurl", "--type", "t"],
+      match: '--url "notaurl" is not a valid URL',
+    },
+    { name: "no URL", args: ["--type", "t"], match: "--url <url> is required" },
+    {
+      name: "--data with --data-file",
+      args: ["--url", "http://127.0.0.1:9/x", "--type", "t", "--data", "{}", "--data-file", "x.json"],
+      match: "use either --data or --data-file, not both",
+    },
+  ])("cli - publish refuses $name", async ({ args, match }) => {
+    const r = await cli(["publish", ...args]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`error: ${match}${match.endsWith("URL") ? " (use e.g. http://127.0.0.1:12000/orders)" : ""}\n`);
   });
 });
 
