@@ -2,7 +2,7 @@
  * The `ofevents` command. Returns the process exit code; never calls process.exit itself except on
  * a second interrupt.
  */
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -498,11 +498,17 @@ async function crds(args: string[], out: Write, err: Write): Promise<number> {
   });
   const generated = generateCrds();
   if (values.check) {
+    const fix = `run: ofevents crds${values.out === "crds" ? "" : ` --out ${values.out}`}`;
+    const folder = await stat(values.out).catch(() => undefined);
+    if (folder === undefined || !folder.isDirectory()) {
+      err(`${values.out}: ${folder === undefined ? "missing" : "not a folder"}; ${fix}\n`);
+      return 1;
+    }
     let stale = 0;
     for (const [name, text] of Object.entries(generated)) {
       const current = await readFile(join(values.out, name), "utf8").catch(() => undefined);
       if (current !== text) {
-        err(`${join(values.out, name)} is out of date; run: ofevents crds\n`);
+        err(`${join(values.out, name)} is ${current === undefined ? "missing" : "out of date"}; ${fix}\n`);
         stale++;
       }
     }

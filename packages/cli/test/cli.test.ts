@@ -265,4 +265,28 @@ describe("cli - crds and docs", () => {
     expect((await cli(["crds", "--check"])).code).toBe(0);
     expect((await cli(["docs", "--check"])).code).toBe(0);
   });
+
+  it("cli - crds --check says missing for a missing folder or file, out of date for a changed one, with the --out given", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ofevents-crds-"));
+    try {
+      const out = join(dir, "deploy", "crds");
+      const gone = await cli(["crds", "--check", "--out", out]);
+      expect(gone).toEqual({ code: 1, out: "", err: `${out}: missing; run: ofevents crds --out ${out}\n` });
+      expect((await cli(["crds", "--out", out])).code).toBe(0);
+      expect(await cli(["crds", "--check", "--out", out])).toEqual({ code: 0, out: "", err: "" });
+      await rm(join(out, "events.openfunction.io_triggers.yaml"));
+      await writeFile(join(out, "events.openfunction.io_eventsources.yaml"), "# edited\n");
+      const stale = await cli(["crds", "--check", "--out", out]);
+      expect(stale.code).toBe(1);
+      expect(stale.err.split("\n").sort()).toEqual(
+        [
+          "",
+          `${join(out, "events.openfunction.io_eventsources.yaml")} is out of date; run: ofevents crds --out ${out}`,
+          `${join(out, "events.openfunction.io_triggers.yaml")} is missing; run: ofevents crds --out ${out}`,
+        ].sort(),
+      );
+    } finally {
+      await rm(dir, { recursive: true });
+    }
+  });
 });
