@@ -55,7 +55,14 @@ function at<T extends { kind: string; metadata: { name: string } }>(
   r: Located<T>,
   i: Omit<ValidationIssue, "file" | "docIndex" | "kind" | "name">,
 ): ValidationIssue {
-  return { ...i, file: r.file, docIndex: r.docIndex, kind: r.resource.kind, name: r.resource.metadata.name };
+  return {
+    ...i,
+    file: r.file,
+    line: r.line,
+    docIndex: r.docIndex,
+    kind: r.resource.kind,
+    name: r.resource.metadata.name,
+  };
 }
 
 /** A Function `ofevents run` hosts: it names its local module. Others are deployed elsewhere. */

@@ -76,6 +76,8 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   for (const w of warnings) log.warn(formatIssue(w));
   for (const s of manifests.skipped)
     log.debug({ file: s.file, doc: s.docIndex, kind: s.kind, name: s.name }, "skipped a kind this runner does not run");
+  for (const f of manifests.ignoredFiles)
+    log.debug({ file: f.file, reason: f.reason }, "skipped a file that is not a manifest");
   const remote = manifests.functions.filter((f) => !isLocalFunction(f.resource));
   if (remote.length > 0)
     log.info(

@@ -53,17 +53,30 @@ export interface ValidationIssue {
   /** Dotted field path inside the resource, e.g. `spec.subscribers.0.condition`. */
   path: string;
   message: string;
+  /** The file as it was named (relative when given relative). */
   file?: string;
+  /** 1-based line of the field where known, else of the document's start. */
+  line?: number;
+  /** 0-based index of the document in the file. */
   docIndex?: number;
   kind?: string;
   name?: string;
 }
 
-/** Formats an issue as `file#doc Kind/name: path: message`. */
+/**
+ * Formats an issue as `file:line Kind/name: path: message`. Without a line, a document index is
+ * printed 1-based as `file (document n)`.
+ */
 export function formatIssue(issue: ValidationIssue): string {
   const where: string[] = [];
   if (issue.file !== undefined)
-    where.push(issue.docIndex === undefined ? issue.file : `${issue.file}#${issue.docIndex}`);
+    where.push(
+      issue.line !== undefined
+        ? `${issue.file}:${issue.line}`
+        : issue.docIndex === undefined
+          ? issue.file
+          : `${issue.file} (document ${issue.docIndex + 1})`,
+    );
   if (issue.kind !== undefined || issue.name !== undefined) where.push(`${issue.kind ?? "?"}/${issue.name ?? "?"}`);
   const prefix = where.length > 0 ? `${where.join(" ")}: ` : "";
   return `${prefix}${issue.path === "" ? "" : `${issue.path}: `}${issue.message}`;

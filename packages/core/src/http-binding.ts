@@ -87,12 +87,14 @@ export function encodeBinary(event: CloudEvent): HttpMessage {
     }
   }
   const type = ev["datacontenttype"];
-  headers["content-type"] =
-    typeof type === "string" && type !== ""
-      ? type
-      : ev["data_base64"] !== undefined
-        ? "application/octet-stream"
-        : "application/json";
+  // No data and no datacontenttype: no content type either, rather than JSON with an empty body.
+  if (body !== undefined || (typeof type === "string" && type !== ""))
+    headers["content-type"] =
+      typeof type === "string" && type !== ""
+        ? type
+        : ev["data_base64"] !== undefined
+          ? "application/octet-stream"
+          : "application/json";
   return { headers, body };
 }
 

@@ -1,7 +1,7 @@
 /**
  * Structured logging (pino). The logger is injected everywhere (`logger.child({ component })`);
  * nothing logs through a global. `format: "pretty"` prints one readable line per record for
- * people running `ofevents run`; `json` is for machines and containers.
+ * people running `ofevents run` (coloured on a terminal); `json` is for machines and containers.
  */
 import { pino, type Logger as PinoLogger, type LevelWithSilent } from "pino";
 
@@ -14,6 +14,8 @@ export interface LoggerOptions {
   format?: LogFormat | undefined;
   /** Where lines go (default process.stdout). */
   write?: ((line: string) => void) | undefined;
+  /** Colour the pretty format (default: stdout is a terminal and NO_COLOR is unset or empty). */
+  color?: boolean | undefined;
 }
 
 const LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -38,9 +40,37 @@ const LEVEL_NAMES: Record<number, string> = {
   50: "ERROR",
   60: "FATAL",
 };
+// ANSI SGR colours per level: grey, cyan, green, yellow, red, white on red.
+const LEVEL_COLORS: Record<number, string> = { 10: "90", 20: "36", 30: "32", 40: "33", 50: "31", 60: "97;41" };
+const DIM = "2";
 const SKIP = new Set(["level", "time", "msg", "pid", "hostname", "component"]);
 
-function prettyLine(json: string): string {
+function paint(color: boolean, sgr: string | undefined, text: string): string {
+  return color && sgr !== undefined ? `\u001b[${sgr}m${text}\u001b[0m` : text;
+}
+
+function isCloudEvent(v: unknown): v is Record<string, unknown> {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    "specversion" in v &&
+    typeof (v as Record<string, unknown>)["id"] === "string"
+  );
+}
+
+/** An event in a pretty line without its data: `event(id=… type=… subject=…)`. */
+function shortEvent(ev: Record<string, unknown>): string {
+  const parts = ["id", "type", "subject"].filter((k) => typeof ev[k] === "string").map((k) => `${k}=${String(ev[k])}`);
+  return `event(${parts.join(" ")})`;
+}
+
+interface PrettyOptions {
+  color: boolean;
+  /** Print whole CloudEvents, data included (at debug and trace); otherwise their id, type and subject. */
+  eventData: boolean;
+}
+
+function prettyLine(json: string, o: PrettyOptions): string {
   let rec: Record<string, unknown>;
   try {
     rec = JSON.parse(json) as Record<string, unknown>;
@@ -48,8 +78,9 @@ function prettyLine(json: string): string {
     return json;
   }
   const t = new Date(typeof rec["time"] === "number" ? rec["time"] : Date.now()).toISOString().slice(11, 23);
-  const lvl = LEVEL_NAMES[rec["level"] as number] ?? String(rec["level"]);
-  const comp = typeof rec["component"] === "string" ? ` [${rec["component"]}]` : "";
+  const level = rec["level"] as number;
+  const lvl = paint(o.color, LEVEL_COLORS[level], LEVEL_NAMES[level] ?? String(level));
+  const comp = typeof rec["component"] === "string" ? ` ${paint(o.color, DIM, `[${rec["component"]}]`)}` : "";
   const fields = Object.entries(rec)
     .filter(([k]) => !SKIP.has(k))
     .map(([k, v]) => {
@@ -57,19 +88,36 @@ function prettyLine(json: string): string {
         const e = v as Record<string, unknown>;
         return `err=${JSON.stringify(e["message"] ?? e)}${typeof e["code"] === "string" ? ` code=${e["code"]}` : ""}`;
       }
+      if (!o.eventData && isCloudEvent(v)) return `${k}=${shortEvent(v)}`;
       return `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`;
     });
-  return `${t} ${lvl}${comp} ${String(rec["msg"] ?? "")}${fields.length > 0 ? `  ${fields.join(" ")}` : ""}\n`;
+  const rest = fields.length > 0 ? `  ${paint(o.color, DIM, fields.join(" "))}` : "";
+  return `${paint(o.color, DIM, t)} ${lvl}${comp} ${String(rec["msg"] ?? "")}${rest}\n`;
 }
 
-/** Creates the root logger. */
+/** Colour by default on a terminal, unless NO_COLOR is set to something (https://no-color.org). */
+function colorByDefault(): boolean {
+  const noColor = process.env["NO_COLOR"];
+  return process.stdout.isTTY === true && (noColor === undefined || noColor === "");
+}
+
+/**
+ * Creates the root logger. `json` writes pino's records unchanged. `pretty` writes one line per
+ * record; its level is coloured when `color` is true (default: stdout is a terminal and NO_COLOR
+ * is not set), and a CloudEvent in a field is shortened to its id, type and subject unless the
+ * level is debug or trace.
+ */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = toLogLevel(options.level);
   const write = options.write ?? ((line: string) => process.stdout.write(line));
   const pretty = (options.format ?? "json") === "pretty";
+  const o: PrettyOptions = {
+    color: options.color ?? colorByDefault(),
+    eventData: level === "debug" || level === "trace",
+  };
   return pino(
     { level, base: null, timestamp: pino.stdTimeFunctions.epochTime, formatters: { level: (_l, n) => ({ level: n }) } },
-    { write: (line: string) => write(pretty ? prettyLine(line) : line) },
+    { write: (line: string) => write(pretty ? prettyLine(line, o) : line) },
   );
 }
 

@@ -6,6 +6,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Logger } from "@ofevents/core";
 
+/** The most bytes of request line and headers a webhook port reads; more is answered 431. */
+export const MAX_HEADER_SIZE = 16 * 1024;
+
 export interface WebhookRoute {
   method: string;
   endpoint: string;
@@ -84,11 +87,20 @@ export function createWebhookServers(options: { host?: string | undefined; logge
   }
 
   async function listen(port: number): Promise<Listener> {
-    const server = createServer({ maxHeaderSize: 16 * 1024 });
+    const server = createServer({ maxHeaderSize: MAX_HEADER_SIZE });
     const l: Listener = { server, routes: [], port };
     server.on("request", (req, res) => dispatch(l, req, res));
-    server.on("clientError", (_err, socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable) return;
+      // Headers above maxHeaderSize: 431 (RFC 6585 §5) with the reason, not a bare 400.
+      if (err.code === "HPE_HEADER_OVERFLOW") {
+        const body = JSON.stringify({ error: `request headers larger than ${MAX_HEADER_SIZE} bytes` });
+        socket.end(
+          `HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        );
+        return;
+      }
+      socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);

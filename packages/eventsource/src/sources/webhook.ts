@@ -4,7 +4,8 @@
  * text or bytes, which it wraps in a new CloudEvent. It answers 2xx only after the bus or sync
  * sink took every event of the request; 400 with the reason for malformed input, 401 without the
  * right bearer token, 405 for a wrong method, 413 above the size limit, 415 for an unsupported
- * CloudEvents mode, 503 (with Retry-After) when the bus cannot take the event now.
+ * CloudEvents mode, 431 for headers above 16 KiB, 503 (with Retry-After) when the bus cannot take
+ * the event now, 502/424 when a sync sink failed or refused it (without the sink's URL or answer).
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -174,7 +175,11 @@ function decodeBinary(headers: IncomingMessage["headers"], body: Buffer, type: s
       throw new EventError(`header ${header} is not allowed in binary mode; the body is the data`);
     }
     // Percent-decoded (CloudEvents HTTP binding §3.1.3.2); invalid UTF-8 is an EventError (400).
-    ev[name] = decodeHeaderValue(Array.isArray(value) ? value.join(", ") : value);
+    try {
+      ev[name] = decodeHeaderValue(Array.isArray(value) ? value.join(", ") : value);
+    } catch (err) {
+      throw new EventError(`invalid CloudEvent: header ${header}: ${(err as Error).message}`, { cause: err });
+    }
   }
   const contentType = headers["content-type"];
   if (contentType !== undefined) ev["datacontenttype"] = contentType;
@@ -218,10 +223,16 @@ export function decodeRequest(
     return [{ event: addExtensions(event, extensions) }];
   }
   let data: unknown;
-  let datacontenttype: string;
-  if (isJsonType(type) || (type === "" && looksLikeJson(body))) {
-    data = body.length === 0 ? null : parseJson(body, "body");
-    datacontenttype = "application/json";
+  let datacontenttype: string | undefined;
+  if (body.length === 0 && (type === "" || isJsonType(type))) {
+    // An empty JSON (or untyped) body is an event without data: no data, no content type.
+    data = undefined;
+    datacontenttype = undefined;
+  } else if (isJsonType(type) || (type === "" && looksLikeJson(body))) {
+    data = parseJson(body, "body");
+    // JSON null is no data too, rather than a body "null" or an empty JSON body downstream.
+    datacontenttype = data === null ? undefined : "application/json";
+    if (data === null) data = undefined;
   } else {
     const text =
       type.startsWith("text/") || type === "application/x-www-form-urlencoded" || type === ""
@@ -238,7 +249,13 @@ export function decodeRequest(
   }
   const trace = traceContext(headers);
   const ext = trace === undefined ? extensions : { ...extensions, ...trace };
-  return [{ data, datacontenttype, ...(ext === undefined ? {} : { extensions: ext }) }];
+  return [
+    {
+      ...(data === undefined ? {} : { data }),
+      ...(datacontenttype === undefined ? {} : { datacontenttype }),
+      ...(ext === undefined ? {} : { extensions: ext }),
+    },
+  ];
 }
 
 // W3C Trace Context: version-traceid-parentid-flags, lowercase hex; ff and all-zero ids are invalid.
@@ -375,7 +392,20 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
           } catch (err) {
             if (err instanceof EventError) return send(res, 400, { error: err.message });
             if (err instanceof BusError) return send(res, 503, { error: err.message }, { "retry-after": "1" });
-            if (err instanceof DeliveryError) return send(res, err.retriable ? 502 : 424, { error: err.message });
+            if (err instanceof DeliveryError) {
+              // The sink's URL and answer are internal: the runtime logs them ("event not taken"),
+              // the caller gets the status only.
+              return send(
+                res,
+                err.retriable ? 502 : 424,
+                err.retriable
+                  ? { error: "the sink failed to take the event; nothing was acknowledged, send again", code: err.code }
+                  : {
+                      error: `the sink refused the event${err.status === undefined ? "" : ` (status ${err.status})`}`,
+                      code: err.code,
+                    },
+              );
+            }
             if (err instanceof OfEventsError) return send(res, 500, { error: err.message, code: err.code });
             throw err;
           }
