@@ -103,6 +103,22 @@ describe("trigger - conditions, filters and delivery", () => {
     expect(sink.received.map((r) => r.data)).toEqual([{ v: 5 }]);
   });
 
+  it("trigger - a transform that returns a string reaches the sink as JSON text (application/json)", async () => {
+    bus = createMemoryBus({ logger });
+    sink = await new Sink().start();
+    dls = await new Sink().start();
+    rt = await startTrigger(
+      trigger([{ condition: "a", sink: { uri: sink.url }, transform: '"hello " & data.name' }], {
+        a: { eventSource: "src", event: "a" },
+      }),
+      { bus, logger, engine, sinks },
+    );
+    await bus.publish(A, ev({ name: "bob" }));
+    await until(() => sink.received.length === 1);
+    expect(sink.received[0]!.headers["content-type"]).toBe("application/json");
+    expect(sink.received[0]!.body.toString("utf8")).toBe('"hello bob"');
+  });
+
   it("trigger - a && b fires once per pair, carries the joined id, and a transform sees $inputs", async () => {
     bus = createMemoryBus({ logger });
     sink = await new Sink().start();
