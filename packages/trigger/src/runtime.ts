@@ -63,8 +63,9 @@ export interface TriggerRuntimeOptions {
   /** Bus consumer group (default `trigger-{namespace}-{name}`). */
   group?: string | undefined;
   /**
-   * How long `stop()` waits for HTTP attempts and publishes in flight before it cancels them, ms
-   * (default DEFAULT_STOP_GRACE_MS, 10 s: within Kubernetes' default 30 s termination grace).
+   * How long `stop()` waits for HTTP attempts in flight before it cancels them, ms (default
+   * DEFAULT_STOP_GRACE_MS, 10 s: within Kubernetes' default 30 s termination grace). A publish in
+   * flight is bounded by the bus's own publish timeout.
    */
   stopGraceMs?: number | undefined;
 }
