@@ -122,6 +122,8 @@ describe("quickstart - ofevents run end to end", () => {
     expect(dead.map((e) => e["id"]).sort()).toEqual([id1, "order-3"].sort());
     for (const d of dead) {
       expect(String(d["oferrorreason"])).toContain("503");
+      // Percent-decoded by the function host, as the CloudEvents HTTP binding requires.
+      expect(String(d["oferrorreason"])).toMatch(/\/default\/flaky answered 503: \{"error":/);
       expect(String(d["ofdeliveries"])).toBe("3");
     }
 

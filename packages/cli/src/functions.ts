@@ -4,7 +4,9 @@
  * file, .js or .mjs). The module's default export is `(event, ctx) => result`:
  * - sync functions (`serving.runtime: knative`, the default) are served over HTTP at
  *   `http://{host}:{port}/{namespace}/{name}`; the result becomes the JSON answer, a throw a 500
- *   (or the error's `status`);
+ *   (or the error's `status`). The request is decoded by core's `toEvent` (binary or structured
+ *   mode; a batch is a 400), so the handler gets the event as sent: attributes percent-decoded,
+ *   `time` untouched, JSON data as its value, text as a string, other bytes as `data_base64`;
  * - async functions (`serving.runtime: async`) consume `serving.inputs[].topic` from the bus; a
  *   throw makes the bus redeliver the event.
  */
@@ -12,13 +14,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { dirname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { HTTP } from "cloudevents";
 import {
   ErrorCode,
   MODULE_ANNOTATION,
   OfEventsError,
   isSyncFunction,
   newEvent,
+  toEvent,
   type CloudEvent,
   type FunctionResource,
   type Located,
@@ -192,8 +194,11 @@ export async function startFunctionHost(o: {
         .then(async (body) => {
           let event: CloudEvent;
           try {
-            const decoded = HTTP.toEvent({ headers: req.headers, body: body.toString("utf8") });
-            event = { ...(Array.isArray(decoded) ? decoded[0] : decoded) } as CloudEvent;
+            // The CloudEvents HTTP binding as the sinks' encoder writes it (core `toEvent`): the
+            // function gets the event exactly as an external sink would.
+            const decoded = toEvent(req.headers, body);
+            if (Array.isArray(decoded)) throw new Error("a batch of CloudEvents is not accepted by a function");
+            event = decoded;
           } catch (err) {
             return reply(400, { error: `not a CloudEvent: ${(err as Error).message}` });
           }

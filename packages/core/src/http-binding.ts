@@ -8,8 +8,13 @@
  * Header values follow the binding's §3.1.3.2: space, `"`, `%` and everything outside
  * U+0021..U+007E are percent-encoded as UTF-8 bytes; decoding unquotes an RFC 7230 quoted string,
  * then percent-decodes once and refuses byte sequences that are not UTF-8.
+ *
+ * `toEvent` is the one decoder of CloudEvents over HTTP (binary, structured and batch mode): the
+ * webhook source and the local function host both call it, so an event reaches a local function
+ * exactly as it reaches an external sink. Data is kept as the bus carries it: JSON as its value,
+ * UTF-8 text as a string, anything else as `data_base64`.
  */
-import type { CloudEvent } from "./cloudevent.js";
+import { assertCloudEvent, type CloudEvent } from "./cloudevent.js";
 import { EventError } from "./errors.js";
 
 export interface HttpMessage {
@@ -18,6 +23,24 @@ export interface HttpMessage {
 }
 
 export const CE_JSON_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8";
+const CE_JSON = "application/cloudevents+json";
+const CE_BATCH = "application/cloudevents-batch+json";
+
+/** The media type of a content-type value, lower-cased, without parameters. */
+export function mediaType(contentType: unknown): string {
+  return typeof contentType === "string" ? contentType.split(";")[0]!.trim().toLowerCase() : "";
+}
+
+/** `application/json` or a `+json` type (RFC 6839). */
+export function isJsonMediaType(type: string): boolean {
+  return type === "application/json" || type.endsWith("+json");
+}
+
+/** Whether data with this `datacontenttype` is JSON; no content type means JSON (CloudEvents JSON format §3.1). */
+function isJsonContentType(contentType: unknown): boolean {
+  const type = mediaType(contentType);
+  return type === "" || isJsonMediaType(type);
+}
 
 /** Characters that travel as they are: U+0021..U+007E without `"` (0x22) and `%` (0x25). */
 const PLAIN = /^[\x21\x23\x24\x26-\x7e]*$/;
@@ -79,7 +102,11 @@ export function encodeBinary(event: CloudEvent): HttpMessage {
     const v = ev[name];
     if (v === undefined || v === null) continue;
     if (name === "data") {
-      body = typeof v === "string" || v instanceof Uint8Array ? v : JSON.stringify(v);
+      // A string is the body itself unless the data is JSON: then it is the JSON text of the string.
+      body =
+        v instanceof Uint8Array || (typeof v === "string" && !isJsonContentType(ev["datacontenttype"]))
+          ? v
+          : JSON.stringify(v);
     } else if (name === "data_base64") {
       body = Buffer.from(String(v), "base64");
     } else if (name !== "datacontenttype") {
@@ -101,4 +128,203 @@ export function encodeBinary(event: CloudEvent): HttpMessage {
 /** Structured mode: the whole event as one JSON document. */
 export function encodeStructured(event: CloudEvent): HttpMessage {
   return { headers: { "content-type": CE_JSON_CONTENT_TYPE }, body: JSON.stringify(event) };
+}
+
+/** HTTP headers as Node gives them (`IncomingMessage.headers`); names are matched case-insensitively. */
+export type HttpHeaders = Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/** The CloudEvents mode of an HTTP message, or undefined when it carries no CloudEvent. */
+export type HttpMode = "binary" | "structured" | "batch";
+
+function lowerHeaders(headers: HttpHeaders): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) continue;
+    out.set(k.toLowerCase(), typeof v === "string" ? v : v.join(", "));
+  }
+  return out;
+}
+
+/**
+ * Which CloudEvents mode a message is in: structured and batch by content type, binary when it has
+ * a `ce-specversion` header; undefined for anything else (a plain request).
+ */
+export function httpMode(headers: HttpHeaders): HttpMode | undefined {
+  const h = lowerHeaders(headers);
+  const type = mediaType(h.get("content-type"));
+  if (type === CE_JSON) return "structured";
+  if (type === CE_BATCH) return "batch";
+  return h.has("ce-specversion") ? "binary" : undefined;
+}
+
+/**
+ * Deepest JSON nesting accepted in a body. Parsing is iterative, but encoding the event for the bus
+ * (JSON.stringify) recurses, so deeper data would fail later, after the message was accepted.
+ */
+export const MAX_JSON_DEPTH = 512;
+
+// Fatal: bytes that are not UTF-8 are never silently replaced; the BOM is kept as a character.
+const UTF8_BODY = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** The body as UTF-8 text, or undefined when it is not UTF-8. */
+export function decodeUtf8(body: Uint8Array): string | undefined {
+  try {
+    return UTF8_BODY.decode(body);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Parses JSON (which must be UTF-8, RFC 8259 §8.1) no deeper than MAX_JSON_DEPTH; EventError otherwise. */
+export function parseJsonBody(body: Uint8Array | string, what: string): unknown {
+  const text = typeof body === "string" ? body : decodeUtf8(body);
+  if (text === undefined) throw new EventError(`${what} is not valid JSON: not UTF-8`);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new EventError(`${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (nestedDeeperThan(value, MAX_JSON_DEPTH)) {
+    throw new EventError(`${what} nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
+  }
+  return value;
+}
+
+/** Iterative, so that the check itself cannot overflow the stack. */
+function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [v, depth] = top;
+    if (typeof v !== "object" || v === null) continue;
+    if (depth >= max) return true;
+    for (const item of Object.values(v)) stack.push([item, depth + 1]);
+  }
+  return false;
+}
+
+/** The data of a binary-mode body: parsed JSON, UTF-8 text, or bytes (as base64) when it is neither. */
+function decodeData(type: string, body: Uint8Array): { data: unknown } | { data_base64: string } {
+  if (isJsonMediaType(type)) return { data: parseJsonBody(body, "body") };
+  if (type.startsWith("text/") || type === "application/x-www-form-urlencoded") {
+    const text = decodeUtf8(body);
+    if (text !== undefined) return { data: text };
+  }
+  return { data_base64: Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("base64") };
+}
+
+// RFC 3339 date-time (CloudEvents' Timestamp type).
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const INT32 = 2 ** 31;
+
+/**
+ * `assertCloudEvent` plus the types the CloudEvents spec gives the optional attributes and the
+ * extensions, so a malformed event is refused where it enters instead of failing a consumer.
+ */
+export function assertIncomingEvent(value: unknown): asserts value is CloudEvent {
+  assertCloudEvent(value);
+  const ev = value as Record<string, unknown>;
+  for (const [name, v] of Object.entries(ev)) {
+    switch (name) {
+      case "specversion":
+      case "id":
+      case "source":
+      case "type":
+      case "data":
+        break;
+      case "subject":
+      case "datacontenttype":
+      case "dataschema":
+        if (typeof v !== "string" || v === "")
+          throw new EventError(`CloudEvent attribute "${name}" must be a non-empty string`);
+        break;
+      case "time":
+        if (typeof v !== "string" || !RFC3339.test(v) || Number.isNaN(Date.parse(v)))
+          throw new EventError(`CloudEvent attribute "time" must be an RFC 3339 timestamp`);
+        break;
+      case "data_base64":
+        if (typeof v !== "string" || !BASE64.test(v))
+          throw new EventError(`CloudEvent attribute "data_base64" must be a base64 string`);
+        if ("data" in ev) throw new EventError(`a CloudEvent has either "data" or "data_base64", not both`);
+        break;
+      default:
+        if (
+          typeof v !== "string" &&
+          typeof v !== "boolean" &&
+          !(typeof v === "number" && Number.isInteger(v) && v >= -INT32 && v < INT32)
+        )
+          throw new EventError(`CloudEvent extension "${name}" must be a string, a boolean or a 32-bit integer`);
+    }
+  }
+}
+
+function bytesOf(body: Uint8Array | string | undefined): Uint8Array {
+  if (body === undefined) return new Uint8Array(0);
+  return typeof body === "string" ? Buffer.from(body, "utf8") : body;
+}
+
+/** Binary mode (§3.1): attributes in `ce-` headers, percent-decoded (§3.1.3.2); the body is the data. */
+function decodeBinary(h: Map<string, string>, body: Uint8Array): CloudEvent {
+  // Built on a null prototype: a header named ce-__proto__ must be refused, not swallowed.
+  const ev: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+  for (const [header, value] of h) {
+    if (!header.startsWith("ce-")) continue;
+    const name = header.slice(3);
+    if (name === "data" || name === "data_base64" || name === "datacontenttype") {
+      throw new EventError(`header ${header} is not allowed in binary mode; the body is the data`);
+    }
+    try {
+      ev[name] = decodeHeaderValue(value);
+    } catch (err) {
+      throw new EventError(`header ${header}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const contentType = h.get("content-type");
+  if (contentType !== undefined) ev["datacontenttype"] = contentType;
+  // Without a content type the body stays bytes.
+  if (body.length > 0) Object.assign(ev, decodeData(mediaType(contentType) || "application/octet-stream", body));
+  const out = { ...ev };
+  assertIncomingEvent(out);
+  return out;
+}
+
+/**
+ * Decodes an HTTP message into CloudEvents (CloudEvents HTTP protocol binding 1.0.2): one event in
+ * binary or structured mode, an array in batch mode. Attribute values are kept as sent (`time`
+ * keeps its digits and offset; an absent `time` stays absent), `ce-` header values are
+ * percent-decoded, and the data is JSON's value for a JSON content type, text for UTF-8 `text/*`,
+ * `data_base64` for anything else. Throws an EventError naming the problem when the message is not
+ * a valid CloudEvent, including a message with no CloudEvents mode at all (see `httpMode`).
+ */
+export function toEvent(headers: HttpHeaders, body: Uint8Array | string | undefined): CloudEvent | CloudEvent[] {
+  const mode = httpMode(headers);
+  switch (mode) {
+    case "structured": {
+      const event = parseJsonBody(bytesOf(body), "CloudEvent");
+      assertIncomingEvent(event);
+      return event;
+    }
+    case "batch": {
+      const parsed = parseJsonBody(bytesOf(body), "batch");
+      if (!Array.isArray(parsed)) throw new EventError("a CloudEvents batch must be a JSON array");
+      return parsed.map((e: unknown, i) => {
+        try {
+          assertIncomingEvent(e);
+        } catch (err) {
+          throw new EventError(`batch item ${i}: ${(err as Error).message}`, { cause: err });
+        }
+        return e;
+      });
+    }
+    case "binary":
+      try {
+        return decodeBinary(lowerHeaders(headers), bytesOf(body));
+      } catch (err) {
+        if (err instanceof EventError) throw new EventError(`invalid CloudEvent: ${err.message}`, { cause: err });
+        throw err;
+      }
+    default:
+      throw new EventError("not a CloudEvent: no ce-specversion header and not a CloudEvents content type");
+  }
 }

@@ -110,11 +110,21 @@ export type { SecretResolver } from "./secrets.js";
 export { DEFAULT_DELIVERY, createSinkClient, deliveryPolicy, encodeHttp } from "./sink.js";
 export {
   CE_JSON_CONTENT_TYPE,
+  MAX_JSON_DEPTH,
+  assertIncomingEvent,
   decodeHeaderValue,
+  decodeUtf8,
   encodeBinary,
   encodeHeaderValue,
   encodeStructured,
+  httpMode,
+  isJsonMediaType,
+  mediaType,
+  parseJsonBody,
+  toEvent,
+  type HttpHeaders,
   type HttpMessage,
+  type HttpMode,
 } from "./http-binding.js";
 export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";

@@ -51,13 +51,15 @@ export interface SinkClient {
   ): Promise<SinkResponse>;
   /**
    * Attempts until success, a non-retriable error, the retry budget or `signal`. Rejects with the
-   * last DeliveryError; `onRetry` is called before each wait.
+   * last DeliveryError; `onRetry` is called before each wait. `signal` also cancels the attempt in
+   * flight; `stopRetrying` only ends the waits between attempts and prevents new ones (an attempt
+   * in flight is let finish), which is how a runtime shuts down within a bounded time.
    */
   deliver(
     url: string,
     event: CloudEvent,
     policy: DeliveryPolicy,
-    options?: { signal?: AbortSignal; onRetry?: (info: AttemptInfo) => void },
+    options?: { signal?: AbortSignal; stopRetrying?: AbortSignal; onRetry?: (info: AttemptInfo) => void },
   ): Promise<SinkResponse>;
   close(): Promise<void>;
 }
@@ -151,12 +153,15 @@ export function createSinkClient(options: { connections?: number } = {}): SinkCl
                   retriable: !(err instanceof OfEventsError),
                   cause: err,
                 });
-          if (!e.retriable || attempt > policy.retry || o.signal?.aborted === true) throw e;
+          const stopped = (): boolean => o.signal?.aborted === true || o.stopRetrying?.aborted === true;
+          if (!e.retriable || attempt > policy.retry || stopped()) throw e;
           let delayMs = backoffDelay(attempt, { policy: policy.backoffPolicy, delayMs: policy.backoffDelayMs });
           if (e.retryAfterMs !== undefined)
             delayMs = Math.max(delayMs, Math.min(e.retryAfterMs, policy.retryAfterMaxMs));
           o.onRetry?.({ attempt, error: e, delayMs });
-          await sleep(delayMs, o.signal);
+          const signals = [o.signal, o.stopRetrying].filter((x): x is AbortSignal => x !== undefined);
+          await sleep(delayMs, signals.length > 1 ? AbortSignal.any(signals) : signals[0]);
+          if (stopped()) throw e;
         }
       }
     },

@@ -7,7 +7,9 @@ import {
   encodeBinary,
   encodeHeaderValue,
   encodeStructured,
+  httpMode,
   newEvent,
+  toEvent,
   type CloudEvent,
 } from "../src/index.js";
 
@@ -100,5 +102,152 @@ describe("http binding - messages", () => {
     const m = encodeStructured(ev);
     expect(m.headers["content-type"]).toBe(CE_JSON_CONTENT_TYPE);
     expect(JSON.parse(String(m.body))).toEqual(ev);
+  });
+});
+
+describe("http binding - JSON string data", () => {
+  it.each([
+    { name: "application/json", datacontenttype: "application/json", body: '"a json string"' },
+    {
+      name: "a +json type with parameters",
+      datacontenttype: "application/vnd.x+json; charset=utf-8",
+      body: '"a json string"',
+    },
+    { name: "no content type (JSON by default)", datacontenttype: undefined, body: '"a json string"' },
+    { name: "text/plain stays raw", datacontenttype: "text/plain", body: "a json string" },
+    { name: "text/csv stays raw", datacontenttype: "text/csv", body: "a json string" },
+  ])("http binding - binary mode writes string data as $name", ({ datacontenttype, body }) => {
+    const ev: Record<string, unknown> = { specversion: "1.0", id: "1", source: "/s", type: "t", data: "a json string" };
+    if (datacontenttype !== undefined) ev["datacontenttype"] = datacontenttype;
+    const m = encodeBinary(ev as unknown as CloudEvent);
+    expect(m.body).toBe(body);
+    const back = toEvent(m.headers, m.body) as CloudEvent;
+    expect(back.data).toBe("a json string");
+  });
+});
+
+describe("http binding - toEvent decodes what the encoders write", () => {
+  const bytes = Buffer.from([0x00, 0x01, 0x02, 0xff]);
+  const events: Array<{ name: string; event: Record<string, unknown> }> = [
+    {
+      name: "non-ASCII and percent signs in extensions, time with nanoseconds and an offset",
+      event: {
+        specversion: "1.0",
+        id: "e 1",
+        source: "/s",
+        type: "t",
+        subject: "caf\u00e9 ok%",
+        time: "2024-01-02T03:04:05.123456789+02:00",
+        note: 'flaky answered 503: {"error":"down"} 100%',
+        datacontenttype: "application/json",
+        data: { n: 1 },
+      },
+    },
+    {
+      name: "no time (none is invented)",
+      event: { specversion: "1.0", id: "2", source: "/s", type: "t", data: { n: 2 } },
+    },
+    {
+      name: "binary data 00 01 02 ff",
+      event: {
+        specversion: "1.0",
+        id: "3",
+        source: "/s",
+        type: "t",
+        datacontenttype: "application/octet-stream",
+        data_base64: bytes.toString("base64"),
+      },
+    },
+    {
+      name: "a JSON string",
+      event: { specversion: "1.0", id: "4", source: "/s", type: "t", datacontenttype: "application/json", data: "abc" },
+    },
+    {
+      name: "text",
+      event: {
+        specversion: "1.0",
+        id: "5",
+        source: "/s",
+        type: "t",
+        datacontenttype: "text/plain",
+        data: "h\u00e9llo",
+      },
+    },
+  ];
+
+  it.each(events)("http binding - structured mode round trip: $name", ({ event }) => {
+    const m = encodeStructured(event as unknown as CloudEvent);
+    expect(httpMode(m.headers)).toBe("structured");
+    expect(toEvent(m.headers, Buffer.from(m.body as string))).toEqual(event);
+  });
+
+  it.each(events)("http binding - binary mode round trip: $name", ({ event }) => {
+    const m = encodeBinary(event as unknown as CloudEvent);
+    expect(httpMode(m.headers)).toBe("binary");
+    const expected = { datacontenttype: "application/json", ...event };
+    expect(toEvent(m.headers, m.body === undefined ? undefined : Buffer.from(m.body))).toEqual(expected);
+  });
+
+  it("http binding - binary mode: ce- values are percent-decoded, time is kept, bytes stay bytes", () => {
+    const ev = toEvent(
+      {
+        "ce-specversion": "1.0",
+        "ce-id": "x",
+        "ce-source": "/s",
+        "ce-type": "t",
+        "ce-subject": "order%2042",
+        "ce-note": "caf%C3%A9%20ok%25",
+        "ce-time": "2024-01-02T03:04:05.123456789+02:00",
+        "content-type": "application/octet-stream",
+      },
+      bytes,
+    ) as Record<string, unknown>;
+    expect(ev["subject"]).toBe("order 42");
+    expect(ev["note"]).toBe("caf\u00e9 ok%");
+    expect(ev["time"]).toBe("2024-01-02T03:04:05.123456789+02:00");
+    expect(Buffer.from(String(ev["data_base64"]), "base64")).toEqual(bytes);
+    expect(ev["data"]).toBeUndefined();
+  });
+
+  it.each([
+    {
+      name: "no CloudEvents mode",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+      error: "not a CloudEvent",
+    },
+    {
+      name: "a header that percent-decodes to bytes that are not UTF-8",
+      headers: { "ce-specversion": "1.0", "ce-id": "x", "ce-source": "/s", "ce-type": "t", "ce-foo": "%FF%FE" },
+      body: "",
+      error: "invalid CloudEvent: header ce-foo",
+    },
+    {
+      name: "a binary event without ce-type",
+      headers: { "ce-specversion": "1.0", "ce-id": "x", "ce-source": "/s" },
+      body: "",
+      error: 'invalid CloudEvent: CloudEvent attribute "type" is required',
+    },
+    {
+      name: "a structured event with a malformed time",
+      headers: { "content-type": "application/cloudevents+json" },
+      body: '{"specversion":"1.0","id":"x","source":"/s","type":"t","time":"yesterday"}',
+      error: "RFC 3339",
+    },
+    {
+      name: "a batch that is not an array",
+      headers: { "content-type": "application/cloudevents-batch+json" },
+      body: "{}",
+      error: "must be a JSON array",
+    },
+  ])("http binding - toEvent refuses $name with an EventError", ({ headers, body, error }) => {
+    expect(() => toEvent(headers, body)).toThrow(EventError);
+    expect(() => toEvent(headers, body)).toThrow(error);
+  });
+
+  it("http binding - a batch decodes to an array of events", () => {
+    const a = { specversion: "1.0", id: "a", source: "/s", type: "t" };
+    const b = { ...a, id: "b", data_base64: bytes.toString("base64") };
+    expect(toEvent({ "content-type": "application/cloudevents-batch+json" }, JSON.stringify([a, b]))).toEqual([a, b]);
   });
 });

@@ -152,6 +152,53 @@ describe("sink delivery - against a real HTTP server", () => {
     expect(sink.received).toHaveLength(2);
   });
 
+  it("sink delivery - stopRetrying ends the wait between attempts at once and makes no new attempt", async () => {
+    sink.answers = [{ status: 503 }];
+    const stop = new AbortController();
+    const t0 = Date.now();
+    const p = client.deliver(
+      sink.url,
+      event(),
+      { ...fast, retry: 5, backoffDelayMs: 5_000 },
+      {
+        stopRetrying: stop.signal,
+        onRetry: () => stop.abort(),
+      },
+    );
+    const err = (await p.catch((e: unknown) => e)) as DeliveryError;
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(err).toBeInstanceOf(DeliveryError);
+    expect(err.status).toBe(503);
+    expect(sink.received).toHaveLength(1);
+  });
+
+  it("sink delivery - stopRetrying lets the attempt in flight finish", async () => {
+    sink.answers = [{ status: 200, stallMs: 300 }];
+    const stop = new AbortController();
+    const p = client.deliver(sink.url, event(), fast, { stopRetrying: stop.signal });
+    await new Promise((r) => setTimeout(r, 100));
+    stop.abort();
+    expect((await p).status).toBe(200);
+  });
+
+  it("sink delivery - JSON string data is sent as JSON text, a text/plain string as it is", async () => {
+    sink.answers = [{ status: 200 }];
+    await client.deliver(
+      sink.url,
+      newEvent({ source: "/s", type: "t", data: "abc", datacontenttype: "application/json" }),
+      fast,
+    );
+    await client.deliver(
+      sink.url,
+      newEvent({ source: "/s", type: "t", data: "abc", datacontenttype: "text/plain" }),
+      fast,
+    );
+    expect(sink.received.map((r) => [r.headers["content-type"], r.body])).toEqual([
+      ["application/json", '"abc"'],
+      ["text/plain", "abc"],
+    ]);
+  });
+
   it("sink delivery - connection refused is a retriable failure", async () => {
     const err = (await client
       .deliver("http://127.0.0.1:1/none", event(), { ...fast, retry: 1 })

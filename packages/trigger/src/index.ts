@@ -1,4 +1,10 @@
-export { startTrigger, DEFAULT_CONCURRENCY, DEFAULT_MAX_PENDING, DEFAULT_WINDOW } from "./runtime.js";
+export {
+  startTrigger,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_MAX_PENDING,
+  DEFAULT_STOP_GRACE_MS,
+  DEFAULT_WINDOW,
+} from "./runtime.js";
 export type { TriggerRuntime, TriggerRuntimeOptions } from "./runtime.js";
 export { JOINED_EXTENSION } from "./types.js";
 export type { TriggerEvents } from "./types.js";

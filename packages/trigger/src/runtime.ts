@@ -4,11 +4,18 @@
  * (HTTP, retries per `delivery`, then `deadLetterSink`) and to `topic` (publish, then
  * `deadLetterTopic`). A bus message is acknowledged only after every subscriber released it:
  * delivered, dead-lettered, filtered out, consumed by a firing, or expired from a window.
+ *
+ * A failure belongs to the subscriber that has it: an expression that fails on an event (also one
+ * that hits its time, depth or sequence limit, which is deterministic, so never retried) or a
+ * transform result that is not JSON sends that event to that subscriber's dead-letter target; the
+ * bus message is redelivered only when a dead-letter target itself cannot take the event, or when
+ * the trigger stops before the event was delivered.
  */
 import {
   BusError,
   ErrorCode,
   ExpressionError,
+  OfEventsError,
   backoffDelay,
   busTopic,
   conditionInputs,
@@ -40,6 +47,10 @@ import { JOINED_EXTENSION, type TriggerEvents } from "./types.js";
 export const DEFAULT_WINDOW = "5m";
 export const DEFAULT_MAX_PENDING = 100;
 export const DEFAULT_CONCURRENCY = 16;
+/** How long `stop()` lets delivery attempts in flight finish before it cancels them. */
+export const DEFAULT_STOP_GRACE_MS = 10_000;
+/** Most event ids the shutdown report lists in its log line. */
+const MAX_REPORTED_IDS = 100;
 
 export interface TriggerRuntimeOptions {
   bus: EventBus;
@@ -51,6 +62,12 @@ export interface TriggerRuntimeOptions {
   instrumentation?: Instrumentation<TriggerEvents> | undefined;
   /** Bus consumer group (default `trigger-{namespace}-{name}`). */
   group?: string | undefined;
+  /**
+   * How long `stop()` waits for HTTP attempts in flight before it cancels them, ms (default
+   * DEFAULT_STOP_GRACE_MS, 10 s: within Kubernetes' default 30 s termination grace). A publish in
+   * flight is bounded by the bus's own publish timeout.
+   */
+  stopGraceMs?: number | undefined;
 }
 
 export interface TriggerRuntime {
@@ -58,7 +75,12 @@ export interface TriggerRuntime {
   readonly events: Instrumentation<TriggerEvents>;
   /** Events held in correlation windows, waiting for a join (their bus messages stay unacked). */
   pending(): number;
-  /** Returns pending events to the bus, waits for in-flight deliveries, closes subscriptions. */
+  /**
+   * Stops taking events and returns what is not done to the bus: pending join events at once,
+   * events waiting for a retry at once (waits cut short, no new attempt), attempts in flight
+   * after they finish or, past `stopGraceMs`, after they are cancelled. Then closes the
+   * subscriptions and logs, at warn, how many events went back to the bus, with their ids.
+   */
   stop(): Promise<void>;
 }
 
@@ -69,6 +91,58 @@ interface InputPlan {
 }
 
 class ShutdownError extends Error {}
+
+/** Signals a stopping trigger gives its deliveries, and what it returns to the bus. */
+interface Shutdown {
+  /** Aborted when `stop()` starts: no new attempt, waits between attempts end. */
+  readonly retries: AbortSignal;
+  /** Aborted when the stop grace period is over: attempts in flight are cancelled. */
+  readonly attempts: AbortSignal;
+  /** Ids of the events handed back to the bus because the trigger stopped. */
+  readonly returned: Set<string>;
+}
+
+/** Marks of a function value in a jsonata result (a lambda, a partial application, a native function). */
+const JSONATA_FUNCTION_MARKS = ["_jsonata_lambda", "_jsonata_function", "_jsonata_partial"] as const;
+
+function isFunctionValue(v: object): boolean {
+  if (typeof v === "function") return true;
+  const o = v as Record<string, unknown>;
+  return JSONATA_FUNCTION_MARKS.some((m) => o[m] === true);
+}
+
+/**
+ * Checks that a transform result can be an event's JSON data: no function anywhere in it (a
+ * jsonata function value is not JSON, and JSON.stringify would fail on its circular environment or
+ * silently drop it). Iterative, so any depth is safe. Throws ExpressionError EXPRESSION_TYPE.
+ */
+export function assertJsonData(value: unknown, expression: string): void {
+  const stack: Array<[unknown, string]> = [[value, ""]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [v, path] = top;
+    if ((typeof v !== "object" && typeof v !== "function") || v === null) continue;
+    if (isFunctionValue(v)) {
+      throw new ExpressionError(
+        ErrorCode.ExpressionType,
+        `transform result is not JSON data: ${path === "" ? "it is" : `${path} is`} a function`,
+        expression,
+      );
+    }
+    if (Array.isArray(v)) for (let i = 0; i < v.length; i++) stack.push([v[i], `${path}[${i}]`]);
+    else for (const [k, item] of Object.entries(v)) stack.push([item, path === "" ? k : `${path}.${k}`]);
+  }
+}
+
+/** An error as one line of text, for a one-line-per-event log. */
+function errorText(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const line = text.split("\n", 1)[0]!;
+  return line.length < text.length ? `${line} …` : line;
+}
+
+function codeOf(err: unknown): string | undefined {
+  return err instanceof OfEventsError ? err.code : undefined;
+}
 
 class SubscriberRunner {
   readonly inputs: Set<string>;
@@ -96,6 +170,7 @@ class SubscriberRunner {
       resolveSink: (s: Sink) => string;
       log: Logger;
       stopping: () => boolean;
+      shutdown: Shutdown;
     },
   ) {
     this.inputs = new Set(conditionInputs(ast));
@@ -141,7 +216,7 @@ class SubscriberRunner {
 
   /** Resolves when this subscriber is done with the event; rejects to have the bus redeliver it. */
   async offer(input: string, event: CloudEvent, receivedAt: number): Promise<void> {
-    if (this.t.stopping()) throw new ShutdownError("trigger is stopping");
+    if (this.t.stopping()) throw this.returned(event);
     if (this.correlator === undefined) return this.fire(event, { [input]: event }, [], receivedAt);
     let key = "";
     if (this.key !== undefined) {
@@ -149,8 +224,11 @@ class SubscriberRunner {
       try {
         k = await this.key.evaluate(event);
       } catch (err) {
-        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) throw err;
-        this.log.warn({ id: event.id, err }, "correlation key failed; event not joined");
+        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) {
+          // Deterministic: the same event would hit the limit again. Poison for this subscriber only.
+          return this.rejectEvent(event, err);
+        }
+        this.log.warn({ id: event.id, err: errorText(err) }, "correlation key failed; event not joined");
         k = undefined;
       }
       if (k === undefined || k === null) {
@@ -197,8 +275,9 @@ class SubscriberRunner {
       try {
         pass = await this.t.engine.evaluateBoolean(this.filter, event, bindings);
       } catch (err) {
-        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) throw err;
-        this.log.warn({ id: event.id, err }, "subscriber filter failed; event not delivered");
+        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit)
+          return this.rejectEvent(event, err);
+        this.log.warn({ id: event.id, err: errorText(err) }, "subscriber filter failed; event not delivered");
         this.t.events.emit("filtered", { subscriber: this.index, id: event.id, reason: "error" });
         return;
       }
@@ -213,11 +292,11 @@ class SubscriberRunner {
       let data: unknown;
       try {
         data = await this.transform.evaluate(event, bindings);
+        assertJsonData(data, this.transform.source);
       } catch (err) {
-        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) throw err;
-        const target = this.sinkUrl ?? this.spec.topic ?? "";
-        await this.deadLetter(out, target, err);
-        return;
+        // Whatever the cause (also a limit: deterministic), the event goes to this subscriber's
+        // dead-letter target, with 0 deliveries: nothing was sent.
+        return this.rejectEvent(out, err);
       }
       const o = { ...out, data, datacontenttype: "application/json" } as Record<string, unknown>;
       delete o["data_base64"];
@@ -225,6 +304,11 @@ class SubscriberRunner {
     }
     this.t.events.emit("fired", { subscriber: this.index, id: event.id, joined });
     const release = await this.slots.acquire();
+    if (this.t.stopping()) {
+      release();
+      this.t.events.emit("settled", { subscriber: this.index, id: event.id });
+      throw this.returned(event);
+    }
     try {
       const work: Promise<void>[] = [];
       if (this.sinkUrl !== undefined) work.push(this.toSink(out, this.sinkUrl, receivedAt));
@@ -243,6 +327,8 @@ class SubscriberRunner {
     let attempts = 1;
     try {
       const res = await this.t.sinks!.deliver(url, event, this.policy, {
+        signal: this.t.shutdown.attempts,
+        stopRetrying: this.t.shutdown.retries,
         onRetry: (r) => {
           attempts++;
           this.t.events.emit("retried", {
@@ -253,7 +339,7 @@ class SubscriberRunner {
             error: r.error,
           });
           this.log.warn(
-            { id: event.id, sink: url, attempt: r.attempt, delayMs: r.delayMs, err: r.error.message },
+            { id: event.id, sink: url, attempt: r.attempt, delayMs: r.delayMs, err: errorText(r.error) },
             "retrying delivery",
           );
         },
@@ -268,6 +354,8 @@ class SubscriberRunner {
       });
       this.log.info({ id: event.id, type: event.type, sink: url, status: res.status }, "delivered");
     } catch (err) {
+      // Stopped while the event could still have been delivered: back to the bus, not dead-lettered.
+      if (this.t.stopping() && (err as DeliveryError).retriable) throw this.returned(event);
       await this.deadLetter(event, url, err as DeliveryError, attempts);
     }
   }
@@ -287,13 +375,17 @@ class SubscriberRunner {
         return;
       } catch (err) {
         const retriable = err instanceof BusError && err.retriable;
+        if (retriable && this.t.stopping()) throw this.returned(event);
         if (!retriable || attempt > this.policy.retry) {
           await this.deadLetter(event, topic, err, attempt);
           return;
         }
         this.t.events.emit("retried", { subscriber: this.index, id: event.id, target: topic, attempt, error: err });
         this.log.warn({ id: event.id, topic, attempt, err }, "retrying publish");
-        await sleep(backoffDelay(attempt, { policy: this.policy.backoffPolicy, delayMs: this.policy.backoffDelayMs }));
+        await sleep(
+          backoffDelay(attempt, { policy: this.policy.backoffPolicy, delayMs: this.policy.backoffDelayMs }),
+          this.t.shutdown.retries,
+        );
       }
     }
   }
@@ -303,17 +395,20 @@ class SubscriberRunner {
    * reason attached. Rejects (so the bus redelivers the message) only when the dead-letter target
    * itself cannot take it; with no dead-letter target configured, logs an error and counts it.
    */
-  private async deadLetter(event: CloudEvent, target: string, error: unknown, attempts = 1): Promise<void> {
+  private async deadLetter(event: CloudEvent, target: string, error: unknown, attempts: number): Promise<void> {
     const dl = withDeadLetterReason(event, error, target, attempts);
     if (this.dlsUrl !== undefined) {
       try {
-        await this.t.sinks!.deliver(this.dlsUrl, dl, this.policy);
+        await this.t.sinks!.deliver(this.dlsUrl, dl, this.policy, {
+          signal: this.t.shutdown.attempts,
+          stopRetrying: this.t.shutdown.retries,
+        });
         this.report(event, target, this.dlsUrl, error);
         return;
       } catch (dlsErr) {
         if (this.spec.deadLetterTopic === undefined) throw dlsErr;
         this.log.error(
-          { id: event.id, deadLetterSink: this.dlsUrl, err: dlsErr },
+          { id: event.id, deadLetterSink: this.dlsUrl, err: errorText(dlsErr) },
           "dead-letter sink failed; trying dead-letter topic",
         );
       }
@@ -325,17 +420,30 @@ class SubscriberRunner {
     }
     this.t.events.emit("dropped", { subscriber: this.index, id: event.id, target, error });
     this.log.error(
-      { id: event.id, target, err: error },
+      { id: event.id, target, err: errorText(error), code: codeOf(error) },
       "NOT DELIVERED and no deadLetterSink/deadLetterTopic configured: event dropped",
     );
   }
 
+  /**
+   * This subscriber cannot handle `event` (an expression failed on it, or a transform result is not
+   * JSON): the event goes to this subscriber's dead-letter target with the reason and 0
+   * deliveries, and no other subscriber is affected.
+   */
+  async rejectEvent(event: CloudEvent, error: unknown): Promise<void> {
+    this.log.warn({ id: event.id, err: errorText(error), code: codeOf(error) }, "expression failed on the event");
+    await this.deadLetter(event, this.sinkUrl ?? this.spec.topic ?? "", error, 0);
+  }
+
+  /** Records `event` as handed back to the bus by a stopping trigger; the error to reject with. */
+  private returned(event: CloudEvent): ShutdownError {
+    this.t.shutdown.returned.add(event.id);
+    return new ShutdownError("trigger stopped before the event was delivered");
+  }
+
   private report(event: CloudEvent, target: string, deadLetter: string, error: unknown): void {
     this.t.events.emit("dead_lettered", { subscriber: this.index, id: event.id, target, deadLetter, error });
-    this.log.warn(
-      { id: event.id, target, deadLetter, err: error instanceof Error ? error.message : String(error) },
-      "dead-lettered",
-    );
+    this.log.warn({ id: event.id, target, deadLetter, err: errorText(error), code: codeOf(error) }, "dead-lettered");
   }
 
   drain(): PendingEntry[] {
@@ -355,6 +463,10 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
   const log = o.logger.child({ component: "trigger", trigger: `${namespace}/${name}` });
   const group = o.group ?? triggerGroup(namespace, name);
   let stopping = false;
+  const retries = new AbortController();
+  const attempts = new AbortController();
+  const shutdown: Shutdown = { retries: retries.signal, attempts: attempts.signal, returned: new Set() };
+  const stopGraceMs = o.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
   const resolveSink = (s: Sink): string => {
     const url = o.resolveSink?.(s, namespace) ?? s.uri;
     if (url === undefined) throw new Error(`cannot resolve sink ${JSON.stringify(s)}`);
@@ -378,6 +490,7 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
         resolveSink,
         log,
         stopping: () => stopping,
+        shutdown,
       }),
   );
 
@@ -408,10 +521,22 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
                 try {
                   pass = await o.engine.evaluateBoolean(input.filter, event);
                 } catch (err) {
-                  // A time or depth limit may be load, not the event: let the bus redeliver it (and
-                  // dead-letter it after maxDeliver) rather than skip it.
-                  if (!(err instanceof ExpressionError) || err.code === ErrorCode.ExpressionLimit) throw err;
-                  log.warn({ input: input.name, id: event.id, err }, "input filter failed; event skipped");
+                  if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) {
+                    // A limit hit is deterministic (the same event hits it again), so it is not
+                    // retried: the event goes to the dead-letter target of each subscriber whose
+                    // condition names this input; other inputs and subscribers go on.
+                    log.warn(
+                      { input: input.name, id: event.id, err: errorText(err) },
+                      "input filter hit its limit; event dead-lettered for this input's subscribers",
+                    );
+                    for (const s of subscribers) if (s.inputs.has(input.name)) work.push(s.rejectEvent(event, err));
+                    continue;
+                  }
+                  if (!(err instanceof ExpressionError)) throw err;
+                  log.warn(
+                    { input: input.name, id: event.id, err: errorText(err) },
+                    "input filter failed; event skipped",
+                  );
                   events.emit("filtered", { input: input.name, id: event.id, reason: "error" });
                   continue;
                 }
@@ -444,9 +569,38 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
     async stop() {
       if (stopping) return;
       stopping = true;
+      log.info(
+        { graceMs: stopGraceMs },
+        "stopping: pending events and retries go back to the bus; delivery attempts in flight get up to %d s",
+        stopGraceMs / 1000,
+      );
       const err = new ShutdownError("trigger stopped before the event was joined");
-      for (const s of subscribers) for (const e of s.drain()) e.fail(err);
-      await Promise.allSettled(subs.map((s) => s.close()));
+      for (const s of subscribers)
+        for (const e of s.drain()) {
+          shutdown.returned.add(e.event.id);
+          e.fail(err);
+        }
+      retries.abort();
+      const grace = setTimeout(() => {
+        log.warn({ graceMs: stopGraceMs }, "stop grace period over: cancelling delivery attempts in flight");
+        attempts.abort();
+      }, stopGraceMs);
+      try {
+        await Promise.allSettled(subs.map((s) => s.close()));
+      } finally {
+        clearTimeout(grace);
+      }
+      const ids = [...shutdown.returned];
+      if (ids.length > 0) {
+        const durable = o.bus.driver !== "memory";
+        log.warn(
+          { count: ids.length, ids: ids.slice(0, MAX_REPORTED_IDS), bus: o.bus.driver },
+          durable
+            ? "stopped: %d events not yet delivered were returned to the bus, which redelivers them"
+            : "stopped: %d events not yet delivered were returned to the in-memory bus, which does not keep them after this process exits",
+          ids.length,
+        );
+      }
     },
   };
 }

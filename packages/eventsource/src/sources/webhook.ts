@@ -13,12 +13,16 @@ import {
   CORE_ATTRIBUTES,
   EXTENSION_NAME,
   BusError,
-  decodeHeaderValue,
   DeliveryError,
   EventError,
+  MAX_JSON_DEPTH,
   OfEventsError,
   SourceKind,
-  assertCloudEvent,
+  decodeUtf8,
+  httpMode,
+  isJsonMediaType as isJsonType,
+  parseJsonBody as parseJson,
+  toEvent,
   type CloudEvent,
   type ValidationIssue,
   type WebhookSpec,
@@ -57,136 +61,7 @@ function mediaType(header: string | undefined): string {
   return (header ?? "").split(";")[0]!.trim().toLowerCase();
 }
 
-/**
- * Deepest JSON nesting accepted in a request body. Parsing is iterative, but encoding the event
- * for the bus (JSON.stringify) recurses, so deeper data would fail there, after the 2xx decision.
- */
-export const MAX_JSON_DEPTH = 512;
-
-const CE_JSON = "application/cloudevents+json";
-const CE_BATCH = "application/cloudevents-batch+json";
-// Fatal: bytes that are not UTF-8 are never silently replaced; the BOM is kept as a character.
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-function decodeUtf8(body: Buffer): string | undefined {
-  try {
-    return utf8.decode(body);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Parses JSON text (which must be UTF-8, RFC 8259 §8.1) no deeper than MAX_JSON_DEPTH. */
-function parseJson(body: Buffer, what: string): unknown {
-  const text = decodeUtf8(body);
-  if (text === undefined) throw new EventError(`${what} is not valid JSON: not UTF-8`);
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new EventError(`${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
-  if (nestedDeeperThan(value, MAX_JSON_DEPTH)) {
-    throw new EventError(`${what} nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
-  }
-  return value;
-}
-
-/** Iterative, so that the check itself cannot overflow the stack. */
-function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
-    const [v, depth] = top;
-    if (typeof v !== "object" || v === null) continue;
-    if (depth >= max) return true;
-    for (const item of Object.values(v)) stack.push([item, depth + 1]);
-  }
-  return false;
-}
-
-function isJsonType(type: string): boolean {
-  return type === "application/json" || type.endsWith("+json");
-}
-
-/** The data of a request body: parsed JSON, text, or bytes (as base64) when it is neither. */
-function decodeData(type: string, body: Buffer): { data: unknown } | { data_base64: string } {
-  if (isJsonType(type)) return { data: parseJson(body, "body") };
-  if (type.startsWith("text/") || type === "application/x-www-form-urlencoded") {
-    const text = decodeUtf8(body);
-    if (text !== undefined) return { data: text };
-  }
-  return { data_base64: body.toString("base64") };
-}
-
-// RFC 3339 date-time (CloudEvents' Timestamp type).
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const INT32 = 2 ** 31;
-
-/**
- * `assertCloudEvent` plus the types the CloudEvents spec gives the optional attributes and the
- * extensions, so a malformed event is refused here (400) instead of reaching a consumer.
- */
-function assertIncomingEvent(value: unknown): asserts value is CloudEvent {
-  assertCloudEvent(value);
-  const ev = value as Record<string, unknown>;
-  for (const [name, v] of Object.entries(ev)) {
-    switch (name) {
-      case "specversion":
-      case "id":
-      case "source":
-      case "type":
-      case "data":
-        break;
-      case "subject":
-      case "datacontenttype":
-      case "dataschema":
-        if (typeof v !== "string" || v === "")
-          throw new EventError(`CloudEvent attribute "${name}" must be a non-empty string`);
-        break;
-      case "time":
-        if (typeof v !== "string" || !RFC3339.test(v) || Number.isNaN(Date.parse(v)))
-          throw new EventError(`CloudEvent attribute "time" must be an RFC 3339 timestamp`);
-        break;
-      case "data_base64":
-        if (typeof v !== "string" || !BASE64.test(v))
-          throw new EventError(`CloudEvent attribute "data_base64" must be a base64 string`);
-        if ("data" in ev) throw new EventError(`a CloudEvent has either "data" or "data_base64", not both`);
-        break;
-      default:
-        if (
-          typeof v !== "string" &&
-          typeof v !== "boolean" &&
-          !(typeof v === "number" && Number.isInteger(v) && v >= -INT32 && v < INT32)
-        )
-          throw new EventError(`CloudEvent extension "${name}" must be a string, a boolean or a 32-bit integer`);
-    }
-  }
-}
-
-/** A binary-mode CloudEvent (CloudEvents HTTP binding §3.1): attributes in ce-* headers, data in the body. */
-function decodeBinary(headers: IncomingMessage["headers"], body: Buffer, type: string): Record<string, unknown> {
-  // Built on a null prototype: a header named ce-__proto__ must be refused, not swallowed.
-  const ev: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-  for (const [header, value] of Object.entries(headers)) {
-    if (!header.startsWith("ce-") || value === undefined) continue;
-    const name = header.slice(3);
-    if (name === "data" || name === "data_base64" || name === "datacontenttype") {
-      throw new EventError(`header ${header} is not allowed in binary mode; the body is the data`);
-    }
-    // Percent-decoded (CloudEvents HTTP binding §3.1.3.2); invalid UTF-8 is an EventError (400).
-    try {
-      ev[name] = decodeHeaderValue(Array.isArray(value) ? value.join(", ") : value);
-    } catch (err) {
-      throw new EventError(`invalid CloudEvent: header ${header}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-  const contentType = headers["content-type"];
-  if (contentType !== undefined) ev["datacontenttype"] = contentType;
-  // Without a content type the body stays bytes.
-  if (body.length > 0) Object.assign(ev, decodeData(type === "" ? "application/octet-stream" : type, body));
-  return { ...ev };
-}
+export { MAX_JSON_DEPTH };
 
 /** Decodes a request into dispatch inputs; throws EventError for a client's mistake. */
 export function decodeRequest(
@@ -196,31 +71,10 @@ export function decodeRequest(
 ): DispatchInit[] {
   const type = mediaType(headers["content-type"]);
   const extensions = spec.metadata;
-  if (type === CE_JSON) {
-    const event = parseJson(body, "CloudEvent");
-    assertIncomingEvent(event);
-    return [{ event: addExtensions(event, extensions) }];
-  }
-  if (type === CE_BATCH) {
-    const parsed = parseJson(body, "batch");
-    if (!Array.isArray(parsed)) throw new EventError("a CloudEvents batch must be a JSON array");
-    return parsed.map((e: unknown, i) => {
-      try {
-        assertIncomingEvent(e);
-      } catch (err) {
-        throw new EventError(`batch item ${i}: ${(err as Error).message}`);
-      }
-      return { event: addExtensions(e, extensions) };
-    });
-  }
-  if (headers["ce-specversion"] !== undefined) {
-    const event = decodeBinary(headers, body, type);
-    try {
-      assertIncomingEvent(event);
-    } catch (err) {
-      throw new EventError(`invalid CloudEvent: ${(err as Error).message}`, { cause: err });
-    }
-    return [{ event: addExtensions(event, extensions) }];
+  if (httpMode(headers) !== undefined) {
+    // The CloudEvents HTTP binding, decoded by the same code as everywhere else (core `toEvent`).
+    const decoded = toEvent(headers, body);
+    return (Array.isArray(decoded) ? decoded : [decoded]).map((e) => ({ event: addExtensions(e, extensions) }));
   }
   let data: unknown;
   let datacontenttype: string | undefined;

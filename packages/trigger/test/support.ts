@@ -1,0 +1,56 @@
+/** Test support shared by the trigger tests: a real HTTP sink and a bounded wait. */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** A real HTTP sink recording binary-mode CloudEvents; `status` scripts its answer. */
+export class Sink {
+  /** `data`: the body parsed as JSON (undefined when empty or not JSON); `body`: the body as sent. */
+  received: Array<{ headers: Record<string, string | string[] | undefined>; data: unknown; body: Buffer }> = [];
+  status: (n: number) => number = () => 200;
+  delayMs = 0;
+  inFlight = 0;
+  peak = 0;
+  url = "";
+  private server!: Server;
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        this.inFlight++;
+        this.peak = Math.max(this.peak, this.inFlight);
+        const n = this.received.length;
+        const body = Buffer.concat(chunks);
+        let data: unknown;
+        try {
+          data = body.length === 0 ? undefined : JSON.parse(body.toString("utf8"));
+        } catch {
+          data = undefined;
+        }
+        this.received.push({ headers: req.headers, data, body });
+        setTimeout(() => {
+          this.inFlight--;
+          res.writeHead(this.status(n)).end();
+        }, this.delayMs);
+      });
+    });
+    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/`;
+    return this;
+  }
+  ids(): string[] {
+    return this.received.map((r) => String(r.headers["ce-id"]));
+  }
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+export async function until(pred: () => boolean, ms = 15_000, what = "condition"): Promise<void> {
+  const t0 = Date.now();
+  while (!pred()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
