@@ -417,6 +417,19 @@ describe("controller render - EventSource", () => {
     expectWellFormed(r, cronSinkSource);
   });
 
+  it("controller render - a sink with both ref and uri resolves to the uri (OpenFunction's rule)", () => {
+    // A ref the controller cannot resolve is no problem beside a uri: the uri wins.
+    const both = {
+      ...cronSinkSource,
+      spec: {
+        ...cronSinkSource.spec,
+        sink: { uri: "http://sink.example:8080/in", ref: { apiVersion: "example.io/v1", kind: "Thing", name: "t" } },
+      },
+    };
+    const r = source(both);
+    expect(files(r).eventSources[0]!.resource.spec.sink).toEqual({ uri: "http://sink.example:8080/in" });
+  });
+
   it("controller render - ClusterEventBus fallback, rendered into the source's namespace; a namespaced EventBus wins", () => {
     const raw = webhookSource;
     const r = source(raw, catalog(jetstreamClusterBus));
@@ -878,6 +891,27 @@ describe("controller render - EventBus", () => {
 // --- validate ----------------------------------------------------------------------------------------
 
 describe("controller validate - Ready condition", () => {
+  it("controller validate - OpenFunction's redis event: the workload renders the other events, Ready False names it", () => {
+    const raw = {
+      apiVersion: API,
+      kind: "EventSource",
+      metadata: { name: "mixed", namespace: "default", uid: uid(), generation: 2 },
+      spec: {
+        eventBus: "default",
+        cron: { tick: { schedule: "@every 5s" } },
+        redis: { cache: { redisHost: "redis:6379", redisPassword: "" } },
+      },
+    };
+    const v = validateEventSource(raw, { buses: catalog(natsStreamingBus("EventBus")), options });
+    expect(v.ok).toBe(true);
+    expect(v.condition).toMatchObject({ status: "False", reason: Reason.EventNotRunnable, observedGeneration: 2 });
+    expect(v.condition.message).toMatch(/^spec\.redis\.cache: redis event "cache" does not run: OpenFunction made it/);
+    if (!v.ok) throw new Error("unreachable");
+    const r = renderEventSource({ eventSource: v.resource, bus: v.bus, options });
+    expect(r.deployment).toBeDefined();
+    expect(Object.keys(files(r).eventSources[0]!.resource.spec.redis ?? {})).toEqual(["cache"]);
+  });
+
   it("controller validate - a missing EventBus is EventBusNotFound until the bus appears", () => {
     const raw = kafkaSource();
     const missing = validateEventSource(raw, { buses: catalog(), options });

@@ -20,6 +20,7 @@ import {
   type Trigger,
 } from "./schemas.js";
 import { validateSemantics } from "./validate.js";
+import { compatibility } from "./compat.js";
 
 /** A resource and where it came from. */
 export interface Located<T> {
@@ -242,6 +243,9 @@ export function parseManifestText(text: string, file: string, into: Manifests = 
       const r = parsed.data;
       for (const issue of validateSemantics(r))
         into.issues.push({ ...issue, file, docIndex, kind, name: r.metadata.name });
+      const compat = compatibility(r);
+      for (const issue of compat.issues) into.issues.push({ ...issue, file, docIndex, kind, name: r.metadata.name });
+      for (const w of compat.warnings) into.warnings.push({ ...w, file, docIndex, kind, name: r.metadata.name });
       switch (r.kind) {
         case Kind.EventSource:
           into.eventSources.push({ resource: r, file, docIndex });
