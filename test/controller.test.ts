@@ -344,6 +344,22 @@ describe("controller", () => {
     await waitReady(nsPath(ns, "eventsources", "good"), { status: "True" });
   }, 60_000);
 
+  it("controller - OpenFunction's redis event: the workload runs the other events, Ready False names the event", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventsources"), {
+      ...kafkaSource("mixed", "default"),
+      spec: {
+        eventBus: "default",
+        kafka: { orders: { brokers: "b:9092", topic: "t", authRequired: false } },
+        redis: { cache: { redisHost: "redis:6379", redisPassword: "" } },
+      },
+    });
+    const es = await waitReady(nsPath(ns, "eventsources", "mixed"), { status: "False", reason: "EventNotRunnable" });
+    expect(ready(es)!.message).toMatch(/^spec\.redis\.cache: redis event "cache" does not run/);
+    expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-mixed`)).toBe(200);
+  }, 60_000);
+
   it("controller - a spec change re-renders and bumps observedGeneration", async () => {
     const ns = await createNamespace();
     await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
