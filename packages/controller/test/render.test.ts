@@ -684,11 +684,14 @@ describe("controller render - Trigger", () => {
     const r = trigger(twoInputTrigger, catalog(bus));
     const so = r.scaledObject!;
     expect(so.spec).toMatchObject({ minReplicaCount: 0, maxReplicaCount: 3, cooldownPeriod: 120 });
+    // The consumer the direct driver creates: durableSubscriptionName prefixes the trigger's group.
     const n = jetStreamNames(
       "ofevents",
       "default-my-eventsource-sample-one",
       "trigger-default-function-sample-trigger",
+      "ImDurable",
     );
+    expect(n.consumer).toBe("ImDurable-trigger-default-function-sample-trigger");
     expect(so.spec.triggers[0]).toEqual({
       type: "nats-jetstream",
       metadata: {
@@ -758,6 +761,29 @@ describe("controller render - Trigger", () => {
     });
     expectWellFormed(r, twoInputTrigger);
   });
+
+  it.each([
+    {
+      name: "durableSubscriptionName prefixes the app id",
+      extra: {},
+      consumer: "ImDurable-trigger-function-sample-trigger",
+    },
+    {
+      name: "without durableSubscriptionName (OpenFunction 0.5) the durable is the app id",
+      extra: { durableSubscriptionName: undefined },
+      consumer: "trigger-function-sample-trigger",
+    },
+  ])(
+    "controller render - natsStreaming through Dapr: KEDA reads the Component's durable ($name)",
+    ({ extra, consumer }) => {
+      const o: ControllerOptions = { image: IMAGE, busDriver: "dapr" };
+      const bus = natsStreamingBus("EventBus", extra);
+      const ns = bus.spec.natsStreaming as Record<string, unknown>;
+      for (const k of Object.keys(ns)) if (ns[k] === undefined) delete ns[k];
+      const r = trigger(twoInputTrigger, catalog(bus), o);
+      expect(r.scaledObject!.spec.triggers[0]!.metadata).toMatchObject({ consumer });
+    },
+  );
 
   it("controller render - an input no condition names gets no KEDA trigger (the runtime does not subscribe)", () => {
     const raw = {
