@@ -197,7 +197,7 @@ afterAll(async () => {
 describe("controller", () => {
   it("controller - an EventBus, a kafka EventSource and a two-input Trigger become their objects, Ready", async () => {
     const ns = await createNamespace();
-    const bus = await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    const bus = await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
     const es = await req("POST", nsPath(ns, "eventsources"), kafkaSource("orders", "default"));
     await req("POST", nsPath(ns, "eventsources"), kafkaSource("payments", "default", "payments"));
     const trigger = await req("POST", nsPath(ns, "triggers"), {
@@ -220,7 +220,7 @@ describe("controller", () => {
     const esReady = await waitReady(nsPath(ns, "eventsources", "orders"), { status: "True", reason: "Valid" });
     expect(ready(esReady)).toMatchObject({ type: "Ready", status: "True", observedGeneration: 1 });
     expect(Date.parse(ready(esReady)!.lastTransitionTime)).not.toBeNaN();
-    const busReady = await waitReady(nsPath(ns, "eventbus", "default"), { status: "True" });
+    const busReady = await waitReady(nsPath(ns, "eventbuses", "default"), { status: "True" });
     expect(busReady.status?.observedGeneration).toBe(1);
     await waitReady(nsPath(ns, "triggers", "pair"), { status: "True", reason: "Valid" });
 
@@ -310,7 +310,7 @@ describe("controller", () => {
     expect(ready(nf)!.message).toContain('EventBus "later" not found');
     expect(await status(`/api/v1/namespaces/${ns}/configmaps/eventsource-early`)).toBe(404);
 
-    await req("POST", nsPath(ns, "eventbus"), kafkaBus("later", ns));
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("later", ns));
     const ok = await waitReady(nsPath(ns, "eventsources", "early"), { status: "True", reason: "Valid" });
     expect(ready(ok)!.message).toContain("valid");
     expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-early`)).toBe(200);
@@ -319,17 +319,17 @@ describe("controller", () => {
   it("controller - a source falls back to a ClusterEventBus of that name", async () => {
     const ns = await createNamespace();
     const name = `cluster-${randomSuffix()}`;
-    await req("POST", `${API}/clustereventbus`, kafkaBus(name));
+    await req("POST", `${API}/clustereventbuses`, kafkaBus(name));
     await req("POST", nsPath(ns, "eventsources"), kafkaSource("fallback", name));
     await waitReady(nsPath(ns, "eventsources", "fallback"), { status: "True", reason: "Valid" });
     const cm = await req("GET", `/api/v1/namespaces/${ns}/configmaps/eventsource-fallback`);
     expect(cm.data?.[Object.keys(cm.data)[0]!]).toContain(name);
-    await waitReady(`${API}/clustereventbus/${name}`, { status: "True" });
+    await waitReady(`${API}/clustereventbuses/${name}`, { status: "True" });
   }, 60_000);
 
   it("controller - a bad spec is a NotReady condition and the loop keeps going", async () => {
     const ns = await createNamespace();
-    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
     await req("POST", nsPath(ns, "eventsources"), {
       ...kafkaSource("bad", "default"),
       spec: {
@@ -344,9 +344,25 @@ describe("controller", () => {
     await waitReady(nsPath(ns, "eventsources", "good"), { status: "True" });
   }, 60_000);
 
+  it("controller - OpenFunction's redis event: the workload runs the other events, Ready False names the event", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventsources"), {
+      ...kafkaSource("mixed", "default"),
+      spec: {
+        eventBus: "default",
+        kafka: { orders: { brokers: "b:9092", topic: "t", authRequired: false } },
+        redis: { cache: { redisHost: "redis:6379", redisPassword: "" } },
+      },
+    });
+    const es = await waitReady(nsPath(ns, "eventsources", "mixed"), { status: "False", reason: "EventNotRunnable" });
+    expect(ready(es)!.message).toMatch(/^spec\.redis\.cache: redis event "cache" does not run/);
+    expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-mixed`)).toBe(200);
+  }, 60_000);
+
   it("controller - a spec change re-renders and bumps observedGeneration", async () => {
     const ns = await createNamespace();
-    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
     await req("POST", nsPath(ns, "eventsources"), kafkaSource("moving", "default", "first"));
     await waitReady(nsPath(ns, "eventsources", "moving"), { status: "True" });
     const soPath = `/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects/eventsource-moving`;
@@ -375,7 +391,7 @@ describe("controller", () => {
 
   it("controller - an object no longer rendered is pruned (the webhook Service goes with the webhook)", async () => {
     const ns = await createNamespace();
-    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
     const hook = { webhook: { endpoint: "/orders", port: 12000 } };
     const source = kafkaSource("hooked", "default");
     await req("POST", nsPath(ns, "eventsources"), { ...source, spec: { ...source.spec, webhook: hook } });
@@ -396,7 +412,7 @@ describe("controller", () => {
 
   it("controller - an owned Deployment deleted or changed by hand is put back", async () => {
     const ns = await createNamespace();
-    await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
     await req("POST", nsPath(ns, "eventsources"), kafkaSource("guarded", "default"));
     await waitReady(nsPath(ns, "eventsources", "guarded"), { status: "True" });
     const depPath = `/apis/apps/v1/namespaces/${ns}/deployments/eventsource-guarded`;
@@ -451,7 +467,7 @@ describe("controller", () => {
         message: "the restricted controller leads its lease",
       });
       const ns = await createNamespace();
-      await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+      await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
       const source = kafkaSource("rbac", "default");
       await req("POST", nsPath(ns, "eventsources"), {
         ...source,
@@ -497,7 +513,7 @@ describe("controller", () => {
       expect(lease.spec).toMatchObject({ holderIdentity: "first", leaseDurationSeconds: 3 });
 
       const ns = await createNamespace();
-      await req("POST", nsPath(ns, "eventbus"), kafkaBus("default", ns));
+      await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
       await req("POST", nsPath(ns, "eventsources"), kafkaSource("led", "default"));
       await waitReady(nsPath(ns, "eventsources", "led"), { status: "True" });
       // Several renew periods later the second still waits.

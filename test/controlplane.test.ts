@@ -292,6 +292,13 @@ describe("CRDs on the real API server", () => {
       expect(served!.shortNames ?? []).toEqual(info.shortNames);
     }
     expect(resources.find((r) => r.name === "triggers")?.shortNames).toContain("trg");
+    // OpenFunction 1.2's plurals, so its kubectl habits and RBAC rules keep working.
+    expect(
+      resources
+        .map((r) => r.name)
+        .filter((n) => !n.includes("/"))
+        .sort(),
+    ).toEqual(["clustereventbuses", "eventbuses", "eventsources", "triggers"]);
 
     const namespace = await createNamespace();
     const [trigger] = (await readYaml(SAMPLES)).filter((m) => m.kind === "Trigger");

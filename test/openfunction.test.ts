@@ -14,6 +14,7 @@ import { startEmbedded, validateAll, type Embedded } from "@ofevents/cli";
 import { createLogger, newEvent, silentLogger } from "@ofevents/core";
 import { KafkaBroker } from "./helpers/kafka.js";
 import { NatsServer } from "./helpers/nats.js";
+import { freePorts } from "./helpers/server.js";
 import { RecordingSink } from "./helpers/sink.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
@@ -149,6 +150,84 @@ describe("openfunction e2e manifest", () => {
     expect([...new Set(sinkA.ids)].sort()).toEqual(expected);
     expect([...new Set(sinkB.ids)].sort()).toEqual(expected);
   }, 90_000);
+
+  it("openfunction redis - OpenFunction's redis event loads with a warning; at run time it does not start and says why, the other events run", async () => {
+    const file = join(dir, "redis.yaml");
+    await writeFile(
+      file,
+      `
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: my-eventsource }
+spec:
+  eventBus: default
+  redis:
+    sample-three:
+      redisHost: "redis-leader.default.svc.cluster.local:6379"
+      redisPassword: ""
+      enableTLS: false
+  webhook: { hook: { port: "0", endpoint: /hook } }
+`,
+    );
+    const checked = await validateAll([file]);
+    expect(checked.issues).toEqual([]);
+    expect(checked.warnings.some((w) => w.path.startsWith("spec.redis.sample-three"))).toBe(true);
+    const lines: string[] = [];
+    const embedded = await startEmbedded({
+      paths: [file],
+      logger: createLogger({ level: "info", format: "json", write: (l) => void lines.push(l) }),
+      functionsPort: 0,
+    });
+    started.push(embedded);
+    expect(embedded.notRunning()).toEqual([
+      { eventSource: "my-eventsource", event: "sample-three", reason: expect.stringMatching(/does not run/) as string },
+    ]);
+    expect(lines.some((l) => l.includes("not supported here") && l.includes("sample-three"))).toBe(true);
+    // Only the redis event is not running: the webhook event started.
+  });
+
+  it("openfunction logLevel - spec.logLevel sets that resource's log level in run", async () => {
+    const file = join(dir, "loglevel.yaml");
+    const [p1, p2] = await freePorts(2);
+    await writeFile(
+      file,
+      `
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: chatty }
+spec:
+  logLevel: "2"
+  eventBus: default
+  webhook: { hook: { port: "${p1}", endpoint: /chatty } }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: quiet }
+spec:
+  eventBus: default
+  webhook: { hook: { port: "${p2}", endpoint: /quiet } }
+`,
+    );
+    const lines: Array<Record<string, unknown>> = [];
+    const embedded = await startEmbedded({
+      paths: [file],
+      logger: createLogger({ level: "info", format: "json", write: (l) => void lines.push(JSON.parse(l)) }),
+      functionsPort: 0,
+    });
+    started.push(embedded);
+    // Both sources log "published" at debug level for each event; only chatty's "2" lets it through.
+    for (const [port, path] of [
+      [p1, "chatty"],
+      [p2, "quiet"],
+    ] as const) {
+      const res = await fetch(`http://127.0.0.1:${port}/${path}`, { method: "POST", body: "{}" });
+      expect(res.status).toBe(200);
+    }
+    const debugOf = (source: string): number =>
+      lines.filter((l) => l["level"] === 20 && String(l["eventSource"]).endsWith(`/${source}`)).length;
+    expect(debugOf("chatty")).toBeGreaterThan(0);
+    expect(debugOf("quiet")).toBe(0);
+  });
 
   it("openfunction e2e - a sink ref to a Function deployed elsewhere fails when used, naming the function", async () => {
     const file = join(dir, "ref.yaml");

@@ -15,6 +15,7 @@ import {
   isSyncFunction,
   namespaceOf,
   resolveEventBus,
+  resourceLogger,
   startMetricsServer,
   type FunctionResource,
   type Logger,
@@ -172,7 +173,14 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
         trigger: t.resource.metadata.name,
       });
       triggers.push(
-        await startTrigger(t.resource, { bus, logger: o.logger, engine, sinks, resolveSink, instrumentation }),
+        await startTrigger(t.resource, {
+          bus,
+          logger: resourceLogger(o.logger, t.resource),
+          engine,
+          sinks,
+          resolveSink,
+          instrumentation,
+        }),
       );
     }
     for (const es of manifests.eventSources) {
@@ -181,7 +189,15 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       const instrumentation = createInstrumentation<SourceEvents>();
       metrics.observeSource(instrumentation, { namespace: namespaceOf(r), eventSource: r.metadata.name });
       sources.push(
-        await startEventSource(r, { logger: o.logger, bus, sinks, resolveSink, secrets, webhooks, instrumentation }),
+        await startEventSource(r, {
+          logger: resourceLogger(o.logger, r),
+          bus,
+          sinks,
+          resolveSink,
+          secrets,
+          webhooks,
+          instrumentation,
+        }),
       );
     }
     if (o.metricsPort !== undefined) metricsServer = await startMetricsServer(metrics, { port: o.metricsPort, host });

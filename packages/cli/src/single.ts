@@ -17,6 +17,7 @@ import {
   createSinkClient,
   formatIssue,
   namespaceOf,
+  resourceLogger,
   resolveEventBus,
   serveMetrics,
   type Logger,
@@ -178,7 +179,7 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       metrics.observeSource(instrumentation, { namespace, eventSource: resource.metadata.name });
       const rt = await startEventSource(resource, {
         instrumentation,
-        logger: o.logger,
+        logger: resourceLogger(o.logger, resource),
         bus,
         sinks,
         secrets,
@@ -193,7 +194,7 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       const rt = await startTrigger(resource, {
         instrumentation,
         bus: bus!,
-        logger: o.logger,
+        logger: resourceLogger(o.logger, resource),
         engine: createExpressionEngine(),
         sinks,
         resolveSink: clusterSinkUrl,

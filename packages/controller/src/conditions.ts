@@ -13,6 +13,11 @@ export const Reason = {
   EventBusUnsupported: "EventBusUnsupported",
   /** A sink `ref` names a kind the controller cannot turn into a URL. */
   SinkUnresolvable: "SinkUnresolvable",
+  /**
+   * The spec is valid and its workload runs, but an event of it cannot (OpenFunction's redis
+   * event, a Dapr binding that cannot receive): the message names each such event.
+   */
+  EventNotRunnable: "EventNotRunnable",
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 

@@ -43,8 +43,8 @@ export const LEASE_NAME = "ofevents-controller";
 const KINDS = {
   EventSource: { plural: "eventsources", namespaced: true },
   Trigger: { plural: "triggers", namespaced: true },
-  EventBus: { plural: "eventbus", namespaced: true },
-  ClusterEventBus: { plural: "clustereventbus", namespaced: false },
+  EventBus: { plural: "eventbuses", namespaced: true },
+  ClusterEventBus: { plural: "clustereventbuses", namespaced: false },
 } as const;
 type Kind = keyof typeof KINDS;
 

@@ -69,9 +69,9 @@ export function resolveSink(sink: Sink, namespace: string, lookup: SinkLookup = 
   return uri === undefined ? sink : { uri };
 }
 
-/** An issue for a ref the controller cannot resolve, at `path`. */
+/** An issue for a ref the controller cannot resolve, at `path` (none beside a `uri`, which wins). */
 export function sinkIssues(sink: Sink | undefined, path: string): ValidationIssue[] {
-  if (sink?.ref === undefined || sinkRefKind(sink.ref) !== undefined) return [];
+  if (sink?.ref === undefined || sink.uri !== undefined || sinkRefKind(sink.ref) !== undefined) return [];
   return [
     {
       code: "sink_unresolvable",

@@ -431,6 +431,19 @@ describe("controller render - EventSource", () => {
     expectWellFormed(r, both);
   });
 
+  it("controller render - a sink with both ref and uri resolves to the uri (OpenFunction's rule)", () => {
+    // A ref the controller cannot resolve is no problem beside a uri: the uri wins.
+    const both = {
+      ...cronSinkSource,
+      spec: {
+        ...cronSinkSource.spec,
+        sink: { uri: "http://sink.example:8080/in", ref: { apiVersion: "example.io/v1", kind: "Thing", name: "t" } },
+      },
+    };
+    const r = source(both);
+    expect(files(r).eventSources[0]!.resource.spec.sink).toEqual({ uri: "http://sink.example:8080/in" });
+  });
+
   it("controller render - ClusterEventBus fallback, rendered into the source's namespace; a namespaced EventBus wins", () => {
     const raw = webhookSource;
     const r = source(raw, catalog(jetstreamClusterBus));
@@ -685,11 +698,14 @@ describe("controller render - Trigger", () => {
     const r = trigger(twoInputTrigger, catalog(bus));
     const so = r.scaledObject!;
     expect(so.spec).toMatchObject({ minReplicaCount: 0, maxReplicaCount: 3, cooldownPeriod: 120 });
+    // The consumer the direct driver creates: durableSubscriptionName prefixes the trigger's group.
     const n = jetStreamNames(
       "ofevents",
       "default-my-eventsource-sample-one",
       "trigger-default-function-sample-trigger",
+      "ImDurable",
     );
+    expect(n.consumer).toBe("ImDurable-trigger-default-function-sample-trigger");
     expect(so.spec.triggers[0]).toEqual({
       type: "nats-jetstream",
       metadata: {
@@ -759,6 +775,29 @@ describe("controller render - Trigger", () => {
     });
     expectWellFormed(r, twoInputTrigger);
   });
+
+  it.each([
+    {
+      name: "durableSubscriptionName prefixes the app id",
+      extra: {},
+      consumer: "ImDurable-trigger-function-sample-trigger",
+    },
+    {
+      name: "without durableSubscriptionName (OpenFunction 0.5) the durable is the app id",
+      extra: { durableSubscriptionName: undefined },
+      consumer: "trigger-function-sample-trigger",
+    },
+  ])(
+    "controller render - natsStreaming through Dapr: KEDA reads the Component's durable ($name)",
+    ({ extra, consumer }) => {
+      const o: ControllerOptions = { image: IMAGE, busDriver: "dapr" };
+      const bus = natsStreamingBus("EventBus", extra);
+      const ns = bus.spec.natsStreaming as Record<string, unknown>;
+      for (const k of Object.keys(ns)) if (ns[k] === undefined) delete ns[k];
+      const r = trigger(twoInputTrigger, catalog(bus), o);
+      expect(r.scaledObject!.spec.triggers[0]!.metadata).toMatchObject({ consumer });
+    },
+  );
 
   it("controller render - an input no condition names gets no KEDA trigger (the runtime does not subscribe)", () => {
     const raw = {
@@ -892,6 +931,27 @@ describe("controller render - EventBus", () => {
 // --- validate ----------------------------------------------------------------------------------------
 
 describe("controller validate - Ready condition", () => {
+  it("controller validate - OpenFunction's redis event: the workload renders the other events, Ready False names it", () => {
+    const raw = {
+      apiVersion: API,
+      kind: "EventSource",
+      metadata: { name: "mixed", namespace: "default", uid: uid(), generation: 2 },
+      spec: {
+        eventBus: "default",
+        cron: { tick: { schedule: "@every 5s" } },
+        redis: { cache: { redisHost: "redis:6379", redisPassword: "" } },
+      },
+    };
+    const v = validateEventSource(raw, { buses: catalog(natsStreamingBus("EventBus")), options });
+    expect(v.ok).toBe(true);
+    expect(v.condition).toMatchObject({ status: "False", reason: Reason.EventNotRunnable, observedGeneration: 2 });
+    expect(v.condition.message).toMatch(/^spec\.redis\.cache: redis event "cache" does not run: OpenFunction made it/);
+    if (!v.ok) throw new Error("unreachable");
+    const r = renderEventSource({ eventSource: v.resource, bus: v.bus, options });
+    expect(r.deployment).toBeDefined();
+    expect(Object.keys(files(r).eventSources[0]!.resource.spec.redis ?? {})).toEqual(["cache"]);
+  });
+
   it("controller validate - a missing EventBus is EventBusNotFound until the bus appears", () => {
     const raw = kafkaSource();
     const missing = validateEventSource(raw, { buses: catalog(), options });

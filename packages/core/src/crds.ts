@@ -38,7 +38,7 @@ const DEFS: CrdDef[] = [
   },
   {
     kind: Kind.EventBus,
-    plural: "eventbus",
+    plural: "eventbuses",
     shortNames: ["eb"],
     scope: "Namespaced",
     spec: eventBusSpecSchema,
@@ -46,7 +46,7 @@ const DEFS: CrdDef[] = [
   },
   {
     kind: Kind.ClusterEventBus,
-    plural: "clustereventbus",
+    plural: "clustereventbuses",
     shortNames: ["ceb"],
     scope: "Cluster",
     spec: eventBusSpecSchema,

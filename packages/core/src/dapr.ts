@@ -24,6 +24,7 @@
  */
 import { OfEventsError, ErrorCode } from "./errors.js";
 import { parseDuration } from "./duration.js";
+import { natsStreamingToJetStream } from "./buses.js";
 import type { AnyEventBus, EventBusSpec, SecretKeySelector } from "./schemas.js";
 
 export const DAPR_API_VERSION = "dapr.io/v1alpha1";
@@ -145,28 +146,40 @@ function jetstream(spec: NonNullable<EventBusSpec["jetstream"]>): { type: string
   const items: Items = [{ name: "natsURL", value: spec.url }];
   if (spec.replicas !== undefined) set(items, "replicas", String(spec.replicas));
   set(items, "ackWait", goDuration("jetstream.ackWait", spec.ackWait ?? DaprDefaults.jetstreamAckWait));
-  // A new group starts with what is published from now on, as with the direct driver.
-  set(items, "deliverPolicy", "new");
+  if (spec.maxAckPending !== undefined) set(items, "maxAckPending", String(spec.maxAckPending));
+  // Where a new group starts; as with the direct driver, "new" by default. A relative start
+  // (startTimeDelta alone) has no Dapr form: rendering is pure, so it cannot become a time here.
+  switch (spec.deliverPolicy) {
+    case "all":
+    case "last":
+      set(items, "deliverPolicy", spec.deliverPolicy);
+      break;
+    case "sequence":
+      set(items, "deliverPolicy", "sequence");
+      set(items, "startSequence", String(spec.startSequence));
+      break;
+    case "time":
+      if (spec.startTime !== undefined) {
+        set(items, "deliverPolicy", "time");
+        // Dapr reads startTime as Unix seconds.
+        set(items, "startTime", String(Math.floor(Date.parse(spec.startTime) / 1000)));
+      } else set(items, "deliverPolicy", "new");
+      break;
+    default:
+      set(items, "deliverPolicy", "new");
+  }
+  // A durable prefix (natsStreaming's durableSubscriptionName) names one subscription; several
+  // Triggers sharing it would compete for events, so it only prefixes the per-app durable.
+  if (spec.durablePrefix !== undefined) {
+    set(items, "durableName", `${spec.durablePrefix}-${DAPR_APP_ID}`);
+    set(items, "queueGroupName", `${spec.durablePrefix}-${DAPR_APP_ID}`);
+  }
   jetstreamSafe(items);
   return { type: "pubsub.jetstream", items };
 }
 
 function natsStreaming(spec: NonNullable<EventBusSpec["natsStreaming"]>): { type: string; items: Items } {
-  const items: Items = [{ name: "natsURL", value: spec.natsURL }];
-  if (spec.ackWaitTime !== undefined) set(items, "ackWait", goDuration("natsStreaming.ackWaitTime", spec.ackWaitTime));
-  if (spec.maxInFlight !== undefined) set(items, "maxAckPending", String(spec.maxInFlight));
-  if (spec.startAtSequence !== undefined) {
-    set(items, "deliverPolicy", "sequence");
-    set(items, "startSequence", String(spec.startAtSequence));
-  } else if (spec.startWithLastReceived === true) set(items, "deliverPolicy", "last");
-  else if (spec.deliverAll === true) set(items, "deliverPolicy", "all");
-  else set(items, "deliverPolicy", "new");
-  // durableSubscriptionName names one subscription of NATS Streaming; several Triggers sharing
-  // it would compete for events, so it only prefixes the per-app durable.
-  set(items, "durableName", `${spec.durableSubscriptionName}-${DAPR_APP_ID}`);
-  set(items, "queueGroupName", `${spec.durableSubscriptionName}-${DAPR_APP_ID}`);
-  jetstreamSafe(items);
-  return { type: "pubsub.jetstream", items };
+  return jetstream(natsStreamingToJetStream(spec));
 }
 
 function jetstreamSafe(items: Items): void {

@@ -53,6 +53,7 @@ export type {
   WebhookSpec,
   NatsSourceSpec,
   JetStreamBusSpec,
+  NatsStreamingBusSpec,
   KafkaBusSpec,
   TlsSpec,
   SaslSpec,
@@ -84,7 +85,7 @@ export {
 } from "./cloudevent.js";
 export type { CloudEvent, NewEventInit } from "./cloudevent.js";
 
-export { createLogger, silentLogger, toLogLevel } from "./logger.js";
+export { createLogger, resourceLogger, silentLogger, toLogLevel } from "./logger.js";
 export type { LogFormat, LogLevel, Logger, LoggerOptions } from "./logger.js";
 
 export { createInstrumentation } from "./instrumentation.js";
@@ -128,7 +129,10 @@ export {
 } from "./http-binding.js";
 export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
-export { resolveEventBus } from "./buses.js";
+export { natsStreamingToJetStream, resolveEventBus } from "./buses.js";
+export { CompatCode, compatibility, natsStreamingStartOption, unrunnableEvents } from "./compat.js";
+export type { Compatibility } from "./compat.js";
+export { GO_RFC3339, parseGoTime } from "./gotime.js";
 export {
   DEFAULT_JETSTREAM_STREAM_PREFIX,
   daprJetStreamStreamName,

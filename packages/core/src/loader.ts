@@ -21,6 +21,7 @@ import {
   type Trigger,
 } from "./schemas.js";
 import { validateSemantics } from "./validate.js";
+import { compatibility } from "./compat.js";
 
 /** A resource and where it came from. */
 export interface Located<T> {
@@ -378,6 +379,17 @@ export function parseManifestText(
           kind,
           name: r.metadata.name,
         });
+      const compat = compatibility(r);
+      const locate = (i: ValidationIssue): ValidationIssue => ({
+        ...i,
+        file,
+        line: lineOf(lines, i.path === "" ? [] : i.path.split(".")),
+        docIndex,
+        kind,
+        name: r.metadata.name,
+      });
+      for (const issue of compat.issues) into.issues.push(locate(issue));
+      for (const w of compat.warnings) into.warnings.push(locate(w));
       const at = { file, docIndex, line: start };
       switch (r.kind) {
         case Kind.EventSource:

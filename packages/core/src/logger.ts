@@ -125,3 +125,23 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 export function silentLogger(): Logger {
   return pino({ level: "silent" });
 }
+
+/**
+ * The logger of one EventSource or Trigger: a child of `logger` at the level its `spec.logLevel` names (OpenFunction's "1".."3" or
+ * debug/info/warn/error; see toLogLevel), or at `logger`'s level when it names none. Throws a
+ * TypeError for an unknown level (validation reports it first).
+ */
+export function resourceLogger(
+  logger: Logger,
+  resource: {
+    kind: string;
+    metadata: { name: string; namespace?: string | undefined };
+    spec: { logLevel?: string | undefined };
+  },
+): Logger {
+  // The runtimes bind the resource's name themselves (`eventSource` / `trigger`).
+  const bindings = {};
+  const level = resource.spec.logLevel;
+  if (level === undefined || level === "") return logger.child(bindings);
+  return logger.child(bindings, { level: toLogLevel(level) });
+}

@@ -39,12 +39,16 @@ export interface JetStreamNames {
 
 /**
  * The JetStream bus's names: topic `t` lives in stream `<token(prefix)>-<token(t)>` on subject
- * `<token(prefix)>.<token(t)>`; group `g` is the durable consumer `<token(g)>` of that stream.
+ * `<token(prefix)>.<token(t)>`; group `g` is the durable consumer `<token(g)>` of that stream, or
+ * `<token(durablePrefix-g)>` with the bus's `durablePrefix` (natsStreaming's
+ * durableSubscriptionName).
  */
-export function jetStreamNames(prefix: string, topic: string, group?: string): JetStreamNames {
+export function jetStreamNames(prefix: string, topic: string, group?: string, durablePrefix?: string): JetStreamNames {
   const p = natsToken(prefix);
   const t = natsToken(topic);
-  return { stream: `${p}-${t}`, subject: `${p}.${t}`, consumer: group === undefined ? undefined : natsToken(group) };
+  const consumer =
+    group === undefined ? undefined : natsToken(durablePrefix === undefined ? group : `${durablePrefix}-${group}`);
+  return { stream: `${p}-${t}`, subject: `${p}.${t}`, consumer };
 }
 
 const KAFKA_NAME_MAX = 249;

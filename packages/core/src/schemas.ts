@@ -82,11 +82,13 @@ export const sinkSchema = z
     uri: z.string().optional().describe("The URL that receives the events."),
   })
   .strict()
-  .refine((s) => (s.ref === undefined) !== (s.uri === undefined), {
-    message: "set exactly one of sink.ref or sink.uri",
+  .refine((s) => s.ref !== undefined || s.uri !== undefined, {
+    message: "set sink.uri or sink.ref",
   })
   .refine((s) => s.uri === undefined || URL.canParse(s.uri), { message: "sink.uri is not a valid URL", path: ["uri"] })
-  .describe("Where events are sent synchronously (CloudEvents over HTTP).");
+  .describe(
+    "Where events are sent synchronously (CloudEvents over HTTP). With both, `uri` wins (OpenFunction's rule).",
+  );
 
 export const secretKeySelectorSchema = z
   .object({
@@ -174,7 +176,9 @@ export const redisSourceSchema = z
     passwordSecret: secretKeySelectorSchema.optional().describe(ext("Password by reference.")),
   })
   .strict()
-  .describe("A Redis event source (OpenFunction's fields, plus channel or stream).");
+  .describe(
+    "A Redis event source (OpenFunction's fields, plus channel or stream; without either the event loads but does not run).",
+  );
 
 export const kafkaSourceSchema = z
   .object({
@@ -317,7 +321,10 @@ export const eventSourceSpecSchema = z
     webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
     nats: eventMap(natsSourceSchema).optional().describe(ext("NATS events, keyed by event name.")),
     sink: sinkSchema.optional().describe("Send events directly to this sink instead of the bus."),
-    build: z.record(z.string(), z.unknown()).optional().describe("OpenFunction build settings (unused here)."),
+    build: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .describe("OpenFunction build settings (no effect: the workload runs the ofevents image; a warning says so)."),
     logLevel: z.string().optional().describe('Log level: OpenFunction\'s "1".."3" or debug|info|warn|error.'),
   })
   .strict();
@@ -364,29 +371,57 @@ export const eventSourceSchema = z
 export const natsStreamingBusSchema = z
   .object({
     natsURL: z.string().min(1).describe("NATS server URL (mapped to JetStream)."),
-    natsStreamingClusterID: z.string().min(1).describe("NATS Streaming cluster id (unused with JetStream)."),
-    subscriptionType: z
+    natsStreamingClusterID: z
       .string()
       .min(1)
-      .describe('"topic" or "queue" (unused with JetStream: groups are durable consumers).'),
-    ackWaitTime: z.string().optional().describe("Redelivery after this long without ack."),
-    maxInFlight: z.number().int().optional().describe("Unacknowledged messages per subscriber."),
-    durableSubscriptionName: z.string().min(1).describe("Durable subscription name."),
-    deliverNew: z.boolean().optional().describe("Start with new messages."),
-    startAtSequence: z.number().int().optional().describe("Start at this sequence."),
-    startWithLastReceived: z.boolean().optional().describe("Start with the last message."),
-    deliverAll: z.boolean().optional().describe("Start with the first message."),
-    startAtTimeDelta: z.string().optional().describe("Start this long ago."),
-    startAtTime: z.string().optional().describe("Start at this time."),
-    startAtTimeFormat: z.string().optional().describe("Format of startAtTime."),
-    consumerID: z.string().optional().describe("Consumer id (queue group)."),
+      .describe("NATS Streaming cluster id (no effect: JetStream has none; a warning says so)."),
+    subscriptionType: z
+      .enum(["topic", "queue"])
+      .describe('"queue": the replicas of a trigger share its events; "topic": each replica gets every event.'),
+    ackWaitTime: durationSchema.optional().describe("Redelivery after this long without ack (JetStream ack wait)."),
+    maxInFlight: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Unacknowledged messages per consumer (JetStream max ack pending)."),
+    durableSubscriptionName: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Prefix of each trigger's durable consumer (`<name>-<group>`). OpenFunction <= 0.5 had none: absent, the durable is the group's name alone (with a warning).",
+      ),
+    deliverNew: z.boolean().optional().describe("A new consumer starts with new messages (the default)."),
+    startAtSequence: z.number().int().positive().optional().describe("A new consumer starts at this sequence."),
+    startWithLastReceived: z.boolean().optional().describe("A new consumer starts with the last message."),
+    deliverAll: z.boolean().optional().describe("A new consumer starts with the first message."),
+    startAtTimeDelta: durationSchema.optional().describe("A new consumer starts this long before it is created."),
+    startAtTime: z.string().optional().describe("A new consumer starts at this time (read with startAtTimeFormat)."),
+    startAtTimeFormat: z
+      .string()
+      .optional()
+      .describe("Go time layout of startAtTime, e.g. 2006-01-02T15:04:05Z07:00 (default RFC 3339)."),
+    consumerID: z
+      .string()
+      .optional()
+      .describe("NATS Streaming client id (no effect: a trigger's consumer is named after it; a warning says so)."),
     scaleOption: z
       .object({
         ...genericScaleOption,
         natsServerMonitoringEndpoint: z.string().describe("host:port of the NATS monitoring endpoint."),
-        queueGroup: z.string().optional().describe("Queue group whose backlog is measured."),
-        durableName: z.string().optional().describe("Durable name whose backlog is measured."),
-        subject: z.string().optional().describe("Subject whose backlog is measured."),
+        queueGroup: z
+          .string()
+          .optional()
+          .describe("NATS Streaming queue group (no effect: the scaler measures the trigger's own consumer)."),
+        durableName: z
+          .string()
+          .optional()
+          .describe("NATS Streaming durable name (no effect: the scaler measures the trigger's own consumer)."),
+        subject: z
+          .string()
+          .optional()
+          .describe("NATS Streaming subject (no effect: the scaler measures the trigger's own consumer)."),
         lagThreshold: z.string().describe("Target backlog per replica."),
       })
       .strict()
@@ -405,8 +440,56 @@ export const jetstreamBusSchema = z
     replicas: z.number().int().positive().optional().describe("Stream replicas (default 1)."),
     maxAge: durationSchema.optional().describe("How long the stream keeps events."),
     credentialsSecret: secretKeySelectorSchema.optional().describe("NATS credentials file content."),
+    deliverPolicy: z
+      .enum(["new", "all", "last", "sequence", "time"])
+      .optional()
+      .describe(
+        "Where a new group's consumer starts (default new); an existing one resumes where it was. sequence needs startSequence, time needs startTime or startTimeDelta.",
+      ),
+    startSequence: z.number().int().positive().optional().describe('Stream sequence for deliverPolicy "sequence".'),
+    startTime: z
+      .string()
+      .refine((t) => !Number.isNaN(Date.parse(t)), { message: "expected an RFC 3339 time" })
+      .optional()
+      .describe('Start time (RFC 3339) for deliverPolicy "time".'),
+    startTimeDelta: durationSchema
+      .optional()
+      .describe('For deliverPolicy "time" without startTime: start this long before the consumer is created.'),
+    maxAckPending: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        "Unacknowledged messages a group's consumer may have out; also caps each subscriber's in-flight (default: the larger of 1024 and 4 × in-flight).",
+      ),
+    durablePrefix: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("Durable consumer names are `<durablePrefix>-<group>` (default: the group alone)."),
+    subscriptionType: z
+      .enum(["queue", "topic"])
+      .optional()
+      .describe(
+        '"queue" (default): the members of a group share its events; "topic": each member (process) gets every event through its own consumer `<group>.<host name>`.',
+      ),
   })
   .strict()
+  .superRefine((j, ctx) => {
+    if (j.deliverPolicy === "sequence" && j.startSequence === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["startSequence"],
+        message: 'deliverPolicy "sequence" needs startSequence',
+      });
+    if (j.deliverPolicy === "time" && j.startTime === undefined && j.startTimeDelta === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["startTime"],
+        message: 'deliverPolicy "time" needs startTime or startTimeDelta',
+      });
+  })
   .describe(ext("NATS JetStream bus."));
 
 export const kafkaBusSchema = z
@@ -456,7 +539,12 @@ const busKinds = Object.values(BusKind);
 
 export const eventBusSpecSchema = z
   .object({
-    topic: z.string().optional().describe("Default topic (OpenFunction's field; unused)."),
+    topic: z
+      .string()
+      .optional()
+      .describe(
+        "OpenFunction's default channel name (no effect: topics are {namespace}-{eventSource}-{event}; a warning says so).",
+      ),
     natsStreaming: natsStreamingBusSchema.optional(),
     jetstream: jetstreamBusSchema.optional(),
     kafka: kafkaBusSchema.optional(),
@@ -605,6 +693,7 @@ export type RedisSourceSpec = z.infer<typeof redisSourceSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
 export type NatsSourceSpec = z.infer<typeof natsSourceSchema>;
 export type JetStreamBusSpec = z.infer<typeof jetstreamBusSchema>;
+export type NatsStreamingBusSpec = z.infer<typeof natsStreamingBusSchema>;
 export type KafkaBusSpec = z.infer<typeof kafkaBusSchema>;
 export type TlsSpec = z.infer<typeof tlsSchema>;
 export type SaslSpec = z.infer<typeof saslSchema>;

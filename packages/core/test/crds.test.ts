@@ -35,6 +35,25 @@ describe("crds - generated from the zod schemas", () => {
     }
   });
 
+  it("crds - plurals and file names are OpenFunction 1.2's (eventbuses, clustereventbuses)", () => {
+    const plurals = Object.values(generateCrds()).map((text) => {
+      const names = ((parse(text) as Json)["spec"] as Json)["names"] as Json;
+      return `${String(names["kind"])}:${String(names["plural"])}`;
+    });
+    expect(plurals.sort()).toEqual([
+      "ClusterEventBus:clustereventbuses",
+      "EventBus:eventbuses",
+      "EventSource:eventsources",
+      "Trigger:triggers",
+    ]);
+    expect(Object.keys(generateCrds()).sort()).toEqual([
+      "events.openfunction.io_clustereventbuses.yaml",
+      "events.openfunction.io_eventbuses.yaml",
+      "events.openfunction.io_eventsources.yaml",
+      "events.openfunction.io_triggers.yaml",
+    ]);
+  });
+
   it("crds - schemas are structural, with status subresource, short names and printer columns", () => {
     for (const [name, text] of Object.entries(generateCrds())) {
       const crd = parse(text) as Json;

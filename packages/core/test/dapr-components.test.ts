@@ -158,6 +158,41 @@ describe("dapr components - each bus kind", () => {
   });
 
   it.each([
+    { name: "deliverAll", extra: { deliverAll: true }, expected: { deliverPolicy: "all" } },
+    { name: "startWithLastReceived", extra: { startWithLastReceived: true }, expected: { deliverPolicy: "last" } },
+    {
+      name: "startAtTime with its Go layout (Dapr reads Unix seconds)",
+      extra: { startAtTime: "2024-05-01 10:00", startAtTimeFormat: "2006-01-02 15:04" },
+      expected: { deliverPolicy: "time", startTime: String(Date.UTC(2024, 4, 1, 10) / 1000) },
+    },
+    {
+      name: "startAtTimeDelta (no Dapr form: new events)",
+      extra: { startAtTimeDelta: "1h" },
+      expected: { deliverPolicy: "new" },
+    },
+    {
+      name: "no durableSubscriptionName (OpenFunction 0.5): the durable is the app id",
+      extra: { durableSubscriptionName: undefined },
+      expected: { durableName: "{appID}", queueGroupName: "{appID}" },
+    },
+  ])("dapr components - natsStreaming $name", ({ extra, expected }) => {
+    const ns: Record<string, unknown> = { ...NATS_STREAMING.natsStreaming!, ...extra };
+    for (const k of Object.keys(ns)) if (ns[k] === undefined) delete ns[k];
+    const m = meta(renderDaprComponents(bus({ natsStreaming: ns } as EventBusSpec)));
+    expect(m).toMatchObject(expected);
+    if (!("startTime" in expected)) expect(m).not.toHaveProperty("startTime");
+  });
+
+  it("dapr components - jetstream start and pending settings reach the component", () => {
+    const m = meta(
+      renderDaprComponents(
+        bus({ jetstream: { url: "nats://nats:4222", deliverPolicy: "sequence", startSequence: 42, maxAckPending: 7 } }),
+      ),
+    );
+    expect(m).toMatchObject({ deliverPolicy: "sequence", startSequence: "42", maxAckPending: "7" });
+  });
+
+  it.each([
     {
       name: "plain, no TLS",
       kafka: {},

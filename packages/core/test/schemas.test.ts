@@ -83,17 +83,30 @@ describe("schemas - bad manifests give the exact path", () => {
       ],
     },
     {
-      name: "sink with both ref and uri",
+      name: "sink with neither ref nor uri",
       schema: eventSourceSchema,
       input: {
         ...base,
         kind: "EventSource",
-        spec: {
-          cron: { e1: { schedule: "@every 1s" } },
-          sink: { uri: "http://x", ref: { kind: "Function", name: "f", apiVersion: "core.openfunction.io/v1beta1" } },
-        },
+        spec: { cron: { e1: { schedule: "@every 1s" } }, sink: {} },
       },
-      expected: [{ path: "spec.sink", message: "set exactly one of sink.ref or sink.uri" }],
+      expected: [{ path: "spec.sink", message: "set sink.uri or sink.ref" }],
+    },
+    {
+      name: "natsStreaming subscriptionType other than topic or queue",
+      schema: eventBusSchema,
+      input: {
+        ...base,
+        kind: "EventBus",
+        spec: { natsStreaming: { natsURL: "nats://x", natsStreamingClusterID: "stan", subscriptionType: "fanout" } },
+      },
+      expected: [{ path: "spec.natsStreaming.subscriptionType", message: expect.stringContaining('"topic"') }],
+    },
+    {
+      name: "jetstream deliverPolicy sequence without startSequence",
+      schema: eventBusSchema,
+      input: { ...base, kind: "EventBus", spec: { jetstream: { url: "nats://x", deliverPolicy: "sequence" } } },
+      expected: [{ path: "spec.jetstream.startSequence", message: 'deliverPolicy "sequence" needs startSequence' }],
     },
     {
       name: "webhook endpoint without a leading slash",

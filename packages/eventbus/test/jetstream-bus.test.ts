@@ -283,6 +283,130 @@ describe("jetstream bus - driver", () => {
     }
   });
 
+  it.each([
+    { name: "deliverPolicy all", spec: { deliverPolicy: "all" as const }, expected: [1, 2, 3] },
+    { name: "deliverPolicy last", spec: { deliverPolicy: "last" as const }, expected: [3] },
+    {
+      name: "deliverPolicy sequence",
+      spec: { deliverPolicy: "sequence" as const, startSequence: 2 },
+      expected: [2, 3],
+    },
+    { name: "deliverPolicy time (startTime)", spec: { deliverPolicy: "time" as const }, expected: [2, 3] },
+    {
+      name: "deliverPolicy time (startTimeDelta)",
+      spec: { deliverPolicy: "time" as const, startTimeDelta: "1h" },
+      expected: [1, 2, 3],
+    },
+    { name: "deliverPolicy new (default)", spec: {}, expected: [] },
+  ])("jetstream bus - a new group starts where $name says", async ({ spec, expected }) => {
+    const topic = uniq("t");
+    const publisher = await createJetStreamBus({ url: server.url }, { logger: silentLogger() }, tuning);
+    const events = [event(1), event(2), event(3)];
+    let startTime: string | undefined;
+    try {
+      await publisher.publish(topic, events[0]!);
+      await new Promise((r) => setTimeout(r, 50));
+      startTime = new Date().toISOString();
+      await new Promise((r) => setTimeout(r, 50));
+      for (const e of events.slice(1)) await publisher.publish(topic, e);
+    } finally {
+      await publisher.close();
+    }
+    const withTime = spec.deliverPolicy === "time" && !("startTimeDelta" in spec) ? { startTime } : {};
+    const bus = await createJetStreamBus({ url: server.url, ...spec, ...withTime }, { logger: silentLogger() }, tuning);
+    try {
+      const got: string[] = [];
+      await bus.subscribe([topic], async (e) => void got.push(e.id), { group: uniq("g") });
+      const marker = event(4);
+      await bus.publish(topic, marker);
+      await waitFor(() => got.includes(marker.id), 10_000, "the marker");
+      expect(got).toEqual([...expected.map((n) => events[n - 1]!.id), marker.id]);
+    } finally {
+      await bus.close();
+    }
+  });
+
+  it("jetstream bus - maxAckPending sets the consumer's max ack pending and caps each subscriber's in-flight", async () => {
+    const topic = uniq("t");
+    const group = uniq("g");
+    const bus = await createJetStreamBus({ url: server.url, maxAckPending: 2 }, { logger: silentLogger() }, tuning);
+    const nc = await connect({ servers: server.url });
+    try {
+      let running = 0;
+      let most = 0;
+      let done = 0;
+      await bus.subscribe(
+        [topic],
+        async () => {
+          running++;
+          most = Math.max(most, running);
+          await new Promise((r) => setTimeout(r, 30));
+          running--;
+          done++;
+        },
+        { group, maxInFlight: 16 },
+      );
+      for (let i = 0; i < 10; i++) await bus.publish(topic, event(i));
+      await waitFor(() => done === 10, 10_000, "ten deliveries");
+      expect(most).toBe(2);
+      const names = jetStreamNames("ofevents", topic, group);
+      const info = await (await nc.jetstreamManager()).consumers.info(names.stream, names.consumer!);
+      expect(info.config.max_ack_pending).toBe(2);
+    } finally {
+      await bus.close();
+      await nc.close();
+    }
+  });
+
+  it("jetstream bus - durablePrefix prefixes the consumer name; subscriptionType topic gives each member every event", async () => {
+    const topic = uniq("t");
+    const group = uniq("g");
+    const spec = { url: server.url, durablePrefix: "ImDurable", subscriptionType: "topic" as const };
+    const a = await createJetStreamBus(spec, { logger: silentLogger() }, { ...tuning, memberId: "pod-a" });
+    const b = await createJetStreamBus(spec, { logger: silentLogger() }, { ...tuning, memberId: "pod-b" });
+    const nc = await connect({ servers: server.url });
+    try {
+      const gotA: string[] = [];
+      const gotB: string[] = [];
+      await a.subscribe([topic], async (e) => void gotA.push(e.id), { group });
+      await b.subscribe([topic], async (e) => void gotB.push(e.id), { group });
+      const events = [event(1), event(2), event(3)];
+      for (const e of events) await a.publish(topic, e);
+      await waitFor(() => gotA.length === 3 && gotB.length === 3, 10_000, "every event at both members");
+      expect(gotA).toEqual(events.map((e) => e.id));
+      expect(gotB).toEqual(events.map((e) => e.id));
+      const names = jetStreamNames("ofevents", topic, `${group}.pod-a`, "ImDurable");
+      expect(names.consumer).toBe(natsToken(`ImDurable-${group}.pod-a`));
+      const info = await (await nc.jetstreamManager()).consumers.info(names.stream, names.consumer!);
+      expect(info.config.durable_name).toBe(names.consumer);
+    } finally {
+      await a.close();
+      await b.close();
+      await nc.close();
+    }
+  });
+
+  it("jetstream bus - subscriptionType queue (the default): the members of a group share its events", async () => {
+    const topic = uniq("t");
+    const group = uniq("g");
+    const spec = { url: server.url, subscriptionType: "queue" as const };
+    const a = await createJetStreamBus(spec, { logger: silentLogger() }, { ...tuning, memberId: "pod-a" });
+    const b = await createJetStreamBus(spec, { logger: silentLogger() }, { ...tuning, memberId: "pod-b" });
+    try {
+      const got: string[] = [];
+      await a.subscribe([topic], async (e) => void got.push(e.id), { group });
+      await b.subscribe([topic], async (e) => void got.push(e.id), { group });
+      const events = [event(1), event(2), event(3), event(4)];
+      for (const e of events) await a.publish(topic, e);
+      await waitFor(() => got.length >= 4, 10_000, "four deliveries");
+      await new Promise((r) => setTimeout(r, 200));
+      expect(got.sort()).toEqual(events.map((e) => e.id).sort());
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it("jetstream bus - without a server, createJetStreamBus rejects with a retriable BusError", async () => {
     const err = await createJetStreamBus({ url: "nats://127.0.0.1:1" }, { logger: silentLogger() }, tuning).catch(
       (e: unknown) => e,

@@ -357,14 +357,15 @@ describe("kafka source - validate", () => {
     const errors: unknown[] = [];
     instrumentation.on("start_failed", (e) => errors.push(e.error));
     const es = harness.manifest("bad", { brokers: "127.0.0.1", authRequired: false });
-    const runtime = await startEventSource(es, {
+    // A configuration error stops the start (it is not retried), naming the event and the fields.
+    const refused = await startEventSource(es, {
       logger: silentLogger(),
       bus,
       secrets: createSecretResolver([], {}),
       webhooks: createWebhookServers({ logger: silentLogger() }),
       instrumentation,
-    });
-    await runtime.stop();
+    }).catch((e: unknown) => e);
+    expect(String(refused)).toMatch(/cannot start: event orders \(kafka\): brokers: .*topic: a topic is required/);
     expect(String(errors[0])).toMatch(/brokers: .*topic: a topic is required/);
   });
 

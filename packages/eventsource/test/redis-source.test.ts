@@ -3,9 +3,16 @@
 // real EventSource runtime onto the in-memory bus.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
-import { createSecretResolver, silentLogger, type RedisSourceSpec, type SecretResolver } from "@ofevents/core";
+import {
+  ErrorCode,
+  SourceError,
+  createSecretResolver,
+  silentLogger,
+  type RedisSourceSpec,
+  type SecretResolver,
+} from "@ofevents/core";
 import { createMemoryBus, type EventPublisher } from "@ofevents/eventbus";
-import { redisAdapter } from "../src/sources/redis.js";
+import { commandTimeouts, connectionOptions, reconnectDelay, redisAdapter } from "../src/sources/redis.js";
 import { RedisServer } from "../../../test/helpers/redis.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
 import { FlakyPublisher, UUID, sourceHarness, type RunningSource } from "./support.js";
@@ -277,7 +284,6 @@ describe("redis source - resilience", () => {
 describe("redis source - validate", () => {
   const base = { redisHost: "127.0.0.1:6379", redisPassword: "" };
   it.each([
-    { name: "neither stream nor channel", spec: {}, path: "", message: /set "stream".*or "channel"/ },
     { name: "both stream and channel", spec: { stream: "s", channel: "c" }, path: "", message: /not both/ },
     {
       name: "consumer group on a channel",
@@ -313,6 +319,7 @@ describe("redis source - validate", () => {
   });
 
   it.each([
+    { name: "OpenFunction's event (no stream, no channel: it loads, start refuses it)", spec: {} },
     { name: "a stream", spec: { stream: "s", processingTimeout: "30s", redeliverInterval: "0" } },
     {
       name: "a channel with Dapr's fields",
@@ -322,5 +329,51 @@ describe("redis source - validate", () => {
     { name: "a cluster", spec: { stream: "s", redisType: "cluster", redisHost: "a:7000,b:7001" } },
   ])("redis source - validate accepts $name", ({ spec }) => {
     expect(redisAdapter.validate({ ...base, ...spec } as RedisSourceSpec)).toEqual([]);
+  });
+});
+
+describe("redis source - OpenFunction's fields", () => {
+  it("redis source - OpenFunction's redis event (no stream, no channel) loads, and its start says why it does not run", async () => {
+    const bus = createMemoryBus({ logger: silentLogger() });
+    try {
+      const err = await startSource({}, bus).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(SourceError);
+      expect((err as SourceError).code).toBe(ErrorCode.SourceUnsupported);
+      expect((err as SourceError).retriable).toBe(false);
+      expect((err as Error).message).toMatch(
+        /^redis event "orders" does not run: OpenFunction made it a Dapr redis binding, which cannot receive .*set "stream"/,
+      );
+    } finally {
+      await bus.close();
+    }
+  });
+
+  it("redis source - OpenFunction's connection fields become ioredis options", () => {
+    const ctx = { namespace: "ns", eventSource: "es", eventName: "e" };
+    const spec: RedisSourceSpec = {
+      redisHost: "127.0.0.1:6379",
+      redisPassword: "pw",
+      enableTLS: true,
+      redisDB: 2,
+      redisMaxRetries: -1,
+      dialTimeout: "2s",
+      readTimeout: "500ms",
+      redisMinRetryInterval: "100ms",
+      redisMaxRetryInterval: "1s",
+      stream: "s",
+    };
+    expect(connectionOptions(ctx, spec, "pw")).toEqual({
+      connectionName: "ofevents:ns/es/e",
+      connectTimeout: 2_000,
+      password: "pw",
+      db: 2,
+      maxRetriesPerRequest: null,
+      tls: {},
+    });
+    expect(connectionOptions(ctx, { ...spec, redisMaxRetries: 3 }, undefined).maxRetriesPerRequest).toBe(3);
+    expect(commandTimeouts(spec)).toEqual({ command: 500, blocking: 1_500 });
+    expect(commandTimeouts({ ...spec, readTimeout: undefined })).toEqual({ command: undefined, blocking: 4_000 });
+    const delay = reconnectDelay(spec);
+    expect([1, 2, 3, 4, 5, 6].map(delay)).toEqual([100, 200, 400, 800, 1_000, 1_000]);
   });
 });

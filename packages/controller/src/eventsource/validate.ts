@@ -2,16 +2,19 @@
  * The checks an EventSource must pass before the controller renders it, beyond what the API
  * server's schema enforces: the zod schema (its cross-field rules are not in the CRD), the log
  * level, webhook ports (not the health port), sink refs it can resolve, and the bus (found,
- * usable on a cluster). The result is the `Ready` condition to write: never a throw.
+ * usable on a cluster). The result is the `Ready` condition to write: never a throw. An event
+ * that cannot run (OpenFunction's redis event) leaves the resource valid, so its workload runs
+ * the other events, with `Ready: False` and reason EventNotRunnable naming the event.
  */
 import {
   eventSourceSchema,
   namespaceOf,
+  unrunnableEvents,
   type EventSource,
   type ResolvedBus,
   type ValidationIssue,
 } from "@ofevents/core";
-import type { Validation } from "../conditions.js";
+import { Reason, generationOf, readyCondition, type Validation } from "../conditions.js";
 import { resolveOptions, type ControllerOptions } from "../options.js";
 import { sinkIssues } from "../sinks.js";
 import { busIssues, failed, logLevelIssues, outcome, parseWith, type BusCatalog } from "../validation.js";
@@ -57,5 +60,17 @@ export function validateEventSource(
     note = b.bus.warning;
     issues.push(...b.issues);
   }
-  return outcome(raw, es, issues, { bus }, note);
+  const v = outcome(raw, es, issues, { bus }, note);
+  const unrunnable = unrunnableEvents(es);
+  if (!v.ok || unrunnable.length === 0) return v;
+  // The workload still runs the other events; Ready is False and names those that cannot run.
+  return {
+    ...v,
+    condition: readyCondition(
+      "False",
+      Reason.EventNotRunnable,
+      unrunnable.map((u) => `${u.path}: ${u.message}`).join("; "),
+      generationOf(raw),
+    ),
+  };
 }

@@ -6,7 +6,7 @@
  *
  * | bus | driver | KEDA trigger |
  * |---|---|---|
- * | jetstream, natsStreaming (mapped to JetStream) | direct | `nats-jetstream`: stream and consumer from core's jetStreamNames(prefix, topic, `trigger-{ns}-{name}`) |
+ * | jetstream, natsStreaming (mapped to JetStream) | direct | `nats-jetstream`: stream and consumer from core's jetStreamNames(prefix, topic, `trigger-{ns}-{name}`, durablePrefix) |
  * | jetstream | dapr | `nats-jetstream`: stream `T-<hex topic>`, consumer the Component's durable (the app id) |
  * | kafka | direct | `kafka`: topic and group from core's kafkaBusNames (topicPrefix, sanitised), `offsetResetPolicy: latest` |
  * | kafka | dapr | `kafka`: topic `{topicPrefix}{topic}`, group `{topicPrefix}{app id}`, `offsetResetPolicy: earliest` (the Component's `initialOffset: oldest`) |
@@ -136,11 +136,17 @@ function topicPart(
 
   if (spec.jetstream !== undefined) {
     if (driver === BusDriver.Direct) {
-      const n = jetStreamNames(spec.jetstream.stream ?? DEFAULT_JETSTREAM_STREAM_PREFIX, topic, group);
+      // The consumer the direct driver creates: natsStreaming's durableSubscriptionName prefixes it.
+      const n = jetStreamNames(
+        spec.jetstream.stream ?? DEFAULT_JETSTREAM_STREAM_PREFIX,
+        topic,
+        group,
+        spec.jetstream.durablePrefix,
+      );
       return nats(spec.jetstream.url, n.stream, n.consumer!);
     }
-    const durable =
-      raw.spec.natsStreaming !== undefined ? `${raw.spec.natsStreaming.durableSubscriptionName}-${appId}` : appId;
+    // The Component's durable (core's dapr.ts): `{durablePrefix}-{appID}`, or the app id alone.
+    const durable = spec.jetstream.durablePrefix !== undefined ? `${spec.jetstream.durablePrefix}-${appId}` : appId;
     return nats(spec.jetstream.url, daprJetStreamStreamName(topic), durable);
   }
   if (spec.kafka !== undefined) {

@@ -39,6 +39,7 @@ import {
   type NatsConnection,
   type StreamConfig,
 } from "nats";
+import { hostname } from "node:os";
 import {
   BusError,
   DEFAULT_JETSTREAM_STREAM_PREFIX,
@@ -87,6 +88,8 @@ const PREFIX_MAX = 40;
 /** Unacknowledged messages a consumer may have out (members, nak-delayed retries) at least. */
 const MIN_MAX_ACK_PENDING = 1024;
 const MAX_BACKOFF_MS = 30_000;
+/** How long a `subscriptionType: topic` member's consumer is kept unused before the server removes it. */
+const TOPIC_MEMBER_IDLE_MS = 24 * 3_600_000;
 
 /** JetStream API error codes (nats-server `jetstream_errors_generated.go`). */
 const JsErr = {
@@ -109,6 +112,8 @@ export interface JetStreamBusTuning {
   drainTimeoutMs?: number | undefined;
   /** Timeout of the first connect, ms (5000). */
   connectTimeoutMs?: number | undefined;
+  /** This process's name among a group's members, for `subscriptionType: topic` (the host name). */
+  memberId?: string | undefined;
 }
 
 function jsErrCode(err: unknown): number | undefined {
@@ -132,6 +137,9 @@ class JetStreamBus implements EventBus {
   readonly ackWaitMs: number;
   readonly fetchExpiresMs: number;
   private readonly prefix: string;
+  private readonly spec: JetStreamBusSpec;
+  /** The group of a subscription as a consumer: per member with `subscriptionType: topic`. */
+  private readonly memberId: string;
   private readonly maxAgeMs: number;
   private readonly replicas: number;
   private readonly publishTimeoutMs: number;
@@ -151,6 +159,8 @@ class JetStreamBus implements EventBus {
   ) {
     this.log = log;
     this.prefix = spec.stream ?? DEFAULT_STREAM_PREFIX;
+    this.spec = spec;
+    this.memberId = tuning.memberId ?? hostname();
     this.maxDeliver = spec.maxDeliver ?? DEFAULT_MAX_DELIVER;
     this.ackWaitMs = durationMs(spec.ackWait ?? DEFAULT_ACK_WAIT);
     this.maxAgeMs = durationMs(spec.maxAge ?? DEFAULT_MAX_AGE);
@@ -165,7 +175,37 @@ class JetStreamBus implements EventBus {
   }
 
   names(topic: string, group?: string): JetStreamNames {
-    return jetStreamNames(this.prefix, topic, group);
+    return jetStreamNames(this.prefix, topic, group, this.spec.durablePrefix);
+  }
+
+  /** The consumer group a subscription of `group` reads through (per member for "topic"). */
+  consumerGroup(group: string): string {
+    return this.spec.subscriptionType === "topic" ? `${group}.${this.memberId}` : group;
+  }
+
+  /** Each subscriber's in-flight, within the consumer's max ack pending when the spec sets one. */
+  inFlightLimit(requested: number): number {
+    return this.spec.maxAckPending === undefined ? requested : Math.min(requested, this.spec.maxAckPending);
+  }
+
+  /** Where a new consumer starts (the spec's deliverPolicy; "new" by default). */
+  private deliverFrom(): Partial<ConsumerConfig> {
+    const j = this.spec;
+    switch (j.deliverPolicy) {
+      case "all":
+        return { deliver_policy: DeliverPolicy.All };
+      case "last":
+        return { deliver_policy: DeliverPolicy.Last };
+      case "sequence":
+        return { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: j.startSequence! };
+      case "time": {
+        const at =
+          j.startTime !== undefined ? new Date(j.startTime) : new Date(Date.now() - durationMs(j.startTimeDelta!));
+        return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: at.toISOString() };
+      }
+      default:
+        return { deliver_policy: DeliverPolicy.New };
+    }
   }
 
   /** Creates the topic's stream unless it exists (idempotent, cached); rejects with a BusError. */
@@ -246,16 +286,19 @@ class JetStreamBus implements EventBus {
       throw err;
     });
     const name = this.names(topic, group).consumer!;
-    const maxAckPending = Math.max(MIN_MAX_ACK_PENDING, maxInFlight * 4);
+    // The spec's maxAckPending exactly (natsStreaming's maxInFlight), else room for the members.
+    const exact = this.spec.maxAckPending;
+    const maxAckPending = exact ?? Math.max(MIN_MAX_ACK_PENDING, maxInFlight * 4);
     const ackWait = nanos(this.ackWaitMs);
     for (let attempt = 0; ; attempt++) {
       try {
         const info = await this.jsm.consumers.info(stream, name);
         const c = info.config;
-        if (c.ack_wait !== ackWait || (c.max_ack_pending ?? 0) < maxAckPending) {
+        const pending = c.max_ack_pending ?? 0;
+        if (c.ack_wait !== ackWait || (exact !== undefined ? pending !== exact : pending < maxAckPending)) {
           await this.jsm.consumers.update(stream, name, {
             ack_wait: ackWait,
-            max_ack_pending: Math.max(maxAckPending, c.max_ack_pending ?? 0),
+            max_ack_pending: exact ?? Math.max(maxAckPending, pending),
           });
           this.log.info({ topic, stream, consumer: name }, "updated consumer ack wait / max ack pending");
         }
@@ -271,10 +314,13 @@ class JetStreamBus implements EventBus {
         description: `ofevents group ${group} on topic ${topic}`,
         ack_policy: AckPolicy.Explicit,
         ack_wait: ackWait,
-        // A new group gets what is published from now on; an existing one resumes (never reset).
-        deliver_policy: DeliverPolicy.New,
+        // A new group starts where the spec says (default: what is published from now on); an
+        // existing one resumes (never reset).
+        ...this.deliverFrom(),
         max_deliver: -1,
         max_ack_pending: maxAckPending,
+        // A member's own consumer ("topic") outlives a restart, not the member: a day unused, it goes.
+        ...(this.spec.subscriptionType === "topic" ? { inactive_threshold: nanos(TOPIC_MEMBER_IDLE_MS) } : {}),
       };
       try {
         await this.jsm.consumers.add(stream, config);
@@ -410,6 +456,8 @@ class JetStreamBus implements EventBus {
 /** One member of a group: a pull loop per topic, sharing one in-flight budget. */
 class JetStreamSubscription implements Subscription {
   readonly group: string;
+  /** The group as a consumer (per member with `subscriptionType: topic`). */
+  private readonly consumerGroup: string;
   private readonly maxInFlight: number;
   private readonly maxDeliver: number;
   private readonly backoffMs: number;
@@ -433,7 +481,8 @@ class JetStreamSubscription implements Subscription {
     private readonly options: SubscribeOptions,
   ) {
     this.group = options.group;
-    this.maxInFlight = Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    this.consumerGroup = bus.consumerGroup(options.group);
+    this.maxInFlight = Math.max(1, bus.inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT));
     this.maxDeliver = options.maxDeliver ?? bus.maxDeliver;
     this.backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
     this.log = bus.log.child({ group: options.group });
@@ -443,7 +492,7 @@ class JetStreamSubscription implements Subscription {
   async start(): Promise<void> {
     const consumers: Array<[string, Consumer]> = [];
     for (const topic of new Set(this.topics)) {
-      consumers.push([topic, await this.bus.ensureConsumer(topic, this.group, this.maxInFlight)]);
+      consumers.push([topic, await this.bus.ensureConsumer(topic, this.consumerGroup, this.maxInFlight)]);
     }
     if (this.stop.signal.aborted) return;
     // In-progress acks keep a slow handler's message (and an overflowed one) from redelivery.
@@ -486,7 +535,7 @@ class JetStreamSubscription implements Subscription {
     const threshold = Math.max(1, Math.ceil(this.maxInFlight / 4));
     while (!this.stop.signal.aborted) {
       try {
-        consumer ??= await this.bus.ensureConsumer(topic, this.group, this.maxInFlight);
+        consumer ??= await this.bus.ensureConsumer(topic, this.consumerGroup, this.maxInFlight);
         await this.capacity(threshold);
         if (this.stop.signal.aborted) break;
         const batch = this.unreserved(topic);

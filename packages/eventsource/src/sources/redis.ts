@@ -2,7 +2,8 @@
  * The Redis source. OpenFunction turned a `redis` event into a Dapr `bindings.redis` component used
  * as the input of its event-source function, but Dapr registers that binding as output only, so
  * those events never fired; OpenFunction defines no key, channel or stream to read. Here an event
- * reads what its extension field names:
+ * reads what its extension field names (an event with neither loads, with a warning, and its start
+ * throws a CONFIG SourceError saying why, so the other events of the resource keep running):
  *
  * - `stream`: a consumer group (XREADGROUP). An entry is acknowledged (XACK) only after dispatch
  *   resolved; a failed dispatch is retried with backoff while the entry stays pending. On start the
@@ -21,7 +22,9 @@ import { hostname } from "node:os";
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import {
   DeliveryError,
+  ErrorCode,
   EventError,
+  SourceError,
   SourceKind,
   backoffDelay,
   parseDuration,
@@ -97,14 +100,8 @@ function validate(spec: RedisSourceSpec): ValidationIssue[] {
 
   const hasStream = spec.stream !== undefined;
   const hasChannel = spec.channel !== undefined;
-  if (!hasStream && !hasChannel) {
-    add(
-      "",
-      'set "stream" (a Redis stream read by a consumer group: at-least-once, acknowledged after publish) or ' +
-        '"channel" (pub/sub, a pattern when it contains "*": at-most-once); OpenFunction\'s redis source names ' +
-        "neither because its Dapr binding (bindings.redis) cannot receive",
-    );
-  }
+  // Neither is OpenFunction's redis event: it loads (core's compatibility() warns) and start
+  // refuses it, so the other events of the EventSource still run.
   if (hasStream && hasChannel) add("", 'set either "stream" or "channel", not both');
   if (spec.stream !== undefined && spec.stream.trim() === "") add("stream", "must not be empty");
   if (spec.channel !== undefined && spec.channel.trim() === "") add("channel", "must not be empty");
@@ -224,13 +221,19 @@ function commands(c: Client): Redis {
 }
 
 /** Reconnect delay: exponential between redisMinRetryInterval and redisMaxRetryInterval, never below 10 ms. */
-function reconnectDelay(spec: RedisSourceSpec): (times: number) => number {
+/** The reconnect backoff: exponential from redisMinRetryInterval (50ms) to redisMaxRetryInterval (2s). */
+export function reconnectDelay(spec: RedisSourceSpec): (times: number) => number {
   const min = Math.max(durationField(spec.redisMinRetryInterval) ?? 50, 1);
   const max = Math.max(durationField(spec.redisMaxRetryInterval) ?? 2_000, 10);
   return (times) => Math.max(10, Math.min(min * 2 ** (times - 1), max));
 }
 
-function connectionOptions(ctx: SourceContext, spec: RedisSourceSpec, password: string | undefined): RedisOptions {
+/** OpenFunction's connection fields as ioredis options (docs/eventsources/redis.md). */
+export function connectionOptions(
+  ctx: Pick<SourceContext, "namespace" | "eventSource" | "eventName">,
+  spec: RedisSourceSpec,
+  password: string | undefined,
+): RedisOptions {
   const o: RedisOptions = {
     connectionName: `ofevents:${ctx.namespace}/${ctx.eventSource}/${ctx.eventName}`,
     connectTimeout: durationField(spec.dialTimeout) || DEFAULT_DIAL_TIMEOUT_MS,
@@ -261,6 +264,15 @@ function createClient(
   }
   const [first] = hosts;
   return new Redis({ ...base, retryStrategy: retry, host: first!.host, port: first!.port });
+}
+
+/**
+ * Command timeouts from readTimeout: none by default for commands; a blocking read gets its BLOCK
+ * time plus readTimeout (default 3s).
+ */
+export function commandTimeouts(spec: RedisSourceSpec): { command: number | undefined; blocking: number } {
+  const readTimeout = durationField(spec.readTimeout);
+  return { command: readTimeout || undefined, blocking: STREAM_BLOCK_MS + (readTimeout || 3_000) };
 }
 
 /** Logs connection errors once per outage (ioredis reports every failed reconnect). */
@@ -312,15 +324,20 @@ function streamLoop(
   const consumer = spec.consumerName ?? hostname();
   const minIdle = durationField(spec.processingTimeout) ?? DEFAULT_PROCESSING_TIMEOUT_MS;
   const redeliverEvery = durationField(spec.redeliverInterval) ?? DEFAULT_REDELIVER_INTERVAL_MS;
-  const readTimeout = durationField(spec.readTimeout);
+  const timeouts = commandTimeouts(spec);
   const stopper = new AbortController();
   const onAbort = (): void => stopper.abort();
   ctx.signal.addEventListener("abort", onAbort, { once: true });
   const stopped = (): boolean => stopper.signal.aborted;
 
-  const cmd = createClient(ctx, spec, password, readTimeout ? { commandTimeout: readTimeout } : {});
+  const cmd = createClient(
+    ctx,
+    spec,
+    password,
+    timeouts.command === undefined ? {} : { commandTimeout: timeouts.command },
+  );
   // Blocking reads get their own connection, so XACK and XAUTOCLAIM never wait behind a BLOCK.
-  const blocking = createClient(ctx, spec, password, { commandTimeout: STREAM_BLOCK_MS + (readTimeout || 3_000) });
+  const blocking = createClient(ctx, spec, password, { commandTimeout: timeouts.blocking });
   watchConnection(cmd, log, "commands");
   watchConnection(blocking, log, "blocking reads");
 
@@ -559,6 +576,16 @@ export const redisAdapter: SourceAdapter<RedisSourceSpec> = {
   validate,
 
   async start(ctx: SourceContext, spec: RedisSourceSpec, dispatch: Dispatch): Promise<RunningSource> {
+    if (spec.stream === undefined && spec.channel === undefined) {
+      throw new SourceError(
+        ErrorCode.SourceUnsupported,
+        `redis event "${ctx.eventName}" does not run: OpenFunction made it a Dapr redis binding, which cannot receive ` +
+          '(Dapr registers bindings.redis as output only), and it names nothing to read; set "stream" (a consumer ' +
+          'group, at-least-once) or "channel" (pub/sub, at-most-once)',
+        `${ctx.namespace}/${ctx.eventSource}/redis/${ctx.eventName}`,
+        { retriable: false },
+      );
+    }
     const password =
       spec.passwordSecret !== undefined
         ? ctx.secrets.resolve(spec.passwordSecret, ctx.namespace)
