@@ -72,10 +72,14 @@ export class KubeControllerManager extends ServerProcess {
           command: binary.path,
           args: [
             `--kubeconfig=${kubeconfig}`,
-            // Delegated authn/authz of its own HTTPS port (without them it logs that it cannot
-            // look up the client CA); /healthz stays open to anonymous callers.
+            // Authn/authz of its own HTTPS port: client certs from the control plane's CA, tokens
+            // and permissions checked with the API server; /healthz stays open to anonymous
+            // callers. The client CA is given, not looked up: kube-apiserver runs without a
+            // requestheader CA, and the lookup would log an error for it every few seconds.
             `--authentication-kubeconfig=${kubeconfig}`,
             `--authorization-kubeconfig=${kubeconfig}`,
+            "--authentication-skip-lookup",
+            `--client-ca-file=${join(dir, "ca.crt")}`,
             "--bind-address=127.0.0.1",
             `--secure-port=${port}`,
             `--cert-dir=${dir}`,
@@ -100,7 +104,7 @@ export class KubeControllerManager extends ServerProcess {
     return kcm;
   }
 
-  /** `https://127.0.0.1:<port>` (/healthz, /metrics needs a client cert). */
+  /** `https://127.0.0.1:<port>` (its /healthz answers anonymous callers). */
   get url(): string {
     return `https://127.0.0.1:${this.port}`;
   }

@@ -2,12 +2,16 @@
 // KEDA operator as processes on 127.0.0.1, with a real nats-server for KEDA's nats-jetstream
 // trigger. No scheduler or kubelet yet: Pods stay Pending, so these tests assert on Deployments,
 // ReplicaSets, Pods as objects, HPAs and ScaledObject status.
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, AckPolicy, type JetStreamManager, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KedaOperator } from "../helpers/keda.js";
 import { ControlPlane, type KubeResponse } from "../helpers/kube.js";
 import { DEFAULT_CONTROLLERS, KubeControllerManager } from "../helpers/kube-controller-manager.js";
 import { NatsServer } from "../helpers/nats.js";
+import { MissingBinaryError } from "../helpers/server.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
 
 interface ObjectMeta {
@@ -260,6 +264,30 @@ describe("platform control plane", () => {
 });
 
 describe("KEDA operator", () => {
+  it("keda - a missing operator binary or CRD folder is an error naming the setup command", async () => {
+    const saved = process.env["OFEVENTS_CACHE"];
+    const empty = await mkdtemp(join(tmpdir(), "ofevents-no-keda-"));
+    try {
+      process.env["OFEVENTS_CACHE"] = empty;
+      const missing = await KedaOperator.start(cp).catch((err: unknown) => err);
+      expect(missing).toBeInstanceOf(MissingBinaryError);
+      expect((missing as Error).message).toMatch(/^keda-operator not found .*run `npm run test:setup`/);
+
+      // An executable without the crds/ folder that test:setup copies beside the binary.
+      await mkdir(join(empty, "bin"));
+      await mkdir(join(empty, "keda-x"));
+      await writeFile(join(empty, "keda-x", "keda-operator"), "#!/bin/sh\nexit 1\n", { mode: 0o755 });
+      await symlink(join(empty, "keda-x", "keda-operator"), join(empty, "bin", "keda-operator"));
+      const noCrds = await KedaOperator.start(cp).catch((err: unknown) => err);
+      expect(noCrds).toBeInstanceOf(MissingBinaryError);
+      expect((noCrds as Error).message).toMatch(/^KEDA CRDs not found \(no .*keda-x\/crds .*run `npm run test:setup`/);
+    } finally {
+      if (saved === undefined) delete process.env["OFEVENTS_CACHE"];
+      else process.env["OFEVENTS_CACHE"] = saved;
+      await rm(empty, { recursive: true, force: true });
+    }
+  });
+
   /** A stream with one durable pull consumer (explicit acks) that nothing consumes from. */
   async function streamWithConsumer(): Promise<{ stream: string; consumer: string; subject: string }> {
     const suffix = randomSuffix();
