@@ -2,6 +2,7 @@
 // started the way controller-runtime's envtest starts them (no kubelet, controller-manager or
 // scheduler: no Pods run, no garbage collection, namespaces never finish terminating, no default
 // ServiceAccounts). scripts/test-setup.sh builds both binaries (or links ones it finds).
+// kube-controller-manager.ts and keda.ts start those two servers against a ControlPlane.
 import { execFile, execFileSync } from "node:child_process";
 import { generateKeyPair, randomBytes } from "node:crypto";
 import { accessSync, constants as fsConstants, statSync } from "node:fs";
@@ -48,7 +49,7 @@ export interface KubeResponse {
   json: unknown;
 }
 
-interface Binary {
+export interface Binary {
   path: string;
   version: string;
 }
@@ -57,9 +58,13 @@ const located = new Map<string, Binary>();
 
 /**
  * `$KUBEBUILDER_ASSETS/<name>` (setup-envtest's layout) when that variable is set, else `<name>`
- * from `<cacheDir>/bin` or PATH (scripts/test-setup.sh links its builds there).
+ * from `<cacheDir>/bin` or PATH (scripts/test-setup.sh links its builds there). Throws
+ * {@link MissingBinaryError} (naming the setup command) when it is missing or prints no version.
  */
-function locate(name: "etcd" | "kube-apiserver", versionPattern: RegExp): Binary {
+export function locateKubeBinary(
+  name: "etcd" | "kube-apiserver" | "kube-controller-manager",
+  versionPattern: RegExp,
+): Binary {
   const cached = located.get(name);
   if (cached) return cached;
   const assets = process.env["KUBEBUILDER_ASSETS"];
@@ -219,6 +224,7 @@ export class ControlPlane implements AsyncDisposable {
   readonly #pki: Pki;
   readonly #admin: KubeCredentials & { certPem: string };
   #userCerts = 0;
+  #serverCerts = 0;
 
   private constructor(
     etcd: ServerProcess,
@@ -235,8 +241,8 @@ export class ControlPlane implements AsyncDisposable {
   }
 
   static async start(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
-    const etcdBin = locate("etcd", /etcd Version: (\S+)/);
-    const apiBin = locate("kube-apiserver", /Kubernetes v(\S+)/);
+    const etcdBin = locateKubeBinary("etcd", /etcd Version: (\S+)/);
+    const apiBin = locateKubeBinary("kube-apiserver", /Kubernetes v(\S+)/);
     const noFsync = etcdSupportsNoFsync(etcdBin.path);
     const etcd = await ServerProcess.launch({
       name: "etcd",
@@ -348,6 +354,23 @@ export class ControlPlane implements AsyncDisposable {
   /** The CA (PEM) that signed the serving cert and every client cert. */
   get caPem(): string {
     return this.#pki.caPem;
+  }
+
+  /**
+   * A serving certificate for another server of this cluster (kube-controller-manager, the KEDA
+   * operator), signed by {@link caPem}, valid for 127.0.0.1 and localhost.
+   */
+  async serverCertificate(commonName: string): Promise<{ certPem: string; keyPem: string }> {
+    checkSubjectPart("common name", commonName);
+    return this.#pki.issue(`server-${++this.#serverCerts}`, `/CN=${commonName}`, "server_ext");
+  }
+
+  /**
+   * The PEM file of the key kube-apiserver signs and verifies ServiceAccount tokens with (what
+   * kube-controller-manager's `--service-account-private-key-file` takes); removed by stop().
+   */
+  get serviceAccountSigningKeyFile(): string {
+    return join(this.apiServer.dir, "sa-signer.key");
   }
 
   /** The admin credential (client cert in `system:masters`). */
