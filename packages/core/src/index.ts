@@ -116,7 +116,7 @@ export {
   encodeStructured,
   type HttpMessage,
 } from "./http-binding.js";
-export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";
+export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkClientOptions, SinkResponse } from "./sink.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
 export { resolveEventBus } from "./buses.js";
 export {
