@@ -13,7 +13,8 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect as netConnect, type AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -239,6 +240,7 @@ export class NodeAgent implements AsyncDisposable {
   readonly #loop: Promise<void>;
   readonly #stop = new AbortController();
   #roundRobin = 0;
+  readonly #tunnels = new Set<Duplex>();
 
   private constructor(cp: ControlPlane, nodeName: string, opts: ResolvedOptions, proxy: Server) {
     this.#cp = cp;
@@ -246,6 +248,7 @@ export class NodeAgent implements AsyncDisposable {
     this.#opts = opts;
     this.#proxy = proxy;
     proxy.on("request", (req: IncomingMessage, res: ServerResponse) => void this.#serveProxy(req, res));
+    proxy.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.#tunnel(req, socket, head));
     this.#loop = this.#run();
   }
 
@@ -330,6 +333,7 @@ export class NodeAgent implements AsyncDisposable {
     await this.#loop;
     await Promise.all([...this.#pods.values()].map((run) => this.#terminate(run, 5)));
     this.#proxy.closeAllConnections();
+    for (const socket of this.#tunnels) socket.destroy();
     await new Promise<void>((resolve) => this.#proxy.close(() => resolve()));
   }
 
@@ -973,7 +977,7 @@ export class NodeAgent implements AsyncDisposable {
   }
 
   /**
-   * The HTTP proxy (absolute-form requests, as `HTTP_PROXY` clients send them): a host
+   * The HTTP proxy (absolute-form requests here, `CONNECT` in {@link #tunnel}): a host
    * `<service>.<namespace>.svc[.cluster.local]` goes to the local port of a ready Pod of that
    * Service on this node (the Service's `targetPort`, through the Pod's port map); a loopback host
    * is forwarded as is; any other host is refused with 502.
@@ -1012,6 +1016,36 @@ export class NodeAgent implements AsyncDisposable {
     );
     upstream.on("error", (err) => fail(502, `${url.host}: ${err.message}`));
     req.pipe(upstream);
+  }
+
+  /** `CONNECT host:port` (how undici's and most clients' proxy agents reach http: URLs too). */
+  async #tunnel(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    this.#tunnels.add(socket);
+    socket.on("close", () => this.#tunnels.delete(socket));
+    socket.on("error", () => socket.destroy());
+    const refuse = (status: string, message: string): void => {
+      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${message}\n`);
+    };
+    let target: number | string;
+    try {
+      target = await this.#resolve(new URL(`http://${req.url ?? ""}`));
+    } catch (err) {
+      return refuse("502 Bad Gateway", (err as Error).message);
+    }
+    if (typeof target === "string") {
+      return refuse(target.startsWith("no ready") ? "503 Service Unavailable" : "502 Bad Gateway", target);
+    }
+    const upstream = netConnect(target, "127.0.0.1", () => {
+      socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (head.length > 0) upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on("error", (err) => {
+      if (socket.writable) refuse("502 Bad Gateway", `${req.url}: ${err.message}`);
+      else socket.destroy();
+    });
+    socket.on("close", () => upstream.destroy());
   }
 
   /** A local port for `url`, or a message saying why there is none. */

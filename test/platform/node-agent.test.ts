@@ -107,11 +107,22 @@ function looseCrd(group: string, version: string, kind: string, plural: string):
   };
 }
 
-/** A stand-in web app: serves `/ready` and echoes its pod name and path on $PORT; exits on SIGTERM. */
+/**
+ * A stand-in web app on $PORT: records each POST (its ce-id header and body), lists them on
+ * GET /received, and answers any other GET with its pod name, path and $GREETING; exits on SIGTERM.
+ */
 const WEB_APP = `
 const http = require("node:http");
+const received = [];
 http.createServer((req, res) => {
   res.setHeader("content-type", "application/json");
+  if (req.method === "POST") {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => { received.push({ id: req.headers["ce-id"], host: req.headers.host, body }); res.end("{}"); });
+    return;
+  }
+  if (req.url === "/received") return res.end(JSON.stringify(received));
   res.end(JSON.stringify({ pod: process.env.HOSTNAME, path: req.url, greeting: process.env.GREETING }));
 }).listen(Number(process.env.PORT), "127.0.0.1");
 process.on("SIGTERM", () => process.exit(0));
@@ -162,6 +173,52 @@ function webPod(name: string, labels: Record<string, string> = {}): Record<strin
     },
   };
 }
+
+/** An EventSource Pod as the controller renders it (packages/controller/src/workload.ts), minus security settings. */
+function eventSourcePod(ns: string, name: string, configMap: string, webhookPort: number): Record<string, unknown> {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name },
+    spec: {
+      terminationGracePeriodSeconds: 10,
+      containers: [
+        {
+          name: "ofevents",
+          image: "ofevents/ofevents:0.1.0",
+          args: ["eventsource", "-f", "/etc/ofevents", "--name", `${ns}/${configMap}`, "--log-level", "warn"],
+          ports: [
+            { name: "health", containerPort: 8081 },
+            { name: "webhook-0", containerPort: webhookPort },
+          ],
+          volumeMounts: [
+            { name: "config", mountPath: "/etc/ofevents" },
+            { name: "tmp", mountPath: "/tmp" },
+          ],
+          readinessProbe: { httpGet: { path: "/readyz", port: "health" }, periodSeconds: 5 },
+          livenessProbe: { httpGet: { path: "/healthz", port: "health" }, periodSeconds: 10, initialDelaySeconds: 5 },
+        },
+      ],
+      volumes: [
+        { name: "config", configMap: { name: configMap } },
+        { name: "tmp", emptyDir: {} },
+      ],
+    },
+  };
+}
+
+const postEvent = (url: string, id: string, body: unknown): Promise<Response> =>
+  fetch(url, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "ce-specversion": "1.0",
+      "ce-id": id,
+      "ce-source": "/test",
+      "ce-type": "test.hook",
+    },
+    body: JSON.stringify(body),
+  });
 
 beforeAll(async () => {
   [cp, nats] = await Promise.all([ControlPlane.start(), NatsServer.start({ jetstream: true })]);
@@ -343,36 +400,7 @@ spec: { jetstream: { url: "${nats.url}", stream: "${stream}" } }
 `,
       },
     });
-    // What the controller renders (packages/controller/src/workload.ts), minus security settings.
-    await req("POST", `/api/v1/namespaces/${ns}/pods`, {
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: { name: "hooks-0" },
-      spec: {
-        terminationGracePeriodSeconds: 10,
-        containers: [
-          {
-            name: "ofevents",
-            image: "ofevents/ofevents:0.1.0",
-            args: ["eventsource", "-f", "/etc/ofevents", "--name", `${ns}/hooks`, "--log-level", "warn"],
-            ports: [
-              { name: "health", containerPort: 8081 },
-              { name: "webhook-0", containerPort: webhookPort },
-            ],
-            volumeMounts: [
-              { name: "config", mountPath: "/etc/ofevents" },
-              { name: "tmp", mountPath: "/tmp" },
-            ],
-            readinessProbe: { httpGet: { path: "/readyz", port: "health" }, periodSeconds: 5 },
-            livenessProbe: { httpGet: { path: "/healthz", port: "health" }, periodSeconds: 10, initialDelaySeconds: 5 },
-          },
-        ],
-        volumes: [
-          { name: "config", configMap: { name: "hooks" } },
-          { name: "tmp", emptyDir: {} },
-        ],
-      },
-    });
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, eventSourcePod(ns, "hooks-0", "hooks", webhookPort));
     const ref: PodRef = `${ns}/hooks-0`;
     await waitPodReady(ns, "hooks-0", 90_000);
     const health = agent.portOf(ref, "health")!;
@@ -380,17 +408,7 @@ spec: { jetstream: { url: "${nats.url}", stream: "${stream}" } }
     expect((await fetch(`http://127.0.0.1:${health}/readyz`)).status).toBe(200);
 
     const id = `e-${tag}`;
-    const res = await fetch(`http://127.0.0.1:${agent.portOf(ref, "webhook-0")}/in`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "ce-specversion": "1.0",
-        "ce-id": id,
-        "ce-source": "/test",
-        "ce-type": "test.hook",
-      },
-      body: JSON.stringify({ marker: tag }),
-    });
+    const res = await postEvent(`http://127.0.0.1:${agent.portOf(ref, "webhook-0")}/in`, id, { marker: tag });
     expect(res.status).toBe(200);
     // The bus's stream of the topic `<ns>-hooks-in` is `<prefix>-<token>` (docs/eventbus/jetstream.md).
     const jsm = await nc.jetstreamManager();
@@ -408,6 +426,42 @@ spec: { jetstream: { url: "${nats.url}", stream: "${stream}" } }
     const text = new TextDecoder().decode(stored.data);
     expect(text).toContain(id);
     expect(text).toContain(tag);
+  }, 120_000);
+
+  it("node agent - an eventsource Pod's sink.ref to a Service reaches the Service's Pod through the proxy", async () => {
+    const ns = await createNamespace();
+    const tag = randomSuffix();
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, webPod("sink-0", { app: "sink" }));
+    await req("POST", `/api/v1/namespaces/${ns}/services`, {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "sink" },
+      spec: { selector: { app: "sink" }, ports: [{ port: 80, targetPort: "http" }] },
+    });
+    const webhookPort = await freePort();
+    await req("POST", `/api/v1/namespaces/${ns}/configmaps`, {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: "direct" },
+      data: {
+        "eventsource.yaml": `apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: direct, namespace: ${ns} }
+spec:
+  sink: { ref: { apiVersion: v1, kind: Service, name: sink } }
+  webhook: { in: { port: "${webhookPort}", endpoint: /in } }
+`,
+      },
+    });
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, eventSourcePod(ns, "direct-0", "direct", webhookPort));
+    await Promise.all([waitPodReady(ns, "sink-0"), waitPodReady(ns, "direct-0", 90_000)]);
+
+    const id = `s-${tag}`;
+    const res = await postEvent(`http://127.0.0.1:${agent.portOf(`${ns}/direct-0`, "webhook-0")}/in`, id, { tag });
+    expect(res.status, `${await res.text()}\n${agent.logs(`${ns}/direct-0`)}`).toBe(200);
+    const sinkPort = agent.portOf(`${ns}/sink-0`, "http")!;
+    const received = (await (await fetch(`http://127.0.0.1:${sinkPort}/received`)).json()) as Record<string, unknown>[];
+    expect(received).toEqual([{ id, host: `sink.${ns}.svc.cluster.local`, body: JSON.stringify({ tag }) }]);
   }, 120_000);
 
   it("node agent - a Dapr-annotated Pod gets a daprd with its namespace's Components and publishes through it", async () => {
