@@ -879,6 +879,7 @@ export class NodeAgent implements AsyncDisposable {
         const port = run.localPort(probe.httpGet.port);
         if (port === undefined) return false;
         const res = await fetch(`http://127.0.0.1:${port}${probe.httpGet.path ?? "/"}`, {
+          redirect: "manual",
           signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
         });
         await res.arrayBuffer();
@@ -922,9 +923,7 @@ export class NodeAgent implements AsyncDisposable {
           : allDone && policy !== "Always"
             ? terminated.every((t) => t!.exitCode === 0)
               ? "Succeeded"
-              : policy === "Never" || terminated.some((t) => t!.exitCode === 0)
-                ? "Failed"
-                : "Running"
+              : "Failed"
             : "Running";
     const cond = (type: string, status: boolean, at: string) => ({
       type,

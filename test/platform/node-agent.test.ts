@@ -245,6 +245,7 @@ beforeAll(async () => {
   );
   agent = await NodeAgent.start(cp);
   agent.image("example/web:1", { command: process.execPath, args: ["-e", WEB_APP], portEnv: { 8080: "PORT" } });
+  agent.image("example/exit:1", { command: process.execPath, args: ["-e", "process.exit(Number(process.env.CODE))"] });
   agent.image("example/dapr-app:1", { command: process.execPath, args: ["-e", DAPR_APP], portEnv: { 3000: "PORT" } });
 }, 180_000);
 
@@ -295,6 +296,53 @@ describe("node agent", () => {
     await req("DELETE", podPath(ns, "web"));
     await waitGone(ns, "web");
     expect(alive(second)).toBe(false);
+  }, 120_000);
+
+  it("node agent - restartPolicy Never and OnFailure end in Failed and Succeeded; a failing livenessProbe restarts", async () => {
+    const ns = await createNamespace();
+    const exiting = (name: string, restartPolicy: string, code: number): Record<string, unknown> => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name },
+      spec: {
+        restartPolicy,
+        containers: [{ name: "main", image: "example/exit:1", env: [{ name: "CODE", value: String(code) }] }],
+      },
+    });
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, exiting("never", "Never", 3));
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, exiting("onfailure", "OnFailure", 0));
+    const ended = async (name: string, phase: string): Promise<PodStatus> =>
+      waitFor(
+        async () => {
+          const s = await podStatus(ns, name);
+          return s.phase === phase ? s : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 100, message: `${name} ${phase}` },
+      );
+    const never = await ended("never", "Failed");
+    expect(never.containerStatuses?.[0]).toMatchObject({
+      restartCount: 0,
+      state: { terminated: { exitCode: 3, reason: "Error" } },
+    });
+    const onFailure = await ended("onfailure", "Succeeded");
+    expect(onFailure.containerStatuses?.[0]).toMatchObject({
+      restartCount: 0,
+      state: { terminated: { exitCode: 0, reason: "Completed" } },
+    });
+
+    const live = webPod("unhealthy");
+    (live["spec"] as { containers: Record<string, unknown>[] }).containers[0]!["livenessProbe"] = {
+      exec: { command: ["false"] },
+      periodSeconds: 1,
+      failureThreshold: 2,
+    };
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, live);
+    await waitFor(async () => ((await podStatus(ns, "unhealthy")).containerStatuses?.[0]?.restartCount ?? 0) >= 1, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: "restarted by its livenessProbe",
+    });
+    expect(agent.logs(`${ns}/unhealthy`)).toContain("liveness probe failed 2 times: killing");
   }, 120_000);
 
   it("node agent - a Pod's env resolves $(VAR) against variables defined before it", async () => {
