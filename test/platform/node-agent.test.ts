@@ -246,6 +246,10 @@ beforeAll(async () => {
   agent = await NodeAgent.start(cp);
   agent.image("example/web:1", { command: process.execPath, args: ["-e", WEB_APP], portEnv: { 8080: "PORT" } });
   agent.image("example/exit:1", { command: process.execPath, args: ["-e", "process.exit(Number(process.env.CODE))"] });
+  agent.image("example/stubborn:1", {
+    command: process.execPath,
+    args: ["-e", 'process.on("SIGTERM", () => {}); console.log("ignoring SIGTERM"); setInterval(() => {}, 1000);'],
+  });
   agent.image("example/dapr-app:1", { command: process.execPath, args: ["-e", DAPR_APP], portEnv: { 3000: "PORT" } });
 }, 180_000);
 
@@ -296,6 +300,25 @@ describe("node agent", () => {
     await req("DELETE", podPath(ns, "web"));
     await waitGone(ns, "web");
     expect(alive(second)).toBe(false);
+  }, 120_000);
+
+  it("node agent - a deleted Pod whose process ignores SIGTERM is killed after its grace period", async () => {
+    const ns = await createNamespace();
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "stubborn" },
+      spec: { terminationGracePeriodSeconds: 2, containers: [{ name: "main", image: "example/stubborn:1" }] },
+    });
+    await waitPodReady(ns, "stubborn");
+    // The program installs its SIGTERM handler first thing; give it a moment to run.
+    await waitFor(() => agent.logs(`${ns}/stubborn`).includes("ignoring SIGTERM"), { timeoutMs: 10_000 });
+    const pid = agent.pid(`${ns}/stubborn`)!;
+    const deletedAt = Date.now();
+    await req("DELETE", podPath(ns, "stubborn"));
+    await waitGone(ns, "stubborn");
+    expect(Date.now() - deletedAt).toBeGreaterThanOrEqual(2_000);
+    expect(alive(pid)).toBe(false);
   }, 120_000);
 
   it("node agent - restartPolicy Never and OnFailure end in Failed and Succeeded; a failing livenessProbe restarts", async () => {
