@@ -455,12 +455,16 @@ export class NodeAgent implements AsyncDisposable {
       if (pod.metadata.deletionTimestamp !== undefined) {
         if (run && !run.stopping) {
           const grace = pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30;
-          void this.#terminate(run, grace).then(() => this.#confirmDeletion(run!));
+          void this.#terminate(run, grace)
+            .then(() => this.#confirmDeletion(run!))
+            .catch((err: unknown) => this.#note(`deleting ${key}: ${(err as Error).message}`));
         } else if (!run) {
           const stub = new PodRun(key, pod);
           this.#pods.set(key, stub);
           stub.stopping = Promise.resolve();
-          void this.#confirmDeletion(stub);
+          void this.#confirmDeletion(stub).catch((err: unknown) =>
+            this.#note(`deleting ${key}: ${(err as Error).message}`),
+          );
         }
         continue;
       }
@@ -491,7 +495,7 @@ export class NodeAgent implements AsyncDisposable {
       if (seen.has(key)) continue;
       // Removed without this node's confirmation (force-deleted): stop it now.
       this.#pods.delete(key);
-      void this.#terminate(run, 0);
+      void this.#terminate(run, 0).catch((err: unknown) => this.#note(`stopping ${key}: ${(err as Error).message}`));
     }
   }
 
