@@ -127,7 +127,7 @@ export {
   type HttpMessage,
   type HttpMode,
 } from "./http-binding.js";
-export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkResponse } from "./sink.js";
+export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkClientOptions, SinkResponse } from "./sink.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
 export { natsStreamingToJetStream, resolveEventBus } from "./buses.js";
 export { CompatCode, compatibility, natsStreamingStartOption, unrunnableEvents } from "./compat.js";

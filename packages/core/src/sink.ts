@@ -5,7 +5,7 @@
  * retried. A failure is a DeliveryError whose `retriable` says which it was.
  */
 import { encodeBinary, encodeStructured, type HttpMessage } from "./http-binding.js";
-import { Agent, request, type Dispatcher } from "undici";
+import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from "undici";
 import { backoffDelay, sleep, type BackoffPolicy } from "./backoff.js";
 import type { CloudEvent } from "./cloudevent.js";
 import { DeliveryError, ErrorCode, OfEventsError } from "./errors.js";
@@ -80,8 +80,26 @@ function parseRetryAfter(value: string | string[] | undefined): number | undefin
 
 const TIMEOUT_CODES = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT", "UND_ERR_CONNECT_TIMEOUT"]);
 
-export function createSinkClient(options: { connections?: number } = {}): SinkClient {
-  const agent: Dispatcher = new Agent({ connections: options.connections ?? 64, keepAliveTimeout: 10_000 });
+export interface SinkClientOptions {
+  /** Connections per origin (default 64). */
+  connections?: number;
+  /**
+   * Where `http_proxy` / `HTTP_PROXY`, `https_proxy` / `HTTPS_PROXY` and `no_proxy` / `NO_PROXY`
+   * are read (default `process.env`). With a proxy set, sinks are reached through it (HTTP
+   * CONNECT), except hosts listed in the no-proxy variable.
+   */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
+  const env = options.env ?? process.env;
+  const pool = { connections: options.connections ?? 64, keepAliveTimeout: 10_000 };
+  const httpProxy = env["http_proxy"] || env["HTTP_PROXY"] || "";
+  const httpsProxy = env["https_proxy"] || env["HTTPS_PROXY"] || "";
+  const agent: Dispatcher =
+    httpProxy || httpsProxy
+      ? new EnvHttpProxyAgent({ ...pool, httpProxy, httpsProxy, noProxy: env["no_proxy"] ?? env["NO_PROXY"] ?? "" })
+      : new Agent(pool);
 
   const send: SinkClient["send"] = async (url, event, o = {}) => {
     const timeoutMs = o.timeoutMs ?? DEFAULT_DELIVERY.timeoutMs;

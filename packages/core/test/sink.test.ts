@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect as netConnect, type AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   DeliveryError,
@@ -206,5 +206,64 @@ describe("sink delivery - against a real HTTP server", () => {
     expect(err).toBeInstanceOf(DeliveryError);
     expect(err.retriable).toBe(true);
     expect(err.code).toBe(ErrorCode.DeliveryFailed);
+  });
+});
+
+describe("sink delivery - through an HTTP proxy from the environment", () => {
+  const sink = new ScriptedSink();
+  /** A CONNECT proxy that sends every host to 127.0.0.1 and records the targets it was asked for. */
+  const tunnels: string[] = [];
+  const proxy = createServer((_req, res) => void res.writeHead(405).end());
+  proxy.on("connect", (req: IncomingMessage, socket, head: Buffer) => {
+    tunnels.push(req.url ?? "");
+    const port = Number((req.url ?? "").split(":").pop());
+    const upstream = netConnect(port, "127.0.0.1", () => {
+      socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on("error", () => socket.destroy());
+    socket.on("error", () => upstream.destroy());
+  });
+  let proxyUrl = "";
+  beforeAll(async () => {
+    await sink.start();
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await sink.stop();
+    proxy.closeAllConnections();
+    await new Promise<void>((r) => proxy.close(() => r()));
+  });
+  afterEach(() => {
+    sink.reset();
+    tunnels.length = 0;
+  });
+
+  it("sink delivery - with HTTP_PROXY set, a cluster service name is reached through the proxy", async () => {
+    const client = createSinkClient({ env: { HTTP_PROXY: proxyUrl, NO_PROXY: "127.0.0.1,localhost" } });
+    try {
+      const port = new URL(sink.url).port;
+      const target = `web.test.svc.cluster.local:${port}`;
+      await client.deliver(`http://${target}/sink`, event(), fast);
+      expect(tunnels).toEqual([target]);
+      expect(sink.received).toHaveLength(1);
+      expect(sink.received[0]!.headers["ce-id"]).toBe("evt-1");
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("sink delivery - a host in NO_PROXY is reached directly", async () => {
+    const client = createSinkClient({ env: { http_proxy: proxyUrl, no_proxy: "127.0.0.1" } });
+    try {
+      await client.deliver(sink.url, event(), fast);
+      expect(tunnels).toEqual([]);
+      expect(sink.received).toHaveLength(1);
+    } finally {
+      await client.close();
+    }
   });
 });
