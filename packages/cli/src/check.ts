@@ -31,6 +31,13 @@ export interface CheckedManifests {
 
 export interface CheckOptions {
   /**
+   * `run` (the default of `startEmbedded`): what can never work in this process is an issue.
+   * `validate` (the default here): the files may be meant for a cluster, where the other
+   * resources live elsewhere, so a reference to something not in the files is a warning that
+   * says `run` would refuse it.
+   */
+  mode?: "run" | "validate" | undefined;
+  /**
    * The resource runs alone and its peers elsewhere (the single-resource entrypoints): a trigger
    * input naming an EventSource that is not in the files is expected, not a problem.
    */
@@ -100,7 +107,7 @@ export async function checkManifests(
         if (options.peersElsewhere === true) continue;
         const known = [...sources.keys()].join(", ") || "none";
         const message = `no EventSource ${srcNs}/${spec.eventSource} in the manifests (found: ${known})`;
-        if (tBus.inProcess)
+        if (tBus.inProcess && options.mode === "run")
           issues.push(
             at(t, {
               code: "unknown_event_source",
@@ -113,7 +120,9 @@ export async function checkManifests(
             at(t, {
               code: "unknown_event_source",
               path: `${path}.eventSource`,
-              message: `${message}: the trigger waits for a source running elsewhere`,
+              message: tBus.inProcess
+                ? `${message}: on a cluster it may run elsewhere; ofevents run would refuse it (nothing can publish to its in-process bus)`
+                : `${message}: the trigger waits for a source running elsewhere`,
             }),
           );
         continue;
@@ -193,13 +202,16 @@ export async function checkManifests(
     const fn = functions.get(id);
     if (fn === undefined) {
       const known = [...functions.keys()].join(", ") || "none";
-      issues.push(
-        at(r, {
-          code: "unknown_function",
-          path: `${path}.ref`,
-          message: `no Function ${id} in the manifests (found: ${known})`,
-        }),
-      );
+      const message = `no Function ${id} in the manifests (found: ${known})`;
+      if (options.mode === "run") issues.push(at(r, { code: "unknown_function", path: `${path}.ref`, message }));
+      else
+        warnings.push(
+          at(r, {
+            code: "unknown_function",
+            path: `${path}.ref`,
+            message: `${message}: on a cluster it may be deployed apart; ofevents run would refuse it`,
+          }),
+        );
     } else if (!isSyncFunction(fn.resource)) {
       issues.push(
         at(r, {

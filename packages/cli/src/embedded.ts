@@ -72,7 +72,7 @@ const DRAIN_TIMEOUT_MS = 10_000;
 
 export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const log = o.logger.child({ component: "runner" });
-  const { manifests, issues, warnings } = await validateAll(o.paths);
+  const { manifests, issues, warnings } = await validateAll(o.paths, { mode: "run" });
   if (issues.length > 0) throw new ManifestError(issues);
   for (const w of warnings) log.warn(formatIssue(w));
   for (const s of manifests.skipped)

@@ -24,6 +24,8 @@ const syncFn = (name: string, module?: string): string =>
 
 interface Row {
   name: string;
+  /** How the checks run (default validate). */
+  mode?: "run" | "validate";
   docs: string[];
   /** [code, path] of each expected issue. */
   issues?: Array<[string, string]>;
@@ -32,12 +34,19 @@ interface Row {
 
 const rows: Row[] = [
   {
-    name: "a trigger naming an EventSource that is not loaded, on the in-process bus",
+    name: "run: a trigger naming an EventSource that is not loaded, on the in-process bus",
+    mode: "run",
     docs: [trigger("{ eventSource: nope, event: e }")],
     issues: [["unknown_event_source", "spec.inputs.a.eventSource"]],
   },
   {
-    name: "the same on a durable bus: a source may run elsewhere (a warning)",
+    name: "validate: the same file may be meant for a cluster (a warning)",
+    docs: [trigger("{ eventSource: nope, event: e }")],
+    warnings: [["unknown_event_source", "spec.inputs.a.eventSource"]],
+  },
+  {
+    name: "run: on a durable bus a source may run elsewhere (a warning)",
+    mode: "run",
     docs: [jetstreamBus, trigger("{ eventSource: nope, event: e }", "topic: out", "js")],
     warnings: [["unknown_event_source", "spec.inputs.a.eventSource"]],
   },
@@ -57,7 +66,19 @@ const rows: Row[] = [
     issues: [["duplicate_route", "spec.webhook.in"]],
   },
   {
-    name: "a sink ref to a Function that is not in the manifests",
+    name: "validate: a sink ref to a Function that is not in the manifests (a warning)",
+    docs: [
+      source("s", hook(9001)),
+      trigger(
+        "{ eventSource: s, event: in }",
+        "sink: { ref: { apiVersion: core.openfunction.io/v1beta2, kind: Function, name: nope } }",
+      ),
+    ],
+    warnings: [["unknown_function", "spec.subscribers.0.sink.ref"]],
+  },
+  {
+    name: "run: a sink ref to a Function that is not in the manifests",
+    mode: "run",
     docs: [
       source("s", hook(9001)),
       trigger(
@@ -126,7 +147,7 @@ describe("check - validate and run share the checks of the whole manifest set", 
   it.each(rows)("check - $name", async (row) => {
     const file = join(dir, `${row.name.replace(/\W+/g, "-")}.yaml`);
     await writeFile(file, row.docs.join("\n---\n"));
-    const { issues, warnings } = await validateAll([file]);
+    const { issues, warnings } = await validateAll([file], { mode: row.mode ?? "validate" });
     expect(issues.map((i) => [i.code, i.path])).toEqual(row.issues ?? []);
     expect(warnings.map((i) => [i.code, i.path])).toEqual(row.warnings ?? []);
     for (const i of [...issues, ...warnings]) {
