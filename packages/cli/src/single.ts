@@ -142,9 +142,10 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       const viaDapr =
         o.busDriver === "dapr" || ((o.busDriver ?? "auto") === "auto" && (sidecar || r.spec?.dapr !== undefined));
       let prepareTopic: ((topic: string) => Promise<void>) | undefined;
-      const jsUrl = r.spec?.jetstream?.url;
-      if (viaDapr && jsUrl !== undefined) {
-        const preparer = createJetStreamTopicPreparer(jsUrl);
+      const js = r.spec?.jetstream;
+      if (viaDapr && js !== undefined) {
+        // The streams the direct driver uses too (same prefix): both paths share topics.
+        const preparer = createJetStreamTopicPreparer(js, o.logger);
         prepareTopic = (t) => preparer.prepareTopic(t);
         stops.push(() => preparer.close());
       }

@@ -7,6 +7,8 @@ import {
   jetStreamNames,
   kafkaBusNames,
   parseManifestText,
+  renderDaprComponents,
+  type DaprPubSubComponent,
   type AnyEventBus,
   type ClusterEventBus,
   type EventBus,
@@ -764,16 +766,100 @@ describe("controller render - Trigger", () => {
     expectWellFormed(r, twoInputTrigger);
   });
 
-  it("controller render - Dapr bus driver: --bus-driver dapr, KEDA on the Dapr path's stream and durable", () => {
+  it("controller render - Dapr bus driver: --bus-driver dapr, KEDA on the stream both paths share and the Component's durable", () => {
     const o: ControllerOptions = { image: IMAGE, busDriver: "dapr" };
     const r = trigger(twoInputTrigger, catalog(jetstreamClusterBus), o);
     expect(container(r).args).toContain("dapr");
     const topic = "default-my-eventsource-sample-one";
+    const direct = trigger(twoInputTrigger, catalog(jetstreamClusterBus));
+    // One stream per topic, whichever client: the direct driver's and the one prepareTopic makes.
+    const stream = jetStreamNames("events", topic).stream;
+    expect(stream).toBe("events-default-my-eventsource-sample-one");
+    expect(direct.scaledObject!.spec.triggers[0]!.metadata["stream"]).toBe(stream);
+    // daprd's durable: the rendered Component's durableName, {appID} as the workload's app id.
+    const component = renderDaprComponents(jetstreamClusterBus as AnyEventBus, { namespace: "default" })[0]!;
+    const durable = (component as DaprPubSubComponent).spec.metadata.find((m) => m.name === "durableName")!.value!;
+    expect(durable).toBe("{appID}");
     expect(r.scaledObject!.spec.triggers[0]!.metadata).toMatchObject({
-      stream: `T-${Buffer.from(topic).toString("hex")}`,
+      stream,
       consumer: "trigger-function-sample-trigger",
     });
+    expect(r.deployment!.spec.template.metadata.annotations["dapr.io/app-id"]).toBe("trigger-function-sample-trigger");
     expectWellFormed(r, twoInputTrigger);
+  });
+
+  it("controller render - kafka through Dapr: the direct driver's topic, the Component's consumerGroup with the app id", () => {
+    const o: ControllerOptions = { image: IMAGE, busDriver: "dapr" };
+    const bus = {
+      apiVersion: API,
+      kind: "EventBus",
+      metadata: { name: "default", namespace: "default", uid: uid() },
+      spec: { kafka: { brokers: "kafka:9092", topicPrefix: "prod." } },
+    };
+    const r = trigger(twoInputTrigger, catalog(bus), o);
+    const direct = trigger(twoInputTrigger, catalog(bus));
+    const topics = ["default-my-eventsource-sample-one", "team-b-other-source-sample-two"];
+    const component = renderDaprComponents(bus as AnyEventBus)[0] as DaprPubSubComponent;
+    const group = component.spec.metadata.find((m) => m.name === "consumerGroup")!.value!;
+    expect(group).toBe("prod.{appID}");
+    expect(r.scaledObject!.spec.triggers.map((t) => t.metadata)).toEqual(
+      topics.map((t) => ({
+        bootstrapServers: "kafka:9092",
+        consumerGroup: "prod.trigger-function-sample-trigger",
+        topic: kafkaBusNames("prod.", t).topic,
+        lagThreshold: "10",
+        offsetResetPolicy: "earliest",
+      })),
+    );
+    // The same Kafka topics as the direct driver's; only the group differs (the app's, daprd's).
+    expect(r.scaledObject!.spec.triggers.map((t) => t.metadata["topic"])).toEqual(
+      direct.scaledObject!.spec.triggers.map((t) => t.metadata["topic"]),
+    );
+  });
+
+  it.each([
+    {
+      name: "pubsub.jetstream: the default stream prefix, durableName with the app id",
+      type: "pubsub.jetstream",
+      metadata: [
+        { name: "natsURL", value: "nats://n:4222" },
+        { name: "durableName", value: "x-{appID}" },
+      ],
+      expected: {
+        stream: jetStreamNames("ofevents", "default-my-eventsource-sample-one").stream,
+        consumer: "x-trigger-function-sample-trigger",
+      },
+    },
+    {
+      name: "pubsub.jetstream with streamName: that stream",
+      type: "pubsub.jetstream",
+      metadata: [
+        { name: "natsURL", value: "nats://n:4222" },
+        { name: "streamName", value: "all-events" },
+      ],
+      expected: { stream: "all-events", consumer: "trigger-function-sample-trigger" },
+    },
+    {
+      name: "pubsub.kafka: the topic as a Kafka name, consumerGroup with the app id",
+      type: "pubsub.kafka",
+      metadata: [
+        { name: "brokers", value: "k:9092" },
+        { name: "consumerGroup", value: "g-{appID}" },
+      ],
+      expected: {
+        topic: kafkaBusNames(undefined, "default-my-eventsource-sample-one").topic,
+        consumerGroup: "g-trigger-function-sample-trigger",
+      },
+    },
+  ])("controller render - spec.dapr $name", ({ type, metadata, expected }) => {
+    const bus = {
+      apiVersion: API,
+      kind: "EventBus",
+      metadata: { name: "default", namespace: "default", uid: uid() },
+      spec: { dapr: { type, metadata } },
+    };
+    const r = trigger(twoInputTrigger, catalog(bus));
+    expect(r.scaledObject!.spec.triggers[0]!.metadata).toMatchObject(expected);
   });
 
   it.each([

@@ -25,6 +25,7 @@
 import { OfEventsError, ErrorCode } from "./errors.js";
 import { parseDuration } from "./duration.js";
 import { natsStreamingToJetStream } from "./buses.js";
+import { DAPR_APP_ID, daprJetStreamDurable, daprKafkaConsumerGroup } from "./naming.js";
 import type { AnyEventBus, EventBusSpec, SecretKeySelector } from "./schemas.js";
 
 export const DAPR_API_VERSION = "dapr.io/v1alpha1";
@@ -109,8 +110,7 @@ export const DaprDefaults = {
   kafkaBackOffDuration: "5s",
 } as const;
 
-/** daprd replaces this with its app id in any metadata value. */
-export const DAPR_APP_ID = "{appID}";
+export { DAPR_APP_ID };
 
 type Items = DaprMetadataItem[];
 
@@ -171,8 +171,8 @@ function jetstream(spec: NonNullable<EventBusSpec["jetstream"]>): { type: string
   // A durable prefix (natsStreaming's durableSubscriptionName) names one subscription; several
   // Triggers sharing it would compete for events, so it only prefixes the per-app durable.
   if (spec.durablePrefix !== undefined) {
-    set(items, "durableName", `${spec.durablePrefix}-${DAPR_APP_ID}`);
-    set(items, "queueGroupName", `${spec.durablePrefix}-${DAPR_APP_ID}`);
+    set(items, "durableName", daprJetStreamDurable(spec.durablePrefix));
+    set(items, "queueGroupName", daprJetStreamDurable(spec.durablePrefix));
   }
   jetstreamSafe(items);
   return { type: "pubsub.jetstream", items };
@@ -183,8 +183,8 @@ function natsStreaming(spec: NonNullable<EventBusSpec["natsStreaming"]>): { type
 }
 
 function jetstreamSafe(items: Items): void {
-  setDefault(items, "durableName", DAPR_APP_ID);
-  setDefault(items, "queueGroupName", DAPR_APP_ID);
+  setDefault(items, "durableName", daprJetStreamDurable());
+  setDefault(items, "queueGroupName", daprJetStreamDurable());
   // Without ackWait a failed delivery is nak'ed for immediate redelivery: a hot loop.
   setDefault(items, "ackWait", DaprDefaults.jetstreamAckWait);
   // "single" (one message at a time per subscription), never "parallel": the component then
@@ -241,13 +241,13 @@ function kafka(spec: NonNullable<EventBusSpec["kafka"]>): { type: string; items:
     set(items, "disableTls", "true");
   }
   set(items, "clientID", spec.clientId ?? "ofevents");
-  set(items, "consumerGroup", `${spec.topicPrefix ?? ""}${DAPR_APP_ID}`);
+  set(items, "consumerGroup", daprKafkaConsumerGroup(spec.topicPrefix));
   kafkaSafe(items);
   return { type: "pubsub.kafka", items, secrets };
 }
 
 function kafkaSafe(items: Items): void {
-  setDefault(items, "consumerGroup", DAPR_APP_ID);
+  setDefault(items, "consumerGroup", daprKafkaConsumerGroup());
   // "newest" (Dapr's default) resolves when the group first joins, which is after subscribe
   // returned: what is published in between is never delivered to the new group.
   setDefault(items, "initialOffset", "oldest");

@@ -135,10 +135,15 @@ export type { Compatibility } from "./compat.js";
 export { GO_RFC3339, parseGoTime } from "./gotime.js";
 export {
   DEFAULT_JETSTREAM_STREAM_PREFIX,
+  daprJetStreamDurable,
   daprJetStreamStreamName,
+  daprKafkaConsumerGroup,
   jetStreamNames,
   kafkaBusNames,
   kafkaName,
+  legacyJetStreamSubject,
+  natsSubject,
+  withDaprAppId,
   natsSourceDurable,
   natsToken,
   sourceConsumerName,

@@ -4,6 +4,7 @@
  * consumers, topics and groups the workloads use (docs/eventbus/jetstream.md, kafka.md).
  */
 import { createHash } from "node:crypto";
+import { ErrorCode, OfEventsError } from "./errors.js";
 
 /** The JetStream bus's default stream prefix (`jetstream.stream`). */
 export const DEFAULT_JETSTREAM_STREAM_PREFIX = "ofevents";
@@ -30,6 +31,38 @@ export function natsToken(name: string): string {
   return `${out.slice(0, NATS_TOKEN_MAX - 17)}-${hash}`;
 }
 
+/** daprd replaces this with its app id in any metadata value of a Component. */
+export const DAPR_APP_ID = "{appID}";
+
+/**
+ * A bus topic as a NATS subject, which is the topic itself on both paths (the direct driver and
+ * Dapr's pubsub.jetstream, which publishes and subscribes on subject = topic). A topic that is not
+ * a valid literal subject is refused with a CONFIG OfEventsError: empty, empty tokens (a leading,
+ * trailing or doubled `.`), whitespace or control characters, the wildcards `*` and `>`, or a
+ * leading `$` (reserved for the server's own subjects: `$JS`, `$SYS`...).
+ */
+export function natsSubject(topic: string): string {
+  const why =
+    topic === ""
+      ? "it is empty"
+      : topic.split(".").some((t) => t === "")
+        ? "it has an empty token (a leading, trailing or doubled '.')"
+        : /[\s\p{Cc}]/u.test(topic)
+          ? "it has whitespace or control characters"
+          : /[*>]/.test(topic)
+            ? "it has a wildcard ('*' or '>')"
+            : topic.startsWith("$")
+              ? "a leading '$' is reserved for the server's subjects"
+              : undefined;
+  if (why !== undefined) {
+    throw new OfEventsError(
+      ErrorCode.Config,
+      `topic ${JSON.stringify(topic)} cannot be a NATS subject on a JetStream bus: ${why}`,
+    );
+  }
+  return topic;
+}
+
 /** Where a bus topic lives, and what a group's consumer is called (KEDA's scaler needs both). */
 export interface JetStreamNames {
   stream: string;
@@ -38,17 +71,45 @@ export interface JetStreamNames {
 }
 
 /**
- * The JetStream bus's names: topic `t` lives in stream `<token(prefix)>-<token(t)>` on subject
- * `<token(prefix)>.<token(t)>`; group `g` is the durable consumer `<token(g)>` of that stream, or
+ * The JetStream bus's names, the same for the direct driver and the Dapr path (the stream that
+ * the dapr driver's `prepareTopic` creates, which Dapr's pubsub.jetstream finds by subject):
+ * topic `t` lives in stream `<token(prefix)>-<token(t)>` on subject `t` (see {@link natsSubject});
+ * group `g` is the direct driver's durable consumer `<token(g)>` of that stream, or
  * `<token(durablePrefix-g)>` with the bus's `durablePrefix` (natsStreaming's
- * durableSubscriptionName).
+ * durableSubscriptionName). Throws a CONFIG OfEventsError for a topic that is not a subject.
  */
 export function jetStreamNames(prefix: string, topic: string, group?: string, durablePrefix?: string): JetStreamNames {
-  const p = natsToken(prefix);
-  const t = natsToken(topic);
+  const subject = natsSubject(topic);
   const consumer =
     group === undefined ? undefined : natsToken(durablePrefix === undefined ? group : `${durablePrefix}-${group}`);
-  return { stream: `${p}-${t}`, subject: `${p}.${t}`, consumer };
+  return { stream: `${natsToken(prefix)}-${natsToken(topic)}`, subject, consumer };
+}
+
+/**
+ * The subject of a topic before subject = topic: `<token(prefix)>.<token(t)>`. A stream of the
+ * topic's name that has only this subject is one the previous version created; the driver adds
+ * the topic's subject to it (docs/eventbus/jetstream.md, "Upgrading").
+ */
+export function legacyJetStreamSubject(prefix: string, topic: string): string {
+  return `${natsToken(prefix)}.${natsToken(topic)}`;
+}
+
+/**
+ * The durable consumer (and queue group) of Dapr's pubsub.jetstream in the rendered Component:
+ * `{durablePrefix}-{appID}`, or `{appID}` (daprd puts its app id in place of `{appID}`).
+ */
+export function daprJetStreamDurable(durablePrefix?: string): string {
+  return durablePrefix === undefined ? DAPR_APP_ID : `${durablePrefix}-${DAPR_APP_ID}`;
+}
+
+/** The consumer group of Dapr's pubsub.kafka in the rendered Component: `{topicPrefix}{appID}`. */
+export function daprKafkaConsumerGroup(topicPrefix?: string): string {
+  return `${topicPrefix ?? ""}${DAPR_APP_ID}`;
+}
+
+/** A Component metadata value with `{appID}` replaced by `appId`, as daprd reads it. */
+export function withDaprAppId(value: string, appId: string): string {
+  return value.split(DAPR_APP_ID).join(appId);
 }
 
 const KAFKA_NAME_MAX = 249;
@@ -103,7 +164,11 @@ export function natsSourceDurable(namespace: string, eventSource: string, event:
   return sourceConsumerName(namespace, eventSource, event).replace(/[^A-Za-z0-9_-]/g, "_");
 }
 
-/** The stream the Dapr path creates for a Dapr topic on JetStream: `T-<hex of the topic>`. */
-export function daprJetStreamStreamName(daprTopic: string): string {
-  return `T-${Buffer.from(daprTopic).toString("hex")}`;
+/**
+ * The stream of a topic on a JetStream bus with stream prefix `prefix` (default `ofevents`):
+ * {@link jetStreamNames}' stream, which the dapr driver's `prepareTopic` creates too.
+ * @deprecated Use jetStreamNames(prefix, topic).stream.
+ */
+export function daprJetStreamStreamName(topic: string, prefix: string = DEFAULT_JETSTREAM_STREAM_PREFIX): string {
+  return jetStreamNames(prefix, topic).stream;
 }

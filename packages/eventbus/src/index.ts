@@ -16,6 +16,7 @@ export {
   deadLetterTopicFor,
 } from "./types.js";
 export { withDeadLetterReason } from "./deadletter.js";
+export { decodeBusEvent } from "./envelope.js";
 export { createMemoryBus, type MemoryBusOptions } from "./drivers/memory.js";
 export { createEventBus, type CreateEventBusOptions } from "./factory.js";
 export type { CreateDaprBusOptions, DaprBusOptions } from "./drivers/dapr.js";

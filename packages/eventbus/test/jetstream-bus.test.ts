@@ -3,7 +3,8 @@
  * restarted by one test and stopped by the last one, so the describe blocks run in order.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect } from "nats";
+import { randomUUID } from "node:crypto";
+import { AckPolicy, connect } from "nats";
 import {
   BusError,
   ErrorCode,
@@ -64,32 +65,139 @@ describe("jetstream bus - names", () => {
     expect(natsToken(input)).toBe(expected);
   });
 
-  it("jetstream bus - names are valid NATS tokens, distinct, and bounded in length", () => {
+  it("jetstream bus - names: the subject is the topic (Dapr's); stream and consumer are valid tokens, distinct and bounded", () => {
     const long = "x".repeat(400);
-    const topics = ["a.b", "a_2Eb", "a_b", "a__b", "a b", "a*b", "a>b", "A.B", `${long}1`, `${long}2`, "ünï/cødé\\"];
+    const topics = ["a.b", "a_2Eb", "a_b", "a__b", "A.B", "a/b:c", `${long}1`, `${long}2`, "ünï/cødé\\"];
     const names = topics.map((t) => jetStreamNames("ofevents", t, `group.${t}`));
-    for (const n of names) {
+    for (const [i, n] of names.entries()) {
       expect(n.stream).toMatch(/^[A-Za-z0-9_-]{1,255}$/);
       expect(n.consumer).toMatch(/^[A-Za-z0-9_-]{1,255}$/);
-      expect(n.subject).toMatch(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+      expect(n.subject).toBe(topics[i]);
       expect(n.stream.length).toBeLessThanOrEqual(241);
     }
     expect(new Set(names.map((n) => n.stream)).size).toBe(topics.length);
-    expect(new Set(names.map((n) => n.subject)).size).toBe(topics.length);
     expect(jetStreamNames("ofevents", "default-orders-created", "default-trigger")).toEqual({
       stream: "ofevents-default-orders-created",
-      subject: "ofevents.default-orders-created",
+      subject: "default-orders-created",
       consumer: "default-trigger",
     });
+  });
+
+  it.each([
+    { name: "empty", topic: "" },
+    { name: "a space", topic: "a b" },
+    { name: "a tab", topic: "a\tb" },
+    { name: "the * wildcard", topic: "a.*" },
+    { name: "the > wildcard", topic: "a.>" },
+    { name: "a leading dot", topic: ".a" },
+    { name: "a trailing dot", topic: "a." },
+    { name: "a doubled dot", topic: "a..b" },
+    { name: "a leading $", topic: "$JS.API" },
+  ])("jetstream bus - names: a topic with $name is not a subject: CONFIG error", ({ topic }) => {
+    let err: unknown;
+    try {
+      jetStreamNames("ofevents", topic);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(OfEventsError);
+    expect((err as OfEventsError).code).toBe(ErrorCode.Config);
+    expect((err as Error).message).toContain("cannot be a NATS subject");
   });
 });
 
 describe("jetstream bus - driver", () => {
-  it("jetstream bus - topics with dots and odd characters each get their own stream", async () => {
+  it("jetstream bus - a topic that is not a NATS subject is refused on publish and subscribe (CONFIG, not retriable)", async () => {
+    const bus = await createJetStreamBus({ url: server.url }, { logger: silentLogger() }, tuning);
+    try {
+      for (const topic of ["with space", "st*r", "a.>", "a..b"]) {
+        const errors = await Promise.all([
+          bus.publish(topic, event(1)).then(
+            () => undefined,
+            (e: unknown) => e,
+          ),
+          bus
+            .subscribe([topic], async () => {}, { group: uniq("g") })
+            .then(
+              () => undefined,
+              (e: unknown) => e,
+            ),
+        ]);
+        for (const err of errors) {
+          expect(err).toBeInstanceOf(BusError);
+          expect((err as BusError).code).toBe(ErrorCode.Config);
+          expect((err as BusError).retriable).toBe(false);
+        }
+      }
+    } finally {
+      await bus.close();
+    }
+  });
+
+  it("jetstream bus - upgrade: a stream of the previous naming gets the topic's subject; its events and groups stay", async () => {
+    const topic = uniq("up");
+    const group = uniq("g");
+    const names = jetStreamNames("ofevents", topic, group);
+    const legacy = `${natsToken("ofevents")}.${natsToken(topic)}`;
+    const nc = await connect({ servers: server.url });
+    try {
+      const jsm = await nc.jetstreamManager();
+      await jsm.streams.add({ name: names.stream, subjects: [legacy] });
+      const old = event(0);
+      await nc.jetstream().publish(legacy, new TextEncoder().encode(JSON.stringify(old)));
+      // The group existed before the upgrade, at the start of the stream.
+      await jsm.consumers.add(names.stream, { durable_name: names.consumer!, ack_policy: AckPolicy.Explicit });
+      const bus = await createJetStreamBus({ url: server.url }, { logger: silentLogger() }, tuning);
+      try {
+        const got: string[] = [];
+        await bus.subscribe([topic], async (e) => void got.push(e.id), { group });
+        const fresh = event(1);
+        await bus.publish(topic, fresh);
+        await waitFor(() => got.length === 2, 10_000, "the old and the new event");
+        expect(got).toEqual([old.id, fresh.id]);
+        const info = await jsm.streams.info(names.stream);
+        expect(info.config.subjects).toEqual([legacy, topic]);
+      } finally {
+        await bus.close();
+      }
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("jetstream bus - a stream of another name that already captures the topic's subject is used, filtered to the topic", async () => {
+    const topic = uniq("cap");
+    const group = uniq("g");
+    const other = `handmade-${randomUUID().slice(0, 8)}`;
+    const nc = await connect({ servers: server.url });
+    try {
+      const jsm = await nc.jetstreamManager();
+      await jsm.streams.add({ name: other, subjects: [topic, `${topic}-other`] });
+      const bus = await createJetStreamBus({ url: server.url }, { logger: silentLogger() }, tuning);
+      try {
+        const got: string[] = [];
+        await bus.subscribe([topic], async (e) => void got.push(e.id), { group });
+        await nc.jetstream().publish(`${topic}-other`, new TextEncoder().encode(JSON.stringify(event(9))));
+        const e = event(1);
+        await bus.publish(topic, e);
+        await waitFor(() => got.length === 1, 10_000, "the topic's event");
+        await new Promise((r) => setTimeout(r, 300));
+        expect(got).toEqual([e.id]);
+        expect((await jsm.streams.info(other)).state.messages).toBe(2);
+        await expect(jsm.streams.info(jetStreamNames("ofevents", topic).stream)).rejects.toThrow();
+      } finally {
+        await bus.close();
+      }
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("jetstream bus - topics with dots and odd characters each get their own stream, on subject = topic", async () => {
     const bus = await createJetStreamBus({ url: server.url }, { logger: silentLogger() }, tuning);
     try {
       const s = uniq("");
-      const topics = [`a.b${s}`, `a_2Eb${s}`, `with space${s}`, `st*r>s${s}`, `ünïcødé${s}`, `${"y".repeat(300)}${s}`];
+      const topics = [`a.b${s}`, `a_2Eb${s}`, `a/b:c${s}`, `ünïcødé${s}`, `${"y".repeat(300)}${s}`];
       const got = new Map<string, string[]>();
       for (const t of topics) {
         got.set(t, []);

@@ -7,28 +7,30 @@
  * | bus | driver | KEDA trigger |
  * |---|---|---|
  * | jetstream, natsStreaming (mapped to JetStream) | direct | `nats-jetstream`: stream and consumer from core's jetStreamNames(prefix, topic, `trigger-{ns}-{name}`, durablePrefix) |
- * | jetstream | dapr | `nats-jetstream`: stream `T-<hex topic>`, consumer the Component's durable (the app id) |
+ * | jetstream, natsStreaming | dapr | `nats-jetstream`: the same stream (jetStreamNames), consumer the rendered Component's `durableName` with the app id |
  * | kafka | direct | `kafka`: topic and group from core's kafkaBusNames (topicPrefix, sanitised), `offsetResetPolicy: latest` |
- * | kafka | dapr | `kafka`: topic `{topicPrefix}{topic}`, group `{topicPrefix}{app id}`, `offsetResetPolicy: earliest` (the Component's `initialOffset: oldest`) |
- * | dapr `pubsub.kafka` / `pubsub.jetstream` / `pubsub.redis` | dapr | as above from the Component's metadata; `redis-streams` on stream = topic, group = consumerID |
+ * | kafka | dapr | `kafka`: the same topic (kafkaBusNames), group the rendered Component's `consumerGroup` (`{topicPrefix}{app id}`), `offsetResetPolicy: earliest` (the Component's `initialOffset: oldest`) |
+ * | dapr `pubsub.kafka` / `pubsub.jetstream` / `pubsub.redis` | dapr | as above from the Component's metadata (`streamName` when set); `redis-streams` on stream = topic, group = consumerID |
  *
  * Every replica shares the group, so triggers scale out and sleep at zero. A natsStreaming bus's
  * OpenFunction `scaleOption` is honoured (natsServerMonitoringEndpoint, lagThreshold, metadata,
- * authRef, replica counts, polling, cooldown). The Dapr-path names follow the Components core
- * renders and the dapr driver's stream naming; they were not checked against a running KEDA.
+ * authRef, replica counts, polling, cooldown). The Dapr-path names are read from the Component
+ * core renders (renderDaprComponents) and core's naming.ts, the functions the drivers use; they
+ * were not checked against a running KEDA.
  */
 import {
   DAPR_APP_ID,
   DEFAULT_JETSTREAM_STREAM_PREFIX,
   busTopic,
   conditionInputs,
-  daprJetStreamStreamName,
   jetStreamNames,
   kafkaBusNames,
   namespaceOf,
   parseCondition,
+  renderDaprComponents,
   triggerGroup,
-  type AnyEventBus,
+  withDaprAppId,
+  type DaprPubSubComponent,
   type ResolvedBus,
   type Trigger,
 } from "@ofevents/core";
@@ -68,15 +70,6 @@ export function triggerTopics(t: Trigger): string[] {
     if (used.has(n) && !topics.includes(topic)) topics.push(topic);
   }
   return topics;
-}
-
-function metaValue(bus: AnyEventBus, name: string): string | undefined {
-  return bus.spec.dapr?.metadata?.find((m) => m.name === name)?.value;
-}
-
-/** `{appID}` in a Dapr metadata value, as daprd substitutes it. */
-function appIdIn(value: string, appId: string): string {
-  return value.split(DAPR_APP_ID).join(appId);
 }
 
 /** The KEDA part for one input topic, or one without a trigger when the bus offers no backlog KEDA can read. */
@@ -134,9 +127,10 @@ function topicPart(
     scaleOption: so,
   });
 
-  if (spec.jetstream !== undefined) {
-    if (driver === BusDriver.Direct) {
-      // The consumer the direct driver creates: natsStreaming's durableSubscriptionName prefixes it.
+  if (driver === BusDriver.Direct && spec.dapr === undefined) {
+    // The names the direct drivers use (core's naming.ts).
+    if (spec.jetstream !== undefined) {
+      // natsStreaming's durableSubscriptionName prefixes the consumer.
       const n = jetStreamNames(
         spec.jetstream.stream ?? DEFAULT_JETSTREAM_STREAM_PREFIX,
         topic,
@@ -145,48 +139,52 @@ function topicPart(
       );
       return nats(spec.jetstream.url, n.stream, n.consumer!);
     }
-    // The Component's durable (core's dapr.ts): `{durablePrefix}-{appID}`, or the app id alone.
-    const durable = spec.jetstream.durablePrefix !== undefined ? `${spec.jetstream.durablePrefix}-${appId}` : appId;
-    return nats(spec.jetstream.url, daprJetStreamStreamName(topic), durable);
-  }
-  if (spec.kafka !== undefined) {
-    const k = spec.kafka;
-    const auth = kafkaAuth(k.sasl, k.tls);
-    if (driver === BusDriver.Direct) {
+    if (spec.kafka !== undefined) {
+      const k = spec.kafka;
       const n = kafkaBusNames(k.topicPrefix, topic, group);
-      return kafka(k.brokers, { topic: n.topic, group: n.group! }, "latest", auth);
+      return kafka(k.brokers, { topic: n.topic, group: n.group! }, "latest", kafkaAuth(k.sasl, k.tls));
     }
-    const prefix = k.topicPrefix ?? "";
-    return kafka(k.brokers, { topic: `${prefix}${topic}`, group: `${prefix}${appId}` }, "earliest", auth);
+    return none;
   }
-  if (spec.dapr !== undefined) {
-    switch (spec.dapr.type) {
-      case "pubsub.kafka": {
-        const brokers = metaValue(raw, "brokers");
-        if (brokers === undefined) return none;
-        const groupName = appIdIn(metaValue(raw, "consumerGroup") ?? DAPR_APP_ID, appId);
-        const reset = (metaValue(raw, "initialOffset") ?? "oldest") === "newest" ? "latest" : "earliest";
-        return kafka(brokers, { topic, group: groupName }, reset);
-      }
-      case "pubsub.jetstream": {
-        const url = metaValue(raw, "natsURL");
-        if (url === undefined) return none;
-        const durable = appIdIn(metaValue(raw, "durableName") ?? DAPR_APP_ID, appId);
-        return nats(url, metaValue(raw, "streamName") ?? daprJetStreamStreamName(topic), durable);
-      }
-      case "pubsub.redis": {
-        const host = metaValue(raw, "redisHost");
-        if (host === undefined) return none;
-        const metadata = scalerMetadata({ lagCount: o.keda.lagThreshold }, so?.metadata, {
-          address: host,
-          stream: topic,
-          consumerGroup: appIdIn(metaValue(raw, "consumerID") ?? DAPR_APP_ID, appId),
-        });
-        return { label, trigger: { type: "redis-streams", metadata }, wakesFromZero: true, scalesOut: true };
-      }
-      default:
-        return none;
+  // Through daprd: the group is the one in the Component core renders for the bus (what daprd
+  // loads), the topic and stream the ones the dapr driver and its prepareTopic use, which are the
+  // direct driver's (both paths share them).
+  let component: DaprPubSubComponent;
+  try {
+    component = renderDaprComponents(raw)[0] as DaprPubSubComponent;
+  } catch {
+    return none;
+  }
+  const meta = (name: string): string | undefined => component.spec.metadata.find((m) => m.name === name)?.value;
+  switch (component.spec.type) {
+    case "pubsub.kafka": {
+      const brokers = meta("brokers");
+      if (brokers === undefined) return none;
+      const groupName = withDaprAppId(meta("consumerGroup") ?? DAPR_APP_ID, appId);
+      const reset = (meta("initialOffset") ?? "oldest") === "newest" ? "latest" : "earliest";
+      const auth = spec.kafka === undefined ? undefined : kafkaAuth(spec.kafka.sasl, spec.kafka.tls);
+      const kt = kafkaBusNames(spec.kafka?.topicPrefix, topic).topic;
+      return kafka(brokers, { topic: kt, group: groupName }, reset, auth);
     }
+    case "pubsub.jetstream": {
+      const url = meta("natsURL");
+      if (url === undefined) return none;
+      const durable = withDaprAppId(meta("durableName") ?? DAPR_APP_ID, appId);
+      const prefix = spec.jetstream?.stream ?? DEFAULT_JETSTREAM_STREAM_PREFIX;
+      return nats(url, meta("streamName") ?? jetStreamNames(prefix, topic).stream, durable);
+    }
+    case "pubsub.redis": {
+      const host = meta("redisHost");
+      if (host === undefined) return none;
+      const metadata = scalerMetadata({ lagCount: o.keda.lagThreshold }, so?.metadata, {
+        address: host,
+        stream: topic,
+        consumerGroup: withDaprAppId(meta("consumerID") ?? DAPR_APP_ID, appId),
+      });
+      return { label, trigger: { type: "redis-streams", metadata }, wakesFromZero: true, scalesOut: true };
+    }
+    default:
+      return none;
   }
   return none;
 }

@@ -31,11 +31,12 @@ import type {
 import {
   BusError,
   ErrorCode,
-  EventError,
   OfEventsError,
   assertCloudEvent,
   backoffDelay,
   createInstrumentation,
+  kafkaBusNames,
+  natsSubject,
   sleep,
   type CloudEvent,
   type EventBusSpec,
@@ -43,6 +44,7 @@ import {
   within,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
+import { DAPR_MARKER, fromDapr, toDapr } from "../envelope.js";
 import { pingWithin } from "../ping.js";
 import {
   DEFAULT_BACKOFF_MS,
@@ -55,6 +57,8 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from "../types.js";
+
+export { DAPR_MARKER, fromDapr, toDapr };
 
 export interface DaprBusOptions {
   /** Name of the pub/sub Component that carries the bus (renderDaprComponents: the bus's name). */
@@ -91,12 +95,6 @@ export interface CreateDaprBusOptions extends DaprBusOptions {
   spec?: EventBusSpec | undefined;
 }
 
-/** The extension attribute that lists what daprd adds to a published event (see fromDapr). */
-export const DAPR_MARKER = "ofdapr";
-/** Attributes daprd sets on a structured CloudEvent it passes through (pubsub/envelope.go FromCloudEvent). */
-const DAPR_ADDED = ["time", "traceid", "traceparent", "tracestate", "topic", "pubsubname"] as const;
-/** daprd overwrites these whatever the event had. */
-const DAPR_OVERWRITTEN = ["topic", "pubsubname"] as const;
 const CE_CONTENT_TYPE = "application/cloudevents+json";
 /** Publish requests in flight per topic; more publishes wait and go together in a bulk request. */
 const PUBLISH_CONCURRENCY = 4;
@@ -106,68 +104,6 @@ const SAFE_TOPIC = /^[A-Za-z0-9._~:/-]+$/;
 
 const Status = { Success: 0, Retry: 1, Drop: 2 } as const;
 type Status = (typeof Status)[keyof typeof Status];
-
-interface Marker {
-  /** Attributes to delete on delivery (daprd added them). */
-  d: string[];
-  /** Attributes to restore on delivery (daprd overwrote them). */
-  s?: Record<string, unknown>;
-}
-
-/**
- * The body to publish for `event`: the event itself plus the `ofdapr` marker naming what daprd
- * will add or overwrite. A `traceparent` without `traceid` gets `traceid` = `traceparent`, as
- * daprd otherwise replaces both with the publish request's trace context (empty when none).
- */
-export function toDapr(event: CloudEvent): Record<string, unknown> {
-  const ev = event as unknown as Record<string, unknown>;
-  const out: Record<string, unknown> = { ...ev };
-  const has = (k: string) => ev[k] !== undefined;
-  const marker: Marker = { d: DAPR_ADDED.filter((k) => !has(k)) };
-  const saved: Record<string, unknown> = {};
-  for (const k of [...DAPR_OVERWRITTEN, DAPR_MARKER]) if (has(k)) saved[k] = ev[k];
-  if (Object.keys(saved).length > 0) marker.s = saved;
-  if (has("traceparent") && !has("traceid")) out["traceid"] = ev["traceparent"];
-  out[DAPR_MARKER] = JSON.stringify(marker);
-  return out;
-}
-
-/**
- * The event as published, from what the broker holds: takes off what daprd added and puts back
- * what it overwrote. An event published by someone else (no marker) loses `topic`,
- * `pubsubname` and empty trace attributes. Throws EventError when it is not a CloudEvent.
- */
-export function fromDapr(bytes: Uint8Array): CloudEvent {
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"));
-  } catch (err) {
-    throw new EventError("the message is not JSON", { cause: err });
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value))
-    throw new EventError("a CloudEvent must be a JSON object");
-  const ev = value as Record<string, unknown>;
-  const raw = ev[DAPR_MARKER];
-  let marker: Marker | undefined;
-  if (typeof raw === "string") {
-    try {
-      const m = JSON.parse(raw) as Marker;
-      if (Array.isArray(m.d)) marker = m;
-    } catch {
-      marker = undefined;
-    }
-  }
-  if (marker !== undefined) {
-    delete ev[DAPR_MARKER];
-    for (const k of marker.d) delete ev[k];
-    for (const [k, v] of Object.entries(marker.s ?? {})) ev[k] = v;
-  } else {
-    for (const k of DAPR_OVERWRITTEN) delete ev[k];
-    for (const k of ["traceid", "traceparent", "tracestate"]) if (ev[k] === "") delete ev[k];
-  }
-  assertCloudEvent(ev);
-  return ev;
-}
 
 function portFrom(option: number | undefined, env: string, fallback: number): number {
   if (option !== undefined) return option;
@@ -249,6 +185,8 @@ class DaprBus implements EventBus {
   readonly pubsub: string;
   readonly maxDeliver: number;
   private readonly prefix: string;
+  /** The broker behind the Component, for the topic names it takes. */
+  private readonly broker: "kafka" | "jetstream" | undefined;
   private readonly prepareTopic: ((t: string) => Promise<void>) | undefined;
   private readonly prepared = new Map<string, Promise<void>>();
   private readonly outboxes = new Map<string, Outbox>();
@@ -269,6 +207,13 @@ class DaprBus implements EventBus {
     this.log = log;
     this.pubsub = options.pubsubName;
     this.prefix = options.topicPrefix ?? options.spec?.kafka?.topicPrefix ?? "";
+    const spec = options.spec;
+    this.broker =
+      spec?.kafka !== undefined || spec?.dapr?.type === "pubsub.kafka"
+        ? "kafka"
+        : spec?.jetstream !== undefined || spec?.natsStreaming !== undefined || spec?.dapr?.type === "pubsub.jetstream"
+          ? "jetstream"
+          : undefined;
     this.maxDeliver =
       options.maxDeliver ??
       options.spec?.kafka?.maxDeliver ??
@@ -283,9 +228,20 @@ class DaprBus implements EventBus {
     return this.closing !== undefined;
   }
 
-  /** The Dapr topic of a bus topic. */
+  /**
+   * The Dapr topic of a bus topic: the name the direct driver of the same bus uses, so both paths
+   * share it. Kafka: `topicPrefix` + topic made a valid Kafka name (core's kafkaBusNames);
+   * JetStream: the topic, which must be a NATS subject (core's natsSubject); otherwise prefix +
+   * topic. Throws a non-retriable BusError (CONFIG for a topic the broker cannot name).
+   */
   daprTopic(topic: string): string {
-    const t = `${this.prefix}${topic}`;
+    let t = `${this.prefix}${topic}`;
+    try {
+      if (this.broker === "kafka") t = kafkaBusNames(this.prefix, topic).topic;
+      else if (this.broker === "jetstream") natsSubject(t);
+    } catch (err) {
+      throw new BusError(ErrorCode.Config, (err as Error).message, { topic, retriable: false, cause: err });
+    }
     if (!SAFE_TOPIC.test(t)) {
       throw new BusError(
         ErrorCode.BusPublish,

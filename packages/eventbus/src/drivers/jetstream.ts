@@ -13,20 +13,20 @@
  * - Running handlers per subscription stay within `maxInFlight`: each pull asks for no more than
  *   the free slots; what arrives beyond them (a pull repeated on reconnect) waits, kept alive.
  *
- * Names (docs/eventbus/jetstream.md): topic `t` lives in stream `<prefix>-<token(t)>` on subject
- * `<prefix>.<token(t)>`; group `g` is consumer `<token(g)>` of that stream. `token` keeps
- * `[A-Za-z0-9-]`, doubles `_` and writes any other byte of the UTF-8 encoding as `_XX`, which is
- * injective and valid in subjects, stream and consumer names.
+ * Names (docs/eventbus/jetstream.md): topic `t` lives in stream `<token(prefix)>-<token(t)>` on
+ * subject `t`, the subject Dapr's pubsub.jetstream uses for topic `t`, so Dapr-side and direct
+ * publishers and subscribers share topics; group `g` is consumer `<token(g)>` of that stream.
+ * `token` keeps `[A-Za-z0-9-]`, doubles `_` and writes any other byte of the UTF-8 encoding as
+ * `_XX`, which is injective and valid in stream and consumer names. The message body is the
+ * structured CloudEvent (JSON) that daprd hands to its app; what daprd adds to events it
+ * publishes is taken off on delivery (envelope.ts).
  */
 import {
   AckPolicy,
   DeliverPolicy,
-  DiscardPolicy,
   ErrorCode as NatsErrorCode,
   Events,
   NatsError,
-  RetentionPolicy,
-  StorageType,
   connect,
   credsAuthenticator,
   nanos,
@@ -37,7 +37,6 @@ import {
   type JetStreamManager,
   type JsMsg,
   type NatsConnection,
-  type StreamConfig,
 } from "nats";
 import { hostname } from "node:os";
 import {
@@ -49,7 +48,6 @@ import {
   jetStreamNames,
   natsToken,
   createInstrumentation,
-  decodeEvent,
   durationMs,
   encodeEvent,
   sleep,
@@ -61,6 +59,8 @@ import {
   withoutCredentials,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
+import { decodeBusEvent } from "../envelope.js";
+import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
@@ -81,24 +81,13 @@ export type { JetStreamNames };
 
 export const DEFAULT_STREAM_PREFIX = DEFAULT_JETSTREAM_STREAM_PREFIX;
 export const DEFAULT_ACK_WAIT = "30s";
-export const DEFAULT_MAX_AGE = "168h";
-/** JetStream's default duplicate window; shortened to maxAge when that is shorter. */
-const DUPLICATE_WINDOW_MS = 120_000;
+export { DEFAULT_MAX_AGE };
 const PREFIX_MAX = 40;
 /** Unacknowledged messages a consumer may have out (members, nak-delayed retries) at least. */
 const MIN_MAX_ACK_PENDING = 1024;
 const MAX_BACKOFF_MS = 30_000;
 /** How long a `subscriptionType: topic` member's consumer is kept unused before the server removes it. */
 const TOPIC_MEMBER_IDLE_MS = 24 * 3_600_000;
-
-/** JetStream API error codes (nats-server `jetstream_errors_generated.go`). */
-const JsErr = {
-  StreamNotFound: 10059,
-  ConsumerNotFound: 10014,
-  StreamNameInUse: 10058,
-  ConsumerAlreadyExists: 10148,
-  ConsumerNameExists: 10013,
-} as const;
 
 /** Knobs that are not part of the EventBus spec (defaults suit production; tests shorten them). */
 export interface JetStreamBusTuning {
@@ -116,17 +105,8 @@ export interface JetStreamBusTuning {
   memberId?: string | undefined;
 }
 
-function jsErrCode(err: unknown): number | undefined {
-  return err instanceof NatsError ? err.api_error?.err_code : undefined;
-}
-
 function isNoResponders(err: unknown): boolean {
   return err instanceof NatsError && err.code === NatsErrorCode.NoResponders;
-}
-
-interface StreamEntry {
-  stream: string;
-  subject: string;
 }
 
 class JetStreamBus implements EventBus {
@@ -140,8 +120,6 @@ class JetStreamBus implements EventBus {
   private readonly spec: JetStreamBusSpec;
   /** The group of a subscription as a consumer: per member with `subscriptionType: topic`. */
   private readonly memberId: string;
-  private readonly maxAgeMs: number;
-  private readonly replicas: number;
   private readonly publishTimeoutMs: number;
   private readonly drainTimeoutMs: number;
   private readonly streams = new Map<string, Promise<StreamEntry>>();
@@ -163,8 +141,6 @@ class JetStreamBus implements EventBus {
     this.memberId = tuning.memberId ?? hostname();
     this.maxDeliver = spec.maxDeliver ?? DEFAULT_MAX_DELIVER;
     this.ackWaitMs = durationMs(spec.ackWait ?? DEFAULT_ACK_WAIT);
-    this.maxAgeMs = durationMs(spec.maxAge ?? DEFAULT_MAX_AGE);
-    this.replicas = spec.replicas ?? 1;
     this.publishTimeoutMs = tuning.publishTimeoutMs ?? 5_000;
     this.drainTimeoutMs = tuning.drainTimeoutMs ?? 5_000;
     this.fetchExpiresMs = Math.max(1_000, tuning.fetchExpiresMs ?? 10_000);
@@ -226,51 +202,10 @@ class JetStreamBus implements EventBus {
     this.streams.delete(topic);
   }
 
-  private async createStream(topic: string): Promise<StreamEntry> {
-    const { stream, subject } = this.names(topic);
-    const check = (subjects: readonly string[] | undefined): StreamEntry => {
-      if (subjects === undefined || !subjects.includes(subject)) {
-        throw new BusError(
-          ErrorCode.Config,
-          `stream ${stream} exists with subjects [${(subjects ?? []).join(", ")}], not ${subject}: another bus with an overlapping stream prefix uses it`,
-          { topic, retriable: false },
-        );
-      }
-      return { stream, subject };
-    };
-    try {
-      const info = await this.jsm.streams.info(stream);
-      return check(info.config.subjects);
-    } catch (err) {
-      if (err instanceof OfEventsError) throw err;
-      if (jsErrCode(err) !== JsErr.StreamNotFound)
-        throw this.busError(ErrorCode.BusPublish, `looking up stream ${stream}`, err, topic);
-    }
-    const config: Partial<StreamConfig> & { name: string } = {
-      name: stream,
-      subjects: [subject],
-      description: `ofevents bus topic ${topic}`,
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      discard: DiscardPolicy.Old,
-      num_replicas: this.replicas,
-      max_age: nanos(this.maxAgeMs),
-      duplicate_window: nanos(this.maxAgeMs > 0 ? Math.min(DUPLICATE_WINDOW_MS, this.maxAgeMs) : DUPLICATE_WINDOW_MS),
-    };
-    try {
-      const info = await this.jsm.streams.add(config);
-      this.log.info({ topic, stream, subject }, "created stream");
-      return check(info.config.subjects);
-    } catch (err) {
-      // Created meanwhile by another process (with another config: keep theirs).
-      if (jsErrCode(err) === JsErr.StreamNameInUse) {
-        const info = await this.jsm.streams.info(stream).catch((e: unknown) => {
-          throw this.busError(ErrorCode.BusPublish, `looking up stream ${stream}`, e, topic);
-        });
-        return check(info.config.subjects);
-      }
-      throw this.busError(ErrorCode.BusPublish, `creating stream ${stream}`, err, topic);
-    }
+  private createStream(topic: string): Promise<StreamEntry> {
+    return ensureTopicStream(this.jsm, this.spec, topic, this.log, (what, err) =>
+      this.busError(ErrorCode.BusPublish, what, err, topic),
+    );
   }
 
   /**
@@ -278,7 +213,7 @@ class JetStreamBus implements EventBus {
    * (ack wait, max ack pending) without resetting where it is.
    */
   async ensureConsumer(topic: string, group: string, maxInFlight: number): Promise<Consumer> {
-    const { stream } = await this.ensureStream(topic).catch((err: unknown) => {
+    const { stream, subject } = await this.ensureStream(topic).catch((err: unknown) => {
       // The stream look-up is shared with publish; report it as a subscribe failure here.
       if (err instanceof BusError && err.code === ErrorCode.BusPublish) {
         throw new BusError(ErrorCode.BusSubscribe, err.message, { cause: err.cause, retriable: err.retriable, topic });
@@ -312,6 +247,8 @@ class JetStreamBus implements EventBus {
       const config: Partial<ConsumerConfig> = {
         durable_name: name,
         description: `ofevents group ${group} on topic ${topic}`,
+        // In another stream that captures the topic (found by subject), only the topic's messages.
+        ...(stream === this.names(topic).stream ? {} : { filter_subject: subject }),
         ack_policy: AckPolicy.Explicit,
         ack_wait: ackWait,
         // A new group starts where the spec says (default: what is published from now on); an
@@ -601,7 +538,7 @@ class JetStreamSubscription implements Subscription {
     const deliveryCount = msg.info.deliveryCount;
     let event: CloudEvent;
     try {
-      event = decodeEvent(msg.data);
+      event = decodeBusEvent(msg.data);
     } catch (err) {
       // Not ours to fix and never deliverable: terminate it; it stays in the stream for inspection.
       this.log.error(

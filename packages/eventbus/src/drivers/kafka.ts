@@ -32,7 +32,6 @@ import {
   OfEventsError,
   backoffDelay,
   createInstrumentation,
-  decodeEvent,
   encodeEvent,
   kafkaName,
   newEvent,
@@ -43,6 +42,7 @@ import {
   type SecretKeySelector,
 } from "@ofevents/core";
 import { withDeadLetterReason } from "../deadletter.js";
+import { decodeBusEvent } from "../envelope.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
@@ -777,14 +777,14 @@ class KafkaSubscription implements Subscription {
       const value = message.value ?? Buffer.alloc(0);
       let event: CloudEvent;
       try {
-        event = decodeEvent(value);
+        event = decodeBusEvent(value);
       } catch (err) {
         settled = await this.deadLetter(part, topic, this.undecodable(part, offset, value), err, 1);
         return;
       }
       for (let deliveries = 1; ; deliveries++) {
         // A fresh copy per delivery: what a handler did to the last one does not leak into the next.
-        if (deliveries > 1) event = decodeEvent(value);
+        if (deliveries > 1) event = decodeBusEvent(value);
         try {
           await this.handler(event, { topic, group: this.group, deliveryCount: deliveries });
           settled = true;
