@@ -11,6 +11,7 @@ import { CommunicationProtocolEnum, DaprClient, HTTPClient, LogLevel } from "@da
 import {
   API_VERSION,
   BusError,
+  kafkaBusNames,
   ErrorCode,
   EventError,
   eventBusSchema,
@@ -25,7 +26,7 @@ import { KafkaBroker } from "../../../test/helpers/kafka.js";
 import { NatsServer } from "../../../test/helpers/nats.js";
 import { RedisServer, redisCommand } from "../../../test/helpers/redis.js";
 import { reportFigures } from "../../../test/helpers/report.js";
-import { createDaprBus, fromDapr, toDapr, type CreateDaprBusOptions } from "../src/drivers/dapr.js";
+import { createDaprBus, daprTopicOf, fromDapr, toDapr, type CreateDaprBusOptions } from "../src/drivers/dapr.js";
 import { createJetStreamBus } from "../src/drivers/jetstream.js";
 import { createEventBus, type DeliveryInfo, type EventBus } from "../src/index.js";
 import { busContract, uniq, waitFor } from "./contract.js";
@@ -114,6 +115,50 @@ describe("dapr bus - event mapping (pure)", () => {
       source: "s",
       type: "t",
     });
+  });
+
+  it("dapr bus - an event without daprd's pair topic + pubsubname (a direct driver wrote it) keeps its attributes", () => {
+    const direct = { specversion: "1.0", id: "x", source: "s", type: "t", topic: "mine", traceparent: "" };
+    expect(fromDapr(Buffer.from(JSON.stringify(direct)))).toEqual(direct);
+  });
+
+  it.each([
+    {
+      name: "kafka: prefix + topic",
+      topic: "default-a-b",
+      prefix: "prod.",
+      broker: "kafka" as const,
+      expected: "prod.default-a-b",
+    },
+    {
+      name: "kafka: sanitised as the direct driver does",
+      topic: "a b",
+      prefix: "",
+      broker: "kafka" as const,
+      expected: kafkaBusNames(undefined, "a b").topic,
+    },
+    {
+      name: "jetstream: the topic (the subject)",
+      topic: "orders.eu",
+      prefix: "",
+      broker: "jetstream" as const,
+      expected: "orders.eu",
+    },
+    { name: "another broker: prefix + topic", topic: "t", prefix: "p-", broker: undefined, expected: "p-t" },
+  ])("dapr bus - the Dapr topic is the direct driver's: $name", ({ topic, prefix, broker, expected }) => {
+    expect(daprTopicOf(topic, prefix, broker)).toBe(expected);
+  });
+
+  it("dapr bus - a topic that is not a NATS subject is a CONFIG error on a JetStream bus", () => {
+    let err: unknown;
+    try {
+      daprTopicOf("a.*", "", "jetstream");
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BusError);
+    expect((err as BusError).code).toBe(ErrorCode.Config);
+    expect((err as BusError).retriable).toBe(false);
   });
 
   it("dapr bus - a message that is not a CloudEvent is an EventError", () => {

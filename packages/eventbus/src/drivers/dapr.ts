@@ -163,6 +163,41 @@ function publishError(err: unknown, topic: string): BusError {
   });
 }
 
+/** The brokers whose topic names the dapr driver shares with a direct driver. */
+export type DaprBroker = "kafka" | "jetstream" | undefined;
+
+function brokerOf(spec: EventBusSpec | undefined): DaprBroker {
+  if (spec?.kafka !== undefined || spec?.dapr?.type === "pubsub.kafka") return "kafka";
+  if (spec?.jetstream !== undefined || spec?.natsStreaming !== undefined || spec?.dapr?.type === "pubsub.jetstream")
+    return "jetstream";
+  return undefined;
+}
+
+/**
+ * The Dapr topic of a bus topic: the name the direct driver of the same bus uses, so both paths
+ * share it. Kafka: `prefix` + topic made a valid Kafka name (core's kafkaBusNames); JetStream:
+ * the topic, which must be a NATS subject (core's natsSubject); otherwise prefix + topic. Throws
+ * a non-retriable BusError: CONFIG for a topic the broker cannot name, BUS_PUBLISH for one a
+ * Dapr publish URL cannot carry.
+ */
+export function daprTopicOf(topic: string, prefix: string, broker: DaprBroker): string {
+  let t = `${prefix}${topic}`;
+  try {
+    if (broker === "kafka") t = kafkaBusNames(prefix, topic).topic;
+    else if (broker === "jetstream") natsSubject(t);
+  } catch (err) {
+    throw new BusError(ErrorCode.Config, (err as Error).message, { topic, retriable: false, cause: err });
+  }
+  if (!SAFE_TOPIC.test(t)) {
+    throw new BusError(
+      ErrorCode.BusPublish,
+      `topic "${t}" has characters a Dapr publish URL cannot carry (allowed: A-Z a-z 0-9 . _ ~ : / -)`,
+      { topic, retriable: false },
+    );
+  }
+  return t;
+}
+
 type DaprGrpc = Awaited<ReturnType<GRPCClient["getClient"]>>;
 type StreamRequest = Parameters<DaprGrpc["subscribeTopicEventsAlpha1"]>[0] extends AsyncIterable<infer R> ? R : never;
 type StreamResponse = ReturnType<DaprGrpc["subscribeTopicEventsAlpha1"]> extends AsyncIterable<infer R> ? R : never;
@@ -186,7 +221,7 @@ class DaprBus implements EventBus {
   readonly maxDeliver: number;
   private readonly prefix: string;
   /** The broker behind the Component, for the topic names it takes. */
-  private readonly broker: "kafka" | "jetstream" | undefined;
+  private readonly broker: DaprBroker;
   private readonly prepareTopic: ((t: string) => Promise<void>) | undefined;
   private readonly prepared = new Map<string, Promise<void>>();
   private readonly outboxes = new Map<string, Outbox>();
@@ -207,13 +242,7 @@ class DaprBus implements EventBus {
     this.log = log;
     this.pubsub = options.pubsubName;
     this.prefix = options.topicPrefix ?? options.spec?.kafka?.topicPrefix ?? "";
-    const spec = options.spec;
-    this.broker =
-      spec?.kafka !== undefined || spec?.dapr?.type === "pubsub.kafka"
-        ? "kafka"
-        : spec?.jetstream !== undefined || spec?.natsStreaming !== undefined || spec?.dapr?.type === "pubsub.jetstream"
-          ? "jetstream"
-          : undefined;
+    this.broker = brokerOf(options.spec);
     this.maxDeliver =
       options.maxDeliver ??
       options.spec?.kafka?.maxDeliver ??
@@ -228,31 +257,9 @@ class DaprBus implements EventBus {
     return this.closing !== undefined;
   }
 
-  /**
-   * The Dapr topic of a bus topic: the name the direct driver of the same bus uses, so both paths
-   * share it. Kafka: `topicPrefix` + topic made a valid Kafka name (core's kafkaBusNames);
-   * JetStream: the topic, which must be a NATS subject (core's natsSubject); otherwise prefix +
-   * topic. Throws a non-retriable BusError (CONFIG for a topic the broker cannot name).
-   */
+  /** The Dapr topic of a bus topic (see {@link daprTopicOf}). */
   daprTopic(topic: string): string {
-    let t = `${this.prefix}${topic}`;
-    try {
-      if (this.broker === "kafka") t = kafkaBusNames(this.prefix, topic).topic;
-      else if (this.broker === "jetstream") natsSubject(t);
-    } catch (err) {
-      throw new BusError(ErrorCode.Config, (err as Error).message, { topic, retriable: false, cause: err });
-    }
-    if (!SAFE_TOPIC.test(t)) {
-      throw new BusError(
-        ErrorCode.BusPublish,
-        `topic "${t}" has characters a Dapr publish URL cannot carry (allowed: A-Z a-z 0-9 . _ ~ : / -)`,
-        {
-          topic,
-          retriable: false,
-        },
-      );
-    }
-    return t;
+    return daprTopicOf(topic, this.prefix, this.broker);
   }
 
   /** Runs prepareTopic once per Dapr topic; a failure is not remembered. */
