@@ -18,6 +18,7 @@
 import {
   ErrorCode,
   busTopic,
+  daprTopicName,
   hasCode,
   namespaceOf,
   renderDaprComponents,
@@ -74,7 +75,16 @@ export function renderFunction(
   const outputs: DaprIO[] = [];
   const bindings: Record<string, unknown> = {};
   if (busName !== undefined && componentSpec !== undefined) {
-    topics.forEach((topic, i) => inputs.push({ name: `input-${i}`, component: busName, topic }));
+    // The Dapr topic names the direct drivers use too (core's daprTopicName: on Kafka with the
+    // topicPrefix), so a Function and a direct-driver workload share topics.
+    const daprTopic = (topic: string): string => {
+      try {
+        return daprTopicName(bus?.spec, topic);
+      } catch {
+        return topic; // not a NATS subject: the workload reports the CONFIG error
+      }
+    };
+    topics.forEach((topic, i) => inputs.push({ name: `input-${i}`, component: busName, topic: daprTopic(topic) }));
     const r = workload.resource;
     if (r.kind === "EventSource") {
       const ns = namespaceOf(r);
@@ -83,7 +93,7 @@ export function renderFunction(
         for (const e of Object.keys(r.spec[k] ?? {})) events.add(e);
       }
       [...events].forEach((e, i) =>
-        outputs.push({ name: `output-${i}`, component: busName, topic: busTopic(ns, r.metadata.name, e) }),
+        outputs.push({ name: `output-${i}`, component: busName, topic: daprTopic(busTopic(ns, r.metadata.name, e)) }),
       );
     }
   }

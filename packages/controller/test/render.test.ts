@@ -931,6 +931,28 @@ describe("controller render - Trigger", () => {
   });
 });
 
+describe("controller render - Function mode on Kafka with a topicPrefix", () => {
+  it("controller render - Function mode: inputs and outputs name the Kafka topics the direct driver uses", () => {
+    const o: ControllerOptions = { image: IMAGE, mode: "function" };
+    const bus = {
+      apiVersion: API,
+      kind: "EventBus",
+      metadata: { name: "default", namespace: "default", uid: uid() },
+      spec: { kafka: { brokers: "kafka:9092", topicPrefix: "prod." } },
+    };
+    const t = trigger(twoInputTrigger, catalog(bus), o).function!.spec["serving"] as Record<string, unknown>;
+    expect(t["inputs"]).toEqual([
+      { name: "input-0", component: "default", topic: "prod.default-my-eventsource-sample-one" },
+      { name: "input-1", component: "default", topic: "prod.team-b-other-source-sample-two" },
+    ]);
+    const ns = { ...bus, metadata: { ...bus.metadata, namespace: "team-a" } };
+    const s = source(webhookSource, catalog(ns), o).function!.spec["serving"] as Record<string, unknown>;
+    expect((s["outputs"] as Array<{ topic: string }>).map((x) => x.topic)).toEqual(
+      ["team-a-github-push", "team-a-github-issue", "team-a-github-ping"].map((x) => kafkaBusNames("prod.", x).topic),
+    );
+  });
+});
+
 describe("controller render - Function mode for an EventSource", () => {
   it("controller render - Function mode: outputs to the bus topics, webhook Service selecting the Function's pods", () => {
     const o: ControllerOptions = { image: IMAGE, mode: "function" };

@@ -138,6 +138,7 @@ export {
   daprJetStreamDurable,
   daprJetStreamStreamName,
   daprKafkaConsumerGroup,
+  daprTopicName,
   jetStreamNames,
   kafkaBusNames,
   kafkaName,

@@ -5,6 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { ErrorCode, OfEventsError } from "./errors.js";
+import type { EventBusSpec } from "./schemas.js";
 
 /** The JetStream bus's default stream prefix (`jetstream.stream`). */
 export const DEFAULT_JETSTREAM_STREAM_PREFIX = "ofevents";
@@ -141,6 +142,24 @@ export function kafkaBusNames(
     topic: kafkaName(`${prefix}${topic}`),
     group: group === undefined ? undefined : kafkaName(`${prefix}${group}`),
   };
+}
+
+/**
+ * The Dapr topic of a bus topic: the name a Dapr-side app (an OpenFunction function, our dapr
+ * driver, a Function's inputs and outputs) uses for it on the Component rendered for `spec`,
+ * which is the name the direct driver of the same bus uses, so both paths share it. Kafka
+ * (`kafka`, or `dapr` of type `pubsub.kafka`): `topicPrefix` + topic made a valid Kafka name
+ * ({@link kafkaBusNames}); JetStream (`jetstream`, `natsStreaming`, `pubsub.jetstream`): the topic,
+ * which must be a NATS subject ({@link natsSubject}, a CONFIG OfEventsError otherwise); other
+ * buses: prefix + topic. `topicPrefix` defaults to the kafka spec's.
+ */
+export function daprTopicName(spec: EventBusSpec | undefined, topic: string, topicPrefix?: string): string {
+  const prefix = topicPrefix ?? spec?.kafka?.topicPrefix ?? "";
+  if (spec?.kafka !== undefined || spec?.dapr?.type === "pubsub.kafka") return kafkaBusNames(prefix, topic).topic;
+  const t = `${prefix}${topic}`;
+  if (spec?.jetstream !== undefined || spec?.natsStreaming !== undefined || spec?.dapr?.type === "pubsub.jetstream")
+    natsSubject(t);
+  return t;
 }
 
 /**

@@ -126,33 +126,39 @@ describe("dapr bus - event mapping (pure)", () => {
     {
       name: "kafka: prefix + topic",
       topic: "default-a-b",
-      prefix: "prod.",
-      broker: "kafka" as const,
+      spec: { kafka: { brokers: "k:9092", topicPrefix: "prod." } },
       expected: "prod.default-a-b",
     },
     {
       name: "kafka: sanitised as the direct driver does",
       topic: "a b",
-      prefix: "",
-      broker: "kafka" as const,
+      spec: { kafka: { brokers: "k:9092" } },
       expected: kafkaBusNames(undefined, "a b").topic,
+    },
+    {
+      name: "pubsub.kafka: sanitised",
+      topic: "a:b",
+      spec: { dapr: { type: "pubsub.kafka" } },
+      expected: kafkaBusNames(undefined, "a:b").topic,
     },
     {
       name: "jetstream: the topic (the subject)",
       topic: "orders.eu",
-      prefix: "",
-      broker: "jetstream" as const,
+      spec: { jetstream: { url: "nats://n:4222" } },
       expected: "orders.eu",
     },
-    { name: "another broker: prefix + topic", topic: "t", prefix: "p-", broker: undefined, expected: "p-t" },
-  ])("dapr bus - the Dapr topic is the direct driver's: $name", ({ topic, prefix, broker, expected }) => {
-    expect(daprTopicOf(topic, prefix, broker)).toBe(expected);
+    { name: "another broker: the topic", topic: "a:b", spec: { dapr: { type: "pubsub.redis" } }, expected: "a:b" },
+  ])("dapr bus - the Dapr topic is the direct driver's: $name", ({ topic, spec, expected }) => {
+    expect(daprTopicOf(topic, spec as EventBusSpec)).toBe(expected);
   });
 
-  it("dapr bus - a topic that is not a NATS subject is a CONFIG error on a JetStream bus", () => {
+  it.each([
+    { name: "jetstream", spec: { jetstream: { url: "nats://n:4222" } } },
+    { name: "pubsub.jetstream", spec: { dapr: { type: "pubsub.jetstream" } } },
+  ])("dapr bus - a topic that is not a NATS subject is a CONFIG error on a $name bus", ({ spec }) => {
     let err: unknown;
     try {
-      daprTopicOf("a.*", "", "jetstream");
+      daprTopicOf("a.*", spec as EventBusSpec);
     } catch (e) {
       err = e;
     }

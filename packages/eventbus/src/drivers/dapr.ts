@@ -35,8 +35,7 @@ import {
   assertCloudEvent,
   backoffDelay,
   createInstrumentation,
-  kafkaBusNames,
-  natsSubject,
+  daprTopicName,
   sleep,
   type CloudEvent,
   type EventBusSpec,
@@ -163,28 +162,16 @@ function publishError(err: unknown, topic: string): BusError {
   });
 }
 
-/** The brokers whose topic names the dapr driver shares with a direct driver. */
-export type DaprBroker = "kafka" | "jetstream" | undefined;
-
-function brokerOf(spec: EventBusSpec | undefined): DaprBroker {
-  if (spec?.kafka !== undefined || spec?.dapr?.type === "pubsub.kafka") return "kafka";
-  if (spec?.jetstream !== undefined || spec?.natsStreaming !== undefined || spec?.dapr?.type === "pubsub.jetstream")
-    return "jetstream";
-  return undefined;
-}
-
 /**
- * The Dapr topic of a bus topic: the name the direct driver of the same bus uses, so both paths
- * share it. Kafka: `prefix` + topic made a valid Kafka name (core's kafkaBusNames); JetStream:
- * the topic, which must be a NATS subject (core's natsSubject); otherwise prefix + topic. Throws
- * a non-retriable BusError: CONFIG for a topic the broker cannot name, BUS_PUBLISH for one a
- * Dapr publish URL cannot carry.
+ * The Dapr topic of a bus topic on the bus `spec` (core's daprTopicName: the name the direct
+ * driver of the same bus uses), with `topicPrefix` in place of the kafka spec's when given.
+ * Throws a non-retriable BusError: CONFIG for a topic the broker cannot name, BUS_PUBLISH for
+ * one a Dapr publish URL cannot carry.
  */
-export function daprTopicOf(topic: string, prefix: string, broker: DaprBroker): string {
-  let t = `${prefix}${topic}`;
+export function daprTopicOf(topic: string, spec: EventBusSpec | undefined, topicPrefix?: string): string {
+  let t: string;
   try {
-    if (broker === "kafka") t = kafkaBusNames(prefix, topic).topic;
-    else if (broker === "jetstream") natsSubject(t);
+    t = daprTopicName(spec, topic, topicPrefix);
   } catch (err) {
     throw new BusError(ErrorCode.Config, (err as Error).message, { topic, retriable: false, cause: err });
   }
@@ -219,9 +206,8 @@ class DaprBus implements EventBus {
   readonly log: Logger;
   readonly pubsub: string;
   readonly maxDeliver: number;
-  private readonly prefix: string;
-  /** The broker behind the Component, for the topic names it takes. */
-  private readonly broker: DaprBroker;
+  private readonly topicPrefix: string | undefined;
+  private readonly spec: EventBusSpec | undefined;
   private readonly prepareTopic: ((t: string) => Promise<void>) | undefined;
   private readonly prepared = new Map<string, Promise<void>>();
   private readonly outboxes = new Map<string, Outbox>();
@@ -241,8 +227,8 @@ class DaprBus implements EventBus {
   ) {
     this.log = log;
     this.pubsub = options.pubsubName;
-    this.prefix = options.topicPrefix ?? options.spec?.kafka?.topicPrefix ?? "";
-    this.broker = brokerOf(options.spec);
+    this.topicPrefix = options.topicPrefix;
+    this.spec = options.spec;
     this.maxDeliver =
       options.maxDeliver ??
       options.spec?.kafka?.maxDeliver ??
@@ -259,7 +245,7 @@ class DaprBus implements EventBus {
 
   /** The Dapr topic of a bus topic (see {@link daprTopicOf}). */
   daprTopic(topic: string): string {
-    return daprTopicOf(topic, this.prefix, this.broker);
+    return daprTopicOf(topic, this.spec, this.topicPrefix);
   }
 
   /** Runs prepareTopic once per Dapr topic; a failure is not remembered. */
