@@ -5,8 +5,8 @@
  *   app ──publish through daprd──► topic IN ──► Trigger on the direct driver ──► topic OUT ──► daprd ──► app
  *                                     └──► a direct subscriber (sees the event as the app sent it)
  *
- * plus a direct publish to OUT and a plain (non-CloudEvent) publish through daprd, which daprd
- * wraps. The app is a plain HTTP server subscribed the way an OpenFunction async function is
+ * plus a direct publish to OUT, a plain (non-CloudEvent) publish through daprd, which daprd
+ * wraps, and our dapr driver and the direct driver publishing to and reading from one topic. The app is a plain HTTP server subscribed the way an OpenFunction async function is
  * (`GET /dapr/subscribe`, deliveries as `POST`), not our dapr driver.
  */
 import { createServer, type IncomingMessage, type Server } from "node:http";
@@ -214,6 +214,42 @@ export async function runOneBusFlow(setup: OneBusSetup): Promise<OneBusResult> {
     expect(wrapped.source).toBe(`app-${s}`);
     expect(wrapped).not.toHaveProperty("topic");
     expect(wrapped).not.toHaveProperty("pubsubname");
+
+    // 5. Our dapr driver (an EventSource or Trigger through its sidecar) and the direct driver on
+    //    one topic: each reads exactly what the other published, trace context included.
+    const viaDapr = await createEventBus(setup.bus.spec, {
+      logger,
+      via: "dapr",
+      dapr: {
+        pubsubName: pubsub,
+        httpPort: daprd.httpPort,
+        grpcPort: daprd.grpcPort,
+        prepareTopic: setup.prepareTopic,
+      },
+    });
+    stops.splice(stops.length - 1, 0, () => viaDapr.close());
+    const both = `both-${s}`;
+    const fromDirect: CloudEvent[] = [];
+    const fromDapr: CloudEvent[] = [];
+    await viaDapr.subscribe([both], async (e) => void fromDirect.push(e), { group: `dapr-${s}` });
+    const directSub = await direct.subscribe([both], async (e) => void fromDapr.push(e), { group: `direct-${s}` });
+    stops.push(() => directSub.close());
+    const traced = {
+      ...richEvent(3, s),
+      traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    } as CloudEvent;
+    const plainDirect = richEvent(4, s);
+    await viaDapr.publish(both, traced);
+    await direct.publish(both, plainDirect);
+    await waitFor(() => fromDirect.length >= 2 && fromDapr.length >= 2, {
+      ...wait,
+      message: "both events at both drivers",
+    });
+    const byId = (list: CloudEvent[], id: string) => list.find((e) => e.id === id);
+    expect(byId(fromDapr, traced.id)).toEqual(traced);
+    expect(byId(fromDapr, plainDirect.id)).toEqual(plainDirect);
+    expect(byId(fromDirect, traced.id)).toEqual(traced);
+    expect(byId(fromDirect, plainDirect.id)).toEqual(plainDirect);
     return { suffix: s, input, output };
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
