@@ -129,7 +129,8 @@ beforeAll(async () => {
     options: {
       image: "ofevents/ofevents:test",
       busDriver: "direct",
-      keda: { natsMonitoringEndpoint: new URL(nats.monitorUrl).host },
+      // The first replica must create its durable consumer before KEDA may scale it to zero.
+      keda: { natsMonitoringEndpoint: new URL(nats.monitorUrl).host, initialCooldownPeriod: 15 },
     },
     namespace: controllerNs,
     leaderElection: { identity: "platform", leaseDurationSeconds: 5, retryPeriodMs: 300 },
@@ -244,4 +245,141 @@ describe("platform - the controller's workloads run", () => {
       `platform flow direct jetstream: sent=${N} delivered=${delivered.size} duplicates=${duplicates} lost=${N - delivered.size} podsReadyMs=${readyMs}`,
     );
   }, 300_000);
+
+  it("platform - OpenFunction natsStreaming bus: the idle Trigger scales to zero, a backlog brings it back; its Pod SIGKILLed mid-stream loses nothing", async () => {
+    const ns = `scale-${randomSuffix()}`;
+    await req("POST", "/api/v1/namespaces", { metadata: { name: ns } });
+    const [webhookPort] = await freePorts(1);
+    const monitor = new URL(nats.monitorUrl).host;
+    await req("POST", `${API}/namespaces/${ns}/eventbuses`, {
+      apiVersion: "events.openfunction.io/v1alpha1",
+      kind: "EventBus",
+      metadata: { name: "default", namespace: ns },
+      spec: {
+        natsStreaming: {
+          natsURL: nats.url,
+          natsStreamingClusterID: "stan",
+          subscriptionType: "queue",
+          durableSubscriptionName: "ImDurable",
+          scaleOption: {
+            natsServerMonitoringEndpoint: monitor,
+            lagThreshold: "10",
+            pollingInterval: 1,
+            cooldownPeriod: 3,
+            minReplicaCount: 0,
+          },
+        },
+      },
+    });
+    await req("POST", `${API}/namespaces/${ns}/eventsources`, {
+      apiVersion: "events.openfunction.io/v1alpha1",
+      kind: "EventSource",
+      metadata: { name: "hooks", namespace: ns },
+      spec: { eventBus: "default", webhook: { orders: { port: String(webhookPort), endpoint: "/orders" } } },
+    });
+    await req("POST", `${API}/namespaces/${ns}/triggers`, {
+      apiVersion: "events.openfunction.io/v1alpha1",
+      kind: "Trigger",
+      metadata: { name: "t", namespace: ns },
+      spec: {
+        eventBus: "default",
+        inputs: { o: { eventSource: "hooks", event: "orders" } },
+        subscribers: [{ condition: "o", sink: { uri: sink.url } }],
+      },
+    });
+    const triggerDeployment = async (): Promise<Obj | undefined> =>
+      (await list(`/apis/apps/v1/namespaces/${ns}/deployments`)).find((d) =>
+        (d.metadata.ownerReferences ?? []).some((r) => r.kind === "Trigger"),
+      );
+    const replicas = async (): Promise<number | undefined> =>
+      (await triggerDeployment())?.spec?.["replicas"] as number | undefined;
+    const triggerPod = async (): Promise<string | undefined> => {
+      const pods = await list(`/api/v1/namespaces/${ns}/pods`);
+      const p = pods.find((x) => x.metadata.name.startsWith("trigger-") && podsReady([x]));
+      return p?.metadata.name;
+    };
+    const post = async (ids: string[]): Promise<void> => {
+      for (const id of ids) {
+        const res = await fetch(`http://127.0.0.1:${webhookPort}/orders`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": id,
+            "ce-source": "/shop",
+            "ce-type": "order",
+          },
+          body: JSON.stringify({ id }),
+        });
+        expect(res.status).toBe(200);
+      }
+    };
+    const got = (prefix: string): string[] => sink.ids.filter((id) => id.startsWith(prefix));
+
+    // The trigger runs once (its durable consumer exists), then, idle, KEDA scales it to zero.
+    const diagnose = async (err: unknown): Promise<never> => {
+      const deps = await list(`/apis/apps/v1/namespaces/${ns}/deployments`);
+      const pods = await list(`/api/v1/namespaces/${ns}/pods`);
+      const sos = await list(`/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects`);
+      throw new Error(
+        [
+          (err as Error).message,
+          `deployments: ${JSON.stringify(deps.map((d) => [d.metadata.name, d.spec?.["replicas"], d.status]))}`,
+          `pods: ${JSON.stringify(pods.map((p) => [p.metadata.name, p.status?.["phase"]]))}`,
+          `scaledobjects: ${JSON.stringify(sos.map((o) => [o.metadata.name, o.spec, o.status]))}`,
+          ...pods.map((p) => `--- ${p.metadata.name}\n${agent.logs(`${ns}/${p.metadata.name}`).slice(-3000)}`),
+        ].join("\n"),
+        { cause: err },
+      );
+    };
+    await waitFor(async () => (await triggerPod()) !== undefined, {
+      timeoutMs: 120_000,
+      intervalMs: 250,
+      message: "the Trigger Pod Ready once",
+    }).catch(diagnose);
+    await waitFor(async () => (await replicas()) === 0, {
+      timeoutMs: 90_000,
+      intervalMs: 250,
+      message: "the idle Trigger Deployment at 0 replicas",
+    }).catch(diagnose);
+
+    // A backlog brings it back to one replica through KEDA.
+    const wake = Array.from({ length: 300 }, (_, i) => `wake-${i}`);
+    const woken = Date.now();
+    await post(wake);
+    await waitFor(() => new Set(got("wake-")).size === wake.length, {
+      timeoutMs: 120_000,
+      intervalMs: 250,
+      message: "the backlog delivered after scaling from zero",
+    }).catch(diagnose);
+    const wakeMs = Date.now() - woken;
+    expect(await replicas()).toBe(1);
+    expect([...new Set(got("wake-"))].sort()).toEqual([...wake].sort());
+    reportFigures(
+      `platform scale to zero and back: sent=${wake.length} delivered=${new Set(got("wake-")).size} duplicates=${got("wake-").length - new Set(got("wake-")).size} lost=${wake.length - new Set(got("wake-")).size} recoveredMs=${wakeMs}`,
+    );
+
+    // The trigger Pod's process SIGKILLed mid-stream: restarted by the node (restartPolicy Always).
+    const kill = Array.from({ length: 1000 }, (_, i) => `kill-${i}`);
+    const sending = post(kill);
+    await waitFor(() => got("kill-").length >= 200, {
+      timeoutMs: 60_000,
+      message: "200 events delivered before the kill",
+    });
+    const pod = (await triggerPod())!;
+    const killedAt = Date.now();
+    agent.killPod(`${ns}/${pod}`, "SIGKILL");
+    await sending;
+    await waitFor(() => new Set(got("kill-")).size === kill.length, {
+      timeoutMs: 120_000,
+      intervalMs: 250,
+      message: "every event delivered after the kill",
+    });
+    const killMs = Date.now() - killedAt;
+    const unique = new Set(got("kill-"));
+    expect([...unique].sort()).toEqual([...kill].sort());
+    reportFigures(
+      `platform trigger pod SIGKILL: sent=${kill.length} delivered=${unique.size} duplicates=${got("kill-").length - unique.size} lost=${kill.length - unique.size} recoveredMs=${killMs}`,
+    );
+  }, 400_000);
 });
