@@ -52,7 +52,8 @@ export interface ControllerOptions {
         maxReplicaCount?: number | undefined;
         /**
          * KEDA ≥ 2.13: seconds after creation before a new ScaledObject may scale to zero, so the
-         * first replica creates its durable consumer or group (default: not set).
+         * first replica creates its durable consumer or group (default 60 for a workload that may
+         * scale to zero).
          */
         initialCooldownPeriod?: number | undefined;
       }

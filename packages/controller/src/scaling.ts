@@ -65,6 +65,9 @@ function authRefOf(authRef: Record<string, unknown> | undefined): ScaleTrigger["
   return typeof kind === "string" && kind !== "" ? { name, kind } : { name };
 }
 
+/** Default `initialCooldownPeriod` (seconds) of a ScaledObject that may scale to zero. */
+export const DEFAULT_INITIAL_COOLDOWN_S = 60;
+
 type NumericOption = "minReplicaCount" | "maxReplicaCount" | "pollingInterval" | "cooldownPeriod";
 
 /** `f` over the values the options give for `key`, or undefined when none does. */
@@ -141,8 +144,10 @@ export function renderScaling(
       ...(max === undefined ? {} : { maxReplicaCount: max }),
       ...(polling === undefined ? {} : { pollingInterval: polling }),
       ...(cooldown === undefined ? {} : { cooldownPeriod: cooldown }),
-      ...(min === 0 && options.keda.initialCooldownPeriod !== undefined
-        ? { initialCooldownPeriod: options.keda.initialCooldownPeriod }
+      // A workload that may sleep first runs long enough to create its durable consumer or group:
+      // before that the scaler sees no backlog to wake it with.
+      ...(min === 0
+        ? { initialCooldownPeriod: options.keda.initialCooldownPeriod ?? DEFAULT_INITIAL_COOLDOWN_S }
         : {}),
       ...(advanced === undefined ? {} : { advanced: structuredClone(advanced) }),
       triggers,
