@@ -1,7 +1,15 @@
 // The Kubernetes controller: renders and reconciles what the four kinds need on a cluster.
 export { CONTROLLER_PACKAGE } from "./version.js";
 
-export { BusDriver, Defaults, RenderMode, resolveOptions } from "./options.js";
+export {
+  BUS_DRIVER_ANNOTATION,
+  BusDriver,
+  Defaults,
+  RenderMode,
+  daprCanCarry,
+  resolveOptions,
+  workloadBusDriver,
+} from "./options.js";
 export type { ControllerOptions, ResolvedOptions } from "./options.js";
 
 export { Reason, readyCondition } from "./conditions.js";
