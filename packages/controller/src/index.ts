@@ -63,6 +63,7 @@ export type {
 } from "./k8s.js";
 
 export {
+  CONTROLLER_METRICS,
   FIELD_MANAGER,
   KubeApiError,
   LEASE_NAME,
@@ -70,4 +71,4 @@ export {
   ownNamespace,
   startController,
 } from "./controller.js";
-export type { ControllerHandle, LeaderElectionOptions, StartControllerInput } from "./controller.js";
+export type { ControllerHandle, LeaderElectionOptions, ReconcileResult, StartControllerInput } from "./controller.js";
