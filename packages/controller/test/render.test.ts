@@ -1158,6 +1158,9 @@ describe("controller render - bus driver: Dapr by default, direct as the opt-in"
     });
     const es = source(kafkaSource(), catalog(jetstreamClusterBus));
     expect(argAfter(es, "--bus-driver")).toBe("dapr");
+    const annotatedSource = kafkaSource();
+    Object.assign(annotatedSource.metadata, { annotations: { "ofevents.io/bus-driver": "direct" } });
+    expect(argAfter(source(annotatedSource, catalog(jetstreamClusterBus)), "--bus-driver")).toBe("direct");
   });
 
   it("controller render - bus driver: busDriver direct renders --bus-driver direct and the direct drivers' KEDA names", () => {
