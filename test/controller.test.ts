@@ -22,7 +22,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "./helpers/kube.js";
 import { OFEVENTS_BIN } from "./helpers/ofevents.js";
-import { freePort } from "./helpers/server.js";
+import { freePorts } from "./helpers/server.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
 const ROOT = join(import.meta.dirname, "..");
@@ -587,7 +587,7 @@ describe("controller - the ofevents controller command", () => {
     const dir = await mkdtemp(join(tmpdir(), "ofevents-ctl-"));
     const kubeconfig = join(dir, "kubeconfig");
     await writeFile(kubeconfig, cp.kubeconfig(), { mode: 0o600 });
-    const port = await freePort();
+    const [port, metricsPort] = (await freePorts(2)) as [number, number];
     const output: string[] = [];
     const child = spawn(
       process.execPath,
@@ -608,6 +608,8 @@ describe("controller - the ofevents controller command", () => {
         String(port),
         "--health-host",
         "127.0.0.1",
+        "--metrics-port",
+        String(metricsPort),
         "--log-level",
         "warn",
       ],
@@ -696,6 +698,11 @@ describe("controller - the ofevents controller command", () => {
       expect(sample(metrics, CONTROLLER_METRICS.leader.name)).toBe(1);
       expect(sample(metrics, CONTROLLER_METRICS.informersSynced.name)).toBe(1);
       expect(sample(metrics, CONTROLLER_METRICS.depth.name)).toBeGreaterThanOrEqual(0);
+
+      // --metrics-port serves /metrics alone.
+      const alone = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      expect(sample(await alone.text(), CONTROLLER_METRICS.leader.name)).toBe(1);
+      expect((await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status).toBe(404);
 
       // The namespace it does not watch is left alone.
       const unwatched = await req("GET", nsPath(other, "triggers", "unwatched"));
