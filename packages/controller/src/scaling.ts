@@ -95,7 +95,7 @@ export function renderScaling(
   const scalesOut = parts.every((p) => p.scalesOut);
   const opts = parts.map((p) => p.scaleOption).filter((o): o is GenericScaleOption => o !== undefined);
   const floor = wakes ? 0 : 1;
-  const min = Math.max(floor, pick(opts, "minReplicaCount", Math.max) ?? floor);
+  const min = Math.max(floor, pick(opts, "minReplicaCount", Math.max) ?? options.keda.minReplicaCount ?? floor);
   let max = scalesOut ? (pick(opts, "maxReplicaCount", Math.min) ?? options.keda.maxReplicaCount) : 1;
   if (max !== undefined) max = Math.max(max, min, 1);
   if (!options.keda.enabled || (min >= 1 && max === 1)) {
@@ -126,8 +126,8 @@ export function renderScaling(
     triggers.push({ type: "cpu", metricType: "Utilization", metadata: { value: CPU_UTILIZATION } });
   }
 
-  const polling = pick(opts, "pollingInterval", Math.min);
-  const cooldown = pick(opts, "cooldownPeriod", Math.max);
+  const polling = pick(opts, "pollingInterval", Math.min) ?? options.keda.pollingInterval;
+  const cooldown = pick(opts, "cooldownPeriod", Math.max) ?? options.keda.cooldownPeriod;
   const advanced = opts.find((o) => o.advanced !== undefined)?.advanced;
   const scaledObject: ScaledObject = {
     apiVersion: "keda.sh/v1alpha1",
