@@ -146,9 +146,7 @@ export function renderScaling(
       ...(cooldown === undefined ? {} : { cooldownPeriod: cooldown }),
       // A workload that may sleep first runs long enough to create its durable consumer or group:
       // before that the scaler sees no backlog to wake it with.
-      ...(min === 0
-        ? { initialCooldownPeriod: options.keda.initialCooldownPeriod ?? DEFAULT_INITIAL_COOLDOWN_S }
-        : {}),
+      ...(min === 0 ? { initialCooldownPeriod: options.keda.initialCooldownPeriod ?? DEFAULT_INITIAL_COOLDOWN_S } : {}),
       ...(advanced === undefined ? {} : { advanced: structuredClone(advanced) }),
       triggers,
     },
