@@ -382,4 +382,81 @@ describe("platform - the controller's workloads run", () => {
       `platform trigger pod SIGKILL: sent=${kill.length} delivered=${unique.size} duplicates=${got("kill-").length - unique.size} lost=${kill.length - unique.size} recoveredMs=${killMs}`,
     );
   }, 400_000);
+
+  it("platform - the Dapr path (annotation): webhook EventSource and Trigger Pods with daprd sidecars and the rendered Component on JetStream", async () => {
+    const ns = `dapr-${randomSuffix()}`;
+    await req("POST", "/api/v1/namespaces", { metadata: { name: ns } });
+    const [webhookPort] = await freePorts(1);
+    const viaDapr = { "ofevents.io/bus-driver": "dapr" };
+    await req("POST", `${API}/namespaces/${ns}/eventbuses`, {
+      apiVersion: "events.openfunction.io/v1alpha1",
+      kind: "EventBus",
+      metadata: { name: "default", namespace: ns },
+      spec: { jetstream: { url: nats.url, stream: `dapr${randomSuffix()}` } },
+    });
+    await req("POST", `${API}/namespaces/${ns}/eventsources`, {
+      apiVersion: "events.openfunction.io/v1alpha1",
+      kind: "EventSource",
+      metadata: { name: "hooks", namespace: ns, annotations: viaDapr },
+      spec: { eventBus: "default", webhook: { orders: { port: String(webhookPort), endpoint: "/orders" } } },
+    });
+    await req("POST", `${API}/namespaces/${ns}/triggers`, {
+      apiVersion: "events.openfunction.io/v1alpha1",
+      kind: "Trigger",
+      metadata: { name: "t", namespace: ns, annotations: viaDapr },
+      spec: {
+        eventBus: "default",
+        inputs: { o: { eventSource: "hooks", event: "orders" } },
+        subscribers: [{ condition: "o", sink: { uri: sink.url } }],
+      },
+    });
+    const started = Date.now();
+    await waitFor(
+      async () => {
+        const pods = await list(`/api/v1/namespaces/${ns}/pods`);
+        return pods.length === 2 && podsReady(pods);
+      },
+      { timeoutMs: 180_000, intervalMs: 250, message: "the EventSource and Trigger Pods (with daprd) Ready" },
+    ).catch(async (err: unknown) => {
+      const pods = await list(`/api/v1/namespaces/${ns}/pods`);
+      const logs = pods
+        .map(
+          (p) =>
+            `--- ${p.metadata.name}\n${agent.logs(`${ns}/${p.metadata.name}`).slice(-3000)}\n--- daprd\n${agent.daprd(`${ns}/${p.metadata.name}`)?.log.toString().slice(-3000) ?? "(none)"}`,
+        )
+        .join("\n");
+      throw new Error(`${(err as Error).message}\npods: ${JSON.stringify(pods.map((p) => p.status))}\n${logs}`, {
+        cause: err,
+      });
+    });
+    const readyMs = Date.now() - started;
+    for (const p of await list(`/api/v1/namespaces/${ns}/pods`))
+      expect(agent.daprd(`${ns}/${p.metadata.name}`), `${p.metadata.name} has a daprd`).toBeDefined();
+    const N = 200;
+    const ids = Array.from({ length: N }, (_, i) => `dapr-${i}`);
+    for (const id of ids) {
+      const res = await fetch(`http://127.0.0.1:${webhookPort}/orders`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          "ce-specversion": "1.0",
+          "ce-id": id,
+          "ce-source": "/shop",
+          "ce-type": "order",
+        },
+        body: JSON.stringify({ id }),
+      });
+      expect(res.status).toBe(200);
+    }
+    const got = (): string[] => sink.ids.filter((id) => id.startsWith("dapr-"));
+    await waitFor(() => new Set(got()).size >= N, {
+      timeoutMs: 60_000,
+      message: `${N} events at the sink through Dapr`,
+    });
+    const unique = new Set(got());
+    expect([...unique].sort()).toEqual([...ids].sort());
+    reportFigures(
+      `platform flow dapr jetstream: sent=${N} delivered=${unique.size} duplicates=${got().length - unique.size} lost=${N - unique.size} podsReadyMs=${readyMs}`,
+    );
+  }, 300_000);
 });
