@@ -1,7 +1,9 @@
 // The controller's reconcile loop against a real kube-apiserver (test/helpers/kube.ts) with our
 // CRDs plus minimal KEDA and Dapr CRDs: what it applies, the status it writes, the bus appearing
 // later, the ClusterEventBus fallback, updates, and leader election through a Lease.
-import { readdir, readFile } from "node:fs/promises";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from "@kubernetes/client-node";
 import { createLogger, silentLogger } from "@ofevents/core";
@@ -12,11 +14,15 @@ import {
   startController,
   validateEventSource,
   validateTrigger,
+  workloadName,
+  CONTROLLER_METRICS,
   type ControllerHandle,
   type ControllerOptions,
 } from "@ofevents/controller";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "./helpers/kube.js";
+import { OFEVENTS_BIN } from "./helpers/ofevents.js";
+import { freePorts } from "./helpers/server.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
 const ROOT = join(import.meta.dirname, "..");
@@ -531,4 +537,218 @@ describe("controller", () => {
       await second.stop();
     }
   }, 60_000);
+});
+
+/** Sum of the samples of `name` whose labels include `labels` (Prometheus text format). */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  let sum: number | undefined;
+  for (const line of text.split("\n")) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (m === null || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum = (sum ?? 0) + Number(m[3]);
+  }
+  return sum;
+}
+
+describe("controller - the ofevents controller command", () => {
+  const jetstreamBus = (ns: string): Obj => ({
+    apiVersion: "events.openfunction.io/v1alpha1",
+    kind: "EventBus",
+    metadata: { name: "default", namespace: ns },
+    spec: { jetstream: { url: "nats://nats.nats-system.svc:4222" } },
+  });
+  const oneInputTrigger = (name: string, annotations?: Record<string, string>): Obj => ({
+    apiVersion: "events.openfunction.io/v1alpha1",
+    kind: "Trigger",
+    metadata: { name, ...(annotations === undefined ? {} : { annotations }) },
+    spec: {
+      eventBus: "default",
+      inputs: { a: { eventSource: "orders", event: "created" } },
+      subscribers: [{ condition: "a", sink: { uri: "http://sink.default.svc/" } }],
+    },
+  });
+  const args = (o: Obj): string[] =>
+    (o.spec as { template: { spec: { containers: { args: string[] }[] } } }).template.spec.containers[0]!.args;
+
+  it("controller - the command's flags and environment reach the rendered objects; /readyz, /healthz and /metrics answer", async () => {
+    // Only the process under test reconciles.
+    await controller?.stop();
+    controller = undefined;
+    const ns = await createNamespace();
+    const other = await createNamespace();
+    const leaseNs = await createNamespace();
+    for (const n of [ns, other]) await req("POST", nsPath(n, "eventbuses"), jetstreamBus(n));
+    await req("POST", nsPath(ns, "triggers"), oneInputTrigger("plain"));
+    await req("POST", nsPath(ns, "triggers"), oneInputTrigger("via-dapr", { "ofevents.io/bus-driver": "dapr" }));
+    await req("POST", nsPath(ns, "triggers"), oneInputTrigger("bad", { "ofevents.io/bus-driver": "fast" }));
+    await req("POST", nsPath(other, "triggers"), oneInputTrigger("unwatched"));
+
+    const dir = await mkdtemp(join(tmpdir(), "ofevents-ctl-"));
+    const kubeconfig = join(dir, "kubeconfig");
+    await writeFile(kubeconfig, cp.kubeconfig(), { mode: 0o600 });
+    const [port, metricsPort] = (await freePorts(2)) as [number, number];
+    const output: string[] = [];
+    const child = spawn(
+      process.execPath,
+      [
+        OFEVENTS_BIN,
+        "controller",
+        "--image",
+        "ghcr.io/example/ofevents:flags",
+        "--kubeconfig",
+        kubeconfig,
+        "--bus-driver",
+        "direct",
+        "--watch-namespaces",
+        ns,
+        "--lease-namespace",
+        leaseNs,
+        "--health-port",
+        String(port),
+        "--health-host",
+        "127.0.0.1",
+        "--metrics-port",
+        String(metricsPort),
+        "--log-level",
+        "warn",
+      ],
+      {
+        env: {
+          ...process.env,
+          // A flag wins over its variable; the variables without a flag apply.
+          OFEVENTS_BUS_DRIVER: "dapr",
+          OFEVENTS_KEDA_POLLING_INTERVAL: "15",
+          OFEVENTS_DAPR_SIDECAR_TIMEOUT: "90s",
+          OFEVENTS_DAPR_CONFIG: "tracing",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    child.stdout.on("data", (c: Buffer) => output.push(c.toString()));
+    child.stderr.on("data", (c: Buffer) => output.push(c.toString()));
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    const get = async (path: string): Promise<{ status: number; text: string }> => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`);
+      return { status: res.status, text: await res.text() };
+    };
+    try {
+      const readyz = await waitFor(
+        async () => {
+          const r = await get("/readyz").catch(() => undefined);
+          return r?.status === 200 && r.text.includes("leader") ? r : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 200, message: `/readyz says leader; output: ${output.join("")}` },
+      );
+      expect(readyz.text).toBe("ready: leader\n");
+      expect(await get("/healthz")).toEqual({ status: 200, text: "ok\n" });
+
+      const deployment = (name: string) =>
+        `/apis/apps/v1/namespaces/${ns}/deployments/${workloadName("Trigger", name)}`;
+      const plain = await waitFor(
+        async () => ((await status(deployment("plain"))) === 200 ? req("GET", deployment("plain")) : undefined),
+        {
+          timeoutMs: 20_000,
+          intervalMs: 200,
+          message: "the plain Trigger's Deployment",
+        },
+      );
+      const plainArgs = args(plain);
+      expect(plainArgs[plainArgs.indexOf("--bus-driver") + 1]).toBe("direct");
+      expect(plainArgs).not.toContain("--sidecar-timeout");
+      expect(
+        (plain.spec as { template: { metadata: { annotations: Record<string, string> } } }).template.metadata
+          .annotations,
+      ).toMatchObject({
+        "dapr.io/enabled": "true",
+        "dapr.io/config": "tracing",
+      });
+      const viaDapr = await waitFor(
+        async () => ((await status(deployment("via-dapr"))) === 200 ? req("GET", deployment("via-dapr")) : undefined),
+        { timeoutMs: 20_000, intervalMs: 200, message: "the annotated Trigger's Deployment" },
+      );
+      const daprArgs = args(viaDapr);
+      expect(daprArgs[daprArgs.indexOf("--bus-driver") + 1]).toBe("dapr");
+      expect(daprArgs[daprArgs.indexOf("--sidecar-timeout") + 1]).toBe("90s");
+      const so = await req(
+        "GET",
+        `/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects/${workloadName("Trigger", "plain")}`,
+      );
+      expect(so.spec).toMatchObject({ pollingInterval: 15 });
+      // The Component rendered for the bus (the Dapr path's).
+      expect(await status(`/apis/dapr.io/v1alpha1/namespaces/${ns}/components/default`)).toBe(200);
+      const bad = await waitReady(nsPath(ns, "triggers", "bad"), { status: "False", reason: "InvalidSpec" });
+      expect(ready(bad)!.message).toContain("ofevents.io/bus-driver");
+
+      const metrics = await waitFor(
+        async () => {
+          const t = (await get("/metrics")).text;
+          // Counted once a reconcile returns, just after its status is written.
+          const count = (kind: string, result: string) =>
+            sample(t, CONTROLLER_METRICS.reconciles.name, { kind, result }) ?? 0;
+          const ok =
+            count("Trigger", "success") >= 2 && count("Trigger", "invalid") >= 1 && count("EventBus", "success") >= 1;
+          return ok ? t : undefined;
+        },
+        { timeoutMs: 10_000, intervalMs: 200, message: "reconciles counted" },
+      );
+      expect(sample(metrics, CONTROLLER_METRICS.errors.name, { kind: "Trigger" })).toBe(0);
+      expect(sample(metrics, CONTROLLER_METRICS.leader.name)).toBe(1);
+      expect(sample(metrics, CONTROLLER_METRICS.informersSynced.name)).toBe(1);
+      expect(sample(metrics, CONTROLLER_METRICS.depth.name)).toBeGreaterThanOrEqual(0);
+
+      // --metrics-port serves /metrics alone.
+      const alone = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      expect(sample(await alone.text(), CONTROLLER_METRICS.leader.name)).toBe(1);
+      expect((await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status).toBe(404);
+
+      // The namespace it does not watch is left alone.
+      const unwatched = await req("GET", nsPath(other, "triggers", "unwatched"));
+      expect(unwatched.status?.conditions).toBeUndefined();
+      expect(
+        await status(`/apis/apps/v1/namespaces/${other}/deployments/${workloadName("Trigger", "unwatched")}`),
+      ).toBe(404);
+    } finally {
+      child.kill("SIGTERM");
+      const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("timeout"), 15_000))]);
+      if (code === "timeout") child.kill("SIGKILL");
+      await rm(dir, { recursive: true, force: true });
+      expect(code, output.join("")).toBe(0);
+    }
+  }, 90_000);
+
+  it("controller - the command reads its environment, and refuses bad values before connecting", () => {
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      spawnSync(process.execPath, [OFEVENTS_BIN, "controller", ...args], {
+        env: { ...process.env, ...env },
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+    const fromEnv = run([], { OFEVENTS_IMAGE: "x", OFEVENTS_BUS_DRIVER: "fast" });
+    expect(fromEnv.status).toBe(1);
+    expect(fromEnv.stderr).toBe('error: --bus-driver must be dapr, direct, got "fast"\n');
+    const noImage = run([], { OFEVENTS_IMAGE: "" });
+    expect(noImage.stderr).toContain("--image is required");
+    const daprOff = run(["--image", "x", "--dapr-enabled", "false", "--bus-driver", "dapr"]);
+    expect(daprOff.status).toBe(1);
+    expect(daprOff.stderr).toContain("busDriver dapr needs dapr.enabled");
+    const port = run(["--image", "x", "--health-port", "99999"]);
+    expect(port.stderr).toContain("--health-port must be a whole number from 0 to 65535");
+  });
+
+  it("controller - the README's table lists every option of ofevents controller with its variable", async () => {
+    const help = spawnSync(process.execPath, [OFEVENTS_BIN, "controller", "--help"], { encoding: "utf8" }).stdout;
+    const readme = await readFile(join(ROOT, "README.md"), "utf8");
+    const table = readme.slice(readme.indexOf("| flag | environment variable |"));
+    // Each option's block: its line and the indented lines after it, up to the next option.
+    const blocks = help.split(/\n(?=\s+-(?:-|h))/).filter((b) => /^\s+--[a-z]/.test(b));
+    expect(blocks.length).toBeGreaterThan(25);
+    for (const block of blocks) {
+      const flag = /--[a-z-]+/.exec(block)![0];
+      const row = table.split("\n").find((l) => l.startsWith(`| \`${flag}\` |`));
+      expect(row, flag).toBeDefined();
+      const variable = /\[([A-Z_]+)\]/.exec(block)?.[1];
+      if (variable !== undefined) expect(row, flag).toContain(`\`${variable}\``);
+    }
+  });
 });

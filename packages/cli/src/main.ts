@@ -17,7 +17,14 @@ import {
   type LogFormat,
   type Logger,
 } from "@ofevents/core";
-import { loadKubeConfig, ownNamespace, startController } from "@ofevents/controller";
+import {
+  loadKubeConfig,
+  ownNamespace,
+  resolveOptions,
+  startController,
+  type ControllerOptions,
+  type StartControllerInput,
+} from "@ofevents/controller";
 import { validateAll } from "./check.js";
 import { startEmbedded } from "./embedded.js";
 import { startSingle } from "./single.js";
@@ -40,9 +47,10 @@ Usage:
                    [--data <text> | --data-file <path|->] [--content-type <type>] [--ext key=value]... [--structured]
                    [--timeout 10s]
       Send one CloudEvent to a URL.
-  ofevents controller --image <image> [--kubeconfig <path>] [--namespace <ns>] [--log-level info] [--log-format json]
+  ofevents controller --image <image> [--bus-driver dapr|direct] [--watch-namespaces <ns,ns>] [--health-port 8081]
+                      [--lease-namespace <ns>] [--kubeconfig <path>] [options: ofevents controller --help]
       Reconcile EventSources, Triggers, EventBuses and ClusterEventBuses on a cluster; replicas elect a
-      leader through the Lease "ofevents-controller" in --namespace (default: the pod's namespace).
+      leader through the Lease "ofevents-controller" in --lease-namespace (default: the pod's namespace).
   ofevents crds [--out crds] [--check]
       Write (or check) the CustomResourceDefinitions generated from the schemas.
   ofevents docs [--file README.md] [--check]
@@ -122,14 +130,69 @@ Options:
   controller: `Usage: ofevents controller --image <image> [options]
 
 Reconcile EventSources, Triggers, EventBuses and ClusterEventBuses on a cluster. Replicas elect a
-leader through the Lease "ofevents-controller" in --namespace.
+leader through a Lease; the leader reconciles, the others stand by. Serves /healthz, /readyz (200
+once the informers synced, saying leader or standby) and /metrics on --health-port. Every option
+may also be given by the environment variable in brackets; a flag wins over its variable.
 
-Options:
-      --image <image>         the image the workloads run (default $OFEVENTS_IMAGE; required)
-      --kubeconfig <path>     the kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)
-      --namespace <ns>        namespace of the leader Lease (default: $POD_NAMESPACE, the pod's
-                              namespace, else default)
-${LOGS("json")}  -h, --help                  show this help
+Workloads:
+      --image <image>                 the image the workloads run (required) [OFEVENTS_IMAGE]
+      --image-pull-policy <policy>    Always, IfNotPresent or Never (default: the cluster's)
+                                      [OFEVENTS_IMAGE_PULL_POLICY]
+      --bus-driver <driver>           dapr (default: through the Dapr sidecar) or direct (the brokers'
+                                      clients, for throughput; the default with --dapr-enabled false);
+                                      a resource's annotation ofevents.io/bus-driver wins
+                                      [OFEVENTS_BUS_DRIVER]
+      --mode <mode>                   deployment (default) or function (OpenFunction Functions)
+                                      [OFEVENTS_MODE]
+      --workload-service-account <n>  the workloads' ServiceAccount [OFEVENTS_WORKLOAD_SERVICE_ACCOUNT]
+      --workload-run-as-user <uid>    user and group the workloads run as (default 1000)
+                                      [OFEVENTS_WORKLOAD_RUN_AS_USER]
+      --workload-resources <json>     the workloads' container resources, as JSON (default requests
+                                      50m CPU / 64Mi, limit 256Mi) [OFEVENTS_WORKLOAD_RESOURCES]
+Dapr:
+      --dapr-enabled <true|false>     render Dapr Components per bus and inject the sidecar (default
+                                      true) [OFEVENTS_DAPR_ENABLED]
+      --dapr-app-port <port>          the workloads' app port: their --health-port and dapr.io/app-port
+                                      (default 8081) [OFEVENTS_DAPR_APP_PORT]
+      --dapr-config <name>            dapr.io/config of the sidecars [OFEVENTS_DAPR_CONFIG]
+      --dapr-log-level <level>        dapr.io/log-level of the sidecars [OFEVENTS_DAPR_LOG_LEVEL]
+      --dapr-sidecar-timeout <d>      the workloads' --sidecar-timeout (default theirs: 60s)
+                                      [OFEVENTS_DAPR_SIDECAR_TIMEOUT]
+      --dapr-pubsub-name <name>       the workloads' --pubsub-name: a Component installed separately,
+                                      used instead of the one rendered per bus [OFEVENTS_DAPR_PUBSUB_NAME]
+KEDA (each applies when the resource's scaleOption sets none):
+      --keda-enabled <true|false>     render ScaledObjects (default true) [OFEVENTS_KEDA_ENABLED]
+      --keda-polling-interval <s>     seconds between checks (default KEDA's, 30)
+                                      [OFEVENTS_KEDA_POLLING_INTERVAL]
+      --keda-cooldown-period <s>      seconds before scaling to zero (default KEDA's, 300)
+                                      [OFEVENTS_KEDA_COOLDOWN_PERIOD]
+      --keda-initial-cooldown-period <s>
+                                      seconds after creation before scaling to zero (KEDA >= 2.13;
+                                      default unset) [OFEVENTS_KEDA_INITIAL_COOLDOWN_PERIOD]
+      --keda-min-replicas <n>         fewest replicas (default 0 when KEDA can wake the workload, else 1)
+                                      [OFEVENTS_KEDA_MIN_REPLICAS]
+      --keda-max-replicas <n>         most replicas (default KEDA's, 100) [OFEVENTS_KEDA_MAX_REPLICAS]
+      --keda-lag-threshold <n>        target backlog per replica (default 10) [OFEVENTS_KEDA_LAG_THRESHOLD]
+      --keda-nats-monitoring-endpoint <host:port>
+                                      NATS monitoring endpoint (default: the bus URL's host, port 8222)
+                                      [OFEVENTS_KEDA_NATS_MONITORING_ENDPOINT]
+      --keda-nats-account <account>   NATS account of the streams (default $G) [OFEVENTS_KEDA_NATS_ACCOUNT]
+The controller:
+      --watch-namespaces <ns,ns>      reconcile only these namespaces (default: all)
+                                      [OFEVENTS_WATCH_NAMESPACES]
+      --health-port <port>            port of /healthz, /readyz and /metrics (default 8081; 0 picks one)
+                                      [OFEVENTS_HEALTH_PORT]
+      --health-host <address>         address they bind to (default 0.0.0.0) [OFEVENTS_HEALTH_HOST]
+      --metrics-port <port>           also serve /metrics alone on this port [OFEVENTS_METRICS_PORT]
+      --lease-namespace <ns>          namespace of the leader Lease (default: $POD_NAMESPACE, the pod's
+                                      namespace, else default) [OFEVENTS_LEASE_NAMESPACE]
+      --namespace <ns>                the same as --lease-namespace (older name)
+      --lease-name <name>             name of the Lease (default ofevents-controller) [OFEVENTS_LEASE_NAME]
+      --kubeconfig <path>             the kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)
+      --log-level <level>             trace, debug, info (default), warn, error, fatal, silent
+                                      [OFEVENTS_LOG_LEVEL]
+      --log-format <format>           pretty or json (default json) [OFEVENTS_LOG_FORMAT]
+  -h, --help                          show this help
 `,
   crds: `Usage: ofevents crds [--out crds] [--check]
 
@@ -367,30 +430,172 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
   return 0;
 }
 
+/** An environment variable's value; unset or empty is undefined. */
+function env(name: string): string | undefined {
+  const v = process.env[name];
+  return v === undefined || v === "" ? undefined : v;
+}
+
+function intOption(flag: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isInteger(n) || n < min || n > max)
+    throw new Error(`${flag} must be a whole number from ${min} to ${max}, got "${text}"`);
+  return n;
+}
+
+function boolOption(flag: string, text: string): boolean {
+  if (text === "true") return true;
+  if (text === "false") return false;
+  throw new Error(`${flag} must be true or false, got "${text}"`);
+}
+
+function oneOf<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(text)) return text as T;
+  throw new Error(`${flag} must be ${allowed.join(", ")}, got "${text}"`);
+}
+
 async function controller(args: string[], out: Write, err: Write): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      kubeconfig: { type: "string" },
+      image: { type: "string", default: env("OFEVENTS_IMAGE") ?? "" },
+      "image-pull-policy": { type: "string", default: env("OFEVENTS_IMAGE_PULL_POLICY") },
+      "bus-driver": { type: "string", default: env("OFEVENTS_BUS_DRIVER") },
+      mode: { type: "string", default: env("OFEVENTS_MODE") ?? "deployment" },
+      "dapr-enabled": { type: "string", default: env("OFEVENTS_DAPR_ENABLED") ?? "true" },
+      "dapr-app-port": { type: "string", default: env("OFEVENTS_DAPR_APP_PORT") ?? "8081" },
+      "dapr-config": { type: "string", default: env("OFEVENTS_DAPR_CONFIG") },
+      "dapr-log-level": { type: "string", default: env("OFEVENTS_DAPR_LOG_LEVEL") },
+      "dapr-sidecar-timeout": { type: "string", default: env("OFEVENTS_DAPR_SIDECAR_TIMEOUT") },
+      "dapr-pubsub-name": { type: "string", default: env("OFEVENTS_DAPR_PUBSUB_NAME") },
+      "keda-enabled": { type: "string", default: env("OFEVENTS_KEDA_ENABLED") ?? "true" },
+      "keda-polling-interval": { type: "string", default: env("OFEVENTS_KEDA_POLLING_INTERVAL") },
+      "keda-cooldown-period": { type: "string", default: env("OFEVENTS_KEDA_COOLDOWN_PERIOD") },
+      "keda-initial-cooldown-period": { type: "string", default: env("OFEVENTS_KEDA_INITIAL_COOLDOWN_PERIOD") },
+      "keda-min-replicas": { type: "string", default: env("OFEVENTS_KEDA_MIN_REPLICAS") },
+      "keda-max-replicas": { type: "string", default: env("OFEVENTS_KEDA_MAX_REPLICAS") },
+      "keda-lag-threshold": { type: "string", default: env("OFEVENTS_KEDA_LAG_THRESHOLD") ?? "10" },
+      "keda-nats-monitoring-endpoint": { type: "string", default: env("OFEVENTS_KEDA_NATS_MONITORING_ENDPOINT") },
+      "keda-nats-account": { type: "string", default: env("OFEVENTS_KEDA_NATS_ACCOUNT") ?? "$G" },
+      "workload-service-account": { type: "string", default: env("OFEVENTS_WORKLOAD_SERVICE_ACCOUNT") },
+      "workload-run-as-user": { type: "string", default: env("OFEVENTS_WORKLOAD_RUN_AS_USER") ?? "1000" },
+      "workload-resources": { type: "string", default: env("OFEVENTS_WORKLOAD_RESOURCES") },
+      "watch-namespaces": { type: "string", default: env("OFEVENTS_WATCH_NAMESPACES") ?? "" },
+      "health-port": { type: "string", default: env("OFEVENTS_HEALTH_PORT") ?? "8081" },
+      "health-host": { type: "string", default: env("OFEVENTS_HEALTH_HOST") ?? "0.0.0.0" },
+      "metrics-port": { type: "string", default: env("OFEVENTS_METRICS_PORT") },
+      "lease-namespace": { type: "string", default: env("OFEVENTS_LEASE_NAMESPACE") },
       namespace: { type: "string" },
-      image: { type: "string", default: process.env["OFEVENTS_IMAGE"] ?? "" },
-      "log-level": { type: "string", default: "info" },
-      "log-format": { type: "string", default: "json" },
+      "lease-name": { type: "string", default: env("OFEVENTS_LEASE_NAME") ?? "ofevents-controller" },
+      kubeconfig: { type: "string" },
+      "log-level": { type: "string", default: env("OFEVENTS_LOG_LEVEL") ?? "info" },
+      "log-format": { type: "string", default: env("OFEVENTS_LOG_FORMAT") ?? "json" },
     },
   });
-  if (values.image === "") throw new Error("--image is required (the image the workloads run)");
-  const format = values["log-format"] as LogFormat;
-  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
-  const logger = createLogger({ level: values["log-level"], format, write: out });
-  const running = await startController({
-    kubeConfig: loadKubeConfig(values.kubeconfig),
-    logger,
-    options: { image: values.image },
-    namespace: values.namespace ?? ownNamespace(),
-  });
+  const { kubeconfig, logLevel, logFormat, ...config } = controllerConfig(values);
+  const logger = createLogger({ level: logLevel, format: logFormat, write: out });
+  const running = await startController({ ...config, kubeConfig: loadKubeConfig(kubeconfig), logger });
   await untilSignal(running.stop, logger, err);
   logger.info("stopped");
   return 0;
+}
+
+type ControllerValues = Record<string, string | undefined> & { image: string; "health-port": string } & Record<
+    | "mode"
+    | "dapr-enabled"
+    | "keda-enabled"
+    | "keda-lag-threshold"
+    | "keda-nats-account"
+    | "watch-namespaces"
+    | "health-host"
+    | "lease-name"
+    | "log-level"
+    | "log-format",
+    string
+  >;
+
+/** What `ofevents controller` starts with, from its parsed options (arguments, then environment variables, then defaults). */
+function controllerConfig(values: ControllerValues): Omit<StartControllerInput, "kubeConfig" | "logger"> & {
+  kubeconfig: string | undefined;
+  logLevel: string;
+  logFormat: LogFormat;
+} {
+  if (values.image === "") throw new Error("--image is required (the image the workloads run)");
+  const logFormat = oneOf("--log-format", values["log-format"], ["pretty", "json"] as const);
+  const busDriver =
+    values["bus-driver"] === undefined
+      ? undefined
+      : oneOf("--bus-driver", values["bus-driver"], ["dapr", "direct"] as const);
+  const pullPolicy =
+    values["image-pull-policy"] === undefined
+      ? undefined
+      : oneOf("--image-pull-policy", values["image-pull-policy"], ["Always", "IfNotPresent", "Never"] as const);
+  const sidecarTimeout = values["dapr-sidecar-timeout"];
+  if (sidecarTimeout !== undefined && parseDuration(sidecarTimeout) === undefined)
+    throw new Error(`--dapr-sidecar-timeout must be a duration such as 60s, got "${sidecarTimeout}"`);
+  let resources: ControllerOptions["resources"];
+  if (values["workload-resources"] !== undefined) {
+    try {
+      resources = JSON.parse(values["workload-resources"]) as ControllerOptions["resources"];
+    } catch (e) {
+      throw new Error(`--workload-resources must be JSON: ${(e as Error).message}`);
+    }
+  }
+  const port = (flag: string, text: string | undefined, min = 0): number | undefined =>
+    intOption(flag, text, min, 65_535);
+  const healthPort = port("--health-port", values["health-port"])!;
+  const metricsPort = port("--metrics-port", values["metrics-port"]);
+  const namespaces = values["watch-namespaces"]
+    .split(",")
+    .map((n) => n.trim())
+    .filter((n) => n !== "");
+  const options: ControllerOptions = {
+    image: values.image,
+    imagePullPolicy: pullPolicy,
+    mode: oneOf("--mode", values.mode, ["deployment", "function"] as const),
+    busDriver,
+    dapr: {
+      enabled: boolOption("--dapr-enabled", values["dapr-enabled"]),
+      config: values["dapr-config"],
+      logLevel: values["dapr-log-level"],
+      sidecarTimeout,
+      pubsubName: values["dapr-pubsub-name"],
+    },
+    keda: {
+      enabled: boolOption("--keda-enabled", values["keda-enabled"]),
+      lagThreshold: values["keda-lag-threshold"],
+      natsMonitoringEndpoint: values["keda-nats-monitoring-endpoint"],
+      natsAccount: values["keda-nats-account"],
+      pollingInterval: intOption("--keda-polling-interval", values["keda-polling-interval"], 1, 86_400),
+      cooldownPeriod: intOption("--keda-cooldown-period", values["keda-cooldown-period"], 0, 86_400),
+      initialCooldownPeriod: intOption(
+        "--keda-initial-cooldown-period",
+        values["keda-initial-cooldown-period"],
+        0,
+        86_400,
+      ),
+      minReplicaCount: intOption("--keda-min-replicas", values["keda-min-replicas"], 0, 10_000),
+      maxReplicaCount: intOption("--keda-max-replicas", values["keda-max-replicas"], 1, 10_000),
+    },
+    healthPort: port("--dapr-app-port", values["dapr-app-port"], 1),
+    runAsUser: intOption("--workload-run-as-user", values["workload-run-as-user"], 1, 2_147_483_647),
+    serviceAccountName: values["workload-service-account"],
+    resources,
+  };
+  // Fails here, before connecting, for options that cannot work together.
+  resolveOptions(options);
+  return {
+    options,
+    namespace: values["lease-namespace"] ?? values.namespace ?? ownNamespace(),
+    leaderElection: { leaseName: values["lease-name"] },
+    namespaces: namespaces.length === 0 ? undefined : namespaces,
+    health: { port: healthPort, host: values["health-host"] },
+    metrics: metricsPort === undefined ? undefined : { port: metricsPort, host: values["health-host"] },
+    kubeconfig: values.kubeconfig,
+    logLevel: values["log-level"],
+    logFormat,
+  };
 }
 
 async function validate(args: string[], out: Write, err: Write): Promise<number> {

@@ -118,6 +118,14 @@ const rows: Row[] = [
     ],
   },
   {
+    name: "a port out of range next to another schema error: both at once",
+    docs: [source("s", `  webhook: { in: { port: "70000", endpoint: /in, bogus: 1 } }`)],
+    issues: [
+      ["custom", "spec.webhook.in.port"],
+      ["unrecognized_keys", "spec.webhook.in"],
+    ],
+  },
+  {
     name: "a cron time zone that does not exist",
     docs: [source("s", `  cron: { tick: { schedule: "0 * * * *", timezone: Mars/Olympus } }`)],
     issues: [["invalid_value", "spec.cron.tick.timezone"]],

@@ -5,7 +5,14 @@
  * condition; an API failure requeues the key with exponential backoff.
  */
 import { request as httpsRequest, type RequestOptions } from "node:https";
-import { request as httpRequest } from "node:http";
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import type { AddressInfo } from "node:net";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
@@ -80,11 +87,61 @@ export interface StartControllerInput {
   leaderElection?: LeaderElectionOptions | undefined;
   /** Requeue backoff after an error: base and cap in ms (default 200 ms .. 60 s). */
   backoff?: { baseMs?: number | undefined; maxMs?: number | undefined } | undefined;
+  /**
+   * Namespaces whose EventSources, Triggers and EventBuses it reconciles (default: every
+   * namespace). ClusterEventBuses are cluster-scoped and always watched.
+   */
+  namespaces?: readonly string[] | undefined;
+  /**
+   * Serves `/healthz`, `/readyz` and `/metrics` on `host:port` (port 0 picks a free one; host
+   * default 0.0.0.0); none without it.
+   */
+  health?: { port: number; host?: string | undefined } | undefined;
+  /** Also serves `/metrics` alone on this port (same host as `health`, default 0.0.0.0). */
+  metrics?: { port: number; host?: string | undefined } | undefined;
 }
+
+/** The controller's metrics (docs/metrics.md lists each). */
+export const CONTROLLER_METRICS = {
+  reconciles: {
+    name: "ofevents_controller_reconciles_total",
+    type: "counter",
+    help: "Reconciles by kind and result (success: applied and Ready True or a bus status written; invalid: Ready False; error: an API failure, requeued with backoff).",
+  },
+  errors: {
+    name: "ofevents_controller_reconcile_errors_total",
+    type: "counter",
+    help: "Reconciles that failed on an API error, by kind (requeued with backoff).",
+  },
+  depth: {
+    name: "ofevents_controller_workqueue_depth",
+    type: "gauge",
+    help: "Keys waiting in the work queue (not counting those waiting out a backoff).",
+  },
+  leader: {
+    name: "ofevents_controller_leader",
+    type: "gauge",
+    help: "1 while this replica holds the Lease and reconciles, 0 on standby.",
+  },
+  informersSynced: {
+    name: "ofevents_controller_informers_synced",
+    type: "gauge",
+    help: "1 once every informer has listed its objects, else 0.",
+  },
+} as const;
+
+/** The result label of `ofevents_controller_reconciles_total`. */
+export type ReconcileResult = "success" | "invalid" | "error";
 
 export interface ControllerHandle {
   /** Whether this replica holds the Lease (and reconciles). */
   isLeader(): boolean;
+  /** The port of `/healthz`, `/readyz` and `/metrics`, when served. */
+  readonly healthPort: number | undefined;
+  /** The port of the `/metrics`-only server, when asked for. */
+  readonly metricsPort: number | undefined;
+  /** The metrics in the Prometheus text format (what `GET /metrics` serves). */
+  metricsText(): string;
   /** Stops informers and the loop, and releases the Lease when held. */
   stop(): Promise<void>;
 }
@@ -232,6 +289,11 @@ class WorkQueue {
     this.#timers.add(t);
   }
 
+  /** Keys waiting to be served. */
+  get depth(): number {
+    return this.#order.length;
+  }
+
   forget(key: string): void {
     this.#failures.delete(key);
   }
@@ -293,6 +355,90 @@ export async function startController(input: StartControllerInput): Promise<Cont
   const stopping = new AbortController();
   let leader = false;
   let stopped = false;
+  let synced = false;
+  const watched = input.namespaces === undefined || input.namespaces.length === 0 ? undefined : [...input.namespaces];
+  const reconciles = new Map<string, number>();
+  const errors = new Map<string, number>();
+  for (const kind of Object.keys(KINDS)) {
+    for (const result of ["success", "invalid", "error"] as const) reconciles.set(`${kind}\0${result}`, 0);
+    errors.set(kind, 0);
+  }
+  function count(kind: string, result: ReconcileResult): void {
+    const k = `${kind}\0${result}`;
+    reconciles.set(k, (reconciles.get(k) ?? 0) + 1);
+    if (result === "error") errors.set(kind, (errors.get(kind) ?? 0) + 1);
+  }
+
+  function metricsText(): string {
+    const m = CONTROLLER_METRICS;
+    const head = (d: { name: string; type: string; help: string }): string =>
+      `# HELP ${d.name} ${d.help}\n# TYPE ${d.name} ${d.type}\n`;
+    let out = head(m.reconciles);
+    for (const [k, v] of reconciles) {
+      const [kind, result] = k.split("\0");
+      out += `${m.reconciles.name}{kind="${kind}",result="${result}"} ${v}\n`;
+    }
+    out += head(m.errors);
+    for (const [kind, v] of errors) out += `${m.errors.name}{kind="${kind}"} ${v}\n`;
+    out += `${head(m.depth)}${m.depth.name} ${queue.depth}\n`;
+    out += `${head(m.leader)}${m.leader.name} ${leader ? 1 : 0}\n`;
+    out += `${head(m.informersSynced)}${m.informersSynced.name} ${synced ? 1 : 0}\n`;
+    return out;
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse, metricsOnly: boolean): void {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405).end();
+    } else if (path === "/metrics") {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(metricsText());
+    } else if (metricsOnly) {
+      res.writeHead(404).end();
+    } else if (path === "/healthz") {
+      res.writeHead(stopped ? 503 : 200, { "content-type": "text/plain" }).end(stopped ? "stopping\n" : "ok\n");
+    } else if (path === "/readyz") {
+      // Ready once the informers listed their objects; the body says whether it reconciles.
+      const ok = synced && !stopped;
+      const body = !ok ? "informers not synced\n" : leader ? "ready: leader\n" : "ready: standby\n";
+      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(body);
+    } else {
+      res.writeHead(404).end();
+    }
+  }
+
+  const servers: Server[] = [];
+  async function listen(at: { port: number; host?: string | undefined }, metricsOnly: boolean): Promise<number> {
+    const srv = createServer((req, res) => handle(req, res, metricsOnly));
+    await new Promise<void>((resolve, reject) => {
+      srv.once("error", reject);
+      srv.listen(at.port, at.host ?? "0.0.0.0", () => {
+        srv.off("error", reject);
+        resolve();
+      });
+    });
+    servers.push(srv);
+    return (srv.address() as AddressInfo).port;
+  }
+  async function closeServers(): Promise<void> {
+    await Promise.all(
+      servers.map(
+        (srv) =>
+          new Promise<void>((resolve) => {
+            srv.close(() => resolve());
+            srv.closeAllConnections();
+          }),
+      ),
+    );
+  }
+  let healthPort: number | undefined;
+  let metricsPort: number | undefined;
+  try {
+    if (input.health !== undefined) healthPort = await listen(input.health, false);
+    if (input.metrics !== undefined) metricsPort = await listen(input.metrics, true);
+  } catch (err) {
+    await closeServers();
+    throw err;
+  }
 
   /** An informer that fails is started again after `retryMs`, until the controller stops. */
   function restartOnError(inf: Informer<RawObject>, what: Record<string, string>): void {
@@ -305,30 +451,43 @@ export async function startController(input: StartControllerInput): Promise<Cont
     });
   }
 
-  const informers = {} as Record<Kind, Informer<RawObject> & ObjectCache<RawObject>>;
+  // One informer per kind, or per kind and watched namespace (ClusterEventBuses: one).
+  const informers = {} as Record<Kind, Array<Informer<RawObject> & ObjectCache<RawObject>>>;
   for (const kind of Object.keys(KINDS) as Kind[]) {
-    const path = kindPath(kind);
-    const inf = makeInformer<RawObject>(
-      kubeConfig,
-      path,
-      async () => (await api.request("GET", path)) as KubernetesListObject<RawObject>,
-    );
-    const onObject = (o: RawObject): void => {
-      if (!leader) return;
-      queue.add(keyOf(kind, o));
-      if (kind === "EventBus" || kind === "ClusterEventBus") enqueueUsers(kind, o);
-    };
-    inf.on("add", onObject);
-    inf.on("update", onObject);
-    inf.on("delete", onObject);
-    restartOnError(inf, { kind });
-    informers[kind] = inf;
+    informers[kind] = [];
+    const scopes = KINDS[kind].namespaced && watched !== undefined ? watched : [undefined];
+    for (const scope of scopes) {
+      const path = kindPath(kind, scope);
+      const inf = makeInformer<RawObject>(
+        kubeConfig,
+        path,
+        async () => (await api.request("GET", path)) as KubernetesListObject<RawObject>,
+      );
+      const onObject = (o: RawObject): void => {
+        if (!leader) return;
+        queue.add(keyOf(kind, o));
+        if (kind === "EventBus" || kind === "ClusterEventBus") enqueueUsers(kind, o);
+      };
+      inf.on("add", onObject);
+      inf.on("update", onObject);
+      inf.on("delete", onObject);
+      restartOnError(inf, { kind, ...(scope === undefined ? {} : { namespace: scope }) });
+      informers[kind].push(inf);
+    }
   }
+  const list = (kind: Kind): RawObject[] => informers[kind].flatMap((inf) => inf.list());
 
   // What it owns, for the kinds every cluster has: a Deployment, ConfigMap or Service that is
   // changed or deleted by hand re-queues its owner, which applies it again.
   const ownedInformers: Array<Informer<RawObject>> = [];
-  for (const path of ["/apis/apps/v1/deployments", "/api/v1/configmaps", "/api/v1/services"]) {
+  const ownedPaths = [
+    ["/apis/apps/v1", "deployments"],
+    ["/api/v1", "configmaps"],
+    ["/api/v1", "services"],
+  ].flatMap(([prefix, plural]) =>
+    watched === undefined ? [`${prefix}/${plural}`] : watched.map((ns) => `${prefix}/namespaces/${ns}/${plural}`),
+  );
+  for (const path of ownedPaths) {
     const selector = `${MANAGED_BY_LABEL}=${MANAGED_BY}`;
     const inf = makeInformer<RawObject>(
       kubeConfig,
@@ -362,7 +521,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
   function enqueueUsers(kind: "EventBus" | "ClusterEventBus", bus: RawObject): void {
     const name = bus.metadata?.name;
     for (const userKind of ["EventSource", "Trigger"] as const) {
-      for (const o of informers[userKind].list()) {
+      for (const o of list(userKind)) {
         if (o.spec?.["eventBus"] !== name) continue;
         if (kind === "EventBus" && o.metadata?.namespace !== bus.metadata?.namespace) continue;
         queue.add(keyOf(userKind, o));
@@ -371,16 +530,16 @@ export async function startController(input: StartControllerInput): Promise<Cont
   }
 
   function enqueueAll(): void {
-    for (const kind of Object.keys(KINDS) as Kind[]) for (const o of informers[kind].list()) queue.add(keyOf(kind, o));
+    for (const kind of Object.keys(KINDS) as Kind[]) for (const o of list(kind)) queue.add(keyOf(kind, o));
   }
 
   function catalog(): BusCatalog {
     const parse = (raw: RawObject): AnyEventBus | undefined => validateEventBus(raw, { options }).resource;
     return {
-      eventBuses: informers.EventBus.list()
+      eventBuses: list("EventBus")
         .map(parse)
         .filter((b): b is EventBus => b?.kind === "EventBus"),
-      clusterEventBuses: informers.ClusterEventBus.list()
+      clusterEventBuses: list("ClusterEventBus")
         .map(parse)
         .filter((b): b is ClusterEventBus => b?.kind === "ClusterEventBus"),
     };
@@ -459,7 +618,8 @@ export async function startController(input: StartControllerInput): Promise<Cont
     }
   }
 
-  async function reconcile(key: string): Promise<void> {
+  /** Reconciles one key; "success" also for an object that is gone (nothing to do). */
+  async function reconcile(key: string): Promise<Exclude<ReconcileResult, "error">> {
     const [kindText, ns, name] = key.split("/") as [Kind, string, string];
     const kind = kindText;
     let raw: RawObject;
@@ -467,17 +627,17 @@ export async function startController(input: StartControllerInput): Promise<Cont
       raw = (await api.request("GET", kindPath(kind, ns === "" ? undefined : ns, name))) as RawObject;
     } catch (err) {
       // Gone: owner references and the garbage collector remove what it created.
-      if (isStatus(err, 404)) return;
+      if (isStatus(err, 404)) return "success";
       throw err;
     }
-    if (raw.metadata?.deletionTimestamp !== undefined) return;
+    if (raw.metadata?.deletionTimestamp !== undefined) return "success";
     if (kind === "EventBus" || kind === "ClusterEventBus") {
       const v = validateEventBus(raw, { options });
       if (v.ok && kind === "EventBus") {
         await applyAndPrune(kind, name, ns, renderEventBus({ bus: v.resource, options }));
       }
       await writeStatus(kind, raw, v.condition);
-      return;
+      return v.ok ? "success" : "invalid";
     }
     const ctx = { buses: catalog(), options };
     if (kind === "EventSource") {
@@ -487,6 +647,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
         await applyAndPrune(kind, name, ns, r.objects);
       }
       await writeStatus(kind, raw, v.condition);
+      return v.ok ? "success" : "invalid";
     } else {
       const v = validateTrigger(raw, ctx);
       if (v.ok) {
@@ -494,6 +655,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
         await applyAndPrune(kind, name, ns, r.objects);
       }
       await writeStatus(kind, raw, v.condition);
+      return v.ok ? "success" : "invalid";
     }
   }
 
@@ -502,10 +664,12 @@ export async function startController(input: StartControllerInput): Promise<Cont
       const key = await queue.next(stopping.signal);
       if (key === undefined) return;
       if (!leader) continue;
+      const kind = key.slice(0, key.indexOf("/"));
       try {
-        await reconcile(key);
+        count(kind, await reconcile(key));
         queue.forget(key);
       } catch (err) {
+        count(kind, "error");
         logger.warn({ err, key }, "reconcile failed: requeued");
         queue.addRateLimited(key);
       }
@@ -594,14 +758,24 @@ export async function startController(input: StartControllerInput): Promise<Cont
     }, retryMs);
   }
 
-  for (const kind of Object.keys(KINDS) as Kind[]) await informers[kind].start();
-  for (const inf of ownedInformers) await inf.start();
+  try {
+    for (const kind of Object.keys(KINDS) as Kind[]) for (const inf of informers[kind]) await inf.start();
+    for (const inf of ownedInformers) await inf.start();
+  } catch (err) {
+    stopped = true;
+    await closeServers();
+    throw err;
+  }
+  synced = true;
   electing = elect();
   const worker = work();
-  logger.info({ identity, group: API_GROUP }, "controller started");
+  logger.info({ identity, group: API_GROUP, namespaces: watched ?? "all", healthPort }, "controller started");
 
   return {
     isLeader: () => leader,
+    healthPort,
+    metricsPort,
+    metricsText,
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -611,12 +785,13 @@ export async function startController(input: StartControllerInput): Promise<Cont
       stopping.abort();
       queue.close();
       await worker;
-      for (const kind of Object.keys(KINDS) as Kind[]) await informers[kind].stop();
+      for (const kind of Object.keys(KINDS) as Kind[]) for (const inf of informers[kind]) await inf.stop();
       for (const inf of ownedInformers) await inf.stop();
       if (leader) {
         leader = false;
         await release();
       }
+      await closeServers();
     },
   };
 }

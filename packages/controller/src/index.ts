@@ -1,7 +1,15 @@
 // The Kubernetes controller: renders and reconciles what the four kinds need on a cluster.
 export { CONTROLLER_PACKAGE } from "./version.js";
 
-export { BusDriver, Defaults, RenderMode, resolveOptions } from "./options.js";
+export {
+  BUS_DRIVER_ANNOTATION,
+  BusDriver,
+  Defaults,
+  RenderMode,
+  daprCanCarry,
+  resolveOptions,
+  workloadBusDriver,
+} from "./options.js";
 export type { ControllerOptions, ResolvedOptions } from "./options.js";
 
 export { Reason, readyCondition } from "./conditions.js";
@@ -55,6 +63,7 @@ export type {
 } from "./k8s.js";
 
 export {
+  CONTROLLER_METRICS,
   FIELD_MANAGER,
   KubeApiError,
   LEASE_NAME,
@@ -62,4 +71,4 @@ export {
   ownNamespace,
   startController,
 } from "./controller.js";
-export type { ControllerHandle, LeaderElectionOptions, StartControllerInput } from "./controller.js";
+export type { ControllerHandle, LeaderElectionOptions, ReconcileResult, StartControllerInput } from "./controller.js";

@@ -65,6 +65,9 @@ function authRefOf(authRef: Record<string, unknown> | undefined): ScaleTrigger["
   return typeof kind === "string" && kind !== "" ? { name, kind } : { name };
 }
 
+/** Default `initialCooldownPeriod` (seconds) of a ScaledObject that may scale to zero. */
+export const DEFAULT_INITIAL_COOLDOWN_S = 60;
+
 type NumericOption = "minReplicaCount" | "maxReplicaCount" | "pollingInterval" | "cooldownPeriod";
 
 /** `f` over the values the options give for `key`, or undefined when none does. */
@@ -92,7 +95,7 @@ export function renderScaling(
   const scalesOut = parts.every((p) => p.scalesOut);
   const opts = parts.map((p) => p.scaleOption).filter((o): o is GenericScaleOption => o !== undefined);
   const floor = wakes ? 0 : 1;
-  const min = Math.max(floor, pick(opts, "minReplicaCount", Math.max) ?? floor);
+  const min = Math.max(floor, pick(opts, "minReplicaCount", Math.max) ?? options.keda.minReplicaCount ?? floor);
   let max = scalesOut ? (pick(opts, "maxReplicaCount", Math.min) ?? options.keda.maxReplicaCount) : 1;
   if (max !== undefined) max = Math.max(max, min, 1);
   if (!options.keda.enabled || (min >= 1 && max === 1)) {
@@ -123,8 +126,8 @@ export function renderScaling(
     triggers.push({ type: "cpu", metricType: "Utilization", metadata: { value: CPU_UTILIZATION } });
   }
 
-  const polling = pick(opts, "pollingInterval", Math.min);
-  const cooldown = pick(opts, "cooldownPeriod", Math.max);
+  const polling = pick(opts, "pollingInterval", Math.min) ?? options.keda.pollingInterval;
+  const cooldown = pick(opts, "cooldownPeriod", Math.max) ?? options.keda.cooldownPeriod;
   const advanced = opts.find((o) => o.advanced !== undefined)?.advanced;
   const scaledObject: ScaledObject = {
     apiVersion: "keda.sh/v1alpha1",
@@ -141,9 +144,9 @@ export function renderScaling(
       ...(max === undefined ? {} : { maxReplicaCount: max }),
       ...(polling === undefined ? {} : { pollingInterval: polling }),
       ...(cooldown === undefined ? {} : { cooldownPeriod: cooldown }),
-      ...(min === 0 && options.keda.initialCooldownPeriod !== undefined
-        ? { initialCooldownPeriod: options.keda.initialCooldownPeriod }
-        : {}),
+      // A workload that may sleep first runs long enough to create its durable consumer or group:
+      // before that the scaler sees no backlog to wake it with.
+      ...(min === 0 ? { initialCooldownPeriod: options.keda.initialCooldownPeriod ?? DEFAULT_INITIAL_COOLDOWN_S } : {}),
       ...(advanced === undefined ? {} : { advanced: structuredClone(advanced) }),
       triggers,
     },

@@ -18,7 +18,7 @@ import {
   type ReadyCondition,
   type Validation,
 } from "./conditions.js";
-import { BusDriver, type ResolvedOptions } from "./options.js";
+import { BUS_DRIVER_ANNOTATION, BusDriver, workloadBusDriver, type ResolvedOptions } from "./options.js";
 
 /** The buses a resource's `eventBus` may name (parsed, e.g. by validateEventBus). */
 export interface BusCatalog {
@@ -80,6 +80,7 @@ export function busIssues(
   namespace: string,
   catalog: BusCatalog,
   options: ResolvedOptions,
+  user: { metadata: { annotations?: Record<string, string> | undefined } } = { metadata: {} },
 ): { bus: ResolvedBus; issues: ValidationIssue[] } {
   const bus = resolveEventBus(name, namespace, catalog);
   const path = "spec.eventBus";
@@ -108,7 +109,20 @@ export function busIssues(
       ],
     };
   }
-  const viaDapr = bus.resource.spec.dapr !== undefined || options.busDriver === BusDriver.Dapr;
+  const chosen = workloadBusDriver(user, bus.resource, options);
+  if (chosen.invalid !== undefined) {
+    return {
+      bus,
+      issues: [
+        {
+          code: "invalid_value",
+          path: `metadata.annotations.${BUS_DRIVER_ANNOTATION}`,
+          message: `"${chosen.invalid}" is not a bus driver: use direct or dapr`,
+        },
+      ],
+    };
+  }
+  const viaDapr = chosen.driver === BusDriver.Dapr;
   if (viaDapr && !options.dapr.enabled) {
     return {
       bus,

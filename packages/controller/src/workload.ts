@@ -117,6 +117,11 @@ export function workloadArgs(input: WorkloadInput): string[] {
   ];
   if (input.options.healthPort !== Defaults.healthPort) args.push("--health-port", String(input.options.healthPort));
   if (input.busDriver !== undefined) args.push("--bus-driver", input.busDriver);
+  if (input.busDriver === BusDriver.Dapr) {
+    const d = input.options.dapr;
+    if (d.pubsubName !== undefined) args.push("--pubsub-name", d.pubsubName);
+    if (d.sidecarTimeout !== undefined) args.push("--sidecar-timeout", d.sidecarTimeout);
+  }
   const level = input.resource.spec.logLevel;
   if (level !== undefined) args.push("--log-level", toLogLevel(level));
   return args;

@@ -32,6 +32,8 @@ import {
 const API = "events.openfunction.io/v1alpha1";
 const IMAGE = "ghcr.io/ofevents/ofevents:0.1.0";
 const options: ControllerOptions = { image: IMAGE };
+/** The direct drivers (the opt-in for throughput): the KEDA names are theirs. */
+const direct: ControllerOptions = { image: IMAGE, busDriver: "direct" };
 
 let uidCounter = 0;
 const uid = () => `00000000-0000-4000-8000-${String(++uidCounter).padStart(12, "0")}`;
@@ -266,7 +268,7 @@ describe("controller render - EventSource", () => {
       "--name",
       "default/my-eventsource",
       "--bus-driver",
-      "direct",
+      "dapr", // the default: through the Dapr sidecar
       "--log-level",
       "debug", // OpenFunction's logLevel "2"
     ]);
@@ -640,7 +642,7 @@ describe("controller render - EventSource", () => {
 describe("controller render - Trigger", () => {
   it("controller render - two inputs, two subscribers on JetStream: one nats-jetstream trigger per topic, refs resolved", () => {
     const raw = twoInputTrigger;
-    const r = trigger(raw, catalog(jetstreamClusterBus), options, 8080);
+    const r = trigger(raw, catalog(jetstreamClusterBus), direct, 8080);
     expect(r.name).toBe("trigger-function-sample-trigger");
     const group = "trigger-default-function-sample-trigger";
     const a = jetStreamNames("events", "default-my-eventsource-sample-one", group);
@@ -697,7 +699,7 @@ describe("controller render - Trigger", () => {
         cooldownPeriod: 120,
       },
     });
-    const r = trigger(twoInputTrigger, catalog(bus));
+    const r = trigger(twoInputTrigger, catalog(bus), direct);
     const so = r.scaledObject!;
     expect(so.spec).toMatchObject({ minReplicaCount: 0, maxReplicaCount: 3, cooldownPeriod: 120 });
     // The consumer the direct driver creates: durableSubscriptionName prefixes the trigger's group.
@@ -740,7 +742,7 @@ describe("controller render - Trigger", () => {
         },
       },
     };
-    const r = trigger(twoInputTrigger, catalog(bus));
+    const r = trigger(twoInputTrigger, catalog(bus), direct);
     const group = "trigger-default-function-sample-trigger";
     const topics = ["default-my-eventsource-sample-one", "team-b-other-source-sample-two"];
     expect(r.scaledObject!.spec.triggers).toEqual(
@@ -891,7 +893,7 @@ describe("controller render - Trigger", () => {
       metadata: { ...twoInputTrigger.metadata, uid: uid() },
       spec: { ...twoInputTrigger.spec, subscribers: [{ condition: "A", sink: { uri: "http://x.default/" } }] },
     };
-    const r = trigger(raw, catalog(jetstreamClusterBus));
+    const r = trigger(raw, catalog(jetstreamClusterBus), direct);
     expect(r.scaledObject!.spec.triggers.map((t) => t.metadata["stream"])).toEqual([
       "events-default-my-eventsource-sample-one",
     ]);
@@ -1231,5 +1233,121 @@ describe("controller names - workload names and label values", () => {
     expect(labelValue(long)).toHaveLength(63);
     expect(labelValue(long)).not.toBe(labelValue(`${long}z`));
     expect(labelValue("short")).toBe("short");
+  });
+});
+
+describe("controller render - bus driver: Dapr by default, direct as the opt-in", () => {
+  const annotated = (driver: string) => ({
+    ...twoInputTrigger,
+    metadata: { ...twoInputTrigger.metadata, uid: uid(), annotations: { "ofevents.io/bus-driver": driver } },
+  });
+  const argAfter = (r: RenderedWorkload, flag: string) => {
+    const args = container(r).args;
+    const i = args.indexOf(flag);
+    return i < 0 ? undefined : args[i + 1];
+  };
+
+  it("controller render - bus driver: the default is the Dapr path (args, sidecar annotations, the bus's Component)", () => {
+    const r = trigger(twoInputTrigger, catalog(jetstreamClusterBus));
+    expect(argAfter(r, "--bus-driver")).toBe("dapr");
+    expect(r.deployment!.spec.template.metadata.annotations).toMatchObject({
+      "dapr.io/enabled": "true",
+      "dapr.io/app-id": "trigger-function-sample-trigger",
+      "dapr.io/app-port": "8081",
+    });
+    expect(r.eventBus.map((o) => [o.kind, o.metadata.name, o.metadata.namespace])).toEqual([
+      ["Component", "default", "default"],
+      ["Resiliency", "default-resiliency", "default"],
+    ]);
+    // KEDA watches what the Dapr component consumes: its stream and durable (the app id).
+    expect(r.scaledObject!.spec.triggers[0]!.metadata).toMatchObject({
+      stream: `T-${Buffer.from("default-my-eventsource-sample-one").toString("hex")}`,
+      consumer: "trigger-function-sample-trigger",
+    });
+    const es = source(kafkaSource(), catalog(jetstreamClusterBus));
+    expect(argAfter(es, "--bus-driver")).toBe("dapr");
+    const annotatedSource = kafkaSource();
+    Object.assign(annotatedSource.metadata, { annotations: { "ofevents.io/bus-driver": "direct" } });
+    expect(argAfter(source(annotatedSource, catalog(jetstreamClusterBus)), "--bus-driver")).toBe("direct");
+  });
+
+  it("controller render - bus driver: busDriver direct renders --bus-driver direct and the direct drivers' KEDA names", () => {
+    const r = trigger(twoInputTrigger, catalog(jetstreamClusterBus), direct);
+    expect(argAfter(r, "--bus-driver")).toBe("direct");
+    expect(r.scaledObject!.spec.triggers[0]!.metadata["consumer"]).toBe("trigger-default-function-sample-trigger");
+  });
+
+  it("controller render - bus driver: the ofevents.io/bus-driver annotation of a resource wins over the controller's", () => {
+    expect(argAfter(trigger(annotated("direct"), catalog(jetstreamClusterBus)), "--bus-driver")).toBe("direct");
+    expect(argAfter(trigger(annotated("dapr"), catalog(jetstreamClusterBus), direct), "--bus-driver")).toBe("dapr");
+    const v = validateTrigger(annotated("fast"), { buses: catalog(jetstreamClusterBus), options });
+    expect(v.ok).toBe(false);
+    expect(v.condition.reason).toBe(Reason.InvalidSpec);
+    expect(v.condition.message).toMatch(/ofevents\.io\/bus-driver.*"fast" is not a bus driver/);
+  });
+
+  it("controller render - bus driver: a bus Dapr cannot carry stays on the direct drivers unless Dapr is asked for", () => {
+    const credsBus = {
+      apiVersion: API,
+      kind: "ClusterEventBus",
+      metadata: { name: "default", uid: uid() },
+      spec: { jetstream: { url: "nats://n:4222", credentialsSecret: { name: "n", key: "creds" } } },
+    };
+    const bus = parsedBus(credsBus, { ...options, dapr: { enabled: false } });
+    const buses = { eventBuses: [], clusterEventBuses: [bus as ClusterEventBus] };
+    const r = trigger(twoInputTrigger, buses);
+    expect(argAfter(r, "--bus-driver")).toBe("direct");
+    expect(r.eventBus).toEqual([]);
+    const v = validateTrigger(annotated("dapr"), { buses, options });
+    expect(v.ok).toBe(false);
+    expect(v.condition.reason).toBe(Reason.EventBusUnsupported);
+  });
+
+  it("controller render - bus driver: with Dapr off the default is direct, and no sidecar is injected", () => {
+    const off: ControllerOptions = { image: IMAGE, dapr: { enabled: false } };
+    const r = trigger(twoInputTrigger, catalog(jetstreamClusterBus), off);
+    expect(argAfter(r, "--bus-driver")).toBe("direct");
+    expect(r.deployment!.spec.template.metadata.annotations["dapr.io/enabled"]).toBeUndefined();
+    expect(() => trigger(twoInputTrigger, catalog(jetstreamClusterBus), { ...off, busDriver: "dapr" })).toThrow(
+      /busDriver dapr needs dapr.enabled/,
+    );
+  });
+
+  it("controller render - Dapr and KEDA settings reach the args, annotations and ScaledObject", () => {
+    const o: ControllerOptions = {
+      image: IMAGE,
+      healthPort: 9000,
+      dapr: { config: "tracing", logLevel: "debug", sidecarTimeout: "90s", pubsubName: "shared" },
+      keda: { pollingInterval: 15, cooldownPeriod: 600, minReplicaCount: 2, maxReplicaCount: 7 },
+    };
+    const r = trigger(twoInputTrigger, catalog(jetstreamClusterBus), o);
+    const args = container(r).args;
+    expect(args.slice(5)).toEqual([
+      "--health-port",
+      "9000",
+      "--bus-driver",
+      "dapr",
+      "--pubsub-name",
+      "shared",
+      "--sidecar-timeout",
+      "90s",
+      "--log-level",
+      "debug",
+    ]);
+    expect(r.deployment!.spec.template.metadata.annotations).toMatchObject({
+      "dapr.io/app-port": "9000",
+      "dapr.io/config": "tracing",
+      "dapr.io/log-level": "debug",
+    });
+    expect(r.scaledObject!.spec).toMatchObject({
+      minReplicaCount: 2,
+      maxReplicaCount: 7,
+      pollingInterval: 15,
+      cooldownPeriod: 600,
+    });
+    // The direct drivers take neither Dapr flag.
+    const d = trigger(twoInputTrigger, catalog(jetstreamClusterBus), { ...o, busDriver: "direct" });
+    expect(container(d).args).not.toContain("--pubsub-name");
+    expect(container(d).args).not.toContain("--sidecar-timeout");
   });
 });

@@ -50,7 +50,7 @@ const SECTIONS: Array<{ kind: string; schema: z.ZodType; intro: string }> = [
     kind: Kind.EventSource,
     schema: eventSourceSpecSchema,
     intro:
-      "Turns what happens in a system into CloudEvents. Set `eventBus` (publish to the bus) or `sink` (call a function directly).",
+      "Turns what happens in a system into CloudEvents. Set `eventBus` (publish to the bus), `sink` (call a function directly), or both (every event goes to both).",
   },
   {
     kind: `${Kind.EventBus} / ${Kind.ClusterEventBus}`,

@@ -285,6 +285,7 @@ export const webhookSourceSchema = z
       .describe("HTTP method accepted (default POST)."),
     port: z
       .union([z.string().regex(/^\d+$/), z.number().int()])
+      .refine((p) => Number(p) >= 0 && Number(p) <= 65535, { message: "a port is 0-65535 (0: any free port)" })
       .describe("Port to listen on (Argo Events' webhook context: a string)."),
     url: z.string().optional().describe("External URL of the endpoint, informative."),
     authSecret: secretKeySelectorSchema.optional().describe("Bearer token the caller must present."),
@@ -320,7 +321,9 @@ export const eventSourceSpecSchema = z
     mqtt: eventMap(mqttSourceSchema).optional().describe("MQTT events, keyed by event name."),
     webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
     nats: eventMap(natsSourceSchema).optional().describe(ext("NATS events, keyed by event name.")),
-    sink: sinkSchema.optional().describe("Send events directly to this sink instead of the bus."),
+    sink: sinkSchema
+      .optional()
+      .describe("Send events directly to this sink (with eventBus too: every event goes to both)."),
     build: z
       .record(z.string(), z.unknown())
       .optional()

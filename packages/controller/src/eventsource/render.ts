@@ -39,7 +39,13 @@ import type {
   TriggerAuthentication,
 } from "../k8s.js";
 import { objectMeta, workloadName } from "../labels.js";
-import { BusDriver, RenderMode, resolveOptions, type ControllerOptions, type ResolvedOptions } from "../options.js";
+import {
+  RenderMode,
+  resolveOptions,
+  workloadBusDriver,
+  type ControllerOptions,
+  type ResolvedOptions,
+} from "../options.js";
 import {
   kafkaAuth,
   natsMonitoringEndpoint,
@@ -179,8 +185,7 @@ export function renderEventSource(input: RenderEventSourceInput): RenderedWorklo
   const name = workloadName("EventSource", es.metadata.name);
   // With both a sink and an eventBus the entrypoint sends each event to both.
   const bus = input.bus;
-  const busDriver =
-    bus?.resource === undefined ? undefined : bus.resource.spec.dapr !== undefined ? BusDriver.Dapr : o.busDriver;
+  const busDriver = workloadBusDriver(es, bus?.resource, o).driver;
   const eventBus = renderBusFor(bus, namespace, input.options);
   const meta = workloadMeta({ owner: es, namespace, kind: "EventSource" });
   const scaling = renderScaling(name, meta, eventSourceScaleParts(es, o), o);

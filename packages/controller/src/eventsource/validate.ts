@@ -55,7 +55,7 @@ export function validateEventSource(
   let bus: ResolvedBus | undefined;
   let note: string | undefined;
   if (es.spec.eventBus !== undefined) {
-    const b = busIssues(es.spec.eventBus, namespaceOf(es), ctx.buses, options);
+    const b = busIssues(es.spec.eventBus, namespaceOf(es), ctx.buses, options, es);
     bus = b.bus;
     note = b.bus.warning;
     issues.push(...b.issues);

@@ -38,7 +38,14 @@ import { renderBusFor } from "../eventbus/render.js";
 import type { RenderedWorkload } from "../eventsource/render.js";
 import { renderFunction } from "../function.js";
 import { workloadName } from "../labels.js";
-import { BusDriver, RenderMode, resolveOptions, type ControllerOptions, type ResolvedOptions } from "../options.js";
+import {
+  BusDriver,
+  RenderMode,
+  resolveOptions,
+  workloadBusDriver,
+  type ControllerOptions,
+  type ResolvedOptions,
+} from "../options.js";
 import {
   kafkaAuth,
   natsMonitoringEndpoint,
@@ -215,7 +222,7 @@ export function renderTrigger(input: RenderTriggerInput): RenderedWorkload {
   const namespace = namespaceOf(t);
   const name = workloadName("Trigger", t.metadata.name);
   const bus = input.bus;
-  const busDriver = bus.resource?.spec.dapr !== undefined ? BusDriver.Dapr : o.busDriver;
+  const busDriver = workloadBusDriver(t, bus.resource, o).driver ?? o.busDriver;
   const eventBus = renderBusFor(bus, namespace, input.options);
   const meta = workloadMeta({ owner: t, namespace, kind: "Trigger" });
   const parts =

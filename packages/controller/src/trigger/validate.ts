@@ -37,7 +37,7 @@ export function validateTrigger(raw: unknown, ctx: ValidateTriggerContext): Vali
     issues.push(...sinkIssues(s.sink, `spec.subscribers.${i}.sink`));
     issues.push(...sinkIssues(s.deadLetterSink, `spec.subscribers.${i}.deadLetterSink`));
   });
-  const b = busIssues(t.spec.eventBus, namespaceOf(t), ctx.buses, options);
+  const b = busIssues(t.spec.eventBus, namespaceOf(t), ctx.buses, options, t);
   issues.push(...b.issues);
   return outcome(raw, t, issues, { bus: b.bus }, b.bus.warning);
 }
