@@ -1259,9 +1259,9 @@ describe("controller render - bus driver: Dapr by default, direct as the opt-in"
       ["Component", "default", "default"],
       ["Resiliency", "default-resiliency", "default"],
     ]);
-    // KEDA watches what the Dapr component consumes: its stream and durable (the app id).
+    // KEDA watches what the Dapr component consumes: the stream both paths share and the durable (the app id).
     expect(r.scaledObject!.spec.triggers[0]!.metadata).toMatchObject({
-      stream: `T-${Buffer.from("default-my-eventsource-sample-one").toString("hex")}`,
+      stream: "events-default-my-eventsource-sample-one",
       consumer: "trigger-function-sample-trigger",
     });
     const es = source(kafkaSource(), catalog(jetstreamClusterBus));
