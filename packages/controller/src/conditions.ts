@@ -18,6 +18,12 @@ export const Reason = {
    * event, a Dapr binding that cannot receive): the message names each such event.
    */
   EventNotRunnable: "EventNotRunnable",
+  /**
+   * The API server refused an object rendered for it (strict field validation against the
+   * installed CRD, e.g. an OpenFunction Function version that lacks a field, or the kind is not
+   * installed): the message is the server's. The reconcile is retried with backoff.
+   */
+  RenderRejected: "RenderRejected",
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 

@@ -43,6 +43,7 @@ import { resolveOptions } from "./options.js";
 import { renderTrigger } from "./trigger/render.js";
 import { validateTrigger } from "./trigger/validate.js";
 import type { BusCatalog } from "./validation.js";
+import { Reason } from "./conditions.js";
 
 export const FIELD_MANAGER = "ofevents-controller";
 export const LEASE_NAME = "ofevents-controller";
@@ -575,7 +576,11 @@ export async function startController(input: StartControllerInput): Promise<Cont
     );
   }
 
-  /** Server-side applies `objects`, then deletes what `owner` owns by label and no longer renders. */
+  /**
+   * Server-side applies `objects` with strict field validation (a field the installed CRD does not
+   * know fails the reconcile instead of being dropped), then deletes what `owner` owns by label
+   * and no longer renders.
+   */
   async function applyAndPrune(
     ownerKind: Kind,
     ownerName: string,
@@ -586,7 +591,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
     for (const o of objects) {
       await api.request(
         "PATCH",
-        `${objectPath(o)}?fieldManager=${FIELD_MANAGER}&force=true`,
+        `${objectPath(o)}?fieldManager=${FIELD_MANAGER}&force=true&fieldValidation=Strict`,
         o,
         "application/apply-patch+yaml",
       );
@@ -618,6 +623,41 @@ export async function startController(input: StartControllerInput): Promise<Cont
     }
   }
 
+  /**
+   * {@link applyAndPrune}; when the API server refuses a rendered object (400, 404: its kind is
+   * not installed, 422: strict field validation, a value of the wrong type), `Ready` says so
+   * before the error requeues the key (a CRD installed or upgraded later is picked up).
+   */
+  async function applyOrReport(
+    kind: Kind,
+    raw: RawObject,
+    name: string,
+    namespace: string,
+    objects: Parameters<typeof applyAndPrune>[3],
+  ): Promise<void> {
+    try {
+      await applyAndPrune(kind, name, namespace, objects);
+    } catch (err) {
+      // Server-side apply answers 500 "failed to create typed patch object" for a value of the
+      // wrong type (the CRD's schema, not the server, is at fault): a refusal like a 422.
+      const refused =
+        err instanceof KubeApiError &&
+        ([400, 404, 422].includes(err.status) ||
+          (err.status === 500 && err.message.includes("failed to create typed patch object")));
+      if (refused) {
+        await writeStatus(kind, raw, {
+          status: "False",
+          reason: Reason.RenderRejected,
+          message:
+            err.status === 404
+              ? `the API server does not serve a kind the controller renders (is its CRD installed?): ${err.message.trim()}`
+              : `the API server refused a rendered object: ${err.message.trim()}`,
+        });
+      }
+      throw err;
+    }
+  }
+
   /** Reconciles one key; "success" also for an object that is gone (nothing to do). */
   async function reconcile(key: string): Promise<Exclude<ReconcileResult, "error">> {
     const [kindText, ns, name] = key.split("/") as [Kind, string, string];
@@ -634,7 +674,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
     if (kind === "EventBus" || kind === "ClusterEventBus") {
       const v = validateEventBus(raw, { options });
       if (v.ok && kind === "EventBus") {
-        await applyAndPrune(kind, name, ns, renderEventBus({ bus: v.resource, options }));
+        await applyOrReport(kind, raw, name, ns, renderEventBus({ bus: v.resource, options }));
       }
       await writeStatus(kind, raw, v.condition);
       return v.ok ? "success" : "invalid";
@@ -644,7 +684,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
       const v = validateEventSource(raw, ctx);
       if (v.ok) {
         const r = renderEventSource({ eventSource: v.resource, bus: v.bus, options });
-        await applyAndPrune(kind, name, ns, r.objects);
+        await applyOrReport(kind, raw, name, ns, r.objects);
       }
       await writeStatus(kind, raw, v.condition);
       return v.ok ? "success" : "invalid";
@@ -652,7 +692,7 @@ export async function startController(input: StartControllerInput): Promise<Cont
       const v = validateTrigger(raw, ctx);
       if (v.ok) {
         const r = renderTrigger({ trigger: v.resource, bus: v.bus, options });
-        await applyAndPrune(kind, name, ns, r.objects);
+        await applyOrReport(kind, raw, name, ns, r.objects);
       }
       await writeStatus(kind, raw, v.condition);
       return v.ok ? "success" : "invalid";
