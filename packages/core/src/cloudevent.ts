@@ -70,13 +70,6 @@ export function setExtension(ev: CloudEvent, name: string, value: string | numbe
   (ev as Record<string, unknown>)[n] = value;
 }
 
-/** Extension attributes of an event (everything that is not a core attribute). */
-export function extensionsOf(ev: CloudEvent): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(ev)) if (!CORE_ATTRIBUTES.has(k) && v !== undefined) out[k] = v;
-  return out;
-}
-
 /** Checks the required attributes of a decoded event; throws EventError naming what is wrong. */
 export function assertCloudEvent(value: unknown): asserts value is CloudEvent {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {

@@ -22,7 +22,6 @@ export const ErrorCode = {
   DeliveryFailed: "DELIVERY_FAILED",
   DeliveryRejected: "DELIVERY_REJECTED",
   DeliveryTimeout: "DELIVERY_TIMEOUT",
-  SourceConfig: "SOURCE_CONFIG",
   SourceStart: "SOURCE_START",
   SourceUnsupported: "SOURCE_UNSUPPORTED",
   FunctionLoad: "FUNCTION_LOAD",

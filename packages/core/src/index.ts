@@ -79,7 +79,6 @@ export {
   decodeEvent,
   encodeEvent,
   eventData,
-  extensionsOf,
   newEvent,
   setExtension,
 } from "./cloudevent.js";

@@ -1,6 +1,7 @@
 /**
- * Delivery of CloudEvents to HTTP sinks (binary mode by default, structured on request) through the
- * cloudevents SDK's encoders and undici's keep-alive pool. 2xx is done; 429, 5xx, timeouts and
+ * Delivery of CloudEvents to HTTP sinks (binary mode by default, structured on request), encoded
+ * by ./http-binding.ts (the HTTP binding, header values percent-encoded) over undici's keep-alive
+ * pool. 2xx is done; 429, 5xx, timeouts and
  * connection errors are retried with backoff and jitter, honouring Retry-After; other 4xx are not
  * retried. A failure is a DeliveryError whose `retriable` says which it was.
  */

@@ -1,6 +1,7 @@
 /**
  * Checks that a schema cannot express: conditions name existing inputs, JSONata expressions
- * compile. Used by the loader, `ofevents validate` and (later) the controller.
+ * compile. Used by the loader (so `ofevents validate` and `run`) and by the controller's Trigger
+ * validation.
  */
 import { ExpressionError, type ValidationIssue } from "./errors.js";
 import { parseCondition } from "./expr/condition.js";

@@ -1,5 +1,3 @@
-import type { CloudEvent } from "@ofevents/core";
-
 /** Instrumentation events of a trigger; `subscriber` is the subscriber's index. */
 export interface TriggerEvents {
   received: { input: string; id: string };
@@ -29,10 +27,3 @@ export interface TriggerEvents {
 
 /** Extension attribute carrying the ids of the events a delivered event was joined with. */
 export const JOINED_EXTENSION = "ofjoined";
-
-export interface Fired {
-  event: CloudEvent;
-  /** The event of each input that took part, by input name. */
-  inputs: Record<string, CloudEvent>;
-  joined: string[];
-}
