@@ -20,7 +20,7 @@ import { KubeControllerManager } from "../helpers/kube-controller-manager.js";
 import { NodeAgent } from "../helpers/node-agent.js";
 import { reportFigures } from "../helpers/report.js";
 import { freePorts } from "../helpers/server.js";
-import { RecordingSink } from "../helpers/sink.js";
+import { RecordingSink, type Received } from "../helpers/sink.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -55,6 +55,8 @@ let kafka: KafkaBroker;
 let agent: NodeAgent;
 let controller: ControllerHandle | undefined;
 let sink: RecordingSink;
+let kc: KubeConfig;
+let controllerNs: string;
 
 async function req(method: string, path: string, body?: unknown): Promise<Obj & { items?: Obj[] }> {
   const res = await cp.request(method, path, body === undefined ? {} : { body });
@@ -111,7 +113,7 @@ beforeAll(async () => {
     KedaOperator.start(cp),
     KafkaBroker.start(),
   ]);
-  const kc = new KubeConfig();
+  kc = new KubeConfig();
   kc.loadFromString(cp.kubeconfig());
   const crdApi = kc.makeApiClient(ApiextensionsV1Api);
   for (const file of (await readdir(join(ROOT, "crds"))).filter((f) => f.endsWith(".yaml")).sort()) {
@@ -138,7 +140,7 @@ beforeAll(async () => {
   agent = await NodeAgent.start(cp);
   agent.image(IDLE_IMAGE, { command: process.execPath, args: ["-e", "setInterval(() => {}, 1 << 30)"] });
   sink = await RecordingSink.start();
-  const controllerNs = `ofevents-system-${randomSuffix()}`;
+  controllerNs = `ofevents-system-${randomSuffix()}`;
   await req("POST", "/api/v1/namespaces", { metadata: { name: controllerNs } });
   // No busDriver: the controller's default, which `ofevents controller` also starts with (it
   // passes none unless --bus-driver or OFEVENTS_BUS_DRIVER is given).
@@ -169,12 +171,38 @@ interface FlowResult {
   readyMs: number;
 }
 
+/** Fails with what explains a stuck flow in `ns`: Pods, ScaledObjects, the Pods' and daprd's logs, the agent's and KEDA's. */
+function diagnoser(ns: string): (err: unknown) => Promise<never> {
+  return async (err) => {
+    const pods = await list(`/api/v1/namespaces/${ns}/pods`);
+    const deps = await list(`/apis/apps/v1/namespaces/${ns}/deployments`);
+    const sos = await list(`/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects`);
+    const logs = pods
+      .map(
+        (p) =>
+          `--- ${p.metadata.name}\n${agent.logs(`${ns}/${p.metadata.name}`).slice(-3000)}\n--- daprd\n${agent.daprd(`${ns}/${p.metadata.name}`)?.log.toString().slice(-3000) ?? "(none)"}`,
+      )
+      .join("\n");
+    throw new Error(
+      [
+        (err as Error).message,
+        `pods: ${JSON.stringify(pods.map((p) => [p.metadata.name, p.status]))}`,
+        `deployments: ${JSON.stringify(deps.map((d) => [d.metadata.name, d.spec?.["replicas"], d.status]))}`,
+        `scaledobjects: ${JSON.stringify(sos.map((o) => [o.metadata.name, o.spec, o.status]))}`,
+        logs,
+        `agent:\n${agent.log.toString().slice(-3000)}`,
+        `keda:\n${keda.log.toString().slice(-3000)}`,
+      ].join("\n"),
+      { cause: err },
+    );
+  };
+}
+
 /**
- * One namespace with a Kafka EventBus (`topicPrefix` when given), a webhook EventSource and a
- * Trigger delivering to the sink, all on the controller's default bus driver; posts `n` events
- * and checks every step from the rendered Component to the consumer group on the broker.
+ * A namespace with a Kafka EventBus `default` (`topicPrefix` when given), a webhook EventSource
+ * `hooks` (event `orders` on a free local port) and a Trigger `t` delivering to the sink.
  */
-async function daprKafkaFlow(n: number, topicPrefix?: string): Promise<FlowResult> {
+async function createFlow(topicPrefix?: string): Promise<{ ns: string; webhookPort: number; brokers: string }> {
   const ns = `kbus-${randomSuffix()}`;
   await req("POST", "/api/v1/namespaces", { metadata: { name: ns } });
   const [webhookPort] = await freePorts(1);
@@ -201,28 +229,41 @@ async function daprKafkaFlow(n: number, topicPrefix?: string): Promise<FlowResul
       subscribers: [{ condition: "o", sink: { uri: sink.url } }],
     },
   });
+  return { ns, webhookPort: webhookPort!, brokers };
+}
 
-  const diagnose = async (err: unknown): Promise<never> => {
-    const pods = await list(`/api/v1/namespaces/${ns}/pods`);
-    const sos = await list(`/apis/keda.sh/v1alpha1/namespaces/${ns}/scaledobjects`);
-    const logs = pods
-      .map(
-        (p) =>
-          `--- ${p.metadata.name}\n${agent.logs(`${ns}/${p.metadata.name}`).slice(-3000)}\n--- daprd\n${agent.daprd(`${ns}/${p.metadata.name}`)?.log.toString().slice(-3000) ?? "(none)"}`,
-      )
-      .join("\n");
-    throw new Error(
-      [
-        (err as Error).message,
-        `pods: ${JSON.stringify(pods.map((p) => [p.metadata.name, p.status]))}`,
-        `scaledobjects: ${JSON.stringify(sos.map((o) => [o.metadata.name, o.spec, o.status]))}`,
-        logs,
-        `agent:\n${agent.log.toString().slice(-3000)}`,
-        `keda:\n${keda.log.toString().slice(-3000)}`,
-      ].join("\n"),
-      { cause: err },
-    );
-  };
+/** Posts one event per id to the webhook, one at a time, each with source `/shop/{ns}`, a subject and an extension. */
+async function post(ns: string, webhookPort: number, ids: readonly string[]): Promise<void> {
+  for (const id of ids) {
+    const res = await fetch(`http://127.0.0.1:${webhookPort}/orders`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": id,
+        "ce-source": `/shop/${ns}`,
+        "ce-type": "order",
+        "ce-subject": `order/${id}`,
+        "ce-orderclass": "gold",
+      },
+      body: JSON.stringify({ id }),
+    });
+    expect(res.status).toBe(200);
+  }
+}
+
+/** What the sink answered 2xx from namespace `ns` (event ids repeat across namespaces; sources do not). */
+function receivedFrom(ns: string, prefix: string): Received[] {
+  return sink.received.filter((r) => r.headers["ce-source"] === `/shop/${ns}` && r.id.startsWith(prefix));
+}
+
+/**
+ * One flow ({@link createFlow}) on the controller's default bus driver; posts `n` events and
+ * checks every step from the rendered Component to the consumer group on the broker.
+ */
+async function daprKafkaFlow(n: number, topicPrefix?: string): Promise<FlowResult> {
+  const { ns, webhookPort, brokers } = await createFlow(topicPrefix);
+  const diagnose = diagnoser(ns);
 
   // The rendered Component: pubsub.kafka on the broker, the group daprd names per app.
   const component = await waitFor(
@@ -279,25 +320,8 @@ async function daprKafkaFlow(n: number, topicPrefix?: string): Promise<FlowResul
 
   const N = n;
   const ids = Array.from({ length: N }, (_, i) => `kbus-${i}`);
-  for (const id of ids) {
-    const res = await fetch(`http://127.0.0.1:${webhookPort}/orders`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "ce-specversion": "1.0",
-        "ce-id": id,
-        "ce-source": `/shop/${ns}`,
-        "ce-type": "order",
-        "ce-subject": `order/${id}`,
-        "ce-orderclass": "gold",
-      },
-      body: JSON.stringify({ id }),
-    });
-    expect(res.status).toBe(200);
-  }
-  // Event ids repeat across cases; the source, unique per namespace, tells them apart.
-  const mine = (): typeof sink.received =>
-    sink.received.filter((r) => r.headers["ce-source"] === `/shop/${ns}` && r.id.startsWith("kbus-"));
+  await post(ns, webhookPort, ids);
+  const mine = (): Received[] => receivedFrom(ns, "kbus-");
   const got = (): string[] => mine().map((r) => r.id);
   await waitFor(() => new Set(got()).size >= N, {
     timeoutMs: 120_000,
@@ -423,4 +447,69 @@ describe("platform - a Kafka EventBus on the default (Dapr) path", () => {
   it("platform - with a topicPrefix, the topic and group KEDA watches are the prefixed ones daprd uses", async () => {
     reportFigures(figures("dapr kafka topicPrefix", await daprKafkaFlow(100, "ofevents.")));
   }, 300_000);
+
+  it("platform - the idle Trigger on the Dapr path scales to zero, and a backlog on daprd's group brings it back", async () => {
+    // A controller with short cooldowns takes over (it re-renders the ScaledObjects of every
+    // namespace; the cases above are done): a new ScaledObject may scale to zero after 10 s, an
+    // idle one 3 s after its last activity.
+    await controller?.stop();
+    controller = await startController({
+      kubeConfig: kc,
+      logger: silentLogger(),
+      options: {
+        image: "ofevents/ofevents:test",
+        keda: { pollingInterval: POLLING_S, initialCooldownPeriod: 10, cooldownPeriod: 3 },
+      },
+      namespace: controllerNs,
+      leaderElection: { identity: "platform-2", leaseDurationSeconds: 5, retryPeriodMs: 300 },
+      backoff: { baseMs: 50, maxMs: 2_000 },
+    });
+    await waitFor(() => controller!.isLeader(), { timeoutMs: 30_000, message: "the second controller leads" });
+
+    const { ns, webhookPort } = await createFlow();
+    const diagnose = diagnoser(ns);
+    const replicas = async (): Promise<number | undefined> =>
+      (await list(`/apis/apps/v1/namespaces/${ns}/deployments`)).find((d) =>
+        (d.metadata.ownerReferences ?? []).some((r) => r.kind === "Trigger"),
+      )?.spec?.["replicas"] as number | undefined;
+    const triggerPodReady = async (): Promise<boolean> =>
+      (await list(`/api/v1/namespaces/${ns}/pods`)).some(
+        (p) => p.metadata.name.startsWith("trigger-") && podsReady([p]),
+      );
+
+    // The Trigger runs once (daprd joins its group), then, idle, KEDA scales it to zero.
+    await waitFor(triggerPodReady, {
+      timeoutMs: 180_000,
+      intervalMs: 250,
+      message: "the Trigger Pod (with daprd) Ready once",
+    }).catch(diagnose);
+    await waitFor(async () => (await replicas()) === 0, {
+      timeoutMs: 120_000,
+      intervalMs: 250,
+      message: "the idle Trigger Deployment at 0 replicas",
+    }).catch(diagnose);
+    await waitFor(async () => !(await triggerPodReady()), {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+      message: "the Trigger Pod gone",
+    }).catch(diagnose);
+
+    // Events published while it sleeps are lag on daprd's group: KEDA wakes the Trigger.
+    const ids = Array.from({ length: 200 }, (_, i) => `wake-${i}`);
+    const woken = Date.now();
+    await post(ns, webhookPort, ids);
+    const got = (): string[] => receivedFrom(ns, "wake-").map((r) => r.id);
+    await waitFor(() => new Set(got()).size === ids.length, {
+      timeoutMs: 180_000,
+      intervalMs: 250,
+      message: "the backlog delivered after scaling from zero",
+    }).catch(diagnose);
+    const recoveredMs = Date.now() - woken;
+    expect(await replicas()).toBe(1);
+    const unique = new Set(got());
+    expect([...unique].sort()).toEqual([...ids].sort());
+    reportFigures(
+      `platform dapr kafka scale to zero and back: sent=${ids.length} delivered=${unique.size} duplicates=${got().length - unique.size} lost=${ids.length - unique.size} recoveredMs=${recoveredMs}`,
+    );
+  }, 360_000);
 });
