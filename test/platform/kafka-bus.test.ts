@@ -25,6 +25,8 @@ import { randomSuffix, waitFor } from "../helpers/wait.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const API = "/apis/events.openfunction.io/v1alpha1";
+/** The `time` of every posted event, kept as sent (nanoseconds included) all the way to the sink. */
+const EVENT_TIME = "2026-01-02T03:04:05.123456789Z";
 /** A stand-in image that idles, for the control ScaledObject's target. */
 const IDLE_IMAGE = "example/idle:1";
 /** KEDA's polling interval of the rendered ScaledObjects (seconds). */
@@ -232,7 +234,7 @@ async function createFlow(topicPrefix?: string): Promise<{ ns: string; webhookPo
   return { ns, webhookPort: webhookPort!, brokers };
 }
 
-/** Posts one event per id to the webhook, one at a time, each with source `/shop/{ns}`, a subject and an extension. */
+/** Posts one event per id to the webhook, one at a time, each with source `/shop/{ns}`, a subject, a time and an extension. */
 async function post(ns: string, webhookPort: number, ids: readonly string[]): Promise<void> {
   for (const id of ids) {
     const res = await fetch(`http://127.0.0.1:${webhookPort}/orders`, {
@@ -245,6 +247,7 @@ async function post(ns: string, webhookPort: number, ids: readonly string[]): Pr
         "ce-type": "order",
         "ce-subject": `order/${id}`,
         "ce-orderclass": "gold",
+        "ce-time": EVENT_TIME,
       },
       body: JSON.stringify({ id }),
     });
@@ -252,7 +255,7 @@ async function post(ns: string, webhookPort: number, ids: readonly string[]): Pr
   }
 }
 
-/** What the sink answered 2xx from namespace `ns` (event ids repeat across namespaces; sources do not). */
+/** What the sink received from namespace `ns` (event ids repeat across namespaces; sources do not). */
 function receivedFrom(ns: string, prefix: string): Received[] {
   return sink.received.filter((r) => r.headers["ce-source"] === `/shop/${ns}` && r.id.startsWith(prefix));
 }
@@ -335,6 +338,7 @@ async function daprKafkaFlow(n: number, topicPrefix?: string): Promise<FlowResul
     expect(r.headers["ce-type"]).toBe("order");
     expect(r.headers["ce-subject"]).toBe(`order/${r.id}`);
     expect(r.headers["ce-orderclass"]).toBe("gold");
+    expect(r.headers["ce-time"]).toBe(EVENT_TIME);
     expect(JSON.parse(r.body.toString("utf8"))).toEqual({ id: r.id });
   }
 
