@@ -15,8 +15,10 @@
  * Every replica shares the group, so triggers scale out and sleep at zero. A natsStreaming bus's
  * OpenFunction `scaleOption` is honoured (natsServerMonitoringEndpoint, lagThreshold, metadata,
  * authRef, replica counts, polling, cooldown). The Dapr-path names are read from the Component
- * core renders (renderDaprComponents) and core's naming.ts, the functions the drivers use; they
- * were not checked against a running KEDA.
+ * core renders (renderDaprComponents) and core's naming.ts, the functions the drivers use. The
+ * `kafka` bus on the Dapr path is checked against a running daprd, broker and KEDA (the group and
+ * topic exist on the broker with daprd's commits, and KEDA reads no lag on them:
+ * test/platform/kafka-bus.test.ts); the other Dapr-path rows were not.
  */
 import {
   DAPR_APP_ID,
