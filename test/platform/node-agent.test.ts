@@ -685,8 +685,7 @@ spec:
     const waiting = await waitFor(
       async () => {
         const state = (await podStatus(ns, "missing")).containerStatuses?.[0]?.state["waiting"] as
-          | { reason: string; message?: string }
-          | undefined;
+          { reason: string; message?: string } | undefined;
         return state?.reason === "CreateContainerError" ? state : undefined;
       },
       { timeoutMs: 30_000, intervalMs: 100, message: "the Pod of a missing ServiceAccount in CreateContainerError" },
