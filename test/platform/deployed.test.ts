@@ -457,6 +457,9 @@ describe("platform - the controller installed from deploy/", () => {
       message: `the async function's consumer on stream ${asyncStream}`,
     }).catch(failWith([ns]));
     const podsReadyMs = Date.now() - started;
+    // The Dapr Component the controller rendered for the natsStreaming bus.
+    const component = await req("GET", `/apis/dapr.io/v1alpha1/namespaces/${ns}/components/default`);
+    expect(component.spec?.["type"]).toBe("pubsub.jetstream");
     for (const p of await list(`/api/v1/namespaces/${ns}/pods`))
       expect(agent.daprd(`${ns}/${p.metadata.name}`) !== undefined, `${p.metadata.name} has a daprd`).toBe(
         p.metadata.name !== "sync-fn",
@@ -547,6 +550,23 @@ describe("platform - the controller installed from deploy/", () => {
       },
     ).catch(failWith([CONTROLLER_NS]));
     const reconciledMs = Date.now() - appliedAt;
+    // The ReplicaSet's replacement Pod joins as the standby; nothing the controllers did was
+    // refused (deploy/rbac.yaml grants every call they made).
+    const replacement = await waitFor(
+      async () => {
+        const ps = await controllerPods();
+        const fresh = ps.find((p) => p.metadata.name !== standby && p.metadata.name !== leader);
+        return ps.length === 2 && ps.every(ready) && fresh !== undefined ? fresh.metadata.name : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 250, message: "a replacement controller Pod Ready" },
+    ).catch(failWith([CONTROLLER_NS]));
+    await waitFor(async () => (await leaderGauge(replacement)) === 0, {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      message: `ofevents_controller_leader 0 on ${replacement}`,
+    });
+    expect(await holder()).toBe(standby);
+    for (const pod of [standby, replacement]) expect(agent.logs(`${CONTROLLER_NS}/${pod}`)).not.toMatch(/forbidden/i);
 
     // 6. Every record at both functions: ids topic/partition/offset, exactly those produced.
     const offsets = await admin.fetchTopicOffsets(kafkaTopic);
@@ -575,7 +595,7 @@ describe("platform - the controller installed from deploy/", () => {
     expect(lost).toBe(0);
 
     reportFigures(
-      `platform deployed kafka→sync+async: sent=${N} sync=${syncUnique.size} async=${asyncUnique.size} duplicates=${syncSink.ids.length - syncUnique.size}+${asyncSink.ids.length - asyncUnique.size} lost=${lost} leaderFailoverMs=${recoveredMs} flowMs=${flowMs} podsReadyMs=${podsReadyMs}`,
+      `platform deployed kafka→sync+async: sent=${N} sync=${syncUnique.size} async=${asyncUnique.size} duplicates=${syncSink.ids.length - syncUnique.size + asyncSink.ids.length - asyncUnique.size} (sync ${syncSink.ids.length - syncUnique.size}, async ${asyncSink.ids.length - asyncUnique.size}) lost=${lost} leaderFailoverMs=${recoveredMs} flowMs=${flowMs} podsReadyMs=${podsReadyMs}`,
     );
     reportFigures(
       `platform controller failover: replicas=2 controllersReadyMs=${controllersReadyMs} deliveredAtKill=${deliveredAtKill} recoveredMs=${recoveredMs} (lease ${LEASE_DURATION_MS} ms, retry ${LEASE_RETRY_MS} ms) newTriggerReconciledMs=${reconciledMs}`,
