@@ -441,7 +441,6 @@ describe("platform - the controller installed from deploy/", () => {
     );
     nc = await connect({ servers: nats.url });
     const jsm = await nc.jetstreamManager();
-    const asyncStream = await jsm.streams.find(asyncTopic);
 
     const started = Date.now();
     await waitFor(
@@ -451,10 +450,10 @@ describe("platform - the controller installed from deploy/", () => {
       },
       { timeoutMs: 180_000, intervalMs: 250, message: "the EventSource, Trigger and both function Pods Ready" },
     ).catch(failWith([ns, CONTROLLER_NS]));
-    await waitFor(async () => (await jsm.streams.info(asyncStream)).state.consumer_count >= 1, {
+    await waitFor(async () => (await jsm.streams.info(await jsm.streams.find(asyncTopic))).state.consumer_count >= 1, {
       timeoutMs: 60_000,
       intervalMs: 250,
-      message: `the async function's consumer on stream ${asyncStream}`,
+      message: `the async function's consumer on topic ${asyncTopic}'s stream`,
     }).catch(failWith([ns]));
     const podsReadyMs = Date.now() - started;
     // The Dapr Component the controller rendered for the natsStreaming bus.
