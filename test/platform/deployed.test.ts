@@ -3,7 +3,7 @@
 // the default (Dapr) path: a natsStreaming EventBus, a Kafka EventSource and a Trigger whose
 // subscribers call a sync function by `sink.ref` and publish to a topic an async function (a
 // Dapr-subscribed app Pod) consumes. 2,000 Kafka records reach both functions while the leader
-// controller Pod is killed; the standby takes the Lease and reconciles a Trigger applied afterwards.
+// controller Pod is killed; another replica takes the Lease and reconciles a Trigger applied afterwards.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,8 +11,7 @@ import { Kafka, logLevel } from "kafkajs";
 import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
-import { natsStreamingToJetStream, type NatsStreamingBusSpec } from "@ofevents/core";
-import { createJetStreamTopicPreparer } from "@ofevents/eventbus";
+import type { NatsStreamingBusSpec } from "@ofevents/core";
 import { KafkaBroker } from "../helpers/kafka.js";
 import { KedaOperator } from "../helpers/keda.js";
 import { ControlPlane } from "../helpers/kube.js";
@@ -309,7 +308,7 @@ afterAll(async () => {
 }, 120_000);
 
 describe("platform - the controller installed from deploy/", () => {
-  it("platform deployed - two controller Pods from deploy/, one holds the Lease; Kafka → Trigger → sync function and async function (Dapr), every event, while the leader is killed; the standby reconciles a new Trigger", async () => {
+  it("platform deployed - two controller Pods from deploy/, one holds the Lease; Kafka → Trigger → sync function and async function (Dapr), every event, while the leader is killed; another replica takes the Lease and reconciles a new Trigger", async () => {
     // 1. deploy/ as written, in the kustomization's order.
     const docs = await deployDocuments();
     const deployment = docs.find((d) => d.kind === "Deployment" && d.metadata.name === "ofevents-controller");
@@ -423,17 +422,10 @@ describe("platform - the controller installed from deploy/", () => {
       },
     });
 
-    // The async function subscribes through its daprd. Dapr's pubsub.jetstream never creates
-    // streams (docs/eventbus/dapr.md): the topic's stream is created ahead, by the preparer the
-    // workloads use, under the name they use; the function's durable consumer (ImDurable-<app id>)
-    // must exist before the Trigger publishes, as a new one starts with new messages.
-    const js = natsStreamingToJetStream(natsStreaming);
-    const preparer = createJetStreamTopicPreparer(js);
-    try {
-      await preparer.prepareTopic(asyncTopic);
-    } finally {
-      await preparer.close();
-    }
+    // The async function subscribes through its daprd, which can subscribe only once the topic's
+    // stream exists (Dapr's pubsub.jetstream never creates streams): the Trigger creates the
+    // streams of its output topics when it starts. Its durable consumer (ImDurable-<app id>)
+    // starts with new messages, so the records are produced once it exists.
     await req(
       "POST",
       `/api/v1/namespaces/${ns}/pods`,
@@ -465,7 +457,7 @@ describe("platform - the controller installed from deploy/", () => {
       );
 
     // 4. 2,000 records: half, then the leader controller is killed once ~500 reached the sync
-    // function, then the other half while the standby takes over.
+    // function, then the other half while another replica takes over.
     const N = 2_000;
     const producer = new Kafka({
       clientId: "deployed-producer",
@@ -493,7 +485,7 @@ describe("platform - the controller installed from deploy/", () => {
     const deliveredAtKill = new Set(syncSink.ids).size;
 
     // The leader's Pod removed at once (grace period 0) and its process SIGKILLed: it neither
-    // releases the Lease nor comes back under its name; the standby must wait the Lease out.
+    // releases the Lease nor comes back under its name; the others must wait the Lease out.
     await req("DELETE", `/api/v1/namespaces/${CONTROLLER_NS}/pods/${leader}?gracePeriodSeconds=0`);
     const killedAt = Date.now();
     try {
@@ -502,21 +494,26 @@ describe("platform - the controller installed from deploy/", () => {
       // The agent saw the deletion first and stopped it already.
     }
     const sending = produce(N / 2, N);
-    await waitFor(async () => (await holder()) === standby, {
-      timeoutMs: 60_000,
-      intervalMs: 50,
-      message: `the standby ${standby} holds the Lease`,
-    }).catch(failWith([CONTROLLER_NS]));
+    // Another replica takes the Lease: the standby, or the ReplicaSet's replacement Pod if it
+    // started in time (both try every retry period once the Lease expired; either may win).
+    const newLeader = await waitFor(
+      async () => {
+        const h = await holder();
+        return h !== undefined && h !== leader ? h : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 50, message: `a replica other than ${leader} holds the Lease` },
+    ).catch(failWith([CONTROLLER_NS]));
     const recoveredMs = Date.now() - killedAt;
     await sending;
     await producer.disconnect();
-    // The dead leader renewed at most one retry period before it died; the standby checks every
-    // retry period: it leads within the lease duration plus two retry periods (and API latency).
+    // The dead leader renewed at most one retry period before it died; the others check every
+    // retry period: one leads within the lease duration plus two retry periods (and API latency).
     expect(recoveredMs).toBeLessThan(LEASE_DURATION_MS + 2 * LEASE_RETRY_MS + 2_000);
-    await waitFor(async () => (await leaderGauge(standby)) === 1, {
+    expect((await controllerPods()).map((p) => p.metadata.name)).toContain(newLeader);
+    await waitFor(async () => (await leaderGauge(newLeader)) === 1, {
       timeoutMs: 10_000,
       intervalMs: 100,
-      message: `ofevents_controller_leader 1 on ${standby}`,
+      message: `ofevents_controller_leader 1 on ${newLeader}`,
     });
 
     // 5. A Trigger applied after the failover is reconciled by the new leader.
@@ -549,23 +546,26 @@ describe("platform - the controller installed from deploy/", () => {
       },
     ).catch(failWith([CONTROLLER_NS]));
     const reconciledMs = Date.now() - appliedAt;
-    // The ReplicaSet's replacement Pod joins as the standby; nothing the controllers did was
-    // refused (deploy/rbac.yaml grants every call they made).
-    const replacement = await waitFor(
+    // Two controller Pods again (the ReplicaSet replaced the dead one): the new leader and a
+    // standby; nothing the controllers did was refused (deploy/rbac.yaml grants every call they made).
+    const after = await waitFor(
       async () => {
         const ps = await controllerPods();
-        const fresh = ps.find((p) => p.metadata.name !== standby && p.metadata.name !== leader);
-        return ps.length === 2 && ps.every(ready) && fresh !== undefined ? fresh.metadata.name : undefined;
+        const names = ps.map((p) => p.metadata.name);
+        return ps.length === 2 && ps.every(ready) && !names.includes(leader) && names.includes(newLeader)
+          ? names
+          : undefined;
       },
-      { timeoutMs: 60_000, intervalMs: 250, message: "a replacement controller Pod Ready" },
+      { timeoutMs: 60_000, intervalMs: 250, message: "2 controller Pods Ready, the killed one replaced" },
     ).catch(failWith([CONTROLLER_NS]));
-    await waitFor(async () => (await leaderGauge(replacement)) === 0, {
+    const newStandby = after.find((n) => n !== newLeader)!;
+    await waitFor(async () => (await leaderGauge(newStandby)) === 0, {
       timeoutMs: 10_000,
       intervalMs: 100,
-      message: `ofevents_controller_leader 0 on ${replacement}`,
+      message: `ofevents_controller_leader 0 on ${newStandby}`,
     });
-    expect(await holder()).toBe(standby);
-    for (const pod of [standby, replacement]) expect(agent.logs(`${CONTROLLER_NS}/${pod}`)).not.toMatch(/forbidden/i);
+    expect(await holder()).toBe(newLeader);
+    for (const pod of after) expect(agent.logs(`${CONTROLLER_NS}/${pod}`)).not.toMatch(/forbidden/i);
 
     // 6. Every record at both functions: ids topic/partition/offset, exactly those produced.
     const offsets = await admin.fetchTopicOffsets(kafkaTopic);
@@ -597,7 +597,7 @@ describe("platform - the controller installed from deploy/", () => {
       `platform deployed kafka→sync+async: sent=${N} sync=${syncUnique.size} async=${asyncUnique.size} duplicates=${syncSink.ids.length - syncUnique.size + asyncSink.ids.length - asyncUnique.size} (sync ${syncSink.ids.length - syncUnique.size}, async ${asyncSink.ids.length - asyncUnique.size}) lost=${lost} leaderFailoverMs=${recoveredMs} flowMs=${flowMs} podsReadyMs=${podsReadyMs}`,
     );
     reportFigures(
-      `platform controller failover: replicas=2 controllersReadyMs=${controllersReadyMs} deliveredAtKill=${deliveredAtKill} recoveredMs=${recoveredMs} (lease ${LEASE_DURATION_MS} ms, retry ${LEASE_RETRY_MS} ms) newTriggerReconciledMs=${reconciledMs}`,
+      `platform controller failover: replicas=2 controllersReadyMs=${controllersReadyMs} deliveredAtKill=${deliveredAtKill} recoveredMs=${recoveredMs} newLeader=${newLeader === standby ? "standby" : "replacement"} (lease ${LEASE_DURATION_MS} ms, retry ${LEASE_RETRY_MS} ms) newTriggerReconciledMs=${reconciledMs}`,
     );
   }, 330_000);
 });
