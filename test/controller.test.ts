@@ -621,6 +621,9 @@ describe("controller - the ofevents controller command", () => {
           OFEVENTS_KEDA_POLLING_INTERVAL: "15",
           OFEVENTS_DAPR_SIDECAR_TIMEOUT: "90s",
           OFEVENTS_DAPR_CONFIG: "tracing",
+          OFEVENTS_LEASE_IDENTITY: "ctl-flags",
+          OFEVENTS_LEASE_DURATION: "7s",
+          OFEVENTS_LEASE_RETRY_PERIOD: "500ms",
         },
         stdio: ["ignore", "pipe", "pipe"],
       },
@@ -641,6 +644,9 @@ describe("controller - the ofevents controller command", () => {
         { timeoutMs: 30_000, intervalMs: 200, message: `/readyz says leader; output: ${output.join("")}` },
       );
       expect(readyz.text).toBe("ready: leader\n");
+      // The Lease names this replica by --lease-identity and carries --lease-duration.
+      const lease = await req("GET", `/apis/coordination.k8s.io/v1/namespaces/${leaseNs}/leases/ofevents-controller`);
+      expect(lease.spec).toMatchObject({ holderIdentity: "ctl-flags", leaseDurationSeconds: 7 });
       expect(await get("/healthz")).toEqual({ status: 200, text: "ok\n" });
 
       const deployment = (name: string) =>

@@ -19,7 +19,7 @@
  * trigger's new subscription on the same daprd (which opens once the old one drained).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -314,6 +314,29 @@ spec:
   }
 
   const ids = (tag: string, n: number) => Array.from({ length: n }, (_, i) => `ev-${tag}-${i}`);
+
+  it("dapr pipeline - the trigger creates the streams of its subscribers' topic and dead-letter topic when it starts, before any event", async () => {
+    const sink = new Sink();
+    await sink.start();
+    const p = await setup(sink.url, "{ retry: 1 }");
+    // A second subscriber publishes to `out`, the topic an async function would read through its
+    // own daprd; that daprd can subscribe only once the topic's stream exists.
+    const out = `out-${p.tag}`;
+    const file = join(dir, `outputs-${p.tag}.yaml`);
+    await writeFile(file, `${await readFile(p.file, "utf8")}    - condition: order\n      topic: ${out}\n`);
+    const streamOf = (topic: string) => jsm.streams.find(topic).catch(() => undefined);
+    expect(await streamOf(out)).toBeUndefined();
+    expect(await streamOf(p.dlt)).toBeUndefined();
+    const trigger = await entrypoint("trigger", { ...p, file }, p.trDaprd, "trigger");
+    try {
+      expect(await streamOf(out)).toBe(daprJetStreamStreamName(out));
+      expect(await streamOf(p.dlt)).toBe(daprJetStreamStreamName(p.dlt));
+      expect(await stored(out)).toBe(0);
+    } finally {
+      expect(await stopProc(trigger)).toBe(0);
+      await sink.stop();
+    }
+  }, 120_000);
 
   it("dapr pipeline - 5,000 webhook events reach the sink through two sidecars and JetStream, each id delivered", async () => {
     const sink = new Sink();

@@ -117,6 +117,10 @@ interface Pod {
     volumes?: Volume[];
     restartPolicy?: "Always" | "OnFailure" | "Never";
     terminationGracePeriodSeconds?: number;
+    serviceAccountName?: string;
+    /** The deprecated alias of serviceAccountName. */
+    serviceAccount?: string;
+    automountServiceAccountToken?: boolean;
   };
 }
 
@@ -602,6 +606,8 @@ export class NodeAgent implements AsyncDisposable {
       }
     }
 
+    const saEnv = await this.#serviceAccountEnv(run, namespace);
+
     const annotations = pod.metadata.annotations ?? {};
     const daprEnv: Record<string, string> = {};
     if (annotations["dapr.io/enabled"] === "true") {
@@ -623,6 +629,7 @@ export class NodeAgent implements AsyncDisposable {
         http_proxy: this.proxyUrl,
         NO_PROXY: "127.0.0.1,localhost,::1",
         no_proxy: "127.0.0.1,localhost,::1",
+        ...saEnv,
         ...plan.env,
         ...(await this.#env(container, pod, namespace)),
         ...daprEnv,
@@ -655,6 +662,49 @@ export class NodeAgent implements AsyncDisposable {
     this.#note(`${run.key}: started (${[...run.containers.keys()].join(", ")})`);
   }
 
+  /**
+   * What kubelet's ServiceAccount token projection gives a Pod, as a kubeconfig: a token of the
+   * Pod's ServiceAccount (TokenRequest, bound to the Pod when its spec names the account, the API
+   * server's default audience, 1 h, not refreshed), the cluster's CA and URL, written to `<pod dir>/serviceaccount/` with the
+   * token, `ca.crt` and `namespace` beside it. Returns `KUBECONFIG` and
+   * `KUBERNETES_SERVICE_HOST`/`_PORT`; nothing with `automountServiceAccountToken: false`. Throws
+   * (the Pod waits with CreateContainerError) when the ServiceAccount does not exist.
+   */
+  async #serviceAccountEnv(run: PodRun, namespace: string): Promise<Record<string, string>> {
+    const { spec, metadata } = run.pod;
+    if (spec.automountServiceAccountToken === false) return {};
+    const named = spec.serviceAccountName ?? spec.serviceAccount;
+    const sa = named ?? "default";
+    const path = `/api/v1/namespaces/${enc(namespace)}/serviceaccounts/${enc(sa)}`;
+    // Bound to the Pod as kubelet's token is; the API server refuses that binding when the Pod's
+    // spec names no ServiceAccount (the admission plugin that fills in `default` is off here).
+    const bound =
+      named === undefined
+        ? {}
+        : { boundObjectRef: { apiVersion: "v1", kind: "Pod", name: metadata.name, uid: metadata.uid } };
+    const res = await this.#api("POST", `${path}/token`, {
+      apiVersion: "authentication.k8s.io/v1",
+      kind: "TokenRequest",
+      spec: { expirationSeconds: 3600, ...bound },
+    });
+    if (res.status === 404) throw new Error(`serviceaccount "${sa}" not found in namespace ${namespace}`);
+    const token = (res.json as { status?: { token?: unknown } } | undefined)?.status?.token;
+    if (res.status !== 201 || typeof token !== "string") {
+      throw new Error(`token of serviceaccount ${namespace}/${sa}: HTTP ${res.status}: ${res.text}`);
+    }
+    const dir = join(run.dir, "serviceaccount");
+    await mkdir(dir, { recursive: true });
+    const kubeconfig = join(dir, "kubeconfig");
+    await Promise.all([
+      writeFile(join(dir, "token"), token, { mode: 0o600 }),
+      writeFile(join(dir, "ca.crt"), this.#cp.caPem),
+      writeFile(join(dir, "namespace"), namespace),
+      this.#cp.writeKubeconfig(kubeconfig, { user: `system:serviceaccount:${namespace}:${sa}`, token }),
+    ]);
+    const url = new URL(this.#cp.url);
+    return { KUBECONFIG: kubeconfig, KUBERNETES_SERVICE_HOST: url.hostname, KUBERNETES_SERVICE_PORT: url.port };
+  }
+
   /** How a container runs: argv, the ports it can be told to move (env var and flag) and fixed env. */
   #plan(c: Container): {
     argv: string[];
@@ -670,11 +720,13 @@ export class NodeAgent implements AsyncDisposable {
         (a) => (a === "node" ? process.execPath : a === "/app/packages/cli/bin/ofevents.js" ? OFEVENTS_BIN : a),
       );
       const flag = flagValue(argv, "--health-port");
-      const fromEnv = c.env?.find((e) => e.name === "HEALTH_PORT")?.value;
+      // `ofevents controller` takes its port as OFEVENTS_HEALTH_PORT, the workloads as HEALTH_PORT.
+      const variable = argv[argv.indexOf(OFEVENTS_BIN) + 1] === "controller" ? "OFEVENTS_HEALTH_PORT" : "HEALTH_PORT";
+      const fromEnv = c.env?.find((e) => e.name === variable)?.value;
       const healthPort = Number(flag ?? fromEnv ?? 8081);
       return {
         argv,
-        portEnv: { [healthPort]: "HEALTH_PORT" },
+        portEnv: { [healthPort]: variable },
         portFlags: flag === undefined ? {} : { [healthPort]: "--health-port" },
         env: { NODE_ENV: "production" },
       };

@@ -29,9 +29,11 @@ async function req(method: string, path: string, body?: unknown): Promise<Record
   return res.json as Record<string, unknown>;
 }
 
+/** A namespace with its `default` ServiceAccount (kube-controller-manager's job; none runs here). */
 async function createNamespace(): Promise<string> {
   const name = `t-${randomSuffix()}`;
   await req("POST", "/api/v1/namespaces", { metadata: { name } });
+  await req("POST", `/api/v1/namespaces/${name}/serviceaccounts`, { metadata: { name: "default" } });
   return name;
 }
 
@@ -150,6 +152,27 @@ http.createServer((req, res) => {
 process.on("SIGTERM", () => process.exit(0));
 `;
 
+/**
+ * A stand-in API client: reads the kubeconfig in $KUBECONFIG (server, CA, bearer token), lists
+ * the ConfigMaps of its namespace ($NS) with it, prints `status=<code> <body>` and exits.
+ */
+const API_CLIENT = `
+const fs = require("node:fs");
+const https = require("node:https");
+if (!process.env.KUBECONFIG) { console.log("no KUBECONFIG"); process.exit(0); }
+const text = fs.readFileSync(process.env.KUBECONFIG, "utf8");
+const server = new URL(JSON.parse(/server: (".*")/.exec(text)[1]));
+const ca = Buffer.from(/certificate-authority-data: (\\S+)/.exec(text)[1], "base64");
+const token = JSON.parse(/token: (".*")/.exec(text)[1]);
+const req = https.request({ host: server.hostname, port: server.port, ca, path: "/api/v1/namespaces/" + process.env.NS + "/configmaps",
+  headers: { authorization: "Bearer " + token, accept: "application/json" } }, (res) => {
+  let body = ""; res.on("data", (c) => (body += c));
+  res.on("end", () => { console.log("status=" + res.statusCode + " " + body.slice(0, 300)); process.exit(0); });
+});
+req.on("error", (e) => { console.log("error " + e.message); process.exit(1); });
+req.end();
+`;
+
 function webPod(name: string, labels: Record<string, string> = {}): Record<string, unknown> {
   return {
     apiVersion: "v1",
@@ -250,6 +273,7 @@ beforeAll(async () => {
     command: process.execPath,
     args: ["-e", 'process.on("SIGTERM", () => {}); console.log("ignoring SIGTERM"); setInterval(() => {}, 1000);'],
   });
+  agent.image("example/api-client:1", { command: process.execPath, args: ["-e", API_CLIENT] });
   agent.image("example/dapr-app:1", { command: process.execPath, args: ["-e", DAPR_APP], portEnv: { 3000: "PORT" } });
 }, 180_000);
 
@@ -607,5 +631,68 @@ spec:
     await req("DELETE", podPath(ns, "publisher"));
     await waitGone(ns, "publisher");
     expect(daprd.running).toBe(false);
+  }, 120_000);
+  it("node agent - a Pod reaches kube-apiserver as its ServiceAccount: 200 with RBAC, 403 without; a missing one is a CreateContainerError", async () => {
+    const ns = await createNamespace();
+    for (const name of ["reader", "nobody"]) {
+      await req("POST", `/api/v1/namespaces/${ns}/serviceaccounts`, { metadata: { name } });
+    }
+    await req("POST", `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`, {
+      metadata: { name: "read-configmaps" },
+      rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["list"] }],
+    });
+    await req("POST", `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`, {
+      metadata: { name: "reader" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "read-configmaps" },
+      subjects: [{ kind: "ServiceAccount", name: "reader", namespace: ns }],
+    });
+    const clientPod = (name: string, spec: Record<string, unknown>): Record<string, unknown> => ({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name },
+      spec: {
+        restartPolicy: "Never",
+        ...spec,
+        containers: [{ name: "client", image: "example/api-client:1", env: [{ name: "NS", value: ns }] }],
+      },
+    });
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, clientPod("reader", { serviceAccountName: "reader" }));
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, clientPod("nobody", { serviceAccountName: "nobody" }));
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, clientPod("default-sa", {}));
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, clientPod("no-token", { automountServiceAccountToken: false }));
+    await req("POST", `/api/v1/namespaces/${ns}/pods`, clientPod("missing", { serviceAccountName: "missing" }));
+    const output = (name: string): Promise<string> =>
+      waitFor(
+        async () => {
+          const s = await podStatus(ns, name);
+          return s.phase === "Succeeded" ? agent.logs(`${ns}/${name}`) : undefined;
+        },
+        { timeoutMs: 60_000, intervalMs: 100, message: `Pod ${ns}/${name} Succeeded` },
+      ).catch((err: unknown) => {
+        throw new Error(`${(err as Error).message}\n${agent.logs(`${ns}/${name}`)}\n${agent.log.toString()}`, {
+          cause: err,
+        });
+      });
+    expect(await output("reader")).toContain("status=200");
+    const denied = await output("nobody");
+    expect(denied).toContain("status=403");
+    expect(denied).toContain(`system:serviceaccount:${ns}:nobody`);
+    const byDefault = await output("default-sa");
+    expect(byDefault).toContain("status=403");
+    expect(byDefault).toContain(`system:serviceaccount:${ns}:default`);
+    expect(await output("no-token")).toContain("no KUBECONFIG");
+
+    const waiting = await waitFor(
+      async () => {
+        const state = (await podStatus(ns, "missing")).containerStatuses?.[0]?.state["waiting"] as
+          { reason: string; message?: string } | undefined;
+        return state?.reason === "CreateContainerError" ? state : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100, message: "the Pod of a missing ServiceAccount in CreateContainerError" },
+    );
+    expect(waiting.message).toContain('serviceaccount "missing" not found');
+    // Created afterwards, the ServiceAccount lets the Pod start at the next retry (as kubelet's).
+    await req("POST", `/api/v1/namespaces/${ns}/serviceaccounts`, { metadata: { name: "missing" } });
+    expect(await output("missing")).toContain("status=403");
   }, 120_000);
 });

@@ -188,6 +188,13 @@ The controller:
                                       namespace, else default) [OFEVENTS_LEASE_NAMESPACE]
       --namespace <ns>                the same as --lease-namespace (older name)
       --lease-name <name>             name of the Lease (default ofevents-controller) [OFEVENTS_LEASE_NAME]
+      --lease-identity <id>           this replica's holderIdentity in the Lease (default: the host name
+                                      and a random suffix; deploy/ gives the Pod's name)
+                                      [OFEVENTS_LEASE_IDENTITY]
+      --lease-duration <d>            how long a Lease not renewed stays the holder's, whole seconds
+                                      (default 15s) [OFEVENTS_LEASE_DURATION]
+      --lease-retry-period <d>        how often the leader renews and the others try (default 2s; less
+                                      than --lease-duration) [OFEVENTS_LEASE_RETRY_PERIOD]
       --kubeconfig <path>             the kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)
       --log-level <level>             trace, debug, info (default), warn, error, fatal, silent
                                       [OFEVENTS_LOG_LEVEL]
@@ -488,6 +495,9 @@ async function controller(args: string[], out: Write, err: Write): Promise<numbe
       "lease-namespace": { type: "string", default: env("OFEVENTS_LEASE_NAMESPACE") },
       namespace: { type: "string" },
       "lease-name": { type: "string", default: env("OFEVENTS_LEASE_NAME") ?? "ofevents-controller" },
+      "lease-identity": { type: "string", default: env("OFEVENTS_LEASE_IDENTITY") },
+      "lease-duration": { type: "string", default: env("OFEVENTS_LEASE_DURATION") ?? "15s" },
+      "lease-retry-period": { type: "string", default: env("OFEVENTS_LEASE_RETRY_PERIOD") ?? "2s" },
       kubeconfig: { type: "string" },
       "log-level": { type: "string", default: env("OFEVENTS_LOG_LEVEL") ?? "info" },
       "log-format": { type: "string", default: env("OFEVENTS_LOG_FORMAT") ?? "json" },
@@ -510,6 +520,8 @@ type ControllerValues = Record<string, string | undefined> & { image: string; "h
     | "watch-namespaces"
     | "health-host"
     | "lease-name"
+    | "lease-duration"
+    | "lease-retry-period"
     | "log-level"
     | "log-format",
     string
@@ -583,12 +595,25 @@ function controllerConfig(values: ControllerValues): Omit<StartControllerInput, 
     serviceAccountName: values["workload-service-account"],
     resources,
   };
+  const leaseMs = parseDuration(values["lease-duration"]);
+  if (leaseMs === undefined || leaseMs < 1000 || leaseMs % 1000 !== 0)
+    throw new Error(`--lease-duration must be whole seconds such as 15s, got "${values["lease-duration"]}"`);
+  const retryPeriodMs = parseDuration(values["lease-retry-period"]);
+  if (retryPeriodMs === undefined || retryPeriodMs <= 0 || retryPeriodMs >= leaseMs)
+    throw new Error(
+      `--lease-retry-period must be a duration shorter than --lease-duration, got "${values["lease-retry-period"]}"`,
+    );
   // Fails here, before connecting, for options that cannot work together.
   resolveOptions(options);
   return {
     options,
     namespace: values["lease-namespace"] ?? values.namespace ?? ownNamespace(),
-    leaderElection: { leaseName: values["lease-name"] },
+    leaderElection: {
+      leaseName: values["lease-name"],
+      identity: values["lease-identity"],
+      leaseDurationSeconds: leaseMs / 1000,
+      retryPeriodMs,
+    },
     namespaces: namespaces.length === 0 ? undefined : namespaces,
     health: { port: healthPort, host: values["health-host"] },
     metrics: metricsPort === undefined ? undefined : { port: metricsPort, host: values["health-host"] },

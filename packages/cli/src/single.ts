@@ -15,6 +15,7 @@ import {
   createMetrics,
   createSecretResolver,
   createSinkClient,
+  daprTopicName,
   formatIssue,
   namespaceOf,
   resourceLogger,
@@ -125,6 +126,8 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
         : pick("Trigger", res(manifests.triggers), o.name);
     const namespace = namespaceOf(resource);
     const busName = resource.spec.eventBus;
+    /** Creates the broker's side of a bus topic ahead of its first use (JetStream through Dapr: its stream). */
+    let prepareBusTopic: ((topic: string) => Promise<void>) | undefined;
     if (busName !== undefined) {
       const r = resolveEventBus(busName, namespace, {
         eventBuses: res(manifests.eventBuses),
@@ -147,6 +150,7 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
         // The streams the direct driver uses too (same prefix): both paths share topics.
         const preparer = createJetStreamTopicPreparer(js, o.logger);
         prepareTopic = (t) => preparer.prepareTopic(t);
+        prepareBusTopic = (t) => preparer.prepareTopic(daprTopicName(r.spec, t));
         stops.push(() => preparer.close());
       }
       if (viaDapr)
@@ -190,6 +194,14 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       notRunning = () => rt.notRunning();
       stops.push(() => rt.stop());
     } else {
+      // An async function subscribes to the Trigger's output topics through its own daprd, which
+      // cannot subscribe to a JetStream topic before its stream exists (it retries, with backoff)
+      // and then starts with new messages: without the streams made now, at the first publish,
+      // what the Trigger publishes before the function's subscription succeeds never reaches it.
+      if (prepareBusTopic !== undefined) {
+        const outputs = resource.spec.subscribers.flatMap((s) => [s.topic, s.deadLetterTopic]);
+        for (const topic of new Set(outputs.filter((t): t is string => t !== undefined))) await prepareBusTopic(topic);
+      }
       const instrumentation = createInstrumentation<TriggerEvents>();
       metrics.observeTrigger(instrumentation, { namespace, trigger: resource.metadata.name });
       const rt = await startTrigger(resource, {
