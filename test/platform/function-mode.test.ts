@@ -13,10 +13,10 @@ import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefiniti
 import { silentLogger } from "@ofevents/core";
 import { startController, type ControllerHandle } from "@ofevents/controller";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ControlPlane } from "./helpers/kube.js";
-import { randomSuffix, waitFor } from "./helpers/wait.js";
+import { ControlPlane } from "../helpers/kube.js";
+import { randomSuffix, waitFor } from "../helpers/wait.js";
 
-const ROOT = join(import.meta.dirname, "..");
+const ROOT = join(import.meta.dirname, "..", "..");
 const EVENTS = "/apis/events.openfunction.io/v1alpha1";
 const FUNCTIONS = "/apis/core.openfunction.io/v1beta1";
 const CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
