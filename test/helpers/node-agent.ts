@@ -638,7 +638,11 @@ export class NodeAgent implements AsyncDisposable {
         .map((m) => ({ from: m.mountPath.replace(/\/+$/, ""), to: volumeDirs.get(m.name) }))
         .filter((m): m is { from: string; to: string } => m.to !== undefined)
         .sort((a, b) => b.from.length - a.from.length);
+      // Paths inside the Pod move to its volumes; the host paths the agent put in place of the
+      // image's (node, the repository's entrypoint) stay, wherever the checkout is (also under /tmp).
+      const hostPaths = new Set([process.execPath, OFEVENTS_BIN]);
       const rewrite = (s: string): string => {
+        if (hostPaths.has(s)) return s;
         for (const m of mounts) {
           if (s === m.from || s.startsWith(`${m.from}/`)) return m.to + s.slice(m.from.length);
           const eq = s.indexOf(`=${m.from}`);
