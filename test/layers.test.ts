@@ -9,10 +9,11 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 const MAY_IMPORT: Record<string, string[]> = {
   core: [],
   eventbus: ["core"],
-  eventsource: ["core", "eventbus"],
-  trigger: ["core", "eventbus"],
+  delivery: ["core", "eventbus"],
+  eventsource: ["core", "eventbus", "delivery"],
+  trigger: ["core", "eventbus", "delivery"],
   controller: ["core"],
-  cli: ["core", "eventbus", "eventsource", "trigger", "controller"],
+  cli: ["core", "eventbus", "delivery", "eventsource", "trigger", "controller"],
 };
 
 async function sources(dir: string): Promise<string[]> {

@@ -15,11 +15,11 @@ import {
   createExpressionEngine,
   createInstrumentation,
   createMetrics,
-  createSinkClient,
   newEvent,
   silentLogger,
   type Trigger,
 } from "@ofevents/core";
+import { createSinkClient } from "@ofevents/delivery";
 import { main, startEmbedded, startSingle, type Embedded } from "@ofevents/cli";
 import { createMemoryBus } from "@ofevents/eventbus";
 import { startTrigger, type TriggerEvents } from "@ofevents/trigger";

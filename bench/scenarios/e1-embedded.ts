@@ -241,13 +241,14 @@ const scenario: Scenario = {
       const dir = await mkdtemp(join(tmpdir(), "ofevents-bench-e1-"));
       await writeFile(join(dir, "pipeline.yaml"), manifests(a.port, a.sinkUrl));
       const core = await import("@ofevents/core");
+      const { createSinkClient } = await import("@ofevents/delivery");
       const { createMemoryBus } = await import("@ofevents/eventbus");
       const { createWebhookServers, startEventSource } = await import("@ofevents/eventsource");
       const { startTrigger } = await import("@ofevents/trigger");
       const logger = core.createLogger({ level: a.logLevel, format: "json" });
       const m = await core.loadManifests([dir]);
       const bus = createMemoryBus({ logger });
-      const sinks = core.createSinkClient();
+      const sinks = createSinkClient();
       const webhooks = createWebhookServers({ host: "127.0.0.1", logger });
       const engine = jsFilterEngine(core.createExpressionEngine(), E1_FILTER, (input) =>
         passes((input as { data?: unknown }).data),

@@ -271,6 +271,7 @@ const scenario: Scenario = {
     async framework(raw): Promise<ChildHandle> {
       const a = raw as FillArgs;
       const core = await import("@ofevents/core");
+      const { createSinkClient } = await import("@ofevents/delivery");
       const { createMemoryBus } = await import("@ofevents/eventbus");
       const { startTrigger } = await import("@ofevents/trigger");
       const logger = core.createLogger({ level: a.logLevel, format: "json" });
@@ -279,7 +280,7 @@ const scenario: Scenario = {
         bus,
         logger,
         engine: core.createExpressionEngine(),
-        sinks: core.createSinkClient(),
+        sinks: createSinkClient(),
       });
       let received = 0;
       t.events.on("received", () => received++);

@@ -10,7 +10,6 @@ import {
   createInstrumentation,
   createMetrics,
   createSecretResolver,
-  createSinkClient,
   formatIssue,
   isSyncFunction,
   namespaceOf,
@@ -24,6 +23,7 @@ import {
   type MetricsServer,
   type Sink,
 } from "@ofevents/core";
+import { createSinkClient } from "@ofevents/delivery";
 import { createEventBus, type EventBus } from "@ofevents/eventbus";
 import {
   createWebhookServers,

@@ -20,12 +20,12 @@ import {
   OfEventsError,
   isSyncFunction,
   newEvent,
-  toEvent,
   type CloudEvent,
   type FunctionResource,
   type Located,
   type Logger,
 } from "@ofevents/core";
+import { toEvent } from "@ofevents/delivery";
 import type { EventBus, Subscription } from "@ofevents/eventbus";
 
 export interface FunctionContext {

@@ -8,7 +8,6 @@ import { parseArgs } from "node:util";
 import {
   ManifestError,
   createLogger,
-  createSinkClient,
   formatIssue,
   generateCrds,
   newEvent,
@@ -17,6 +16,7 @@ import {
   type LogFormat,
   type Logger,
 } from "@ofevents/core";
+import { createSinkClient } from "@ofevents/delivery";
 import {
   loadKubeConfig,
   ownNamespace,

@@ -14,7 +14,6 @@ import {
   createInstrumentation,
   createMetrics,
   createSecretResolver,
-  createSinkClient,
   daprTopicName,
   formatIssue,
   namespaceOf,
@@ -25,6 +24,7 @@ import {
   type Metrics,
   type Sink,
 } from "@ofevents/core";
+import { createSinkClient } from "@ofevents/delivery";
 import { createEventBus, createJetStreamTopicPreparer, type EventBus } from "@ofevents/eventbus";
 import { createWebhookServers, startEventSource, type SourceEvents } from "@ofevents/eventsource";
 import { startTrigger, type TriggerEvents } from "@ofevents/trigger";

@@ -107,26 +107,14 @@ export type { ConditionAst } from "./expr/condition.js";
 export { createSecretResolver, envNameFor, withoutCredentials } from "./secrets.js";
 export type { SecretResolver } from "./secrets.js";
 
-export { DEFAULT_DELIVERY, createSinkClient, deliveryPolicy, encodeHttp } from "./sink.js";
 export {
-  CE_JSON_CONTENT_TYPE,
-  MAX_JSON_DEPTH,
   assertIncomingEvent,
-  decodeHeaderValue,
   decodeUtf8,
-  encodeBinary,
-  encodeHeaderValue,
-  encodeStructured,
-  httpMode,
   isJsonMediaType,
+  MAX_JSON_DEPTH,
   mediaType,
   parseJsonBody,
-  toEvent,
-  type HttpHeaders,
-  type HttpMessage,
-  type HttpMode,
-} from "./http-binding.js";
-export type { AttemptInfo, DeliveryPolicy, SinkClient, SinkClientOptions, SinkResponse } from "./sink.js";
+} from "./event-data.js";
 export { REFERENCE_END, REFERENCE_START, generateReference, withReference } from "./reference.js";
 export { natsStreamingToJetStream, resolveEventBus } from "./buses.js";
 export { CompatCode, compatibility, natsStreamingStartOption, unrunnableEvents } from "./compat.js";

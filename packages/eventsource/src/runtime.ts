@@ -7,13 +7,11 @@
  * (missing secret, port in use, bad value) stops the start with a message naming the event.
  */
 import {
-  BusError,
   ErrorCode,
   OfEventsError,
   hasCode,
   busTopic,
   createInstrumentation,
-  deliveryPolicy,
   namespaceOf,
   newEvent,
   sourceKinds,
@@ -24,10 +22,19 @@ import {
   type Instrumentation,
   type Logger,
   type SecretResolver,
-  type SinkClient,
   type SourceKind,
   type ValidationIssue,
 } from "@ofevents/core";
+import {
+  NotDelivered,
+  createOutbound,
+  deliveryPolicy,
+  type DeliveryPolicy,
+  type SendOptions,
+  type Sent,
+  type SinkClient,
+  type Target,
+} from "@ofevents/delivery";
 import type { EventPublisher } from "@ofevents/eventbus";
 import { loadAdapter } from "./registry.js";
 import type { Dispatch, DispatchInit, RunningSource } from "./types.js";
@@ -139,17 +146,16 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
   if (sink === undefined && bus === undefined)
     throw new Error(`EventSource ${namespace}/${name}: give it an eventBus, a sink, or both`);
   const policy = deliveryPolicy();
-  const attempts = o.publishAttempts ?? 5;
+  // A source's publish: the sink policy's backoff, 100 ms base, `publishAttempts` in all.
+  const publishPolicy = { ...policy, retry: (o.publishAttempts ?? 5) - 1, backoffDelayMs: 100 };
+  const out = createOutbound({ sinks: o.sinks, bus });
 
-  async function publish(topic: string, ev: CloudEvent): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await bus!.publish(topic, ev);
-        return;
-      } catch (err) {
-        if (!(err instanceof BusError) || !err.retriable || attempt >= attempts || abort.signal.aborted) throw err;
-        await sleep(backoffDelay(attempt, { policy: "exponential", delayMs: 100 }), abort.signal);
-      }
+  /** Sends to one target; rejects with what the target said, so adapters see the bus's or sink's error. */
+  async function send(ev: CloudEvent, target: Target, p: DeliveryPolicy, so: SendOptions): Promise<Sent> {
+    try {
+      return await out.send(ev, target, p, so);
+    } catch (err) {
+      throw err instanceof NotDelivered ? err.error : err;
     }
   }
 
@@ -158,17 +164,25 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
     const source = `/apis/v1/namespaces/${namespace}/eventsources/${name}`;
 
     async function toSink(ev: CloudEvent): Promise<void> {
-      const res = await o.sinks!.deliver(sinkUrl!, ev, policy, {
+      const res = await send(ev, { kind: "sink", url: sinkUrl! }, policy, {
         signal: abort.signal,
         onRetry: (r) =>
-          log.warn({ id: ev.id, sink: sinkUrl, attempt: r.attempt, err: r.error.message }, "sink delivery retried"),
+          log.warn(
+            {
+              id: ev.id,
+              sink: sinkUrl,
+              attempt: r.attempt,
+              err: r.error instanceof Error ? r.error.message : String(r.error),
+            },
+            "sink delivery retried",
+          ),
       });
-      events.emit("delivered", { eventSource: name, event: eventName, id: ev.id, sink: sinkUrl!, status: res.status });
+      events.emit("delivered", { eventSource: name, event: eventName, id: ev.id, sink: sinkUrl!, status: res.status! });
       log.info({ event: eventName, id: ev.id, sink: sinkUrl }, "delivered");
     }
 
     async function toBus(ev: CloudEvent): Promise<void> {
-      await publish(topic, ev);
+      await send(ev, { kind: "topic", topic }, publishPolicy, { stopRetrying: abort.signal });
       events.emit("published", { eventSource: name, event: eventName, id: ev.id, topic });
       log.debug({ event: eventName, id: ev.id, topic }, "published");
     }

@@ -6,12 +6,11 @@ import {
   API_VERSION,
   createLogger,
   createSecretResolver,
-  createSinkClient,
   silentLogger,
   type CloudEvent,
   type EventSource,
-  type SinkClient,
 } from "@ofevents/core";
+import { createSinkClient, type SinkClient } from "@ofevents/delivery";
 import { createMemoryBus, type EventBus } from "@ofevents/eventbus";
 import { createWebhookServers, startEventSource, type EventSourceRuntime, type WebhookServers } from "../src/index.js";
 

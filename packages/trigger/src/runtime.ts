@@ -12,34 +12,37 @@
  * the trigger stops before the event was delivered.
  */
 import {
-  BusError,
   ErrorCode,
   ExpressionError,
   OfEventsError,
-  backoffDelay,
   busTopic,
   conditionInputs,
   createInstrumentation,
-  deliveryPolicy,
   durationMs,
   namespaceOf,
   parseCondition,
-  sleep,
   type CloudEvent,
   type CompiledExpression,
   type ConditionAst,
-  type DeliveryError,
-  type DeliveryPolicy,
   type ExpressionEngine,
   type Instrumentation,
   type Logger,
   type Sink,
-  type SinkClient,
   type Subscriber,
   type Trigger,
   triggerGroup,
 } from "@ofevents/core";
-import { withDeadLetterReason, type EventBus, type Subscription } from "@ofevents/eventbus";
+import {
+  NotDelivered,
+  createOutbound,
+  deliveryPolicy,
+  targetName,
+  type DeliveryPolicy,
+  type Outbound,
+  type SinkClient,
+  type Target,
+} from "@ofevents/delivery";
+import type { EventBus, Subscription } from "@ofevents/eventbus";
 import { Correlator, type PendingEntry } from "./correlator.js";
 import { Semaphore } from "./semaphore.js";
 import { JOINED_EXTENSION, type TriggerEvents } from "./types.js";
@@ -153,8 +156,10 @@ class SubscriberRunner {
   private readonly key: CompiledExpression | undefined;
   private readonly policy: DeliveryPolicy;
   private readonly slots: Semaphore;
-  private readonly sinkUrl: string | undefined;
-  private readonly dlsUrl: string | undefined;
+  /** Where each fired event goes: the sink, then the topic. */
+  private readonly targets: Target[] = [];
+  /** Where what a target does not take goes, in order: the dead-letter sink, then the dead-letter topic. */
+  private readonly deadLetters: Target[] = [];
   private readonly log: Logger;
 
   constructor(
@@ -163,9 +168,9 @@ class SubscriberRunner {
     ast: ConditionAst,
     private readonly t: {
       namespace: string;
-      bus: EventBus;
+      out: Outbound;
+      hasSinks: boolean;
       engine: ExpressionEngine;
-      sinks: SinkClient | undefined;
       events: Instrumentation<TriggerEvents>;
       resolveSink: (s: Sink) => string;
       log: Logger;
@@ -182,9 +187,13 @@ class SubscriberRunner {
     this.key = spec.correlation?.key === undefined ? undefined : t.engine.compile(spec.correlation.key);
     this.policy = deliveryPolicy(spec.delivery);
     this.slots = new Semaphore(spec.delivery?.concurrency ?? DEFAULT_CONCURRENCY);
-    this.sinkUrl = spec.sink === undefined ? undefined : t.resolveSink(spec.sink);
-    this.dlsUrl = spec.deadLetterSink === undefined ? undefined : t.resolveSink(spec.deadLetterSink);
-    if ((this.sinkUrl !== undefined || this.dlsUrl !== undefined) && t.sinks === undefined) {
+    if (spec.sink !== undefined) this.targets.push({ kind: "sink", url: t.resolveSink(spec.sink) });
+    if (spec.topic !== undefined && spec.topic !== "") this.targets.push({ kind: "topic", topic: spec.topic });
+    if (spec.deadLetterSink !== undefined)
+      this.deadLetters.push({ kind: "sink", url: t.resolveSink(spec.deadLetterSink) });
+    if (spec.deadLetterTopic !== undefined && spec.deadLetterTopic !== "")
+      this.deadLetters.push({ kind: "topic", topic: spec.deadLetterTopic });
+    if ([...this.targets, ...this.deadLetters].some((x) => x.kind === "sink") && !t.hasSinks) {
       throw new Error("a sink client is needed for subscribers with a sink");
     }
     if (!this.simple) {
@@ -311,9 +320,7 @@ class SubscriberRunner {
     }
     try {
       const work: Promise<void>[] = [];
-      if (this.sinkUrl !== undefined) work.push(this.toSink(out, this.sinkUrl, receivedAt));
-      if (this.spec.topic !== undefined && this.spec.topic !== "")
-        work.push(this.toTopic(out, this.spec.topic, receivedAt));
+      for (const target of this.targets) work.push(this.to(out, target, receivedAt));
       const results = await Promise.allSettled(work);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed !== undefined) throw failed.reason;
@@ -323,101 +330,73 @@ class SubscriberRunner {
     }
   }
 
-  private async toSink(event: CloudEvent, url: string, receivedAt: number): Promise<void> {
-    let attempts = 1;
+  /** One target of this subscriber: delivered, or dead-lettered (or returned to the bus when stopping). */
+  private async to(event: CloudEvent, target: Target, receivedAt: number): Promise<void> {
+    const name = targetName(target);
     try {
-      const res = await this.t.sinks!.deliver(url, event, this.policy, {
+      const sent = await this.t.out.send(event, target, this.policy, {
         signal: this.t.shutdown.attempts,
         stopRetrying: this.t.shutdown.retries,
         onRetry: (r) => {
-          attempts++;
           this.t.events.emit("retried", {
             subscriber: this.index,
             id: event.id,
-            target: url,
+            target: name,
             attempt: r.attempt,
             error: r.error,
           });
           this.log.warn(
-            { id: event.id, sink: url, attempt: r.attempt, delayMs: r.delayMs, err: errorText(r.error) },
-            "retrying delivery",
+            { id: event.id, [target.kind]: name, attempt: r.attempt, delayMs: r.delayMs, err: errorText(r.error) },
+            target.kind === "sink" ? "retrying delivery" : "retrying publish",
           );
         },
       });
       this.t.events.emit("delivered", {
         subscriber: this.index,
         id: event.id,
-        target: url,
-        kind: "sink",
-        status: res.status,
+        target: name,
+        kind: target.kind,
+        ...(sent.status === undefined ? {} : { status: sent.status }),
         durationMs: performance.now() - receivedAt,
       });
-      this.log.info({ id: event.id, type: event.type, sink: url, status: res.status }, "delivered");
-    } catch (err) {
-      // Stopped while the event could still have been delivered: back to the bus, not dead-lettered.
-      if (this.t.stopping() && (err as DeliveryError).retriable) throw this.returned(event);
-      await this.deadLetter(event, url, err as DeliveryError, attempts);
-    }
-  }
-
-  private async toTopic(event: CloudEvent, topic: string, receivedAt: number): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.t.bus.publish(topic, event);
-        this.t.events.emit("delivered", {
-          subscriber: this.index,
+      this.log.info(
+        {
           id: event.id,
-          target: topic,
-          kind: "topic",
-          durationMs: performance.now() - receivedAt,
-        });
-        this.log.info({ id: event.id, type: event.type, topic }, "delivered");
-        return;
-      } catch (err) {
-        const retriable = err instanceof BusError && err.retriable;
-        if (retriable && this.t.stopping()) throw this.returned(event);
-        if (!retriable || attempt > this.policy.retry) {
-          await this.deadLetter(event, topic, err, attempt);
-          return;
-        }
-        this.t.events.emit("retried", { subscriber: this.index, id: event.id, target: topic, attempt, error: err });
-        this.log.warn({ id: event.id, topic, attempt, err }, "retrying publish");
-        await sleep(
-          backoffDelay(attempt, { policy: this.policy.backoffPolicy, delayMs: this.policy.backoffDelayMs }),
-          this.t.shutdown.retries,
-        );
-      }
+          type: event.type,
+          [target.kind]: name,
+          ...(sent.status === undefined ? {} : { status: sent.status }),
+        },
+        "delivered",
+      );
+    } catch (err) {
+      const failed = err as NotDelivered;
+      // Stopped while the event could still have been delivered: back to the bus, not dead-lettered.
+      if (this.t.stopping() && failed.retriable) throw this.returned(event);
+      await this.deadLetter(event, name, failed.error, failed.attempts);
     }
   }
 
   /**
    * Sends what could not be delivered to the dead-letter sink, else the dead-letter topic, with the
-   * reason attached. Rejects (so the bus redelivers the message) only when the dead-letter target
-   * itself cannot take it; with no dead-letter target configured, logs an error and counts it.
+   * reason attached. Rejects (so the bus redelivers the message) only when no dead-letter target
+   * takes it; with no dead-letter target configured, logs an error and counts it.
    */
   private async deadLetter(event: CloudEvent, target: string, error: unknown, attempts: number): Promise<void> {
-    const dl = withDeadLetterReason(event, error, target, attempts);
-    if (this.dlsUrl !== undefined) {
-      try {
-        await this.t.sinks!.deliver(this.dlsUrl, dl, this.policy, {
-          signal: this.t.shutdown.attempts,
-          stopRetrying: this.t.shutdown.retries,
-        });
-        this.report(event, target, this.dlsUrl, error);
-        return;
-      } catch (dlsErr) {
-        if (this.spec.deadLetterTopic === undefined) throw dlsErr;
-        this.log.error(
-          { id: event.id, deadLetterSink: this.dlsUrl, err: errorText(dlsErr) },
-          "dead-letter sink failed; trying dead-letter topic",
-        );
-      }
+    let to: Target | undefined;
+    try {
+      to = await this.t.out.deadLetter(event, target, error, attempts, this.deadLetters, this.policy, {
+        signal: this.t.shutdown.attempts,
+        stopRetrying: this.t.shutdown.retries,
+        onFallback: (from, err) =>
+          this.log.error(
+            { id: event.id, deadLetterSink: targetName(from), err: errorText(err) },
+            "dead-letter sink failed; trying dead-letter topic",
+          ),
+      });
+    } catch (err) {
+      throw err instanceof NotDelivered ? err.error : err;
     }
-    if (this.spec.deadLetterTopic !== undefined && this.spec.deadLetterTopic !== "") {
-      await this.t.bus.publish(this.spec.deadLetterTopic, dl);
-      this.report(event, target, this.spec.deadLetterTopic, error);
-      return;
-    }
+    if (to !== undefined) return this.report(event, target, targetName(to), error);
     this.t.events.emit("dropped", { subscriber: this.index, id: event.id, target, error });
     this.log.error(
       { id: event.id, target, err: errorText(error), code: codeOf(error) },
@@ -432,7 +411,8 @@ class SubscriberRunner {
    */
   async rejectEvent(event: CloudEvent, error: unknown): Promise<void> {
     this.log.warn({ id: event.id, err: errorText(error), code: codeOf(error) }, "expression failed on the event");
-    await this.deadLetter(event, this.sinkUrl ?? this.spec.topic ?? "", error, 0);
+    const first = this.targets[0];
+    await this.deadLetter(event, first === undefined ? "" : targetName(first), error, 0);
   }
 
   /** Records `event` as handed back to the bus by a stopping trigger; the error to reject with. */
@@ -479,13 +459,14 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
     topic: busTopic(i.namespace ?? namespace, i.eventSource, i.event),
     filter: i.filter === undefined ? undefined : (o.engine.compile(i.filter), i.filter),
   }));
+  const out = createOutbound({ sinks: o.sinks, bus: o.bus });
   const subscribers = trigger.spec.subscribers.map(
     (s, i) =>
       new SubscriberRunner(i, s, parseCondition(s.condition, inputNames), {
         namespace,
-        bus: o.bus,
+        out,
+        hasSinks: o.sinks !== undefined,
         engine: o.engine,
-        sinks: o.sinks,
         events,
         resolveSink,
         log,

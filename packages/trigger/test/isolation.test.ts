@@ -9,14 +9,12 @@ import {
   ErrorCode,
   ExpressionError,
   createExpressionEngine,
-  createSinkClient,
-  decodeHeaderValue,
   newEvent,
   silentLogger,
   type CloudEvent,
-  type SinkClient,
   type Trigger,
 } from "@ofevents/core";
+import { createSinkClient, decodeHeaderValue, type SinkClient } from "@ofevents/delivery";
 import { createMemoryBus, type EventBus } from "@ofevents/eventbus";
 import { startTrigger, type TriggerRuntime } from "../src/index.js";
 import { assertJsonData } from "../src/runtime.js";

@@ -8,14 +8,13 @@ import {
   API_VERSION,
   createExpressionEngine,
   createLogger,
-  createSinkClient,
   newEvent,
   silentLogger,
   type CloudEvent,
   type Logger,
-  type SinkClient,
   type Trigger,
 } from "@ofevents/core";
+import { createSinkClient, type SinkClient } from "@ofevents/delivery";
 import { createEventBus, createMemoryBus, type EventBus } from "@ofevents/eventbus";
 import { NatsServer } from "../../../test/helpers/nats.js";
 import { randomSuffix } from "../../../test/helpers/wait.js";

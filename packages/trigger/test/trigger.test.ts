@@ -2,13 +2,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   API_VERSION,
   createExpressionEngine,
-  createSinkClient,
   newEvent,
   silentLogger,
   type CloudEvent,
-  type SinkClient,
   type Trigger,
 } from "@ofevents/core";
+import { createSinkClient, type SinkClient } from "@ofevents/delivery";
 import { createMemoryBus, type EventBus } from "@ofevents/eventbus";
 import { JOINED_EXTENSION, startTrigger, type TriggerRuntime } from "../src/index.js";
 import { Sink, until } from "./support.js";

@@ -29,26 +29,23 @@ import {
   EventError,
   SourceError,
   SourceKind,
-  backoffDelay,
-  sleep,
   type KafkaSourceSpec,
   type Logger,
   type TlsSpec,
   type ValidationIssue,
   sourceConsumerName,
 } from "@ofevents/core";
+import { untilTaken } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 import {
   CE_BATCH,
   CE_STRUCTURED,
-  SOURCE_RETRY,
   asCloudEvent,
   binaryEvent,
   decodeData,
   headerExtensions,
   headerValue,
   isBinaryEvent,
-  isPoison,
   mediaType,
   structuredEvents,
   type HeaderEntry,
@@ -325,32 +322,29 @@ export const kafkaAdapter: SourceAdapter<KafkaSourceSpec> = {
 
     /** Dispatches until taken or refused for good (true), or until the source stops (false). */
     async function deliver(init: DispatchInit, position: string, heartbeat: () => Promise<void>): Promise<boolean> {
-      for (let attempt = 1; ; attempt++) {
-        if (stopping.signal.aborted) return false;
-        // Heartbeats go on while the dispatch or the backoff lasts; a failed one (a rebalance)
-        // cuts the backoff short, so the group does not wait for this member.
-        const wake = new AbortController();
-        const beat = setInterval(() => void heartbeat().catch(() => wake.abort()), HEARTBEAT_MS);
-        try {
-          await dispatch(init);
-          return true;
-        } catch (err) {
-          if (isPoison(err)) {
-            log.error({ err, position }, "event refused; skipping it");
-            return true;
-          }
-          if (stopping.signal.aborted) return false;
-          const delayMs = backoffDelay(attempt, SOURCE_RETRY);
-          log.warn(
-            { err, position, attempt, retryInMs: delayMs },
-            "record not taken; retrying it (the partition waits)",
-          );
-          await sleep(delayMs, AbortSignal.any([stopping.signal, wake.signal]));
-        } finally {
-          clearInterval(beat);
-        }
-        // A rebalance throws here: kafkajs rejoins, and the uncommitted record is fetched again.
-        if (!stopping.signal.aborted) await heartbeat();
+      // Heartbeats go on while the dispatch or the backoff lasts; a failed one (a rebalance)
+      // cuts the backoff short, so the group does not wait for this member.
+      let wake = new AbortController();
+      const beat = setInterval(() => void heartbeat().catch(() => wake.abort()), HEARTBEAT_MS);
+      try {
+        const outcome = await untilTaken(() => dispatch(init), {
+          signal: stopping.signal,
+          wake: () => wake.signal,
+          onRefused: (err) => log.error({ err, position }, "event refused; skipping it"),
+          onRetry: ({ attempt, error, delayMs }) =>
+            log.warn(
+              { err: error, position, attempt, retryInMs: delayMs },
+              "record not taken; retrying it (the partition waits)",
+            ),
+          // A rebalance throws here: kafkajs rejoins, and the uncommitted record is fetched again.
+          afterWait: async () => {
+            wake = new AbortController();
+            await heartbeat();
+          },
+        });
+        return outcome !== "stopped";
+      } finally {
+        clearInterval(beat);
       }
     }
 

@@ -5,22 +5,11 @@
  * becomes data (JSON, text or bytes) with header extensions, and the runtime wraps it.
  */
 import { isUtf8 } from "node:buffer";
-import {
-  CORE_ATTRIBUTES,
-  DeliveryError,
-  EXTENSION_NAME,
-  EventError,
-  assertCloudEvent,
-  type BackoffOptions,
-  type CloudEvent,
-} from "@ofevents/core";
+import { CORE_ATTRIBUTES, EXTENSION_NAME, EventError, assertCloudEvent, type CloudEvent } from "@ofevents/core";
 
 /** Structured mode (a JSON CloudEvent) and batch mode (a JSON array of them). */
 export const CE_STRUCTURED = "application/cloudevents+json";
 export const CE_BATCH = "application/cloudevents-batch+json";
-
-/** Backoff of a source re-trying an event the bus or sink did not take (after the runtime's own retries). */
-export const SOURCE_RETRY: BackoffOptions = { policy: "exponential", delayMs: 250, maxDelayMs: 30_000 };
 
 /** A header as name and text value(s). */
 export type HeaderEntry = readonly [name: string, value: string];
@@ -162,13 +151,4 @@ export function asCloudEvent(value: unknown): CloudEvent | undefined {
 function setData(ev: Record<string, unknown>, data: unknown): void {
   if (data instanceof Uint8Array) ev["data_base64"] = Buffer.from(data).toString("base64");
   else ev["data"] = data;
-}
-
-/**
- * A rejection retrying cannot fix: the event is malformed, or the sink refused it (a 4xx other
- * than 429). Such an event is logged and skipped; every other rejection (the bus is down, the
- * sink is failing) keeps the message unacknowledged.
- */
-export function isPoison(err: unknown): boolean {
-  return err instanceof EventError || (err instanceof DeliveryError && !err.retriable);
 }

@@ -17,17 +17,16 @@
  */
 import { connect, validateTopic, type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
 import {
-  DeliveryError,
   EventError,
   SourceKind,
   assertCloudEvent,
-  backoffDelay,
   sleep,
   type CloudEvent,
   type MqttSourceSpec,
   type ValidationIssue,
   sourceConsumerName,
 } from "@ofevents/core";
+import { untilTaken } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 
 /** Extension attributes this source sets. */
@@ -201,11 +200,6 @@ export function messageToDispatch(packet: IPublishPacket): DispatchInit {
   };
 }
 
-/** An event the bus or sink refused for what it is: retrying cannot help, so it is acked and skipped. */
-function isRefused(err: unknown): boolean {
-  return err instanceof EventError || (err instanceof DeliveryError && !err.retriable);
-}
-
 function clientOptions(ctx: SourceContext, spec: MqttSourceSpec, protocolVersion: 4 | 5): IClientOptions {
   const url = new URL(spec.url);
   const scheme = SCHEMES[url.protocol]!;
@@ -270,27 +264,18 @@ export const mqttAdapter: SourceAdapter<MqttSourceSpec> = {
         log.warn({ err, topic: packet.topic }, "malformed CloudEvent message; acknowledged and skipped");
         return true;
       }
-      for (let attempt = 1; ; attempt++) {
-        if (signal.aborted || gen !== generation) return false;
-        try {
-          await dispatch(init);
-          return true;
-        } catch (err) {
-          if (isRefused(err)) {
-            log.error(
-              { err, topic: packet.topic },
-              "event refused by the bus or sink; message acknowledged and skipped",
-            );
-            return true;
-          }
-          const delay = backoffDelay(attempt, { policy: "exponential", delayMs: 100, maxDelayMs: 10_000 });
+      const outcome = await untilTaken(() => dispatch(init), {
+        signal,
+        alive: () => gen === generation,
+        onRefused: (err) =>
+          log.error({ err, topic: packet.topic }, "event refused by the bus or sink; message acknowledged and skipped"),
+        onRetry: ({ attempt, error, delayMs }) =>
           log.warn(
-            { err, topic: packet.topic, attempt, retryInMs: delay },
+            { err: error, topic: packet.topic, attempt, retryInMs: delayMs },
             "dispatch failed; message not acknowledged, retrying",
-          );
-          await sleep(delay, signal);
-        }
-      }
+          ),
+      });
+      return outcome !== "stopped";
     }
 
     function open(protocolVersion: 4 | 5): MqttClient {

@@ -41,7 +41,6 @@ import {
   EventError,
   SourceError,
   SourceKind,
-  backoffDelay,
   parseDuration,
   type Logger,
   type NatsSourceSpec,
@@ -50,18 +49,17 @@ import {
   sourceConsumerName,
   withoutCredentials,
 } from "@ofevents/core";
+import { SOURCE_RETRY, refused, retryDelay } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 import {
   CE_BATCH,
   CE_STRUCTURED,
-  SOURCE_RETRY,
   asCloudEvent,
   binaryEvent,
   decodeData,
   headerExtensions,
   headerValue,
   isBinaryEvent,
-  isPoison,
   mediaType,
   structuredEvents,
   type HeaderEntry,
@@ -442,7 +440,7 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
           try {
             await dispatch(init);
           } catch (err) {
-            if (!isPoison(err)) throw err;
+            if (!refused(err)) throw err;
             log.error({ err, position }, "event refused; skipping it");
           }
         }
@@ -453,7 +451,7 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
           m.nak();
           return;
         }
-        const delayMs = backoffDelay(m.info.deliveryCount, SOURCE_RETRY);
+        const delayMs = retryDelay(m.info.deliveryCount, SOURCE_RETRY);
         log.warn(
           { err, position, deliveries: m.info.deliveryCount, retryInMs: delayMs },
           "message not taken; nak'd for redelivery",

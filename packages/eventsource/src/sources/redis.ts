@@ -21,9 +21,7 @@ import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import {
-  DeliveryError,
   ErrorCode,
-  EventError,
   SourceError,
   SourceKind,
   backoffDelay,
@@ -34,6 +32,7 @@ import {
   type ValidationIssue,
   sourceConsumerName,
 } from "@ofevents/core";
+import { untilTaken } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 
 /** Entries read per XREADGROUP / XAUTOCLAIM call: at most this many are pending on this consumer. */
@@ -146,11 +145,6 @@ function validate(spec: RedisSourceSpec): ValidationIssue[] {
 /** A reply error whose first word (the RESP error code) is `code`, e.g. BUSYGROUP or NOGROUP. */
 function isReplyError(err: unknown, code: string): boolean {
   return err instanceof Error && err.name === "ReplyError" && err.message.startsWith(`${code} `);
-}
-
-/** An event the bus or sink refused for what it is: retrying cannot help, so it is skipped. */
-function isRefused(err: unknown): boolean {
-  return err instanceof EventError || (err instanceof DeliveryError && !err.retriable);
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -375,26 +369,23 @@ function streamLoop(
       return true;
     }
     const init = entryToDispatch(stream, { id: entry.id, fields: entry.fields });
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await dispatch(init);
-        break;
-      } catch (err) {
-        if (isRefused(err)) {
-          log.error({ err, id: init.id }, "event refused by the bus or sink; entry acknowledged and skipped");
-          break;
-        }
-        if (stopped()) return false;
-        const delay = backoffDelay(attempt, { policy: "exponential", delayMs: 100, maxDelayMs: 10_000 });
-        log.warn({ err, id: init.id, attempt, retryInMs: delay }, "dispatch failed; entry stays pending, retrying");
+    const outcome = await untilTaken(() => dispatch(init), {
+      signal: stopper.signal,
+      alive: () => !stopped(),
+      onRefused: (err) =>
+        log.error({ err, id: init.id }, "event refused by the bus or sink; entry acknowledged and skipped"),
+      onRetry: async ({ attempt, error, delayMs }) => {
+        log.warn(
+          { err: error, id: init.id, attempt, retryInMs: delayMs },
+          "dispatch failed; entry stays pending, retrying",
+        );
         // Reset the entry's idle time so other consumers do not claim it while this one retries.
         await commands(cmd)
           .call("XCLAIM", stream, group, consumer, "0", entry.id, "JUSTID")
           .catch(() => undefined);
-        await sleep(delay, stopper.signal);
-        if (stopped()) return false;
-      }
-    }
+      },
+    });
+    if (outcome === "stopped") return false;
     await ack(entry.id);
     return true;
   }
@@ -523,20 +514,15 @@ function channelLoop(
         continue;
       }
       const init: DispatchInit = { id: randomUUID(), subject: next.channel, ...decodePayload(next.message) };
-      for (let attempt = 1; !stopper.signal.aborted; attempt++) {
-        try {
-          await dispatch(init);
-          break;
-        } catch (err) {
-          if (isRefused(err)) {
-            log.error({ err, id: init.id }, "event refused by the bus or sink; message skipped");
-            break;
-          }
-          const delay = backoffDelay(attempt, { policy: "exponential", delayMs: 100, maxDelayMs: 10_000 });
-          log.warn({ err, id: init.id, attempt, retryInMs: delay }, "dispatch failed; retrying the pub/sub message");
-          await sleep(delay, stopper.signal);
-        }
-      }
+      await untilTaken(() => dispatch(init), {
+        signal: stopper.signal,
+        onRefused: (err) => log.error({ err, id: init.id }, "event refused by the bus or sink; message skipped"),
+        onRetry: ({ attempt, error, delayMs }) =>
+          log.warn(
+            { err: error, id: init.id, attempt, retryInMs: delayMs },
+            "dispatch failed; retrying the pub/sub message",
+          ),
+      });
     }
   }
 

@@ -19,14 +19,13 @@ import {
   OfEventsError,
   SourceKind,
   decodeUtf8,
-  httpMode,
   isJsonMediaType as isJsonType,
   parseJsonBody as parseJson,
-  toEvent,
   type CloudEvent,
   type ValidationIssue,
   type WebhookSpec,
 } from "@ofevents/core";
+import { httpMode, toEvent } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 
 export const DEFAULT_MAX_PAYLOAD = 1_048_576;

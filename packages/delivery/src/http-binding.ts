@@ -14,8 +14,15 @@
  * exactly as it reaches an external sink. Data is kept as the bus carries it: JSON as its value,
  * UTF-8 text as a string, anything else as `data_base64`.
  */
-import { assertCloudEvent, type CloudEvent } from "./cloudevent.js";
-import { EventError } from "./errors.js";
+import {
+  EventError,
+  assertIncomingEvent,
+  decodeUtf8,
+  isJsonMediaType,
+  mediaType,
+  parseJsonBody,
+  type CloudEvent,
+} from "@ofevents/core";
 
 export interface HttpMessage {
   headers: Record<string, string>;
@@ -25,16 +32,6 @@ export interface HttpMessage {
 export const CE_JSON_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8";
 const CE_JSON = "application/cloudevents+json";
 const CE_BATCH = "application/cloudevents-batch+json";
-
-/** The media type of a content-type value, lower-cased, without parameters. */
-export function mediaType(contentType: unknown): string {
-  return typeof contentType === "string" ? contentType.split(";")[0]!.trim().toLowerCase() : "";
-}
-
-/** `application/json` or a `+json` type (RFC 6839). */
-export function isJsonMediaType(type: string): boolean {
-  return type === "application/json" || type.endsWith("+json");
-}
 
 /** Whether data with this `datacontenttype` is JSON; no content type means JSON (CloudEvents JSON format §3.1). */
 function isJsonContentType(contentType: unknown): boolean {
@@ -157,52 +154,6 @@ export function httpMode(headers: HttpHeaders): HttpMode | undefined {
   return h.has("ce-specversion") ? "binary" : undefined;
 }
 
-/**
- * Deepest JSON nesting accepted in a body. Parsing is iterative, but encoding the event for the bus
- * (JSON.stringify) recurses, so deeper data would fail later, after the message was accepted.
- */
-export const MAX_JSON_DEPTH = 512;
-
-// Fatal: bytes that are not UTF-8 are never silently replaced; the BOM is kept as a character.
-const UTF8_BODY = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** The body as UTF-8 text, or undefined when it is not UTF-8. */
-export function decodeUtf8(body: Uint8Array): string | undefined {
-  try {
-    return UTF8_BODY.decode(body);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Parses JSON (which must be UTF-8, RFC 8259 §8.1) no deeper than MAX_JSON_DEPTH; EventError otherwise. */
-export function parseJsonBody(body: Uint8Array | string, what: string): unknown {
-  const text = typeof body === "string" ? body : decodeUtf8(body);
-  if (text === undefined) throw new EventError(`${what} is not valid JSON: not UTF-8`);
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new EventError(`${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
-  if (nestedDeeperThan(value, MAX_JSON_DEPTH)) {
-    throw new EventError(`${what} nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
-  }
-  return value;
-}
-
-/** Iterative, so that the check itself cannot overflow the stack. */
-function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
-    const [v, depth] = top;
-    if (typeof v !== "object" || v === null) continue;
-    if (depth >= max) return true;
-    for (const item of Object.values(v)) stack.push([item, depth + 1]);
-  }
-  return false;
-}
-
 /** The data of a binary-mode body: parsed JSON, UTF-8 text, or bytes (as base64) when it is neither. */
 function decodeData(type: string, body: Uint8Array): { data: unknown } | { data_base64: string } {
   if (isJsonMediaType(type)) return { data: parseJsonBody(body, "body") };
@@ -211,52 +162,6 @@ function decodeData(type: string, body: Uint8Array): { data: unknown } | { data_
     if (text !== undefined) return { data: text };
   }
   return { data_base64: Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("base64") };
-}
-
-// RFC 3339 date-time (CloudEvents' Timestamp type).
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const INT32 = 2 ** 31;
-
-/**
- * `assertCloudEvent` plus the types the CloudEvents spec gives the optional attributes and the
- * extensions, so a malformed event is refused where it enters instead of failing a consumer.
- */
-export function assertIncomingEvent(value: unknown): asserts value is CloudEvent {
-  assertCloudEvent(value);
-  const ev = value as Record<string, unknown>;
-  for (const [name, v] of Object.entries(ev)) {
-    switch (name) {
-      case "specversion":
-      case "id":
-      case "source":
-      case "type":
-      case "data":
-        break;
-      case "subject":
-      case "datacontenttype":
-      case "dataschema":
-        if (typeof v !== "string" || v === "")
-          throw new EventError(`CloudEvent attribute "${name}" must be a non-empty string`);
-        break;
-      case "time":
-        if (typeof v !== "string" || !RFC3339.test(v) || Number.isNaN(Date.parse(v)))
-          throw new EventError(`CloudEvent attribute "time" must be an RFC 3339 timestamp`);
-        break;
-      case "data_base64":
-        if (typeof v !== "string" || !BASE64.test(v))
-          throw new EventError(`CloudEvent attribute "data_base64" must be a base64 string`);
-        if ("data" in ev) throw new EventError(`a CloudEvent has either "data" or "data_base64", not both`);
-        break;
-      default:
-        if (
-          typeof v !== "string" &&
-          typeof v !== "boolean" &&
-          !(typeof v === "number" && Number.isInteger(v) && v >= -INT32 && v < INT32)
-        )
-          throw new EventError(`CloudEvent extension "${name}" must be a string, a boolean or a 32-bit integer`);
-    }
-  }
 }
 
 function bytesOf(body: Uint8Array | string | undefined): Uint8Array {

@@ -5,42 +5,16 @@
  * connection errors are retried with backoff and jitter, honouring Retry-After; other 4xx are not
  * retried. A failure is a DeliveryError whose `retriable` says which it was.
  */
-import { encodeBinary, encodeStructured, type HttpMessage } from "./http-binding.js";
+import { DeliveryError, ErrorCode, OfEventsError, type CloudEvent } from "@ofevents/core";
 import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from "undici";
-import { backoffDelay, sleep, type BackoffPolicy } from "./backoff.js";
-import type { CloudEvent } from "./cloudevent.js";
-import { DeliveryError, ErrorCode, OfEventsError } from "./errors.js";
-import { durationMs } from "./duration.js";
-
-export interface DeliveryPolicy {
-  /** Retries after the first attempt. */
-  retry: number;
-  backoffPolicy: BackoffPolicy;
-  backoffDelayMs: number;
-  timeoutMs: number;
-  retryAfterMaxMs: number;
-  format: "binary" | "structured";
-}
-
-export const DEFAULT_DELIVERY: DeliveryPolicy = {
-  retry: 3,
-  backoffPolicy: "exponential",
-  backoffDelayMs: 200,
-  timeoutMs: 30_000,
-  retryAfterMaxMs: 60_000,
-  format: "binary",
-};
+import { encodeBinary, encodeStructured, type HttpMessage } from "./http-binding.js";
+import { DEFAULT_DELIVERY, type DeliveryPolicy } from "./policy.js";
+import { withRetry, type AttemptInfo } from "./retry.js";
 
 export interface SinkResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
-}
-
-export interface AttemptInfo {
-  attempt: number;
-  error: DeliveryError;
-  delayMs: number;
 }
 
 export interface SinkClient {
@@ -60,7 +34,11 @@ export interface SinkClient {
     url: string,
     event: CloudEvent,
     policy: DeliveryPolicy,
-    options?: { signal?: AbortSignal; stopRetrying?: AbortSignal; onRetry?: (info: AttemptInfo) => void },
+    options?: {
+      signal?: AbortSignal;
+      stopRetrying?: AbortSignal;
+      onRetry?: (info: AttemptInfo<DeliveryError>) => void;
+    },
   ): Promise<SinkResponse>;
   close(): Promise<void>;
 }
@@ -156,57 +134,33 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
 
   return {
     send,
-    async deliver(url, event, policy, o = {}) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await send(url, event, {
+    deliver(url, event, policy, o = {}) {
+      const stopRetrying =
+        o.signal === undefined
+          ? o.stopRetrying
+          : o.stopRetrying === undefined
+            ? o.signal
+            : AbortSignal.any([o.signal, o.stopRetrying]);
+      return withRetry<SinkResponse, DeliveryError>(
+        () =>
+          send(url, event, {
             timeoutMs: policy.timeoutMs,
             format: policy.format,
             ...(o.signal === undefined ? {} : { signal: o.signal }),
-          });
-        } catch (err) {
-          const e =
-            err instanceof DeliveryError
+          }).catch((err: unknown) => {
+            throw err instanceof DeliveryError
               ? err
               : new DeliveryError(ErrorCode.DeliveryFailed, (err as Error).message, url, {
                   retriable: !(err instanceof OfEventsError),
                   cause: err,
                 });
-          const stopped = (): boolean => o.signal?.aborted === true || o.stopRetrying?.aborted === true;
-          if (!e.retriable || attempt > policy.retry || stopped()) throw e;
-          let delayMs = backoffDelay(attempt, { policy: policy.backoffPolicy, delayMs: policy.backoffDelayMs });
-          if (e.retryAfterMs !== undefined)
-            delayMs = Math.max(delayMs, Math.min(e.retryAfterMs, policy.retryAfterMaxMs));
-          o.onRetry?.({ attempt, error: e, delayMs });
-          const signals = [o.signal, o.stopRetrying].filter((x): x is AbortSignal => x !== undefined);
-          await sleep(delayMs, signals.length > 1 ? AbortSignal.any(signals) : signals[0]);
-          if (stopped()) throw e;
-        }
-      }
+          }),
+        policy,
+        { stopRetrying, onRetry: o.onRetry },
+      );
     },
     async close() {
       await agent.close();
     },
-  };
-}
-
-/** The delivery policy a subscriber's `delivery` block asks for, with defaults filled in. */
-export function deliveryPolicy(
-  d: {
-    retry?: number | undefined;
-    backoffPolicy?: BackoffPolicy | undefined;
-    backoffDelay?: string | undefined;
-    timeout?: string | undefined;
-    retryAfterMax?: string | undefined;
-    format?: "binary" | "structured" | undefined;
-  } = {},
-): DeliveryPolicy {
-  return {
-    retry: d.retry ?? DEFAULT_DELIVERY.retry,
-    backoffPolicy: d.backoffPolicy ?? DEFAULT_DELIVERY.backoffPolicy,
-    backoffDelayMs: d.backoffDelay === undefined ? DEFAULT_DELIVERY.backoffDelayMs : durationMs(d.backoffDelay),
-    timeoutMs: d.timeout === undefined ? DEFAULT_DELIVERY.timeoutMs : durationMs(d.timeout),
-    retryAfterMaxMs: d.retryAfterMax === undefined ? DEFAULT_DELIVERY.retryAfterMaxMs : durationMs(d.retryAfterMax),
-    format: d.format ?? DEFAULT_DELIVERY.format,
   };
 }

@@ -1,15 +1,8 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { connect as netConnect, type AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  DeliveryError,
-  ErrorCode,
-  createSinkClient,
-  decodeHeaderValue,
-  deliveryPolicy,
-  newEvent,
-  type SinkClient,
-} from "../src/index.js";
+import { DeliveryError, ErrorCode, newEvent } from "@ofevents/core";
+import { createSinkClient, decodeHeaderValue, deliveryPolicy, type SinkClient } from "../src/index.js";
 
 interface Received {
   headers: IncomingMessage["headers"];

@@ -1,16 +1,14 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { EventError, newEvent, type CloudEvent } from "@ofevents/core";
 import {
   CE_JSON_CONTENT_TYPE,
-  EventError,
   decodeHeaderValue,
   encodeBinary,
   encodeHeaderValue,
   encodeStructured,
   httpMode,
-  newEvent,
   toEvent,
-  type CloudEvent,
 } from "../src/index.js";
 
 describe("http binding - header values", () => {

@@ -1,0 +1,123 @@
+/**
+ * Every outbound hop of an event, to an HTTP sink or to a bus topic, with one policy, and the one
+ * dead-letter path: what a target does not take goes down the subscriber's dead-letter targets in
+ * order (a sink, then a topic), as a copy carrying the reason attributes (`withDeadLetterReason`).
+ */
+import { ErrorCode, OfEventsError, type CloudEvent } from "@ofevents/core";
+import { withDeadLetterReason, type EventPublisher } from "@ofevents/eventbus";
+import type { DeliveryPolicy } from "./policy.js";
+import { classify, withRetry, type AttemptInfo } from "./retry.js";
+import type { SinkClient } from "./sink.js";
+
+export type Target = { kind: "sink"; url: string } | { kind: "topic"; topic: string };
+
+/** How a target is named in logs, metrics and the dead-letter attributes: its URL or its topic. */
+export function targetName(t: Target): string {
+  return t.kind === "sink" ? t.url : t.topic;
+}
+
+export interface Sent {
+  /** The sink's HTTP status (sinks only). */
+  status?: number;
+  /** Attempts made, the successful one included. */
+  attempts: number;
+}
+
+/** A target did not take the event; `attempts` were made (0 when the event never left). */
+export class NotDelivered extends OfEventsError {
+  constructor(
+    readonly target: Target,
+    readonly error: unknown,
+    readonly attempts: number,
+  ) {
+    super(
+      error instanceof OfEventsError ? error.code : ErrorCode.DeliveryFailed,
+      error instanceof Error ? error.message : String(error),
+      { retriable: classify(error) === "retry", cause: error },
+    );
+  }
+}
+
+export interface SendOptions {
+  /** Cancels the attempt in flight (HTTP) and ends the waits. */
+  signal?: AbortSignal | undefined;
+  /** Ends the waits between attempts and prevents new ones; an attempt in flight is let finish. */
+  stopRetrying?: AbortSignal | undefined;
+  onRetry?: ((info: AttemptInfo) => void) | undefined;
+}
+
+export interface Outbound {
+  /** Sends `event` to `target` under `policy`; rejects with NotDelivered. */
+  send(event: CloudEvent, target: Target, policy: DeliveryPolicy, o?: SendOptions): Promise<Sent>;
+  /**
+   * Sends the dead-letter copy of `event` (why: `error`, after `attempts` at `failed`) to the first
+   * of `deadLetters` that takes it. Resolves with the target that took it, or undefined when there
+   * is none (the caller reports the drop); rejects with the last NotDelivered when none took it.
+   */
+  deadLetter(
+    event: CloudEvent,
+    failed: string,
+    error: unknown,
+    attempts: number,
+    deadLetters: readonly Target[],
+    policy: DeliveryPolicy,
+    o?: SendOptions & { onFallback?: (from: Target, err: NotDelivered) => void },
+  ): Promise<Target | undefined>;
+}
+
+export function createOutbound(o: { sinks?: SinkClient | undefined; bus?: EventPublisher | undefined }): Outbound {
+  async function send(event: CloudEvent, target: Target, policy: DeliveryPolicy, so: SendOptions = {}): Promise<Sent> {
+    // Sinks count their retries (attempts = retries + 1); topics count attempts.
+    let attempts = 0;
+    let retries = 0;
+    const stopRetrying =
+      so.signal === undefined || so.stopRetrying === undefined
+        ? (so.stopRetrying ?? so.signal)
+        : AbortSignal.any([so.signal, so.stopRetrying]);
+    try {
+      if (target.kind === "sink") {
+        if (o.sinks === undefined) throw new Error("no sink client to deliver with");
+        const res = await o.sinks.deliver(target.url, event, policy, {
+          ...(so.signal === undefined ? {} : { signal: so.signal }),
+          ...(so.stopRetrying === undefined ? {} : { stopRetrying: so.stopRetrying }),
+          onRetry: (info) => {
+            retries = info.attempt;
+            so.onRetry?.(info);
+          },
+        });
+        return { status: res.status, attempts: retries + 1 };
+      }
+      const bus = o.bus;
+      if (bus === undefined) throw new Error("no event bus to publish to");
+      await withRetry(
+        (n) => {
+          attempts = n;
+          return bus.publish(target.topic, event);
+        },
+        policy,
+        { stopRetrying, onRetry: so.onRetry },
+      );
+      return { attempts };
+    } catch (err) {
+      throw new NotDelivered(target, err, target.kind === "sink" ? retries + 1 : Math.max(attempts, 1));
+    }
+  }
+
+  return {
+    send,
+    async deadLetter(event, failed, error, attempts, deadLetters, policy, so = {}) {
+      if (deadLetters.length === 0) return undefined;
+      const copy = withDeadLetterReason(event, error, failed, attempts);
+      for (let i = 0; ; i++) {
+        const target = deadLetters[i]!;
+        try {
+          await send(copy, target, policy, so);
+          return target;
+        } catch (err) {
+          if (i === deadLetters.length - 1) throw err;
+          so.onFallback?.(target, err as NotDelivered);
+        }
+      }
+    },
+  };
+}
