@@ -34,6 +34,7 @@ import {
   type TlsSpec,
   type ValidationIssue,
   sourceConsumerName,
+  mediaType,
 } from "@ofevents/core";
 import { untilTaken } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
@@ -46,7 +47,6 @@ import {
   headerExtensions,
   headerValue,
   isBinaryEvent,
-  mediaType,
   structuredEvents,
   type HeaderEntry,
 } from "./message.js";

@@ -5,7 +5,14 @@
  * becomes data (JSON, text or bytes) with header extensions, and the runtime wraps it.
  */
 import { isUtf8 } from "node:buffer";
-import { CORE_ATTRIBUTES, EXTENSION_NAME, EventError, assertCloudEvent, type CloudEvent } from "@ofevents/core";
+import {
+  CORE_ATTRIBUTES,
+  EXTENSION_NAME,
+  EventError,
+  assertCloudEvent,
+  type CloudEvent,
+  mediaType,
+} from "@ofevents/core";
 
 /** Structured mode (a JSON CloudEvent) and batch mode (a JSON array of them). */
 export const CE_STRUCTURED = "application/cloudevents+json";
@@ -13,11 +20,6 @@ export const CE_BATCH = "application/cloudevents-batch+json";
 
 /** A header as name and text value(s). */
 export type HeaderEntry = readonly [name: string, value: string];
-
-/** The media type of a content-type header, lower case, without parameters ("" when absent). */
-export function mediaType(contentType: string | undefined): string {
-  return (contentType ?? "").split(";")[0]!.trim().toLowerCase();
-}
 
 function isJsonType(type: string): boolean {
   return type === "application/json" || type === "text/json" || type.endsWith("+json");

@@ -25,6 +25,8 @@ import {
   type MqttSourceSpec,
   type ValidationIssue,
   sourceConsumerName,
+  EXTENSION_NAME,
+  mediaType,
 } from "@ofevents/core";
 import { untilTaken } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
@@ -101,10 +103,6 @@ function validate(spec: MqttSourceSpec): ValidationIssue[] {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-function mediaType(contentType: string | undefined): string {
-  return (contentType ?? "").split(";")[0]!.trim().toLowerCase();
-}
-
 function isJsonType(type: string): boolean {
   return type === "application/json" || type.endsWith("+json");
 }
@@ -147,7 +145,6 @@ export function decodeMqttPayload(
   return { data: text, datacontenttype: "text/plain" };
 }
 
-const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
 const DATA_ATTRIBUTES = new Set(["data", "data_base64", "datacontenttype"]);
 
 function userProperty(packet: IPublishPacket, name: string): string | undefined {
@@ -184,7 +181,7 @@ export function messageToDispatch(packet: IPublishPacket): DispatchInit {
     const ev: Record<string, unknown> = {};
     // Other user properties (not attribute names) travel with the message but are not attributes.
     for (const name of Object.keys(props)) {
-      if (ATTRIBUTE_NAME.test(name) && !DATA_ATTRIBUTES.has(name)) ev[name] = userProperty(packet, name);
+      if (EXTENSION_NAME.test(name) && !DATA_ATTRIBUTES.has(name)) ev[name] = userProperty(packet, name);
     }
     const { data, datacontenttype } = decodeMqttPayload(payload, contentType);
     if (datacontenttype !== undefined) ev["datacontenttype"] = datacontenttype;

@@ -48,6 +48,7 @@ import {
   natsSourceDurable,
   sourceConsumerName,
   withoutCredentials,
+  mediaType,
 } from "@ofevents/core";
 import { SOURCE_RETRY, refused, retryDelay } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
@@ -60,7 +61,6 @@ import {
   headerExtensions,
   headerValue,
   isBinaryEvent,
-  mediaType,
   structuredEvents,
   type HeaderEntry,
 } from "./message.js";

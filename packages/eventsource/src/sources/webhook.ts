@@ -24,6 +24,7 @@ import {
   type CloudEvent,
   type ValidationIssue,
   type WebhookSpec,
+  mediaType,
 } from "@ofevents/core";
 import { httpMode, toEvent } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
@@ -54,10 +55,6 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on("end", () => resolve(Buffer.concat(chunks)));
     req.on("error", reject);
   });
-}
-
-function mediaType(header: string | undefined): string {
-  return (header ?? "").split(";")[0]!.trim().toLowerCase();
 }
 
 export { MAX_JSON_DEPTH };
