@@ -47,6 +47,7 @@ import { DAPR_MARKER, fromDapr, toDapr } from "../envelope.js";
 import { pingWithin } from "../ping.js";
 import {
   DEFAULT_MAX_DELIVER,
+  RESUBSCRIBE_BACKOFF,
   DEFAULT_MAX_IN_FLIGHT,
   deadLetterTopicFor,
   type BusEvents,
@@ -663,10 +664,7 @@ class TopicStream {
       if (this.closed) return;
       for (;;) {
         failures++;
-        await sleep(
-          backoffDelay(failures, { policy: "exponential", delayMs: 250, maxDelayMs: 5_000 }),
-          this.stop.signal,
-        );
+        await sleep(backoffDelay(failures, RESUBSCRIBE_BACKOFF), this.stop.signal);
         if (this.closed) return;
         try {
           ({ conn, responses } = await this.connect());
@@ -684,7 +682,10 @@ class TopicStream {
     try {
       event = fromDapr(env.data);
     } catch (err) {
-      // Not a CloudEvent: nothing a handler could do with it. daprd moves it to the dead-letter topic.
+      // Not a CloudEvent: nothing a handler could do with it. The one place the engine's rule
+      // (dead-letter it wrapped as io.ofevents.bus.undecodable) is not applied: daprd already
+      // moves it to the subscription's dead-letter topic with its bytes unchanged, which is what
+      // subscribers of that topic through daprd expect.
       this.log.error(
         { err, envelope: env.id, bytes: env.data.length },
         "undecodable message dropped (daprd moves it to %s)",
@@ -757,7 +758,8 @@ class TopicStream {
       .deliver({
         topic: this.topic,
         deliveryCount: task.deliveries,
-        // Each delivery gets its own copy: handlers never share an object.
+        // Each delivery gets its own copy: handlers never share an object. Decoded on receipt
+        // (an undecodable message is answered DROP there), so `raw` and `position` only name it.
         decode: () => structuredClone(event),
         raw: () => new TextEncoder().encode(JSON.stringify(event)),
         position: () => ({ id: event.id, source: `/ofevents/bus/dapr/${this.daprTopic}` }),

@@ -65,6 +65,7 @@ import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
   DEFAULT_MAX_DELIVER,
+  RESUBSCRIBE_BACKOFF,
   DEFAULT_MAX_IN_FLIGHT,
   type BusEvents,
   type EventBus,
@@ -507,7 +508,7 @@ class JetStreamSubscription implements Subscription {
         // The consumer or its stream was deleted under us: create them again.
         if (code === JsErr.ConsumerNotFound || code === JsErr.StreamNotFound || failures > 3) consumer = undefined;
         if (code === JsErr.StreamNotFound) this.bus.forgetStream(topic);
-        const pause = backoffDelay(failures, { policy: "exponential", delayMs: 250, maxDelayMs: 5_000 });
+        const pause = backoffDelay(failures, RESUBSCRIBE_BACKOFF);
         this.log.warn({ err, topic, failures, pauseMs: pause }, "pulling failed; retrying");
         await sleep(pause, this.stop.signal);
       }
