@@ -7,11 +7,12 @@
  * - the handler resolves: `ack`;
  * - it throws before `maxDeliver` deliveries: `redelivery` is emitted, then `redeliver` after
  *   `backoffDelay(deliveries)`;
- * - it throws on delivery `maxDeliver`: the event goes to the dead-letter topic with the reason
- *   attributes; once the broker has it, `term` and `dead_lettered`;
+ * - it throws on delivery `maxDeliver` or later: the event goes to the dead-letter topic with the
+ *   reason attributes; once the broker has it, `term` and `dead_lettered`;
  * - a message that is not a CloudEvent is wrapped as an `io.ofevents.bus.undecodable` event (its
  *   bytes as data) and dead-lettered at once: the handler cannot do anything with it, and the
- *   bytes stay visible on the dead-letter topic;
+ *   bytes stay visible on the dead-letter topic (the Dapr driver leaves these to daprd, which
+ *   dead-letters them unchanged: see dapr.ts);
  * - a dead-letter publish that fails leaves the message on its topic: `redelivery` (with the
  *   publish error), then `redeliver` after the backoff. Nothing is dropped and `dead_lettered`
  *   only ever follows a dead letter the broker took.
