@@ -12,10 +12,12 @@ export {
   DEFAULT_BACKOFF_MS,
   DEFAULT_MAX_DELIVER,
   DEFAULT_MAX_IN_FLIGHT,
+  MAX_BACKOFF_MS,
   DeadLetterExtension,
   deadLetterTopicFor,
 } from "./types.js";
 export { withDeadLetterReason } from "./deadletter.js";
+export { UNDECODABLE_EVENT_TYPE } from "./consumer.js";
 export { decodeBusEvent } from "./envelope.js";
 export { createMemoryBus, type MemoryBusOptions } from "./drivers/memory.js";
 export { createEventBus, type CreateEventBusOptions } from "./factory.js";

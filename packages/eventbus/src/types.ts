@@ -94,6 +94,10 @@ export const DeadLetterExtension = {
 export const DEFAULT_MAX_IN_FLIGHT = 64;
 export const DEFAULT_MAX_DELIVER = 5;
 export const DEFAULT_BACKOFF_MS = 200;
+/** Cap of one redelivery delay (the backoff doubles from `backoffMs` up to this). */
+export const MAX_BACKOFF_MS = 30_000;
+/** Pauses between attempts to get a broken subscription going again (pull, stream). */
+export const RESUBSCRIBE_BACKOFF = { policy: "exponential", delayMs: 250, maxDelayMs: 5_000 } as const;
 
 export function deadLetterTopicFor(topic: string, options: SubscribeOptions): string {
   return options.deadLetterTopic ?? `${topic}.deadletter`;

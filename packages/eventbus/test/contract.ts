@@ -6,7 +6,13 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { BusError, ErrorCode, newEvent, type CloudEvent } from "@ofevents/core";
-import { DeadLetterExtension, type DeliveryInfo, type EventBus } from "../src/index.js";
+import {
+  DeadLetterExtension,
+  UNDECODABLE_EVENT_TYPE,
+  type BusEvents,
+  type DeliveryInfo,
+  type EventBus,
+} from "../src/index.js";
 
 export interface ContractOptions {
   /** Time allowed for a message to arrive (default 10 s). */
@@ -18,6 +24,11 @@ export interface ContractOptions {
    * JetStream component, which must run `concurrency: single` to ack after delivery).
    */
   oneAtATime?: boolean;
+  /**
+   * Puts `bytes` on `topic` as a message, bypassing the driver's encoder: runs the undecodable
+   * case. Dapr leaves it out: daprd dead-letters such a message as it is (dapr-bus.test.ts).
+   */
+  publishRaw?: (bus: EventBus, topic: string, bytes: Uint8Array) => Promise<void>;
 }
 
 export function uniq(prefix: string): string {
@@ -130,6 +141,64 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
       expect(Number(d[DeadLetterExtension.Deliveries])).toBe(3);
       expect(d[DeadLetterExtension.Destination]).toBe(topic);
     });
+
+    it(`${name} bus - dead_lettered fires only after the dead letter is on the bus`, async () => {
+      const bus = await open();
+      const topic = uniq("t");
+      const dlt = `${topic}.deadletter`;
+      const order: string[] = [];
+      bus.events.on("published", (p) => {
+        if (p.topic === dlt) order.push("published");
+      });
+      const dead: Array<BusEvents["dead_lettered"]> = [];
+      bus.events.on("dead_lettered", (p) => {
+        order.push("dead_lettered");
+        dead.push(p);
+      });
+      const arrived: string[] = [];
+      await bus.subscribe([dlt], async (e) => void arrived.push(e.id), { group: uniq("g") });
+      const group = uniq("g");
+      await bus.subscribe(
+        [topic],
+        async () => {
+          throw new Error("refused");
+        },
+        { group, backoffMs, maxDeliver: 2 },
+      );
+      const sent = sample(3);
+      await bus.publish(topic, sent);
+      await waitFor(() => arrived.length === 1 && dead.length === 1, timeoutMs, "dead letter");
+      expect(order).toEqual(["published", "dead_lettered"]);
+      expect(dead[0]).toMatchObject({ topic, group, id: sent.id, deadLetterTopic: dlt });
+      expect((dead[0]!.error as Error).message).toBe("refused");
+      expect(arrived).toEqual([sent.id]);
+    });
+
+    if (options.publishRaw !== undefined) {
+      const publishRaw = options.publishRaw;
+      it(`${name} bus - a message that is not a CloudEvent is dead-lettered wrapped, with its bytes; the rest flows`, async () => {
+        const bus = await open();
+        const topic = uniq("t");
+        const dead: CloudEvent[] = [];
+        const fired: Array<BusEvents["dead_lettered"]> = [];
+        bus.events.on("dead_lettered", (p) => void fired.push(p));
+        await bus.subscribe([`${topic}.deadletter`], async (e) => void dead.push(e), { group: uniq("g") });
+        const got: string[] = [];
+        await bus.subscribe([topic], async (e) => void got.push(e.id), { group: uniq("g"), backoffMs });
+        const bytes = new TextEncoder().encode('{"not":"a CloudEvent"}');
+        await publishRaw(bus, topic, bytes);
+        const after = sample(2);
+        await bus.publish(topic, after);
+        await waitFor(() => dead.length === 1 && got.length === 1, timeoutMs, "dead letter and the next event");
+        expect(got).toEqual([after.id]);
+        const d = dead[0]! as Record<string, unknown>;
+        expect(d["type"]).toBe(UNDECODABLE_EVENT_TYPE);
+        expect(Buffer.from(String(d["data_base64"]), "base64").toString()).toBe('{"not":"a CloudEvent"}');
+        expect(d[DeadLetterExtension.Destination]).toBe(topic);
+        expect(typeof d[DeadLetterExtension.Reason]).toBe("string");
+        expect(fired.map((f) => f.id)).toEqual([d["id"]]);
+      });
+    }
 
     it(`${name} bus - every group gets each event; members of a group share them`, async () => {
       const bus = await open();

@@ -70,6 +70,17 @@ async function committed(groupId: string, topic: string): Promise<number[]> {
 // Two partitions, so that two members of a group share the work.
 busContract("kafka", () => createKafkaBus(spec({ partitions: 2 }), { logger: silentLogger() }, TUNING), {
   timeoutMs: 20_000,
+  publishRaw: async (_bus, topic, bytes) => {
+    const producer = new kafkajs.Kafka({ brokers: broker.brokers, logCreator: () => () => {} }).producer({
+      createPartitioner: kafkajs.Partitioners.DefaultPartitioner,
+    });
+    await producer.connect();
+    try {
+      await producer.send({ topic: kafkaName(topic), messages: [{ value: Buffer.from(bytes) }] });
+    } finally {
+      await producer.disconnect();
+    }
+  },
 });
 
 describe("kafka bus - offsets", () => {

@@ -42,12 +42,12 @@ import {
   type Logger,
   within,
 } from "@ofevents/core";
-import { withDeadLetterReason } from "../deadletter.js";
+import { ConsumerEngine } from "../consumer.js";
 import { DAPR_MARKER, fromDapr, toDapr } from "../envelope.js";
 import { pingWithin } from "../ping.js";
 import {
-  DEFAULT_BACKOFF_MS,
   DEFAULT_MAX_DELIVER,
+  RESUBSCRIBE_BACKOFF,
   DEFAULT_MAX_IN_FLIGHT,
   deadLetterTopicFor,
   type BusEvents,
@@ -97,7 +97,6 @@ export interface CreateDaprBusOptions extends DaprBusOptions {
 const CE_CONTENT_TYPE = "application/cloudevents+json";
 /** Publish requests in flight per topic; more publishes wait and go together in a bulk request. */
 const PUBLISH_CONCURRENCY = 4;
-const MAX_BACKOFF_MS = 30_000;
 /** Characters of a topic that travel unchanged in the publish URL path. */
 const SAFE_TOPIC = /^[A-Za-z0-9._~:/-]+$/;
 
@@ -392,8 +391,15 @@ class DaprBus implements EventBus {
       throw new BusError(ErrorCode.BusSubscribe, "a subscription needs a group", { retriable: false });
     const unique = [...new Set(topics)];
     const member: Member = {
-      handler,
-      options,
+      engine: new ConsumerEngine({
+        group: options.group,
+        options,
+        maxDeliver: this.maxDeliver,
+        handler,
+        events: this.events,
+        log: this.log.child({ group: options.group }),
+        publishDeadLetter: (topic, event) => this.publish(topic, event),
+      }),
       maxInFlight: Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT),
       inFlight: 0,
       closed: false,
@@ -465,8 +471,7 @@ class DaprBus implements EventBus {
 }
 
 interface Member {
-  handler: MessageHandler;
-  options: SubscribeOptions;
+  engine: ConsumerEngine;
   maxInFlight: number;
   inFlight: number;
   closed: boolean;
@@ -497,7 +502,6 @@ interface Task {
   delivery: Delivery;
   group: Group;
   deliveries: number;
-  deadLetterAttempts: number;
 }
 
 /** One gRPC stream: the requests we send, and whether it is still the live one. */
@@ -660,10 +664,7 @@ class TopicStream {
       if (this.closed) return;
       for (;;) {
         failures++;
-        await sleep(
-          backoffDelay(failures, { policy: "exponential", delayMs: 250, maxDelayMs: 5_000 }),
-          this.stop.signal,
-        );
+        await sleep(backoffDelay(failures, RESUBSCRIBE_BACKOFF), this.stop.signal);
         if (this.closed) return;
         try {
           ({ conn, responses } = await this.connect());
@@ -681,7 +682,10 @@ class TopicStream {
     try {
       event = fromDapr(env.data);
     } catch (err) {
-      // Not a CloudEvent: nothing a handler could do with it. daprd moves it to the dead-letter topic.
+      // Not a CloudEvent: nothing a handler could do with it. The one place the engine's rule
+      // (dead-letter it wrapped as io.ofevents.bus.undecodable) is not applied: daprd already
+      // moves it to the subscription's dead-letter topic with its bytes unchanged, which is what
+      // subscribers of that topic through daprd expect.
       this.log.error(
         { err, envelope: env.id, bytes: env.data.length },
         "undecodable message dropped (daprd moves it to %s)",
@@ -705,7 +709,7 @@ class TopicStream {
     };
     this.byId.set(event.id, delivery);
     for (const g of delivery.open) {
-      g.queue.push({ delivery, group: g, deliveries: 0, deadLetterAttempts: 0 });
+      g.queue.push({ delivery, group: g, deliveries: 0 });
       this.pump(g);
     }
   }
@@ -741,99 +745,45 @@ class TopicStream {
     return undefined;
   }
 
+  /**
+   * Redeliveries are timers in process, never a RETRY answer: with Redis that would be acked
+   * unless a Resiliency policy applies, with JetStream redelivered at once.
+   */
   private run(member: Member, task: Task): void {
     member.inFlight++;
     task.deliveries++;
-    const info = { topic: this.topic, group: task.group.name, deliveryCount: task.deliveries };
-    let p: Promise<void>;
-    try {
-      // Each delivery gets its own copy: handlers never share an object.
-      p = member.handler(structuredClone(task.delivery.event), info);
-    } catch (err) {
-      p = Promise.reject(err);
-    }
-    p.then(
-      () => this.settled(member, task, true, undefined),
-      (err: unknown) => this.settled(member, task, false, err),
-    );
-  }
-
-  private settled(member: Member, task: Task, ok: boolean, err: unknown): void {
-    member.inFlight--;
-    if (member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
-    const g = task.group;
-    if (ok) this.groupDone(task);
-    else if (this.groups.get(g.name) === g) this.failed(task, err);
-    this.pump(g);
-  }
-
-  private failed(task: Task, err: unknown): void {
     const g = task.group;
     const { event } = task.delivery;
-    const maxDeliver = g.options.maxDeliver ?? this.bus.maxDeliver;
-    if (task.deliveries >= maxDeliver) {
-      void this.deadLetter(task, err);
-      return;
-    }
-    this.bus.events.emit("redelivery", {
-      topic: this.topic,
-      group: g.name,
-      id: event.id,
-      deliveryCount: task.deliveries,
-      error: err,
-    });
-    const delay = backoffDelay(task.deliveries, {
-      policy: "exponential",
-      delayMs: g.options.backoffMs ?? DEFAULT_BACKOFF_MS,
-      maxDelayMs: MAX_BACKOFF_MS,
-    });
+    void member.engine
+      .deliver({
+        topic: this.topic,
+        deliveryCount: task.deliveries,
+        // Each delivery gets its own copy: handlers never share an object. Decoded on receipt
+        // (an undecodable message is answered DROP there), so `raw` and `position` only name it.
+        decode: () => structuredClone(event),
+        raw: () => new TextEncoder().encode(JSON.stringify(event)),
+        position: () => ({ id: event.id, source: `/ofevents/bus/dapr/${this.daprTopic}` }),
+        ack: () => this.groupDone(task),
+        redeliver: (delayMs) => this.redeliver(task, delayMs),
+      })
+      .finally(() => {
+        member.inFlight--;
+        if (member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
+        this.pump(g);
+      });
+  }
+
+  /** A group that left, or a closed stream, leaves it unanswered: the broker redelivers it. */
+  private redeliver(task: Task, delayMs: number): void {
+    const g = task.group;
+    if (this.groups.get(g.name) !== g || this.closed) return;
     const t = setTimeout(() => {
       g.timers.delete(t);
       if (this.groups.get(g.name) !== g) return;
       g.queue.unshift(task);
       this.pump(g);
-    }, delay);
+    }, delayMs);
     g.timers.add(t);
-  }
-
-  /** Publishes to the dead-letter topic, then settles; retries the publish with backoff. */
-  private async deadLetter(task: Task, err: unknown): Promise<void> {
-    const g = task.group;
-    const { event } = task.delivery;
-    const dlt = deadLetterTopicFor(this.topic, g.options);
-    for (;;) {
-      if (this.groups.get(g.name) !== g || this.bus.closed || this.closed) return;
-      try {
-        await this.bus.publish(dlt, withDeadLetterReason(event, err, this.topic, task.deliveries));
-        break;
-      } catch (e) {
-        if (e instanceof BusError && e.code === ErrorCode.BusClosed) return; // unanswered: redelivered
-        task.deadLetterAttempts++;
-        const delay = backoffDelay(task.deadLetterAttempts, {
-          policy: "exponential",
-          delayMs: 500,
-          maxDelayMs: MAX_BACKOFF_MS,
-        });
-        this.log.error(
-          { err: e, group: g.name, id: event.id, deadLetterTopic: dlt, retryInMs: delay },
-          "dead-letter publish failed; the event stays on its topic",
-        );
-        await sleep(delay, this.stop.signal);
-      }
-    }
-    this.log.warn(
-      { group: g.name, id: event.id, deadLetterTopic: dlt, err },
-      "dead-lettered after %d deliveries",
-      task.deliveries,
-    );
-    this.bus.events.emit("dead_lettered", {
-      topic: this.topic,
-      group: g.name,
-      id: event.id,
-      deadLetterTopic: dlt,
-      error: err,
-    });
-    this.groupDone(task);
   }
 
   private groupDone(task: Task): void {

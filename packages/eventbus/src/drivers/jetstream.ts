@@ -58,16 +58,15 @@ import {
   within,
   withoutCredentials,
 } from "@ofevents/core";
-import { withDeadLetterReason } from "../deadletter.js";
+import { ConsumerEngine } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
-  DEFAULT_BACKOFF_MS,
   DEFAULT_MAX_DELIVER,
+  RESUBSCRIBE_BACKOFF,
   DEFAULT_MAX_IN_FLIGHT,
-  deadLetterTopicFor,
   type BusEvents,
   type EventBus,
   type MessageHandler,
@@ -85,7 +84,6 @@ export { DEFAULT_MAX_AGE };
 const PREFIX_MAX = 40;
 /** Unacknowledged messages a consumer may have out (members, nak-delayed retries) at least. */
 const MIN_MAX_ACK_PENDING = 1024;
-const MAX_BACKOFF_MS = 30_000;
 /** How long a `subscriptionType: topic` member's consumer is kept unused before the server removes it. */
 const TOPIC_MEMBER_IDLE_MS = 24 * 3_600_000;
 
@@ -396,8 +394,7 @@ class JetStreamSubscription implements Subscription {
   /** The group as a consumer (per member with `subscriptionType: topic`). */
   private readonly consumerGroup: string;
   private readonly maxInFlight: number;
-  private readonly maxDeliver: number;
-  private readonly backoffMs: number;
+  private readonly engine: ConsumerEngine;
   private readonly log: Logger;
   private readonly inFlight = new Set<JsMsg>();
   /** Messages received beyond the budget (a pull re-issued on reconnect): handled next. */
@@ -414,15 +411,24 @@ class JetStreamSubscription implements Subscription {
   constructor(
     private readonly bus: JetStreamBus,
     readonly topics: readonly string[],
-    private readonly handler: MessageHandler,
-    private readonly options: SubscribeOptions,
+    handler: MessageHandler,
+    options: SubscribeOptions,
   ) {
     this.group = options.group;
     this.consumerGroup = bus.consumerGroup(options.group);
     this.maxInFlight = Math.max(1, bus.inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT));
-    this.maxDeliver = options.maxDeliver ?? bus.maxDeliver;
-    this.backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
     this.log = bus.log.child({ group: options.group });
+    this.engine = new ConsumerEngine({
+      group: options.group,
+      options,
+      maxDeliver: bus.maxDeliver,
+      handler,
+      events: bus.events,
+      log: this.log,
+      // One msg id per group, so two groups dead-lettering the same event to one topic are not
+      // taken for duplicates.
+      publishDeadLetter: (topic, event) => bus.publishWithId(topic, event, `${event.id}/dead-letter/${options.group}`),
+    });
   }
 
   /** Resolves once every topic's consumer exists, so events published afterwards reach it. */
@@ -502,7 +508,7 @@ class JetStreamSubscription implements Subscription {
         // The consumer or its stream was deleted under us: create them again.
         if (code === JsErr.ConsumerNotFound || code === JsErr.StreamNotFound || failures > 3) consumer = undefined;
         if (code === JsErr.StreamNotFound) this.bus.forgetStream(topic);
-        const pause = backoffDelay(failures, { policy: "exponential", delayMs: 250, maxDelayMs: 5_000 });
+        const pause = backoffDelay(failures, RESUBSCRIBE_BACKOFF);
         this.log.warn({ err, topic, failures, pauseMs: pause }, "pulling failed; retrying");
         await sleep(pause, this.stop.signal);
       }
@@ -534,62 +540,24 @@ class JetStreamSubscription implements Subscription {
       });
   }
 
-  private async handle(topic: string, msg: JsMsg): Promise<void> {
-    const deliveryCount = msg.info.deliveryCount;
-    let event: CloudEvent;
-    try {
-      event = decodeBusEvent(msg.data);
-    } catch (err) {
-      // Not ours to fix and never deliverable: terminate it; it stays in the stream for inspection.
-      this.log.error(
-        { err, topic, stream: msg.info.stream, seq: msg.seq, bytes: msg.data.length },
-        "undecodable message terminated (inspect it by its stream sequence)",
-      );
-      msg.term();
-      return;
-    }
-    let error: unknown;
-    try {
-      await this.handler(event, { topic, group: this.group, deliveryCount });
-      msg.ack();
-      return;
-    } catch (err) {
-      error = err;
-    }
-    if (deliveryCount >= this.maxDeliver) {
-      const dlt = deadLetterTopicFor(topic, this.options);
-      try {
-        // Dead-letter first, then terminate: never both moved and lost. One msg id per group, so
-        // two groups dead-lettering the same event to one topic are not taken for duplicates.
-        await this.bus.publishWithId(
-          dlt,
-          withDeadLetterReason(event, error, topic, deliveryCount),
-          `${event.id}/dead-letter/${this.group}`,
-        );
-      } catch (err) {
-        const delay = this.delay(deliveryCount);
-        this.log.error(
-          { err, topic, id: event.id, deadLetterTopic: dlt, retryInMs: delay },
-          "dead-letter publish failed; the event stays on its topic",
-        );
-        msg.nak(delay);
-        return;
-      }
-      msg.term();
-      this.log.warn(
-        { topic, id: event.id, deadLetterTopic: dlt, err: error },
-        "dead-lettered after %d deliveries",
-        deliveryCount,
-      );
-      this.bus.events.emit("dead_lettered", { topic, group: this.group, id: event.id, deadLetterTopic: dlt, error });
-      return;
-    }
-    this.bus.events.emit("redelivery", { topic, group: this.group, id: event.id, deliveryCount, error });
-    msg.nak(this.delay(deliveryCount));
-  }
-
-  private delay(deliveryCount: number): number {
-    return backoffDelay(deliveryCount, { policy: "exponential", delayMs: this.backoffMs, maxDelayMs: MAX_BACKOFF_MS });
+  /** The consumer's `max_deliver` is unlimited: the engine decides, JetStream never drops. */
+  private handle(topic: string, msg: JsMsg): Promise<void> {
+    const stream = msg.info.stream;
+    return this.engine.deliver({
+      topic,
+      deliveryCount: msg.info.deliveryCount,
+      decode: () => decodeBusEvent(msg.data),
+      raw: () => msg.data,
+      // Inspect it by its stream sequence: the message stays in the stream.
+      position: () => ({
+        id: `${stream}-${msg.seq}`,
+        source: `/ofevents/bus/jetstream/${stream}`,
+        fields: { stream, seq: msg.seq },
+      }),
+      ack: () => msg.ack(),
+      term: () => msg.term(),
+      redeliver: (delayMs) => msg.nak(delayMs),
+    });
   }
 
   close(): Promise<void> {

@@ -30,26 +30,22 @@ import {
   BusError,
   ErrorCode,
   OfEventsError,
-  backoffDelay,
   createInstrumentation,
   encodeEvent,
   kafkaName,
-  newEvent,
   sleep,
   type CloudEvent,
   type KafkaBusSpec,
   type Logger,
   type SecretKeySelector,
 } from "@ofevents/core";
-import { withDeadLetterReason } from "../deadletter.js";
+import { ConsumerEngine, UNDECODABLE_EVENT_TYPE } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
-  DEFAULT_BACKOFF_MS,
   DEFAULT_MAX_DELIVER,
   DEFAULT_MAX_IN_FLIGHT,
-  deadLetterTopicFor,
   type BusEvents,
   type EventBus,
   type MessageHandler,
@@ -58,7 +54,7 @@ import {
 } from "../types.js";
 
 // kafkaName lives in core (naming.ts), so the controller's KEDA scalers use the same names.
-export { kafkaName };
+export { kafkaName, UNDECODABLE_EVENT_TYPE };
 
 const { Kafka, KafkaJSSASLAuthenticationError, Partitioners, logLevel: KafkaLogLevel } = kafkajs;
 
@@ -81,7 +77,6 @@ export interface KafkaBusTuning {
 }
 
 const CONTENT_TYPE = "application/cloudevents+json; charset=utf-8";
-const MAX_BACKOFF_MS = 30_000;
 /** Bounds of one produce request (the broker's default message.max.bytes is 1 MiB per batch). */
 const MAX_BATCH_RECORDS = 500;
 const MAX_BATCH_BYTES = 512 * 1024;
@@ -89,8 +84,6 @@ const RETRY_LATER_MS = 500;
 const SINCE_PREFIX = "ofevents.since=";
 /** Producer clocks may lag ours: a partition started by timestamp starts this much earlier. */
 const CLOCK_SKEW_MS = 10_000;
-/** The type of the envelope that carries a record that is not a CloudEvent to the dead-letter topic. */
-export const UNDECODABLE_EVENT_TYPE = "io.ofevents.bus.undecodable";
 
 /** The record key: the CloudEvents `partitionkey` extension (Kafka binding), else the event id. */
 function recordKey(event: CloudEvent): string {
@@ -449,8 +442,7 @@ class KafkaSubscription implements Subscription {
   private readonly log: Logger;
   private readonly consumer: Consumer;
   private readonly maxInFlight: number;
-  private readonly maxDeliver: number;
-  private readonly backoffMs: number;
+  private readonly engine: ConsumerEngine;
   private readonly parts = new Map<string, PartState>();
   /** Per Kafka topic: since when (ms) this group reads it, from offset commit metadata. */
   private readonly since = new Map<string, number>();
@@ -477,15 +469,23 @@ class KafkaSubscription implements Subscription {
     private readonly bus: KafkaBus,
     readonly topics: readonly string[],
     private readonly byKafkaTopic: ReadonlyMap<string, string>,
-    private readonly handler: MessageHandler,
-    private readonly options: SubscribeOptions,
+    handler: MessageHandler,
+    options: SubscribeOptions,
   ) {
     this.group = options.group;
     this.groupId = bus.kafkaGroup(options.group);
     this.log = bus.log.child({ group: options.group });
     this.maxInFlight = Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
-    this.maxDeliver = Math.max(1, options.maxDeliver ?? bus.maxDeliver);
-    this.backoffMs = options.backoffMs ?? DEFAULT_BACKOFF_MS;
+    this.engine = new ConsumerEngine({
+      group: options.group,
+      options,
+      maxDeliver: bus.maxDeliver,
+      handler,
+      events: bus.events,
+      log: this.log,
+      // Not publish(): dead letters still go out while subscriptions drain.
+      publishDeadLetter: (topic, event) => bus.produce(topic, event),
+    });
     this.readyPromise = new Promise<void>((resolve, reject) => {
       this.ready = { resolve, reject, settled: false };
     });
@@ -769,46 +769,38 @@ class KafkaSubscription implements Subscription {
     }
   }
 
-  /** Delivers one message until it is acked, dead-lettered or abandoned (close, revocation). */
+  /**
+   * Delivers one message until it is acked, dead-lettered or abandoned (close, revocation). A
+   * redelivery is a timer in process: the message holds its slot and the watermark, not the
+   * partition.
+   */
   private async run({ part, offset, message }: Taken): Promise<void> {
     const topic = this.byKafkaTopic.get(part.topic) ?? part.topic;
+    const value = message.value ?? Buffer.alloc(0);
     let settled = false;
     try {
-      const value = message.value ?? Buffer.alloc(0);
-      let event: CloudEvent;
-      try {
-        event = decodeBusEvent(value);
-      } catch (err) {
-        settled = await this.deadLetter(part, topic, this.undecodable(part, offset, value), err, 1);
-        return;
-      }
       for (let deliveries = 1; ; deliveries++) {
-        // A fresh copy per delivery: what a handler did to the last one does not leak into the next.
-        if (deliveries > 1) event = decodeBusEvent(value);
-        try {
-          await this.handler(event, { topic, group: this.group, deliveryCount: deliveries });
-          settled = true;
-          return;
-        } catch (err) {
-          if (deliveries >= this.maxDeliver) {
-            settled = await this.deadLetter(part, topic, event, err, deliveries);
-            return;
-          }
-          if (this.closing || !part.owned) return;
-          this.events.emit("redelivery", {
-            topic,
-            group: this.group,
-            id: event.id,
-            deliveryCount: deliveries,
-            error: err,
-          });
-          this.log.debug({ topic, id: event.id, deliveries, err }, "handler failed, redelivering");
-          await sleep(
-            backoffDelay(deliveries, { policy: "exponential", delayMs: this.backoffMs, maxDelayMs: MAX_BACKOFF_MS }),
-            part.abort.signal,
-          );
-          if (this.closing || !part.owned) return;
-        }
+        let retryInMs: number | undefined;
+        await this.engine.deliver({
+          topic,
+          deliveryCount: deliveries,
+          decode: () => decodeBusEvent(value),
+          raw: () => new Uint8Array(value),
+          position: () => ({
+            id: `${part.topic}-${part.partition}-${offset}`,
+            source: `/ofevents/bus/kafka/${part.topic}`,
+            fields: { partition: part.partition, offset: offset.toString() },
+          }),
+          ack: () => {
+            settled = true;
+          },
+          redeliver: (delayMs) => {
+            retryInMs = delayMs;
+          },
+        });
+        if (retryInMs === undefined || this.closing || !part.owned) return;
+        await sleep(retryInMs, part.abort.signal);
+        if (this.closing || !part.owned) return;
       }
     } finally {
       this.inFlight--;
@@ -819,53 +811,6 @@ class KafkaSubscription implements Subscription {
       if (this.inFlight === 0) for (const r of this.idle.splice(0)) r();
       this.pump();
     }
-  }
-
-  private get events(): KafkaBus["events"] {
-    return this.bus.events;
-  }
-
-  /**
-   * Publishes the event to the dead-letter topic and waits for the broker's ack; retries a
-   * failed publish until it succeeds, the partition is revoked or the subscription closes
-   * (then false: not settled, redelivered later).
-   */
-  private async deadLetter(
-    part: PartState,
-    topic: string,
-    event: CloudEvent,
-    err: unknown,
-    deliveries: number,
-  ): Promise<boolean> {
-    const dlt = deadLetterTopicFor(topic, this.options);
-    const dead = withDeadLetterReason(event, err, topic, deliveries);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.bus.produce(dlt, dead);
-        break;
-      } catch (e) {
-        this.log.error({ err: e, id: event.id, deadLetterTopic: dlt, attempt }, "dead-letter publish failed");
-        if (this.closing || !part.owned) return false;
-        await sleep(
-          backoffDelay(attempt, { policy: "exponential", delayMs: this.backoffMs, maxDelayMs: MAX_BACKOFF_MS }),
-          part.abort.signal,
-        );
-        if (this.closing || !part.owned) return false;
-      }
-    }
-    this.log.warn({ topic, id: event.id, deadLetterTopic: dlt, err }, "dead-lettered after %d deliveries", deliveries);
-    this.events.emit("dead_lettered", { topic, group: this.group, id: event.id, deadLetterTopic: dlt, error: err });
-    return true;
-  }
-
-  /** A record that is not a CloudEvent, wrapped so it reaches the dead-letter topic intact. */
-  private undecodable(part: PartState, offset: bigint, value: Buffer): CloudEvent {
-    return newEvent({
-      id: `${part.topic}-${part.partition}-${offset}`,
-      source: `/ofevents/bus/kafka/${part.topic}`,
-      type: UNDECODABLE_EVENT_TYPE,
-      data: new Uint8Array(value),
-    });
   }
 
   /** Commits watermarks; one commit at a time, later settlements coalesce into the next. */

@@ -5,20 +5,11 @@
  * attached), bounded in-flight per member, and backpressure: `publish` waits while a group's queue
  * is full. Events are stored encoded, so handlers never share an object.
  */
+import { BusError, createInstrumentation, decodeEvent, type CloudEvent, type Logger } from "@ofevents/core";
+import { ConsumerEngine } from "../consumer.js";
 import {
-  BusError,
-  backoffDelay,
-  createInstrumentation,
-  decodeEvent,
-  type CloudEvent,
-  type Logger,
-} from "@ofevents/core";
-import { withDeadLetterReason } from "../deadletter.js";
-import {
-  DEFAULT_BACKOFF_MS,
   DEFAULT_MAX_DELIVER,
   DEFAULT_MAX_IN_FLIGHT,
-  deadLetterTopicFor,
   type BusEvents,
   type EventBus,
   type MessageHandler,
@@ -37,14 +28,15 @@ export interface MemoryBusOptions {
 interface Message {
   topic: string;
   id: string;
+  /** Position on the bus, naming the message when it is not a CloudEvent. */
+  seq: number;
   /** The event as JSON text: each delivery parses its own copy, so handlers never share one. */
   bytes: string;
   deliveries: number;
 }
 
 interface Member {
-  handler: MessageHandler;
-  options: SubscribeOptions;
+  engine: ConsumerEngine;
   maxInFlight: number;
   inFlight: number;
   closed: boolean;
@@ -60,8 +52,6 @@ interface Group {
   next: number;
   /** Messages waiting for their redelivery timer. */
   timers: Map<NodeJS.Timeout, Message>;
-  /** Options of the latest subscription, used for messages retried while no member is attached. */
-  options: SubscribeOptions;
 }
 
 class MemoryBus implements EventBus {
@@ -76,6 +66,7 @@ class MemoryBus implements EventBus {
   private readonly log: Logger;
   private readonly maxDeliver: number;
   private readonly maxQueued: number;
+  private seq = 0;
 
   constructor(o: MemoryBusOptions) {
     this.log = o.logger.child({ component: "bus.memory" });
@@ -93,7 +84,7 @@ class MemoryBus implements EventBus {
       }
       if (this.closed) throw BusError.closed(topic);
       for (const g of groups.values()) {
-        g.queue.push({ topic, id: event.id, bytes, deliveries: 0 });
+        g.queue.push({ topic, id: event.id, seq: ++this.seq, bytes, deliveries: 0 });
         this.pump(g);
       }
     }
@@ -107,8 +98,15 @@ class MemoryBus implements EventBus {
   ): Promise<Subscription> {
     if (this.closed) throw BusError.closed();
     const member: Member = {
-      handler,
-      options,
+      engine: new ConsumerEngine({
+        group: options.group,
+        options,
+        maxDeliver: this.maxDeliver,
+        handler,
+        events: this.events,
+        log: this.log,
+        publishDeadLetter: (topic, event) => this.publish(topic, event),
+      }),
       maxInFlight: Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT),
       inFlight: 0,
       closed: false,
@@ -120,10 +118,9 @@ class MemoryBus implements EventBus {
       if (byName === undefined) this.groups.set(topic, (byName = new Map()));
       let g = byName.get(options.group);
       if (g === undefined) {
-        g = { name: options.group, topic, queue: [], head: 0, members: [], next: 0, timers: new Map(), options };
+        g = { name: options.group, topic, queue: [], head: 0, members: [], next: 0, timers: new Map() };
         byName.set(options.group, g);
       }
-      g.options = options;
       g.members.push(member);
       joined.push(g);
     }
@@ -167,86 +164,42 @@ class MemoryBus implements EventBus {
     for (const w of this.waiters.splice(0)) w();
   }
 
+  /** Holds the member's slot until the message is settled (a dead letter published, too). */
   private deliver(g: Group, member: Member, msg: Message): void {
     member.inFlight++;
     msg.deliveries++;
-    let event: CloudEvent;
-    try {
-      event = decodeEvent(msg.bytes);
-    } catch (err) {
-      this.settle(g, member, msg, err);
-      return;
-    }
-    let p: Promise<void>;
-    try {
-      p = member.handler(event, { topic: msg.topic, group: g.name, deliveryCount: msg.deliveries });
-    } catch (err) {
-      p = Promise.reject(err);
-    }
-    p.then(
-      () => this.settle(g, member, msg, undefined, true),
-      (err: unknown) => this.settle(g, member, msg, err),
-    );
+    void member.engine
+      .deliver({
+        topic: msg.topic,
+        deliveryCount: msg.deliveries,
+        decode: () => decodeEvent(msg.bytes),
+        raw: () => Buffer.from(msg.bytes),
+        position: () => ({
+          id: `${msg.topic}-${msg.seq}`,
+          source: `/ofevents/bus/memory/${msg.topic}`,
+          fields: { seq: msg.seq },
+        }),
+        ack: () => {},
+        redeliver: (delayMs) => this.redeliver(g, msg, delayMs),
+      })
+      .finally(() => {
+        member.inFlight--;
+        if (member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
+        this.pump(g);
+      });
   }
 
-  private settle(g: Group, member: Member, msg: Message, err: unknown, ok = false): void {
-    member.inFlight--;
-    if (!ok) this.retryOrDeadLetter(g, msg, err, member.options);
-    if (member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
-    this.pump(g);
-  }
-
-  private retryOrDeadLetter(g: Group, msg: Message, err: unknown, options: SubscribeOptions): void {
+  private redeliver(g: Group, msg: Message, delayMs: number): void {
     if (this.closed) {
       this.leftOver.push({ g, msg });
       return;
     }
-    const maxDeliver = options.maxDeliver ?? this.maxDeliver;
-    if (msg.deliveries >= maxDeliver) {
-      const dlt = deadLetterTopicFor(msg.topic, options);
-      let event: CloudEvent | undefined;
-      try {
-        event = decodeEvent(msg.bytes);
-      } catch {
-        event = undefined;
-      }
-      this.log.warn(
-        { topic: msg.topic, group: g.name, id: msg.id, deadLetterTopic: dlt, err },
-        "dead-lettered after %d deliveries",
-        msg.deliveries,
-      );
-      this.events.emit("dead_lettered", {
-        topic: msg.topic,
-        group: g.name,
-        id: msg.id,
-        deadLetterTopic: dlt,
-        error: err,
-      });
-      if (event !== undefined && !this.closed) {
-        this.publish(dlt, withDeadLetterReason(event, err, msg.topic, msg.deliveries)).catch((e: unknown) =>
-          this.log.error({ err: e, id: msg.id, deadLetterTopic: dlt }, "dead-letter publish failed"),
-        );
-      }
-      return;
-    }
-    this.events.emit("redelivery", {
-      topic: msg.topic,
-      group: g.name,
-      id: msg.id,
-      deliveryCount: msg.deliveries,
-      error: err,
-    });
-    const delay = backoffDelay(msg.deliveries, {
-      policy: "exponential",
-      delayMs: options.backoffMs ?? DEFAULT_BACKOFF_MS,
-      maxDelayMs: 30_000,
-    });
     const t = setTimeout(() => {
       g.timers.delete(t);
       if (this.closed) return;
       g.queue.splice(g.head, 0, msg);
       this.pump(g);
-    }, delay);
+    }, delayMs);
     g.timers.set(t, msg);
   }
 
