@@ -111,7 +111,7 @@ interface OpenBus {
 }
 
 export function createComposition(o: CompositionOptions): Composition {
-  const log = o.logger.child({ component: "runner" });
+  const log = o.logger.child({ component: o.peers === "here" ? "runner" : "entrypoint" });
   const { manifests } = o;
   const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: o.processMetrics });
   const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));

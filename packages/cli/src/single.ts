@@ -114,7 +114,12 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       return (err as Error).message;
     }
   };
-  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, readiness, metrics);
+  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, readiness, metrics).catch(
+    async (err: unknown) => {
+      await c.stop();
+      throw err;
+    },
+  );
   const stop = async (): Promise<void> => {
     stopping = true;
     await c.stop();
