@@ -22,6 +22,7 @@ import {
   type Manifests,
   type Metrics,
   type ResolvedBus,
+  type SecretResolver,
   type Sink,
   type Trigger,
 } from "@ofevents/core";
@@ -141,45 +142,12 @@ export function createComposition(o: CompositionOptions): Composition {
   }
 
   async function create(name: string, namespace: string, r: ResolvedBus): Promise<OpenBus> {
-    refuseUnsupported(name, namespace, r, o.peers);
-    if (r.resource === undefined) log.info({ eventBus: name }, `no EventBus "${name}" loaded: using an in-memory bus`);
-    if (r.warning !== undefined) log.warn({ eventBus: name }, r.warning);
     const access = o.peers === "elsewhere" ? (o.busAccess ?? {}) : undefined;
-    const env = access?.env ?? process.env;
-    const sidecar = env["DAPR_HTTP_PORT"] !== undefined || env["DAPR_GRPC_PORT"] !== undefined;
-    const driver = access?.driver ?? "auto";
-    const viaDapr =
-      access !== undefined && (driver === "dapr" || (driver === "auto" && (sidecar || r.spec?.dapr !== undefined)));
-    let prepareTopic: OpenBus["prepareTopic"];
-    let prepareDaprTopic: ((topic: string) => Promise<void>) | undefined;
-    const js = r.spec?.jetstream;
-    if (viaDapr && js !== undefined) {
-      // The streams the direct driver uses too (same prefix): both paths share topics.
-      const preparer = createJetStreamTopicPreparer(js, o.logger);
-      prepareDaprTopic = (t) => preparer.prepareTopic(t);
-      prepareTopic = (t) => preparer.prepareTopic(daprTopicName(r.spec, t));
-      closers.push(() => preparer.close());
-    }
-    const pubsubName = access?.pubsubName ?? name;
-    if (viaDapr) log.info({ eventBus: name, pubsubName }, "reaching the bus through the Dapr sidecar");
-    const bus = await createEventBus(r.spec, {
-      logger: o.logger,
-      secrets,
-      namespace,
-      ...(viaDapr
-        ? {
-            via: "dapr" as const,
-            dapr: {
-              pubsubName,
-              prepareTopic: prepareDaprTopic,
-              sidecarTimeoutMs: access?.sidecarTimeoutMs ?? SIDECAR_TIMEOUT_MS,
-            },
-          }
-        : {}),
-    });
-    metrics.observeBus(bus.events, { bus: r.key, driver: bus.driver });
-    buses.set(r.key, bus);
-    return { bus, prepareTopic };
+    const opened = await connectBus(name, namespace, r, { peers: o.peers, access, logger: o.logger, log, secrets });
+    if (opened.closePreparer !== undefined) closers.push(opened.closePreparer);
+    metrics.observeBus(opened.bus.events, { bus: r.key, driver: opened.bus.driver });
+    buses.set(r.key, opened.bus);
+    return opened;
   }
 
   const busFor = async (name: string, namespace: string): Promise<EventBus> => (await openBus(name, namespace)).bus;
@@ -269,6 +237,68 @@ export function createComposition(o: CompositionOptions): Composition {
     stopBeforeBuses: (step) => void beforeBuses.push(step),
     stop: () => (stopping ??= shutdown()),
   };
+}
+
+/**
+ * Connects the bus `r` resolves `name` to, after {@link refuseUnsupported}. With peers elsewhere
+ * it may go through the Dapr sidecar (see {@link BusAccess}); JetStream through Dapr also gets a
+ * topic preparer, since Dapr creates no streams.
+ */
+async function connectBus(
+  name: string,
+  namespace: string,
+  r: ResolvedBus,
+  c: {
+    peers: "here" | "elsewhere";
+    access: BusAccess | undefined;
+    logger: Logger;
+    log: Logger;
+    secrets: SecretResolver;
+  },
+): Promise<OpenBus & { closePreparer: (() => Promise<void>) | undefined }> {
+  refuseUnsupported(name, namespace, r, c.peers);
+  if (r.resource === undefined) c.log.info({ eventBus: name }, `no EventBus "${name}" loaded: using an in-memory bus`);
+  if (r.warning !== undefined) c.log.warn({ eventBus: name }, r.warning);
+  const { access } = c;
+  const env = access?.env ?? process.env;
+  const sidecar = env["DAPR_HTTP_PORT"] !== undefined || env["DAPR_GRPC_PORT"] !== undefined;
+  const driver = access?.driver ?? "auto";
+  const viaDapr =
+    access !== undefined && (driver === "dapr" || (driver === "auto" && (sidecar || r.spec?.dapr !== undefined)));
+  let prepareTopic: OpenBus["prepareTopic"];
+  let prepareDaprTopic: ((topic: string) => Promise<void>) | undefined;
+  let closePreparer: (() => Promise<void>) | undefined;
+  const js = r.spec?.jetstream;
+  if (viaDapr && js !== undefined) {
+    // The streams the direct driver uses too (same prefix): both paths share topics.
+    const preparer = createJetStreamTopicPreparer(js, c.logger);
+    prepareDaprTopic = (t) => preparer.prepareTopic(t);
+    prepareTopic = (t) => preparer.prepareTopic(daprTopicName(r.spec, t));
+    closePreparer = () => preparer.close();
+  }
+  const pubsubName = access?.pubsubName ?? name;
+  if (viaDapr) c.log.info({ eventBus: name, pubsubName }, "reaching the bus through the Dapr sidecar");
+  try {
+    const bus = await createEventBus(r.spec, {
+      logger: c.logger,
+      secrets: c.secrets,
+      namespace,
+      ...(viaDapr
+        ? {
+            via: "dapr" as const,
+            dapr: {
+              pubsubName,
+              prepareTopic: prepareDaprTopic,
+              sidecarTimeoutMs: access?.sidecarTimeoutMs ?? SIDECAR_TIMEOUT_MS,
+            },
+          }
+        : {}),
+    });
+    return { bus, prepareTopic, closePreparer };
+  } catch (err) {
+    await closePreparer?.();
+    throw err;
+  }
 }
 
 /** The one error for a bus name that cannot serve where the resource's peers run. */
