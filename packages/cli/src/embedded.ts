@@ -6,15 +6,9 @@
 import {
   MODULE_ANNOTATION,
   ManifestError,
-  createExpressionEngine,
-  createInstrumentation,
-  createMetrics,
-  createSecretResolver,
   formatIssue,
   isSyncFunction,
   namespaceOf,
-  resolveEventBus,
-  resourceLogger,
   startMetricsServer,
   type FunctionResource,
   type Logger,
@@ -23,16 +17,11 @@ import {
   type MetricsServer,
   type Sink,
 } from "@ofevents/core";
-import { createSinkClient } from "@ofevents/delivery";
-import { createEventBus, type EventBus } from "@ofevents/eventbus";
-import {
-  createWebhookServers,
-  startEventSource,
-  type EventSourceRuntime,
-  type SourceEvents,
-} from "@ofevents/eventsource";
-import { startTrigger, type TriggerEvents, type TriggerRuntime } from "@ofevents/trigger";
+import type { EventBus } from "@ofevents/eventbus";
+import type { EventSourceRuntime } from "@ofevents/eventsource";
+import type { TriggerRuntime } from "@ofevents/trigger";
 import { isLocalFunction, validateAll } from "./check.js";
+import { createComposition } from "./compose.js";
 import { startFunctionHost, type FunctionHost } from "./functions.js";
 
 export interface EmbeddedOptions {
@@ -67,9 +56,6 @@ export interface Embedded {
   stop(): Promise<void>;
 }
 
-/** Default of {@link EmbeddedOptions.drainTimeoutMs}. */
-const DRAIN_TIMEOUT_MS = 10_000;
-
 export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
   const log = o.logger.child({ component: "runner" });
   const { manifests, issues, warnings } = await validateAll(o.paths, { mode: "run" });
@@ -86,56 +72,24 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       `Function${remote.length === 1 ? "" : "s"} without ${MODULE_ANNOTATION}: deployed elsewhere, not run here`,
     );
   const host = o.host ?? "127.0.0.1";
-  const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
-  const engine = createExpressionEngine();
-  const sinks = createSinkClient();
-  const webhooks = createWebhookServers({ host, logger: o.logger });
-  const buses = new Map<string, EventBus>();
-  const sources: EventSourceRuntime[] = [];
-  const triggers: TriggerRuntime[] = [];
+  const c = createComposition({
+    manifests,
+    logger: o.logger,
+    host,
+    peers: "here",
+    metrics: o.metrics,
+    processMetrics: o.metricsPort !== undefined,
+    drainTimeoutMs: o.drainTimeoutMs,
+  });
+  const { metrics, buses, sources, triggers, busFor } = c;
   let functions: FunctionHost | undefined;
-  const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: o.metricsPort !== undefined });
   let metricsServer: MetricsServer | undefined;
-
-  const busLists = {
-    eventBuses: manifests.eventBuses.map((b) => b.resource),
-    clusterEventBuses: manifests.clusterEventBuses.map((b) => b.resource),
-  };
-  async function busFor(name: string, namespace: string): Promise<EventBus> {
-    const r = resolveEventBus(name, namespace, busLists);
-    let bus = buses.get(r.key);
-    if (bus !== undefined) return bus;
-    if (r.resource === undefined) log.info({ eventBus: name }, `no EventBus "${name}" loaded: using an in-memory bus`);
-    if (r.warning !== undefined) log.warn({ eventBus: name }, r.warning);
-    bus = await createEventBus(r.spec, { logger: o.logger, secrets, namespace });
-    metrics.observeBus(bus.events, { bus: r.key, driver: bus.driver });
-    buses.set(r.key, bus);
-    return bus;
-  }
-
   let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => (stopping ??= shutdown());
-  const shutdown = async (): Promise<void> => {
-    // No new events (webhooks answer 503 + Retry-After), then the sources finish what they took.
-    webhooks.stopAccepting();
-    await Promise.allSettled(sources.map((s) => s.stop()));
-    // The in-memory bus keeps nothing: let it finish what it holds, within a bound.
-    const memory = [...buses.values()].filter((b) => b.drain !== undefined);
-    if (memory.length > 0) {
-      const held = (): number => triggers.reduce((n, t) => n + t.pending(), 0);
-      const timeoutMs = o.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
-      const drained = await Promise.all(memory.map((b) => b.drain!({ timeoutMs, held })));
-      if (drained.includes(false))
-        log.warn({ waitedMs: timeoutMs }, "in-memory bus not drained in time: stopping with events unfinished");
-    }
-    // Triggers return pending events and cut retries short; the buses then report what is left.
-    await Promise.allSettled(triggers.map((t) => t.stop()));
-    await webhooks.close();
-    await functions?.stop();
-    await Promise.allSettled([...buses.values()].map((b) => b.close()));
-    await sinks.close();
-    await metricsServer?.close();
-  };
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      await c.stop();
+      await metricsServer?.close();
+    })());
 
   try {
     // Buses for functions: by component name when it names a bus, else "default".
@@ -159,47 +113,15 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       port: o.functionsPort ?? 8080,
     });
     const fh = functions;
+    c.stopBeforeBuses(() => fh.stop());
     // uri wins over ref (OpenFunction's rule); a ref `run` cannot call resolves to an address of
     // the function host that answers 404 with the reason, so it fails when used, not at start.
     const resolveSink = (sink: Sink, namespace: string): string =>
       sink.uri ?? fh.urlOf(sink.ref!.namespace ?? namespace, sink.ref!.name, sink.ref!.kind);
 
-    for (const t of manifests.triggers) {
-      const bus = await busFor(t.resource.spec.eventBus, namespaceOf(t.resource));
-      // Observed before it starts, so no event goes uncounted.
-      const instrumentation = createInstrumentation<TriggerEvents>();
-      metrics.observeTrigger(instrumentation, {
-        namespace: namespaceOf(t.resource),
-        trigger: t.resource.metadata.name,
-      });
-      triggers.push(
-        await startTrigger(t.resource, {
-          bus,
-          logger: resourceLogger(o.logger, t.resource),
-          engine,
-          sinks,
-          resolveSink,
-          instrumentation,
-        }),
-      );
-    }
-    for (const es of manifests.eventSources) {
-      const r = es.resource;
-      const bus = r.spec.eventBus === undefined ? undefined : await busFor(r.spec.eventBus, namespaceOf(r));
-      const instrumentation = createInstrumentation<SourceEvents>();
-      metrics.observeSource(instrumentation, { namespace: namespaceOf(r), eventSource: r.metadata.name });
-      sources.push(
-        await startEventSource(r, {
-          logger: resourceLogger(o.logger, r),
-          bus,
-          sinks,
-          resolveSink,
-          secrets,
-          webhooks,
-          instrumentation,
-        }),
-      );
-    }
+    // Triggers subscribe before the sources publish: a new consumer group starts with what comes next.
+    for (const t of manifests.triggers) await c.startTrigger(t.resource, resolveSink);
+    for (const es of manifests.eventSources) await c.startEventSource(es.resource, resolveSink);
     if (o.metricsPort !== undefined) metricsServer = await startMetricsServer(metrics, { port: o.metricsPort, host });
   } catch (err) {
     await stop();

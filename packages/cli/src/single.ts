@@ -10,25 +10,16 @@ import {
   ErrorCode,
   ManifestError,
   OfEventsError,
-  createExpressionEngine,
-  createInstrumentation,
-  createMetrics,
-  createSecretResolver,
-  daprTopicName,
   formatIssue,
   namespaceOf,
-  resourceLogger,
-  resolveEventBus,
   serveMetrics,
   type Logger,
   type Metrics,
   type Sink,
 } from "@ofevents/core";
-import { createSinkClient } from "@ofevents/delivery";
-import { createEventBus, createJetStreamTopicPreparer, type EventBus } from "@ofevents/eventbus";
-import { createWebhookServers, startEventSource, type SourceEvents } from "@ofevents/eventsource";
-import { startTrigger, type TriggerEvents } from "@ofevents/trigger";
+import type { EventBus } from "@ofevents/eventbus";
 import { validateAll } from "./check.js";
+import { closeServer, createComposition } from "./compose.js";
 
 export interface SingleOptions {
   kind: "EventSource" | "Trigger";
@@ -91,9 +82,23 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
   const { manifests, issues, warnings } = await validateAll(o.paths, { peersElsewhere: true });
   if (issues.length > 0) throw new ManifestError(issues);
   for (const w of warnings) log.warn(formatIssue(w));
+  const c = createComposition({
+    manifests,
+    logger: o.logger,
+    host: o.host ?? "0.0.0.0",
+    peers: "elsewhere",
+    busAccess: {
+      driver: o.busDriver,
+      pubsubName: o.pubsubName,
+      sidecarTimeoutMs: o.sidecarTimeoutMs,
+      env: o.env,
+    },
+    metrics: o.metrics,
+    processMetrics: true,
+  });
+  const { metrics } = c;
   let ready = false;
   let stopping = false;
-  const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: true });
   let bus: EventBus | undefined;
   let notRunning: () => Array<{ event: string; reason: string }> = () => [];
   const busReachable = cachedProbe(() => bus?.ping(READY_PING_TIMEOUT_MS) ?? Promise.resolve(), READY_CACHE_MS);
@@ -109,110 +114,29 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
       return (err as Error).message;
     }
   };
-  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, readiness, metrics);
-  const stops: Array<() => Promise<void>> = [];
+  const health = await startHealth(o.healthHost ?? "0.0.0.0", o.healthPort ?? 8081, readiness, metrics).catch(
+    async (err: unknown) => {
+      await c.stop();
+      throw err;
+    },
+  );
   const stop = async (): Promise<void> => {
     stopping = true;
-    for (const s of stops.reverse()) await s().catch((err: unknown) => log.error({ err }, "shutdown step failed"));
+    await c.stop();
     await closeServer(health);
   };
   try {
-    const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
-    const sinks = createSinkClient();
-    stops.push(() => sinks.close());
     const resource =
       o.kind === "EventSource"
         ? pick("EventSource", res(manifests.eventSources), o.name)
         : pick("Trigger", res(manifests.triggers), o.name);
     const namespace = namespaceOf(resource);
-    const busName = resource.spec.eventBus;
-    /** Creates the broker's side of a bus topic ahead of its first use (JetStream through Dapr: its stream). */
-    let prepareBusTopic: ((topic: string) => Promise<void>) | undefined;
-    if (busName !== undefined) {
-      const r = resolveEventBus(busName, namespace, {
-        eventBuses: res(manifests.eventBuses),
-        clusterEventBuses: res(manifests.clusterEventBuses),
-      });
-      if (r.resource === undefined) {
-        throw new OfEventsError(
-          ErrorCode.Config,
-          `EventBus "${busName}" is not in the manifests (nor a ClusterEventBus of that name)`,
-        );
-      }
-      if (r.warning !== undefined) log.warn({ eventBus: busName }, r.warning);
-      const env = o.env ?? process.env;
-      const sidecar = env["DAPR_HTTP_PORT"] !== undefined || env["DAPR_GRPC_PORT"] !== undefined;
-      const viaDapr =
-        o.busDriver === "dapr" || ((o.busDriver ?? "auto") === "auto" && (sidecar || r.spec?.dapr !== undefined));
-      let prepareTopic: ((topic: string) => Promise<void>) | undefined;
-      const js = r.spec?.jetstream;
-      if (viaDapr && js !== undefined) {
-        // The streams the direct driver uses too (same prefix): both paths share topics.
-        const preparer = createJetStreamTopicPreparer(js, o.logger);
-        prepareTopic = (t) => preparer.prepareTopic(t);
-        prepareBusTopic = (t) => preparer.prepareTopic(daprTopicName(r.spec, t));
-        stops.push(() => preparer.close());
-      }
-      if (viaDapr)
-        log.info(
-          { eventBus: busName, pubsubName: o.pubsubName ?? busName },
-          "reaching the bus through the Dapr sidecar",
-        );
-      const b = await createEventBus(r.spec, {
-        logger: o.logger,
-        secrets,
-        namespace,
-        ...(viaDapr
-          ? {
-              via: "dapr" as const,
-              dapr: {
-                pubsubName: o.pubsubName ?? busName,
-                prepareTopic,
-                sidecarTimeoutMs: o.sidecarTimeoutMs ?? 60_000,
-              },
-            }
-          : {}),
-      });
-      metrics.observeBus(b.events, { bus: r.key, driver: b.driver });
-      bus = b;
-      stops.push(() => b.close());
-    }
+    if (resource.spec.eventBus !== undefined) bus = await c.busFor(resource.spec.eventBus, namespace);
     if (resource.kind === "EventSource") {
-      const webhooks = createWebhookServers({ host: o.host ?? "0.0.0.0", logger: o.logger });
-      stops.push(() => webhooks.close());
-      const instrumentation = createInstrumentation<SourceEvents>();
-      metrics.observeSource(instrumentation, { namespace, eventSource: resource.metadata.name });
-      const rt = await startEventSource(resource, {
-        instrumentation,
-        logger: resourceLogger(o.logger, resource),
-        bus,
-        sinks,
-        secrets,
-        webhooks,
-        resolveSink: clusterSinkUrl,
-      });
+      const rt = await c.startEventSource(resource, clusterSinkUrl);
       notRunning = () => rt.notRunning();
-      stops.push(() => rt.stop());
     } else {
-      // An async function subscribes to the Trigger's output topics through its own daprd, which
-      // cannot subscribe to a JetStream topic before its stream exists (it retries, with backoff)
-      // and then starts with new messages: without the streams made now, at the first publish,
-      // what the Trigger publishes before the function's subscription succeeds never reaches it.
-      if (prepareBusTopic !== undefined) {
-        const outputs = resource.spec.subscribers.flatMap((s) => [s.topic, s.deadLetterTopic]);
-        for (const topic of new Set(outputs.filter((t): t is string => t !== undefined))) await prepareBusTopic(topic);
-      }
-      const instrumentation = createInstrumentation<TriggerEvents>();
-      metrics.observeTrigger(instrumentation, { namespace, trigger: resource.metadata.name });
-      const rt = await startTrigger(resource, {
-        instrumentation,
-        bus: bus!,
-        logger: resourceLogger(o.logger, resource),
-        engine: createExpressionEngine(),
-        sinks,
-        resolveSink: clusterSinkUrl,
-      });
-      stops.push(() => rt.stop());
+      await c.startTrigger(resource, clusterSinkUrl);
     }
     ready = true;
     log.info(
@@ -287,11 +211,4 @@ async function startHealth(
     server.listen(port, host, () => resolve());
   });
   return server;
-}
-
-function closeServer(server: Server): Promise<void> {
-  return new Promise((r) => {
-    server.close(() => r());
-    server.closeIdleConnections();
-  });
 }

@@ -62,13 +62,11 @@ export type {
   TriggerAuthentication,
 } from "./k8s.js";
 
-export {
-  CONTROLLER_METRICS,
-  FIELD_MANAGER,
-  KubeApiError,
-  LEASE_NAME,
-  loadKubeConfig,
-  ownNamespace,
-  startController,
-} from "./controller.js";
-export type { ControllerHandle, LeaderElectionOptions, ReconcileResult, StartControllerInput } from "./controller.js";
+export { FIELD_MANAGER } from "./apply.js";
+export { startController } from "./controller.js";
+export type { ControllerHandle, StartControllerInput } from "./controller.js";
+export { KubeApiError, loadKubeConfig, ownNamespace } from "./kube/api.js";
+export { LEASE_NAME } from "./kube/lease.js";
+export type { LeaderElectionOptions } from "./kube/lease.js";
+export { CONTROLLER_METRICS } from "./metrics.js";
+export type { ReconcileResult } from "./reconcile.js";
