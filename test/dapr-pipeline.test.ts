@@ -236,17 +236,21 @@ spec:
     const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
     const proc: Proc = { name, child, healthPort, exited, output: () => `--- ${name} ---\n${out}` };
     procs.push(proc);
+    // The last answer of /readyz says why a resource is not ready ("starting", or the bus's reason).
+    let lastAnswer = "no answer";
     await until(
       async () => {
         if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}\n${proc.output()}`);
-        const res = await request(`http://127.0.0.1:${healthPort}/readyz`, { dispatcher: agent }).catch(
-          () => undefined,
-        );
-        await res?.body.dump();
+        const res = await request(`http://127.0.0.1:${healthPort}/readyz`, {
+          dispatcher: agent,
+          headersTimeout: 5_000,
+          bodyTimeout: 5_000,
+        }).catch((err: Error) => void (lastAnswer = err.message));
+        if (res !== undefined) lastAnswer = `${res.statusCode} ${await res.body.text()}`;
         return res?.statusCode === 200;
       },
       90_000,
-      () => `${name} /readyz\n${proc.output()}\n${daprd.log.toString().slice(-5_000)}`,
+      () => `${name} /readyz (last answer: ${lastAnswer})\n${proc.output()}\n${daprd.log.toString().slice(-5_000)}`,
     );
     return proc;
   }
