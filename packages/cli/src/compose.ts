@@ -271,7 +271,8 @@ async function connectBus(
   const js = r.spec?.jetstream;
   if (viaDapr && js !== undefined) {
     // The streams the direct driver uses too (same prefix): both paths share topics.
-    const preparer = createJetStreamTopicPreparer(js, c.logger);
+    const creds = js.credentialsSecret === undefined ? undefined : c.secrets.resolve(js.credentialsSecret, namespace);
+    const preparer = createJetStreamTopicPreparer(js, c.logger, { creds });
     prepareDaprTopic = (t) => preparer.prepareTopic(t);
     prepareTopic = (t) => preparer.prepareTopic(daprTopicName(r.spec, t));
     closePreparer = () => preparer.close();

@@ -19,6 +19,15 @@ export {
 export { withDeadLetterReason } from "./deadletter.js";
 export { UNDECODABLE_EVENT_TYPE } from "./consumer.js";
 export { decodeBusEvent } from "./envelope.js";
+export {
+  kafkaLogging,
+  kafkaSasl,
+  kafkaTls,
+  logNatsStatus,
+  natsOptions,
+  type NatsAuth,
+  type ReadSecret,
+} from "./clients.js";
 export { createMemoryBus, type MemoryBusOptions } from "./drivers/memory.js";
 export { createEventBus, type CreateEventBusOptions } from "./factory.js";
 export type { CreateDaprBusOptions, DaprBusOptions } from "./drivers/dapr.js";

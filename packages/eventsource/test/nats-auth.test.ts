@@ -18,7 +18,13 @@ import {
   type SecretKeySelector,
   type SecretResolver,
 } from "@ofevents/core";
-import { createEventBus, createMemoryBus, type EventBus } from "@ofevents/eventbus";
+import {
+  createEventBus,
+  createJetStreamTopicPreparer,
+  createMemoryBus,
+  daprJetStreamStreamName,
+  type EventBus,
+} from "@ofevents/eventbus";
 import { NatsOperator, NatsServer } from "../../../test/helpers/nats.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
 import { sourceHarness } from "./support.js";
@@ -214,6 +220,21 @@ describe("nats source and jetstream bus - creds (operator mode)", () => {
       await sub.close();
     } finally {
       await b.close();
+    }
+  });
+
+  it("jetstream bus through Dapr - the topic preparer creates a topic's stream with the bus's creds", async () => {
+    const prefix = `auth${randomSuffix()}`;
+    const topic = `dapr-${randomSuffix()}`;
+    const preparer = createJetStreamTopicPreparer({ url: server.url, stream: prefix }, silentLogger(), {
+      creds: CREDS,
+    });
+    try {
+      await preparer.prepareTopic(topic);
+      const info = await (await nc.jetstreamManager()).streams.info(daprJetStreamStreamName(topic, prefix));
+      expect(info.config.subjects).toEqual([topic]);
+    } finally {
+      await preparer.close();
     }
   });
 

@@ -15,6 +15,7 @@ import {
 } from "@ofevents/core";
 import { connect, type JetStreamManager, type NatsConnection } from "nats";
 import { ensureTopicStream } from "./jetstream-streams.js";
+import { natsOptions, type NatsAuth } from "../clients.js";
 
 export interface JetStreamTopicPreparer {
   /**
@@ -30,18 +31,23 @@ export { daprJetStreamStreamName };
 /**
  * A preparer for the JetStream bus `bus` (its `url`, and the `stream` prefix, `replicas` and
  * `maxAge` the streams are created with), or for the server at a URL with the default prefix
- * (`ofevents`).
+ * (`ofevents`). `auth` carries the bus's credentials (its `credentialsSecret`, resolved).
  */
 export function createJetStreamTopicPreparer(
   bus: string | Pick<JetStreamBusSpec, "url" | "stream" | "replicas" | "maxAge">,
   logger: Logger = silentLogger(),
+  auth: NatsAuth = {},
 ): JetStreamTopicPreparer {
   const spec = typeof bus === "string" ? { url: bus, stream: DEFAULT_JETSTREAM_STREAM_PREFIX } : bus;
   const log = logger.child({ component: "bus.dapr.jetstream-streams" });
   let conn: Promise<{ nc: NatsConnection; jsm: JetStreamManager }> | undefined;
   const manager = (): Promise<{ nc: NatsConnection; jsm: JetStreamManager }> => {
     conn ??= (async () => {
-      const nc = await connect({ servers: spec.url.split(",").map((s) => s.trim()), maxReconnectAttempts: -1 });
+      const servers = spec.url
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== "");
+      const nc = await connect(natsOptions(servers, "ofevents-streams", auth));
       return { nc, jsm: await nc.jetstreamManager() };
     })();
     conn.catch(() => (conn = undefined));

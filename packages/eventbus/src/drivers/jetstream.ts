@@ -25,10 +25,8 @@ import {
   AckPolicy,
   DeliverPolicy,
   ErrorCode as NatsErrorCode,
-  Events,
   NatsError,
   connect,
-  credsAuthenticator,
   nanos,
   type Consumer,
   type ConsumerConfig,
@@ -60,6 +58,7 @@ import {
 } from "@ofevents/core";
 import { ConsumerEngine } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
+import { logNatsStatus, natsOptions } from "../clients.js";
 import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
@@ -612,30 +611,29 @@ export async function createJetStreamBus(
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
-  let authenticator;
+  let creds: string | undefined;
   if (spec.credentialsSecret !== undefined) {
     if (options.secrets === undefined) {
       throw new OfEventsError(ErrorCode.Config, "jetstream.credentialsSecret is set but no secret resolver was given");
     }
-    const creds = options.secrets.resolve(spec.credentialsSecret, options.namespace ?? "default");
-    authenticator = credsAuthenticator(new TextEncoder().encode(creds));
+    creds = options.secrets.resolve(spec.credentialsSecret, options.namespace ?? "default");
   }
   let nc: NatsConnection;
   try {
-    nc = await connect({
-      servers,
-      name: "ofevents-bus",
-      // nats.js otherwise captures a stack trace on every request and publish: about 9% of the
-      // CPU of a JetStream pipeline in the E2 profile. Errors keep their message and code.
-      noAsyncTraces: true,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: tuning.reconnectTimeWaitMs ?? 1_000,
-      reconnectJitter: 200,
-      timeout: tuning.connectTimeoutMs ?? 5_000,
-      pingInterval: 20_000,
-      maxPingOut: 3,
-      ...(authenticator === undefined ? {} : { authenticator }),
-    });
+    nc = await connect(
+      natsOptions(
+        servers,
+        "ofevents-bus",
+        { creds },
+        {
+          reconnectTimeWait: tuning.reconnectTimeWaitMs ?? 1_000,
+          reconnectJitter: 200,
+          timeout: tuning.connectTimeoutMs ?? 5_000,
+          pingInterval: 20_000,
+          maxPingOut: 3,
+        },
+      ),
+    );
   } catch (err) {
     const auth = err instanceof NatsError && (err.isAuthError() || err.code === NatsErrorCode.BadCreds);
     throw new BusError(
@@ -671,13 +669,7 @@ export async function createJetStreamBus(
   }
   const js = nc.jetstream({ timeout: tuning.publishTimeoutMs ?? 5_000 });
   const bus = new JetStreamBus(nc, js, jsm, spec, log, tuning);
-  void (async () => {
-    for await (const s of nc.status()) {
-      if (s.type === Events.Disconnect) log.warn({ server: s.data }, "disconnected from NATS; reconnecting");
-      else if (s.type === Events.Reconnect) log.info({ server: s.data }, "reconnected to NATS");
-      else if (s.type === Events.Error) log.error({ err: s.data }, "NATS connection error");
-    }
-  })();
+  logNatsStatus(nc, log);
   void nc.closed().then((err) => {
     if (err !== undefined) log.error({ err }, "NATS connection closed with an error");
     else if (!bus.closed) log.error("NATS connection closed");

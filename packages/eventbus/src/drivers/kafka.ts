@@ -15,16 +15,13 @@
 import kafkajs from "kafkajs";
 import type {
   Admin,
-  logCreator as KafkaLogCreator,
   Consumer,
   EachBatchPayload,
   IMemberAssignment,
   KafkaConfig,
   KafkaMessage,
-  LogEntry,
   Message,
   Producer,
-  SASLOptions,
 } from "kafkajs";
 import {
   BusError,
@@ -42,6 +39,7 @@ import {
 import { ConsumerEngine, UNDECODABLE_EVENT_TYPE } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { pingWithin } from "../ping.js";
+import { kafkaLogging, kafkaSasl, kafkaTls } from "../clients.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
   DEFAULT_MAX_DELIVER,
@@ -56,7 +54,7 @@ import {
 // kafkaName lives in core (naming.ts), so the controller's KEDA scalers use the same names.
 export { kafkaName, UNDECODABLE_EVENT_TYPE };
 
-const { Kafka, KafkaJSSASLAuthenticationError, Partitioners, logLevel: KafkaLogLevel } = kafkajs;
+const { Kafka, KafkaJSSASLAuthenticationError, Partitioners } = kafkajs;
 
 /** Client timings. The defaults suit production; tests shorten them. */
 export interface KafkaBusTuning {
@@ -107,27 +105,6 @@ function isRetriable(err: unknown): boolean {
   return typeof r === "boolean" ? r : true;
 }
 
-/** kafkajs logs through our logger; its INFO is chatty (every join, pause, resume): debug here. */
-function logCreatorFor(log: Logger): KafkaLogCreator {
-  return () =>
-    ({ namespace, level, log: entry }: LogEntry) => {
-      const { message, timestamp: _t, logger: _l, ...extra } = entry;
-      const fields = { kafkajs: namespace, ...extra };
-      if (level === KafkaLogLevel.ERROR) log.error(fields, message);
-      else if (level === KafkaLogLevel.WARN) log.warn(fields, message);
-      else if (level === KafkaLogLevel.INFO) log.debug(fields, message);
-      else log.trace(fields, message);
-    };
-}
-
-function kafkaLogLevelFor(log: Logger): number {
-  if (log.isLevelEnabled("trace")) return KafkaLogLevel.DEBUG;
-  if (log.isLevelEnabled("debug")) return KafkaLogLevel.INFO;
-  if (log.isLevelEnabled("warn")) return KafkaLogLevel.WARN;
-  if (log.isLevelEnabled("error")) return KafkaLogLevel.ERROR;
-  return KafkaLogLevel.NOTHING;
-}
-
 function clientConfig(
   spec: KafkaBusSpec,
   options: CreateEventBusOptions,
@@ -149,30 +126,20 @@ function clientConfig(
     }
     return options.secrets.resolve(ref, namespace);
   };
+  const ssl = kafkaTls(spec.tls, secret);
   const config: KafkaConfig = {
     clientId: spec.clientId ?? "ofevents",
     brokers,
     connectionTimeout: tuning.connectionTimeoutMs ?? 3_000,
     ...(tuning.retries !== undefined ? { retry: { retries: tuning.retries } } : {}),
-    logLevel: kafkaLogLevelFor(log),
-    logCreator: logCreatorFor(log),
+    ...kafkaLogging(log),
+    ...(ssl === false ? {} : { ssl }),
+    ...(spec.sasl === undefined
+      ? {}
+      : {
+          sasl: kafkaSasl(spec.sasl.mechanism, secret(spec.sasl.usernameSecret), secret(spec.sasl.passwordSecret)),
+        }),
   };
-  if (spec.tls !== undefined && spec.tls.enabled !== false) {
-    const t = spec.tls;
-    config.ssl = {
-      rejectUnauthorized: t.insecureSkipVerify !== true,
-      ...(t.caSecret !== undefined ? { ca: [secret(t.caSecret)] } : {}),
-      ...(t.certSecret !== undefined ? { cert: secret(t.certSecret) } : {}),
-      ...(t.keySecret !== undefined ? { key: secret(t.keySecret) } : {}),
-    };
-  }
-  if (spec.sasl !== undefined) {
-    config.sasl = {
-      mechanism: spec.sasl.mechanism,
-      username: secret(spec.sasl.usernameSecret),
-      password: secret(spec.sasl.passwordSecret),
-    } as SASLOptions;
-  }
   return config;
 }
 

@@ -12,16 +12,13 @@
  * and skipped.
  */
 import { isUtf8 } from "node:buffer";
-import type { ConnectionOptions } from "node:tls";
 import {
   Kafka,
-  logLevel,
   type Admin,
   type Consumer,
   type EachMessagePayload,
   type IHeaders,
   type KafkaMessage,
-  type logCreator,
   type SASLOptions,
 } from "kafkajs";
 import {
@@ -31,12 +28,13 @@ import {
   SourceKind,
   type KafkaSourceSpec,
   type Logger,
-  type TlsSpec,
+  type SecretKeySelector,
   type ValidationIssue,
   sourceConsumerName,
   mediaType,
 } from "@ofevents/core";
 import { untilTaken } from "@ofevents/delivery";
+import { kafkaLogging, kafkaSasl, kafkaTls } from "@ofevents/eventbus";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 import {
   CE_BATCH,
@@ -135,47 +133,11 @@ export function decodeRecord(
   return [init];
 }
 
-function kafkaLogLevel(logger: Logger): logLevel {
-  if (logger.isLevelEnabled("trace")) return logLevel.DEBUG;
-  if (logger.isLevelEnabled("debug")) return logLevel.INFO;
-  if (logger.isLevelEnabled("warn")) return logLevel.WARN;
-  if (logger.isLevelEnabled("error")) return logLevel.ERROR;
-  return logLevel.NOTHING;
-}
-
-/** Bridges kafkajs's logs into ours, one level down for INFO (kafkajs is chatty): INFO → debug, DEBUG → trace. */
-export function kafkaLogCreator(logger: Logger): logCreator {
-  return () =>
-    ({ namespace, level, log }) => {
-      const { message, timestamp: _timestamp, logger: _logger, ...fields } = log;
-      const entry = { kafkajs: namespace, ...fields };
-      if (level === logLevel.ERROR) logger.error(entry, message);
-      else if (level === logLevel.WARN) logger.warn(entry, message);
-      else if (level === logLevel.INFO) logger.debug(entry, message);
-      else logger.trace(entry, message);
-    };
-}
-
-function sslOptions(ctx: SourceContext, tls: TlsSpec | undefined): ConnectionOptions | boolean {
-  if (tls === undefined || tls.enabled === false) return false;
-  const o: ConnectionOptions = {};
-  if (tls.caSecret !== undefined) o.ca = [ctx.secrets.resolve(tls.caSecret, ctx.namespace)];
-  if (tls.certSecret !== undefined) o.cert = ctx.secrets.resolve(tls.certSecret, ctx.namespace);
-  if (tls.keySecret !== undefined) o.key = ctx.secrets.resolve(tls.keySecret, ctx.namespace);
-  if (tls.insecureSkipVerify === true) o.rejectUnauthorized = false;
-  return Object.keys(o).length > 0 ? o : true;
-}
-
 function saslOptions(ctx: SourceContext, spec: KafkaSourceSpec): SASLOptions | undefined {
   if (!spec.authRequired) return undefined;
-  if (spec.sasl !== undefined) {
-    const username = ctx.secrets.resolve(spec.sasl.usernameSecret, ctx.namespace);
-    const password = ctx.secrets.resolve(spec.sasl.passwordSecret, ctx.namespace);
-    return spec.sasl.mechanism === "plain"
-      ? { mechanism: "plain", username, password }
-      : { mechanism: spec.sasl.mechanism, username, password };
-  }
-  return { mechanism: "plain", username: spec.saslUsername ?? "", password: spec.saslPassword ?? "" };
+  if (spec.sasl === undefined) return kafkaSasl("plain", spec.saslUsername ?? "", spec.saslPassword ?? "");
+  const secret = (ref: SecretKeySelector) => ctx.secrets.resolve(ref, ctx.namespace);
+  return kafkaSasl(spec.sasl.mechanism, secret(spec.sasl.usernameSecret), secret(spec.sasl.passwordSecret));
 }
 
 /**
@@ -306,10 +268,9 @@ export const kafkaAdapter: SourceAdapter<KafkaSourceSpec> = {
     const kafka = new Kafka({
       clientId: spec.clientId ?? DEFAULT_CLIENT_ID,
       brokers: parseBrokers(spec.brokers).brokers,
-      ssl: sslOptions(ctx, spec.tls),
+      ssl: kafkaTls(spec.tls, (ref) => ctx.secrets.resolve(ref, ctx.namespace)),
       ...(spec.authRequired ? { sasl: saslOptions(ctx, spec)! } : {}),
-      logLevel: kafkaLogLevel(log),
-      logCreator: kafkaLogCreator(log),
+      ...kafkaLogging(log),
     });
     const consumer = kafka.consumer({
       groupId,

@@ -24,9 +24,7 @@ import {
   DeliverPolicy,
   NatsError,
   connect,
-  credsAuthenticator,
   nanos,
-  type ConnectionOptions,
   type ConsumerConfig,
   type ConsumerInfo,
   type ConsumerMessages,
@@ -44,6 +42,7 @@ import {
   parseDuration,
   type Logger,
   type NatsSourceSpec,
+  type SecretKeySelector,
   type ValidationIssue,
   natsSourceDurable,
   sourceConsumerName,
@@ -51,6 +50,7 @@ import {
   mediaType,
 } from "@ofevents/core";
 import { SOURCE_RETRY, refused, retryDelay } from "@ofevents/delivery";
+import { logNatsStatus, natsOptions, type NatsAuth } from "@ofevents/eventbus";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 import {
   CE_BATCH,
@@ -179,16 +179,11 @@ class Slots {
   }
 }
 
-function authOptions(ctx: SourceContext, spec: NatsSourceSpec): Partial<ConnectionOptions> {
-  if (spec.tokenSecret !== undefined) return { token: ctx.secrets.resolve(spec.tokenSecret, ctx.namespace) };
-  if (spec.credentialsSecret !== undefined) {
-    return {
-      authenticator: credsAuthenticator(
-        new TextEncoder().encode(ctx.secrets.resolve(spec.credentialsSecret, ctx.namespace)),
-      ),
-    };
-  }
-  return {};
+function auth(ctx: SourceContext, spec: NatsSourceSpec): NatsAuth {
+  const secret = (ref: SecretKeySelector | undefined) =>
+    ref === undefined ? undefined : ctx.secrets.resolve(ref, ctx.namespace);
+  // tokenSecret and credentialsSecret are exclusive (validate says so).
+  return { token: secret(spec.tokenSecret), creds: secret(spec.credentialsSecret) };
 }
 
 function isApiError(err: unknown, code: number): boolean {
@@ -236,17 +231,6 @@ async function ensureConsumer(
     return await jsm.consumers.update(js.stream, durable, { filter_subject: spec.subject, ack_wait: ackWait });
   }
   return info;
-}
-
-function watchConnection(nc: NatsConnection, log: Logger): void {
-  void (async () => {
-    for await (const s of nc.status()) {
-      if (s.type === "disconnect" || s.type === "error")
-        log.warn({ status: s.type, data: String(s.data) }, "nats connection");
-      else if (s.type === "reconnect") log.info({ status: s.type, data: String(s.data) }, "nats connection");
-      else log.debug({ status: s.type }, "nats connection");
-    }
-  })().catch(() => {});
 }
 
 export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
@@ -310,14 +294,13 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
     });
     let nc: NatsConnection;
     try {
-      nc = await connect({
-        servers: parseServers(spec.url).servers,
-        name: sourceConsumerName(ctx.namespace, ctx.eventSource, ctx.eventName),
-        // No stack trace captured per request (acks): a measurable cost per message.
-        noAsyncTraces: true,
-        maxReconnectAttempts: -1,
-        ...authOptions(ctx, spec),
-      });
+      nc = await connect(
+        natsOptions(
+          parseServers(spec.url).servers,
+          sourceConsumerName(ctx.namespace, ctx.eventSource, ctx.eventName),
+          auth(ctx, spec),
+        ),
+      );
     } catch (err) {
       // Names the resource and the servers (without any user:password@ in them); nats.js's
       // messages never carry the token or the creds.
@@ -329,7 +312,7 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
         { cause: err },
       );
     }
-    watchConnection(nc, log);
+    logNatsStatus(nc, log);
     const slots = new Slots(MAX_IN_FLIGHT);
     const inFlight = new Set<Promise<void>>();
     let stopping = false;
