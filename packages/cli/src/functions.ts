@@ -194,7 +194,7 @@ export async function startFunctionHost(o: {
         .then(async (body) => {
           let event: CloudEvent;
           try {
-            // The CloudEvents HTTP binding as the sinks' encoder writes it (core `toEvent`): the
+            // The CloudEvents HTTP binding as the sinks' encoder writes it (delivery `toEvent`): the
             // function gets the event exactly as an external sink would.
             const decoded = toEvent(req.headers, body);
             if (Array.isArray(decoded)) throw new Error("a batch of CloudEvents is not accepted by a function");

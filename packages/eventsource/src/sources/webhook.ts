@@ -68,7 +68,7 @@ export function decodeRequest(
   const type = mediaType(headers["content-type"]);
   const extensions = spec.metadata;
   if (httpMode(headers) !== undefined) {
-    // The CloudEvents HTTP binding, decoded by the same code as everywhere else (core `toEvent`).
+    // The CloudEvents HTTP binding, decoded by the same code as everywhere else (delivery `toEvent`).
     const decoded = toEvent(headers, body);
     return (Array.isArray(decoded) ? decoded : [decoded]).map((e) => ({ event: addExtensions(e, extensions) }));
   }
