@@ -31,8 +31,9 @@ export interface DecodedData {
 }
 
 /**
- * Decodes a payload. Without a content type: JSON when it parses (`application/json`), else text
- * when it is valid UTF-8 (`text/plain`), else bytes (`application/octet-stream`). A declared JSON
+ * Decodes a broker payload (Kafka, NATS, MQTT, Redis: one rule for all). Without a content type:
+ * JSON when it parses (`application/json`), else text when it is valid UTF-8 (`text/plain`), else
+ * bytes (`application/octet-stream`). A declared JSON
  * type is parsed (text or bytes if it does not parse); a declared `text/*` is text when valid
  * UTF-8; any other declared type stays bytes with that type.
  */

@@ -30,6 +30,7 @@ import {
 } from "@ofevents/core";
 import { untilTaken } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
+import { decodeData } from "./message.js";
 
 /** Extension attributes this source sets. */
 export const MqttExtension = {
@@ -101,50 +102,6 @@ function validate(spec: MqttSourceSpec): ValidationIssue[] {
   return issues;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-function isJsonType(type: string): boolean {
-  return type === "application/json" || type.endsWith("+json");
-}
-
-/**
- * The data of a payload: with a content type (MQTT 5), JSON types are parsed, text/* decoded, the
- * rest kept as bytes under that type; without one, JSON → application/json, UTF-8 → text/plain,
- * else bytes (application/octet-stream).
- */
-export function decodeMqttPayload(
-  payload: Buffer,
-  contentType?: string,
-): Pick<DispatchInit, "data" | "datacontenttype"> {
-  const type = mediaType(contentType);
-  let text: string | undefined;
-  try {
-    text = utf8.decode(payload);
-  } catch {
-    text = undefined;
-  }
-  if (type !== "") {
-    if (text !== undefined && isJsonType(type)) {
-      try {
-        return { data: JSON.parse(text) as unknown, datacontenttype: contentType };
-      } catch {
-        // declared JSON but is not: keep the bytes under the declared type
-      }
-    }
-    if (text !== undefined && type.startsWith("text/")) return { data: text, datacontenttype: contentType };
-    return { data: new Uint8Array(payload), datacontenttype: contentType };
-  }
-  if (text === undefined) return { data: new Uint8Array(payload), datacontenttype: "application/octet-stream" };
-  if (text.trim() !== "") {
-    try {
-      return { data: JSON.parse(text) as unknown, datacontenttype: "application/json" };
-    } catch {
-      // text
-    }
-  }
-  return { data: text, datacontenttype: "text/plain" };
-}
-
 const DATA_ATTRIBUTES = new Set(["data", "data_base64", "datacontenttype"]);
 
 function userProperty(packet: IPublishPacket, name: string): string | undefined {
@@ -183,7 +140,7 @@ export function messageToDispatch(packet: IPublishPacket): DispatchInit {
     for (const name of Object.keys(props)) {
       if (EXTENSION_NAME.test(name) && !DATA_ATTRIBUTES.has(name)) ev[name] = userProperty(packet, name);
     }
-    const { data, datacontenttype } = decodeMqttPayload(payload, contentType);
+    const { data, datacontenttype } = decodeData(payload, contentType);
     if (datacontenttype !== undefined) ev["datacontenttype"] = datacontenttype;
     if (data instanceof Uint8Array) ev["data_base64"] = Buffer.from(data).toString("base64");
     else ev["data"] = data;
@@ -192,7 +149,7 @@ export function messageToDispatch(packet: IPublishPacket): DispatchInit {
   }
   return {
     subject: packet.topic,
-    ...decodeMqttPayload(payload, contentType),
+    ...decodeData(payload, contentType),
     ...(Object.keys(extensions).length > 0 ? { extensions } : {}),
   };
 }

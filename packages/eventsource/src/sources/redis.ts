@@ -34,6 +34,7 @@ import {
 } from "@ofevents/core";
 import { untilTaken } from "@ofevents/delivery";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
+import { decodeData } from "./message.js";
 
 /** Entries read per XREADGROUP / XAUTOCLAIM call: at most this many are pending on this consumer. */
 export const STREAM_BATCH = 10;
@@ -147,26 +148,6 @@ function isReplyError(err: unknown, code: string): boolean {
   return err instanceof Error && err.name === "ReplyError" && err.message.startsWith(`${code} `);
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-/** JSON → application/json, UTF-8 → text/plain, else bytes (application/octet-stream). */
-export function decodePayload(bytes: Buffer): Pick<DispatchInit, "data" | "datacontenttype"> {
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    return { data: new Uint8Array(bytes), datacontenttype: "application/octet-stream" };
-  }
-  if (text.trim() !== "") {
-    try {
-      return { data: JSON.parse(text) as unknown, datacontenttype: "application/json" };
-    } catch {
-      // not JSON: text
-    }
-  }
-  return { data: text, datacontenttype: "text/plain" };
-}
-
 export interface StreamEntry {
   id: string;
   /** Field/value pairs; null when the entry was deleted from the stream while pending. */
@@ -200,7 +181,7 @@ export function entryToDispatch(stream: string, entry: StreamEntry & { fields: [
   const [only] = entry.fields;
   if (entry.fields.length === 1 && only !== undefined) {
     const name = only[0].toString("utf8");
-    if (name === "data" || name === "value") return { ...base, ...decodePayload(only[1]) };
+    if (name === "data" || name === "value") return { ...base, ...decodeData(only[1]) };
   }
   const data: Record<string, string> = {};
   for (const [k, v] of entry.fields) data[k.toString("utf8")] = v.toString("utf8");
@@ -513,7 +494,7 @@ function channelLoop(
         wake = undefined;
         continue;
       }
-      const init: DispatchInit = { id: randomUUID(), subject: next.channel, ...decodePayload(next.message) };
+      const init: DispatchInit = { id: randomUUID(), subject: next.channel, ...decodeData(next.message) };
       await untilTaken(() => dispatch(init), {
         signal: stopper.signal,
         onRefused: (err) => log.error({ err, id: init.id }, "event refused by the bus or sink; message skipped"),
