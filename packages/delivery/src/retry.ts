@@ -50,8 +50,12 @@ export interface AttemptInfo<E = unknown> {
 }
 
 export interface RetryOptions<E = unknown> {
-  /** Ends waits between attempts and prevents new ones; an attempt in flight is let finish. */
-  stopRetrying?: AbortSignal | undefined;
+  /**
+   * Ends waits between attempts and prevents new ones; an attempt in flight is let finish. Several
+   * signals: any of them (combined only when a wait happens, so a first attempt that succeeds
+   * costs no signal).
+   */
+  stopRetrying?: AbortSignal | ReadonlyArray<AbortSignal | undefined> | undefined;
   /** Called before each wait. */
   onRetry?: ((info: AttemptInfo<E>) => void) | undefined;
 }
@@ -69,26 +73,52 @@ export function retryDelay(n: number, schedule: RetrySchedule): number {
  * Runs `attempt(n)` for n = 1, 2, … until it resolves; rejects with the last error once it is not
  * `retry`, the schedule's retries are spent, or `stopRetrying` aborted.
  */
-export async function withRetry<T, E = unknown>(
+export function withRetry<T, E = unknown>(
   attempt: (n: number) => Promise<T>,
   schedule: RetrySchedule,
   o: RetryOptions<E> = {},
 ): Promise<T> {
-  const stopped = (): boolean => o.stopRetrying?.aborted === true;
+  // The first attempt runs on its own: an event that is taken at once costs no loop, no signal.
+  let first: Promise<T>;
+  try {
+    first = attempt(1);
+  } catch (err) {
+    first = Promise.reject(err);
+  }
+  return first.catch((err: unknown) => retryAfter(err, attempt, schedule, o));
+}
+
+/** Attempts 2, 3, … after attempt 1 failed with `firstError`. */
+async function retryAfter<T, E>(
+  firstError: unknown,
+  attempt: (n: number) => Promise<T>,
+  schedule: RetrySchedule,
+  o: RetryOptions<E>,
+): Promise<T> {
+  const signals = stopSignals(o.stopRetrying);
+  const stopped = (): boolean => signals.some((s) => s.aborted);
+  let err = firstError;
   for (let n = 1; ; n++) {
+    if (classify(err) !== "retry" || n > schedule.retry || stopped()) throw err;
+    let delayMs = retryDelay(n, schedule);
+    const asked = err instanceof DeliveryError ? err.retryAfterMs : undefined;
+    if (asked !== undefined && schedule.retryAfterMaxMs !== undefined)
+      delayMs = Math.max(delayMs, Math.min(asked, schedule.retryAfterMaxMs));
+    o.onRetry?.({ attempt: n, error: err as E, delayMs });
+    await sleep(delayMs, signals.length > 1 ? AbortSignal.any(signals) : signals[0]);
+    if (stopped()) throw err;
     try {
-      return await attempt(n);
-    } catch (err) {
-      if (classify(err) !== "retry" || n > schedule.retry || stopped()) throw err;
-      let delayMs = retryDelay(n, schedule);
-      const asked = err instanceof DeliveryError ? err.retryAfterMs : undefined;
-      if (asked !== undefined && schedule.retryAfterMaxMs !== undefined)
-        delayMs = Math.max(delayMs, Math.min(asked, schedule.retryAfterMaxMs));
-      o.onRetry?.({ attempt: n, error: err as E, delayMs });
-      await sleep(delayMs, o.stopRetrying);
-      if (stopped()) throw err;
+      return await attempt(n + 1);
+    } catch (next) {
+      err = next;
     }
   }
+}
+
+function stopSignals(given: RetryOptions["stopRetrying"]): AbortSignal[] {
+  if (given === undefined) return [];
+  if (given instanceof AbortSignal) return [given];
+  return given.filter((s): s is AbortSignal => s !== undefined);
 }
 
 /**

@@ -22,7 +22,7 @@ export interface SinkClient {
   send(
     url: string,
     event: CloudEvent,
-    options?: { timeoutMs?: number; format?: "binary" | "structured"; signal?: AbortSignal },
+    options?: { timeoutMs?: number; format?: "binary" | "structured"; signal?: AbortSignal | undefined },
   ): Promise<SinkResponse>;
   /**
    * Attempts until success, a non-retriable error, the retry budget or `signal`. Rejects with the
@@ -35,9 +35,9 @@ export interface SinkClient {
     event: CloudEvent,
     policy: DeliveryPolicy,
     options?: {
-      signal?: AbortSignal;
-      stopRetrying?: AbortSignal;
-      onRetry?: (info: AttemptInfo<DeliveryError>) => void;
+      signal?: AbortSignal | undefined;
+      stopRetrying?: AbortSignal | undefined;
+      onRetry?: ((info: AttemptInfo<DeliveryError>) => void) | undefined;
     },
   ): Promise<SinkResponse>;
   close(): Promise<void>;
@@ -82,7 +82,16 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
 
   const send: SinkClient["send"] = async (url, event, o = {}) => {
     const timeoutMs = o.timeoutMs ?? DEFAULT_DELIVERY.timeoutMs;
-    const { headers, body } = encodeHttp(event, o.format ?? "binary");
+    let message: HttpMessage;
+    try {
+      message = encodeHttp(event, o.format ?? "binary");
+    } catch (err) {
+      throw new DeliveryError(ErrorCode.DeliveryFailed, (err as Error).message, url, {
+        retriable: !(err instanceof OfEventsError),
+        cause: err,
+      });
+    }
+    const { headers, body } = message;
     let res: Dispatcher.ResponseData;
     try {
       res = await request(url, {
@@ -92,7 +101,7 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
         dispatcher: agent,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
-        ...(o.signal === undefined ? {} : { signal: o.signal }),
+        signal: o.signal,
       });
     } catch (err) {
       const code = (err as { code?: string }).code ?? "";
@@ -135,29 +144,12 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
   return {
     send,
     deliver(url, event, policy, o = {}) {
-      const stopRetrying =
-        o.signal === undefined
-          ? o.stopRetrying
-          : o.stopRetrying === undefined
-            ? o.signal
-            : AbortSignal.any([o.signal, o.stopRetrying]);
-      return withRetry<SinkResponse, DeliveryError>(
-        () =>
-          send(url, event, {
-            timeoutMs: policy.timeoutMs,
-            format: policy.format,
-            ...(o.signal === undefined ? {} : { signal: o.signal }),
-          }).catch((err: unknown) => {
-            throw err instanceof DeliveryError
-              ? err
-              : new DeliveryError(ErrorCode.DeliveryFailed, (err as Error).message, url, {
-                  retriable: !(err instanceof OfEventsError),
-                  cause: err,
-                });
-          }),
-        policy,
-        { stopRetrying, onRetry: o.onRetry },
-      );
+      // send() rejects with DeliveryError only, so attempts need no wrapping.
+      const options = { timeoutMs: policy.timeoutMs, format: policy.format, signal: o.signal };
+      return withRetry<SinkResponse, DeliveryError>(() => send(url, event, options), policy, {
+        stopRetrying: [o.signal, o.stopRetrying],
+        onRetry: o.onRetry,
+      });
     },
     async close() {
       await agent.close();

@@ -66,41 +66,45 @@ export interface Outbound {
 }
 
 export function createOutbound(o: { sinks?: SinkClient | undefined; bus?: EventPublisher | undefined }): Outbound {
-  async function send(event: CloudEvent, target: Target, policy: DeliveryPolicy, so: SendOptions = {}): Promise<Sent> {
-    // Sinks count their retries (attempts = retries + 1); topics count attempts.
-    let attempts = 0;
-    let retries = 0;
-    const stopRetrying =
-      so.signal === undefined || so.stopRetrying === undefined
-        ? (so.stopRetrying ?? so.signal)
-        : AbortSignal.any([so.signal, so.stopRetrying]);
-    try {
-      if (target.kind === "sink") {
-        if (o.sinks === undefined) throw new Error("no sink client to deliver with");
-        const res = await o.sinks.deliver(target.url, event, policy, {
-          ...(so.signal === undefined ? {} : { signal: so.signal }),
-          ...(so.stopRetrying === undefined ? {} : { stopRetrying: so.stopRetrying }),
+  function send(event: CloudEvent, target: Target, policy: DeliveryPolicy, so: SendOptions = {}): Promise<Sent> {
+    if (target.kind === "sink") {
+      const sinks = o.sinks;
+      if (sinks === undefined)
+        return Promise.reject(new NotDelivered(target, new Error("no sink client to deliver with"), 0));
+      // The sink client counts retries: attempts = retries + 1.
+      let retries = 0;
+      return sinks
+        .deliver(target.url, event, policy, {
+          signal: so.signal,
+          stopRetrying: so.stopRetrying,
           onRetry: (info) => {
             retries = info.attempt;
             so.onRetry?.(info);
           },
-        });
-        return { status: res.status, attempts: retries + 1 };
-      }
-      const bus = o.bus;
-      if (bus === undefined) throw new Error("no event bus to publish to");
-      await withRetry(
-        (n) => {
-          attempts = n;
-          return bus.publish(target.topic, event);
-        },
-        policy,
-        { stopRetrying, onRetry: so.onRetry },
-      );
-      return { attempts };
-    } catch (err) {
-      throw new NotDelivered(target, err, target.kind === "sink" ? retries + 1 : Math.max(attempts, 1));
+        })
+        .then(
+          (res) => ({ status: res.status, attempts: retries + 1 }),
+          (err: unknown) => {
+            throw new NotDelivered(target, err, retries + 1);
+          },
+        );
     }
+    const bus = o.bus;
+    if (bus === undefined) return Promise.reject(new NotDelivered(target, new Error("no event bus to publish to"), 0));
+    let attempts = 0;
+    return withRetry(
+      (n) => {
+        attempts = n;
+        return bus.publish(target.topic, event);
+      },
+      policy,
+      { stopRetrying: [so.signal, so.stopRetrying], onRetry: so.onRetry },
+    ).then(
+      () => ({ attempts }),
+      (err: unknown) => {
+        throw new NotDelivered(target, err, Math.max(attempts, 1));
+      },
+    );
   }
 
   return {

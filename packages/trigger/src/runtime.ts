@@ -351,23 +351,35 @@ class SubscriberRunner {
           );
         },
       });
-      this.t.events.emit("delivered", {
-        subscriber: this.index,
-        id: event.id,
-        target: name,
-        kind: target.kind,
-        ...(sent.status === undefined ? {} : { status: sent.status }),
-        durationMs: performance.now() - receivedAt,
-      });
-      this.log.info(
-        {
-          id: event.id,
-          type: event.type,
-          [target.kind]: name,
-          ...(sent.status === undefined ? {} : { status: sent.status }),
-        },
+      // Plain literals (no spread, no computed key): this runs once per event and target.
+      const status = sent.status;
+      this.t.events.emit(
         "delivered",
+        status === undefined
+          ? {
+              subscriber: this.index,
+              id: event.id,
+              target: name,
+              kind: target.kind,
+              durationMs: performance.now() - receivedAt,
+            }
+          : {
+              subscriber: this.index,
+              id: event.id,
+              target: name,
+              kind: target.kind,
+              status,
+              durationMs: performance.now() - receivedAt,
+            },
       );
+      if (this.log.isLevelEnabled("info")) {
+        this.log.info(
+          target.kind === "sink"
+            ? { id: event.id, type: event.type, sink: name, status }
+            : { id: event.id, type: event.type, topic: name },
+          "delivered",
+        );
+      }
     } catch (err) {
       const failed = err as NotDelivered;
       // Stopped while the event could still have been delivered: back to the bus, not dead-lettered.
