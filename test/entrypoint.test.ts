@@ -189,6 +189,56 @@ spec:
     }
   });
 
+  it("entrypoint - an event that cannot run here (OpenFunction's redis event) does not hold /readyz; the other event runs", async () => {
+    const [webhookPort, health] = (await freePorts(2)) as [number, number];
+    const file = join(dir, `redis-${randomSuffix()}.yaml`);
+    await writeFile(
+      file,
+      `apiVersion: events.openfunction.io/v1alpha1
+kind: EventBus
+metadata: { name: js }
+spec: { jetstream: { url: "${nats.url}" } }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: mixed }
+spec:
+  eventBus: js
+  redis:
+    sample-three: { redisHost: "redis-leader.default.svc.cluster.local:6379", redisPassword: "", enableTLS: false }
+  webhook: { in: { port: "${webhookPort}", endpoint: /in } }
+`,
+    );
+    const source = await startSingle({
+      kind: "EventSource",
+      paths: [file],
+      logger: silentLogger(),
+      host: "127.0.0.1",
+      healthHost: "127.0.0.1",
+      healthPort: health,
+    });
+    try {
+      const ready = await waitFor(
+        async () => {
+          const r = await request(`http://127.0.0.1:${health}/readyz`);
+          const text = await r.body.text();
+          return r.statusCode === 200 ? text : undefined;
+        },
+        { timeoutMs: 10_000, message: "/readyz 200 with the redis event not running" },
+      );
+      expect(ready).toBe("ready");
+      const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
+        method: "POST",
+        body: "{}",
+        headers: { "content-type": "application/json" },
+      });
+      await res.body.text();
+      expect(res.statusCode).toBe(200);
+    } finally {
+      await source.stop();
+    }
+  });
+
   it("entrypoint - a missing bus or an ambiguous resource is a clear error", async () => {
     const file = join(dir, "two.yaml");
     await writeFile(

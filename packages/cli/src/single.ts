@@ -134,7 +134,10 @@ export async function startSingle(o: SingleOptions): Promise<Single> {
     if (resource.spec.eventBus !== undefined) bus = await c.busFor(resource.spec.eventBus, namespace);
     if (resource.kind === "EventSource") {
       const rt = await c.startEventSource(resource, clusterSinkUrl);
-      notRunning = () => rt.notRunning();
+      // An event that cannot run here (logged at start, a warning of validate) never holds
+      // readiness: the Pod serves the resource's other events.
+      const skip = new Set(rt.unsupported());
+      notRunning = () => rt.notRunning().filter((d) => !skip.has(d.event));
     } else {
       await c.startTrigger(resource, clusterSinkUrl);
     }

@@ -72,6 +72,11 @@ export interface EventSourceRuntime {
    * backoff until it starts) or not supported here.
    */
   notRunning(): Array<{ event: string; reason: string }>;
+  /**
+   * The events among {@link notRunning} that never will here (not supported, e.g. OpenFunction's
+   * redis event): readiness does not wait for them.
+   */
+  unsupported(): string[];
   /** Stops every adapter, waiting for in-flight dispatches. */
   stop(): Promise<void>;
 }
@@ -278,6 +283,7 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
 
   // Every event starts on its own: one that cannot connect never delays the others.
   const firsts: Promise<void>[] = [];
+  const unsupported = new Set<string>();
   for (const kind of sourceKinds) {
     for (const [eventName, spec] of Object.entries(es.spec[kind] ?? {})) {
       waiting.set(eventName, "starting");
@@ -287,9 +293,10 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
           const message = (err as Error).message;
           waiting.set(eventName, message);
           if (isStartRetriable(err)) retries.push(retry(kind, eventName, spec));
-          else if (hasCode(err, ErrorCode.SourceUnsupported))
+          else if (hasCode(err, ErrorCode.SourceUnsupported)) {
+            unsupported.add(eventName);
             log.error({ event: eventName, kind, err: message }, "event not started: not supported here");
-          else configErrors.push(`event ${eventName} (${kind}): ${message}`);
+          } else configErrors.push(`event ${eventName} (${kind}): ${message}`);
         }),
       );
     }
@@ -312,6 +319,7 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
     name,
     events,
     notRunning: () => [...waiting].map(([event, reason]) => ({ event, reason })),
+    unsupported: () => [...unsupported],
     stop,
   };
 }
