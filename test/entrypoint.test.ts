@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OfEventsError, silentLogger } from "@ofevents/core";
+import { connect } from "nats";
+import { OfEventsError, daprJetStreamStreamName, silentLogger } from "@ofevents/core";
 import { startSingle } from "@ofevents/cli";
 import { NatsServer } from "./helpers/nats.js";
 import { freePorts } from "./helpers/server.js";
@@ -236,6 +237,80 @@ spec:
       expect(res.statusCode).toBe(200);
     } finally {
       await source.stop();
+    }
+  });
+
+  it("entrypoint - a source with eventBus and sink: the caller gets 502 until both took the event; the bus keeps one copy", async () => {
+    const tag = randomSuffix();
+    const [webhookPort, health] = (await freePorts(2)) as [number, number];
+    let sinkUp = false;
+    const sinkGot: string[] = [];
+    const flaky = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        if (!sinkUp) return void res.writeHead(503).end();
+        sinkGot.push(String(req.headers["ce-id"]));
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((r) => flaky.listen(0, "127.0.0.1", r));
+    const file = join(dir, `both-${tag}.yaml`);
+    await writeFile(
+      file,
+      `apiVersion: events.openfunction.io/v1alpha1
+kind: EventBus
+metadata: { name: js }
+spec: { jetstream: { url: "${nats.url}" } }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: both-${tag} }
+spec:
+  eventBus: js
+  sink: { uri: "http://127.0.0.1:${(flaky.address() as AddressInfo).port}/" }
+  webhook: { in: { port: "${webhookPort}", endpoint: /in } }
+`,
+    );
+    const source = await startSingle({
+      kind: "EventSource",
+      paths: [file],
+      logger: silentLogger(),
+      host: "127.0.0.1",
+      healthHost: "127.0.0.1",
+      healthPort: health,
+    });
+    const nc = await connect({ servers: nats.url });
+    try {
+      const id = `both-${tag}`;
+      const post = async (): Promise<number> => {
+        const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
+          method: "POST",
+          body: "{}",
+          headers: {
+            "content-type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": id,
+            "ce-source": "/t",
+            "ce-type": "t",
+          },
+        });
+        await res.body.text();
+        return res.statusCode;
+      };
+      // The bus took it, the sink did not (after its retries): not acknowledged.
+      expect(await post()).toBe(502);
+      expect(sinkGot).toEqual([]);
+      sinkUp = true;
+      // The caller's retry reaches both; the bus keeps the one copy (its duplicate window).
+      expect(await post()).toBe(200);
+      expect(sinkGot).toEqual([id]);
+      const jsm = await nc.jetstreamManager();
+      const info = await jsm.streams.info(daprJetStreamStreamName(`default-both-${tag}-in`));
+      expect(info.state.messages).toBe(1);
+    } finally {
+      await nc.close();
+      await source.stop();
+      flaky.close();
     }
   });
 
