@@ -86,19 +86,19 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-/** A CloudEvent with every kind of attribute: optional core ones, extensions, JSON data. */
+/** A CloudEvent with every kind of attribute: optional core ones, extensions, JSON data; non-ASCII in subject, extension and data. */
 export function richEvent(n: number, suffix: string): CloudEvent {
   return {
     specversion: "1.0",
     id: `onebus-${suffix}-${n}`,
     source: "/onebus/app",
     type: "io.ofevents.onebus",
-    subject: `order-${n}`,
+    subject: `bestellung-${n} für Zoë ✓`,
     time: "2026-12-04T10:00:00.123Z",
     datacontenttype: "application/json",
     dataschema: "https://example.com/order.json",
     data: { n, text: "grüße", nested: { ok: true, list: [1, 2] } },
-    region: "eu-west",
+    region: "eu-west 🇪🇺 ß",
     priority: 3,
   } as CloudEvent;
 }
