@@ -205,6 +205,8 @@ export const mqttAdapter: SourceAdapter<MqttSourceSpec> = {
     // One generation per network connection: an ack belongs to the connection that delivered the message.
     let generation = 0;
     let connection = new AbortController();
+    // Aborts on stop or when this connection closes; made once per connection, not per message.
+    let connectionSignal = AbortSignal.any([stopper.signal, connection.signal]);
     let client!: MqttClient;
     let markReady!: () => void;
     const ready = new Promise<void>((r) => (markReady = r));
@@ -239,7 +241,7 @@ export const mqttAdapter: SourceAdapter<MqttSourceSpec> = {
       // `callback` runs; until then it reads no further packet, which bounds the work in flight.
       c.handleMessage = (packet, callback) => {
         const gen = generation;
-        const signal = AbortSignal.any([stopper.signal, connection.signal]);
+        const signal = connectionSignal;
         const p = deliver(packet, gen, signal).then(
           (ack) => {
             // A message of an earlier connection is re-sent by the broker; acking it here could hit another.
@@ -269,6 +271,7 @@ export const mqttAdapter: SourceAdapter<MqttSourceSpec> = {
         generation++;
         connection.abort();
         connection = new AbortController();
+        connectionSignal = AbortSignal.any([stopper.signal, connection.signal]);
       });
       // Reconnect attempts fail every few seconds while the broker is away: warn once per outage.
       let down = false;
