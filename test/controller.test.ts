@@ -22,6 +22,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "./helpers/kube.js";
 import { OFEVENTS_BIN } from "./helpers/ofevents.js";
+import { metricValue } from "./helpers/prometheus.js";
 import { freePorts } from "./helpers/server.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
@@ -539,18 +540,6 @@ describe("controller", () => {
   }, 60_000);
 });
 
-/** Sum of the samples of `name` whose labels include `labels` (Prometheus text format). */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  let sum: number | undefined;
-  for (const line of text.split("\n")) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (m === null || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum = (sum ?? 0) + Number(m[3]);
-  }
-  return sum;
-}
-
 describe("controller - the ofevents controller command", () => {
   const jetstreamBus = (ns: string): Obj => ({
     apiVersion: "events.openfunction.io/v1alpha1",
@@ -691,21 +680,21 @@ describe("controller - the ofevents controller command", () => {
           const t = (await get("/metrics")).text;
           // Counted once a reconcile returns, just after its status is written.
           const count = (kind: string, result: string) =>
-            sample(t, CONTROLLER_METRICS.reconciles.name, { kind, result }) ?? 0;
+            metricValue(t, CONTROLLER_METRICS.reconciles.name, { kind, result }) ?? 0;
           const ok =
             count("Trigger", "success") >= 2 && count("Trigger", "invalid") >= 1 && count("EventBus", "success") >= 1;
           return ok ? t : undefined;
         },
         { timeoutMs: 10_000, intervalMs: 200, message: "reconciles counted" },
       );
-      expect(sample(metrics, CONTROLLER_METRICS.errors.name, { kind: "Trigger" })).toBe(0);
-      expect(sample(metrics, CONTROLLER_METRICS.leader.name)).toBe(1);
-      expect(sample(metrics, CONTROLLER_METRICS.informersSynced.name)).toBe(1);
-      expect(sample(metrics, CONTROLLER_METRICS.depth.name)).toBeGreaterThanOrEqual(0);
+      expect(metricValue(metrics, CONTROLLER_METRICS.errors.name, { kind: "Trigger" })).toBe(0);
+      expect(metricValue(metrics, CONTROLLER_METRICS.leader.name)).toBe(1);
+      expect(metricValue(metrics, CONTROLLER_METRICS.informersSynced.name)).toBe(1);
+      expect(metricValue(metrics, CONTROLLER_METRICS.depth.name)).toBeGreaterThanOrEqual(0);
 
       // --metrics-port serves /metrics alone.
       const alone = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
-      expect(sample(await alone.text(), CONTROLLER_METRICS.leader.name)).toBe(1);
+      expect(metricValue(await alone.text(), CONTROLLER_METRICS.leader.name)).toBe(1);
       expect((await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status).toBe(404);
 
       // The namespace it does not watch is left alone.

@@ -35,7 +35,7 @@ import { Daprd } from "./helpers/daprd.js";
 import { NatsServer } from "./helpers/nats.js";
 import { reportFigures } from "./helpers/report.js";
 import { freePort } from "./helpers/server.js";
-import { randomSuffix } from "./helpers/wait.js";
+import { randomSuffix, waitFor } from "./helpers/wait.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = `${root}packages/cli/bin/ofevents.js`;
@@ -92,14 +92,6 @@ interface Proc {
   healthPort: number;
   exited: Promise<number | null>;
   output: () => string;
-}
-
-async function until(pred: () => boolean | Promise<boolean>, ms: number, what: () => string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting: ${what()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe("dapr pipeline - webhook → daprd → JetStream → daprd → trigger → sink, real processes", () => {
@@ -238,9 +230,13 @@ spec:
     procs.push(proc);
     // The last answer of /readyz says why a resource is not ready ("starting", or the bus's reason).
     let lastAnswer = "no answer";
-    await until(
+    // An exit ends the wait at once, with the process's output, instead of at the timeout.
+    const gone = new AbortController();
+    child.once("close", (code) => {
+      if (code !== null) gone.abort(new Error(`${name} exited with ${code}\n${proc.output()}`));
+    });
+    await waitFor(
       async () => {
-        if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}\n${proc.output()}`);
         const res = await request(`http://127.0.0.1:${healthPort}/readyz`, {
           dispatcher: agent,
           headersTimeout: 5_000,
@@ -249,8 +245,13 @@ spec:
         if (res !== undefined) lastAnswer = `${res.statusCode} ${await res.body.text()}`;
         return res?.statusCode === 200;
       },
-      90_000,
-      () => `${name} /readyz (last answer: ${lastAnswer})\n${proc.output()}\n${daprd.log.toString().slice(-5_000)}`,
+      {
+        timeoutMs: 90_000,
+        intervalMs: 100,
+        signal: gone.signal,
+        message: () =>
+          `${name} /readyz (last answer: ${lastAnswer})\n${proc.output()}\n${daprd.log.toString().slice(-5_000)}`,
+      },
     );
     return proc;
   }
@@ -354,11 +355,11 @@ spec:
     const { taken, refused } = await post(p.webhookUrl, sent);
     const postedMs = Date.now() - t0;
     expect(taken.length).toBe(N);
-    await until(
-      () => sink.counts.size >= N,
-      180_000,
-      () => `${sink.counts.size}/${N} delivered\n${diagnose(trigger, source)}`,
-    );
+    await waitFor(() => sink.counts.size >= N, {
+      timeoutMs: 180_000,
+      intervalMs: 100,
+      message: () => `${sink.counts.size}/${N} delivered\n${diagnose(trigger, source)}`,
+    });
     const deliveredMs = Date.now() - t0;
     await new Promise((r) => setTimeout(r, 1_000)); // late duplicates
     const dead = await deadLettered(p);
@@ -384,11 +385,11 @@ spec:
     const source = await entrypoint("eventsource", p, p.esDaprd, "eventsource");
     const sent = ids(p.tag, N);
     const posting = post(p.webhookUrl, sent);
-    await until(
-      () => sink.counts.size >= 1_000,
-      120_000,
-      () => `first 1,000: ${sink.counts.size}\n${diagnose(trigger, source)}`,
-    );
+    await waitFor(() => sink.counts.size >= 1_000, {
+      timeoutMs: 120_000,
+      intervalMs: 100,
+      message: () => `first 1,000: ${sink.counts.size}\n${diagnose(trigger, source)}`,
+    });
     trigger.child.kill("SIGKILL");
     await trigger.exited;
     const atKill = sink.counts.size;
@@ -397,12 +398,12 @@ spec:
     const restartMs = Date.now() - killedAt;
     const { taken, refused } = await posting;
     expect(taken.length).toBe(N);
-    await until(
-      () => sink.counts.size >= N,
-      180_000,
-      () =>
+    await waitFor(() => sink.counts.size >= N, {
+      timeoutMs: 180_000,
+      intervalMs: 100,
+      message: () =>
         `${sink.counts.size}/${N} delivered\n${diagnose(trigger, source)}\n--- trigger daprd ---\n${p.trDaprd.log.toString().slice(-8_000)}`,
-    );
+    });
     const recoveredMs = Date.now() - killedAt;
     await new Promise((r) => setTimeout(r, 1_000));
     const dead = await deadLettered(p);
@@ -430,11 +431,11 @@ spec:
     const sent = ids(p.tag, M);
     const { taken, refused } = await post(p.webhookUrl, sent);
     expect(taken.length).toBe(M);
-    await until(
-      () => sink.counts.size >= M,
-      120_000,
-      () => `${sink.counts.size}/${M} delivered\n${diagnose(trigger, source)}`,
-    );
+    await waitFor(() => sink.counts.size >= M, {
+      timeoutMs: 120_000,
+      intervalMs: 100,
+      message: () => `${sink.counts.size}/${M} delivered\n${diagnose(trigger, source)}`,
+    });
     await new Promise((r) => setTimeout(r, 1_000));
     const dead = await deadLettered(p);
     const lost = sent.filter((id) => !sink.counts.has(id)).length;
@@ -484,11 +485,11 @@ spec:
       const sent = ids(p.tag, M);
       const { taken } = await post(p.webhookUrl, sent);
       expect(taken.length).toBe(M);
-      await until(
-        () => new Set(letters.map((e) => e.id)).size >= M,
-        60_000,
-        () => `${letters.length}/${M} dead letters\n${diagnose(trigger, source)}`,
-      );
+      await waitFor(() => new Set(letters.map((e) => e.id)).size >= M, {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+        message: () => `${letters.length}/${M} dead letters\n${diagnose(trigger, source)}`,
+      });
       await new Promise((r) => setTimeout(r, 500));
       const got = new Set(letters.map((e) => e.id));
       const lost = sent.filter((id) => !got.has(id)).length;

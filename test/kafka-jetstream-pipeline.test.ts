@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KafkaBroker } from "./helpers/kafka.js";
 import { NatsServer } from "./helpers/nats.js";
 import { reportFigures } from "./helpers/report.js";
-import { randomSuffix } from "./helpers/wait.js";
+import { randomSuffix, waitFor } from "./helpers/wait.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = `${root}packages/cli/bin/ofevents.js`;
@@ -87,14 +87,6 @@ function run(files: string[], name: string): Running {
   child.stderr!.on("data", keep);
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
   return { child, output: () => `${name}: ${out}`, exited, ready };
-}
-
-async function until(pred: () => boolean, ms: number, what: () => string): Promise<void> {
-  const t0 = Date.now();
-  while (!pred()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting: ${what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe("kafka → jetstream pipeline - end to end through real brokers", () => {
@@ -195,11 +187,7 @@ spec:
         if (n % 2 === 0) ids.add(`${topic}/${partition}/${message.offset}`);
       },
     });
-    await until(
-      () => seen === N,
-      60_000,
-      () => `reading back ${seen}/${N}`,
-    );
+    await waitFor(() => seen === N, { timeoutMs: 60_000, intervalMs: 50, message: () => `reading back ${seen}/${N}` });
     await consumer.disconnect();
     return ids;
   }
@@ -214,11 +202,11 @@ spec:
     await trigger.ready;
     const source = run([files.bus, files.source], "source");
     procs.push(trigger.child, source.child);
-    await until(
-      () => sink.counts.size >= expected.size,
-      240_000,
-      () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`,
-    );
+    await waitFor(() => sink.counts.size >= expected.size, {
+      timeoutMs: 240_000,
+      intervalMs: 50,
+      message: () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`,
+    });
     await new Promise((r) => setTimeout(r, 1000));
     const delivered = new Set(sink.counts.keys());
     const missing = [...expected].filter((id) => !delivered.has(id));
@@ -245,21 +233,21 @@ spec:
     await trigger.ready;
     const source = run([files.bus, files.source], "source");
     procs.push(trigger.child, source.child);
-    await until(
-      () => sink.counts.size >= 1000,
-      120_000,
-      () => `first 1000: ${sink.counts.size}\n${trigger.output()}\n${source.output()}`,
-    );
+    await waitFor(() => sink.counts.size >= 1000, {
+      timeoutMs: 120_000,
+      intervalMs: 50,
+      message: () => `first 1000: ${sink.counts.size}\n${trigger.output()}\n${source.output()}`,
+    });
     trigger.child.kill("SIGKILL");
     await trigger.exited;
     const atKill = sink.counts.size;
     trigger = run([files.bus, files.trigger], "trigger (restarted)");
     procs.push(trigger.child);
-    await until(
-      () => sink.counts.size >= expected.size,
-      240_000,
-      () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`,
-    );
+    await waitFor(() => sink.counts.size >= expected.size, {
+      timeoutMs: 240_000,
+      intervalMs: 50,
+      message: () => `${sink.counts.size}/${expected.size} delivered\n${trigger.output()}\n${source.output()}`,
+    });
     await new Promise((r) => setTimeout(r, 1000));
     const missing = [...expected].filter((id) => !sink.counts.has(id));
     const duplicates = sink.total - sink.counts.size;

@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request } from "undici";
+import { waitFor } from "./helpers/wait.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = `${root}packages/cli/bin/ofevents.js`;
@@ -26,13 +27,8 @@ describe("quickstart - ofevents run end to end", () => {
   let exit: Promise<number | null>;
 
   const received = (fn: string) => lines.filter((l) => l.fn === fn).map((l) => l.received!);
-  const until = async (pred: () => boolean, ms: number, what: string) => {
-    const t0 = Date.now();
-    while (!pred()) {
-      if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}; stderr: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
+  /** What a wait names on timeout: `what`, and the stderr of the run so far. */
+  const withStderr = (what: string) => () => `${what}; stderr: ${stderr}`;
   const post = async (body: string, headers: Record<string, string>) => {
     const res = await request(WEBHOOK, { method: "POST", body, headers });
     return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
@@ -60,7 +56,11 @@ describe("quickstart - ofevents run end to end", () => {
       }
     });
     child.stderr!.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
-    await until(() => lines.some((l) => l.msg === "running"), 15_000, "the runner to start");
+    await waitFor(() => lines.some((l) => l.msg === "running"), {
+      timeoutMs: 15_000,
+      intervalMs: 20,
+      message: withStderr("the runner to start"),
+    });
   });
 
   afterAll(async () => {
@@ -89,13 +89,12 @@ describe("quickstart - ofevents run end to end", () => {
     expect(bad.statusCode).toBe(400);
     await bad.body.text();
 
-    await until(
+    await waitFor(
       () =>
         received("big-orders").length === 2 &&
         received("dead-letters").length === 2 &&
         received("batcher").length === 2,
-      20_000,
-      "every function to receive its events",
+      { timeoutMs: 20_000, intervalMs: 20, message: withStderr("every function to receive its events") },
     );
     // Give stray extra deliveries a chance to show up before counting exactly.
     await new Promise((r) => setTimeout(r, 500));

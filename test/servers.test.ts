@@ -163,6 +163,24 @@ describe("test servers", () => {
     expect(randomSuffix()).toMatch(/^[0-9a-f]{8}$/);
   });
 
+  it("helpers - waitFor calls a message function only on timeout, and an abort rejects with its reason", async () => {
+    let described = 0;
+    let n = 0;
+    const message = () => `server up (${++described} descriptions, ${n} checks seen)`;
+    await expect(waitFor(() => ++n >= 2, { intervalMs: 1, message })).resolves.toBe(true);
+    expect(described).toBe(0);
+    await expect(waitFor(() => false, { timeoutMs: 30, intervalMs: 5, message })).rejects.toThrow(
+      /^waitFor: server up \(1 descriptions, \d+ checks seen\) not met after 30 ms/,
+    );
+    expect(described).toBe(1);
+
+    const ac = new AbortController();
+    const gone = new Error("server exited");
+    setTimeout(() => ac.abort(gone), 20);
+    await expect(waitFor(() => false, { timeoutMs: 5_000, intervalMs: 1_000, signal: ac.signal })).rejects.toBe(gone);
+    await expect(waitFor(() => false, { signal: ac.signal })).rejects.toBe(gone);
+  });
+
   it("nats-server - JetStream publish and pull-consume, then stop", async () => {
     const server = await NatsServer.start({ jetstream: true });
     try {

@@ -6,15 +6,19 @@ export interface WaitForOptions {
   timeoutMs?: number;
   /** Pause between two calls of the predicate (default 50 ms). */
   intervalMs?: number;
-  /** Names what was awaited, for the timeout error. */
-  message?: string;
+  /**
+   * Names what was awaited, for the timeout error. A function is called only on timeout: for
+   * diagnostics that cost something to gather or change while waiting (counts, process output).
+   */
+  message?: string | (() => string);
+  /** Stops the wait: it rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 
 /**
  * Calls `predicate` until it returns a truthy value and resolves with that value. A predicate
  * that throws counts as "not yet"; its last error becomes the timeout error's `cause`.
- * Rejects after `timeoutMs`, or when `signal` aborts.
+ * Rejects after `timeoutMs`, or with the signal's reason when `signal` aborts.
  */
 export async function waitFor<T>(
   predicate: () => T | Promise<T>,
@@ -36,11 +40,25 @@ export async function waitFor<T>(
     const left = deadline - Date.now();
     if (left <= 0) {
       const detail = lastError instanceof Error ? `; last error: ${lastError.message}` : "";
-      throw new Error(`waitFor: ${message} not met after ${timeoutMs} ms (${calls} checks)${detail}`, {
+      throw new Error(`waitFor: ${describeWait(message)} not met after ${timeoutMs} ms (${calls} checks)${detail}`, {
         cause: lastError,
       });
     }
-    await delay(Math.min(intervalMs, left), undefined, signal ? { signal } : {});
+    try {
+      await delay(Math.min(intervalMs, left), undefined, signal ? { signal } : {});
+    } catch (err) {
+      signal?.throwIfAborted();
+      throw err;
+    }
+  }
+}
+
+function describeWait(message: string | (() => string)): string {
+  if (typeof message === "string") return message;
+  try {
+    return message();
+  } catch (err) {
+    return `(the message function failed: ${err instanceof Error ? err.message : String(err)})`;
   }
 }
 

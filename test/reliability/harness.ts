@@ -38,7 +38,7 @@ import { KafkaBroker } from "../helpers/kafka.js";
 import { NatsServer } from "../helpers/nats.js";
 import { OfeventsProcess } from "../helpers/ofevents.js";
 import { reportFigures } from "../helpers/report.js";
-import { randomSuffix } from "../helpers/wait.js";
+import { randomSuffix, waitFor } from "../helpers/wait.js";
 
 export type BusKind = "jetstream" | "kafka" | "dapr";
 
@@ -433,15 +433,6 @@ ${dls}      delivery: ${this.o.delivery}
   }
 }
 
-/** Polls `pred` every 100 ms; rejects with `what()` after `ms`. */
-export async function until(pred: () => boolean | Promise<boolean>, ms: number, what: () => string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting: ${what()}`);
-    await delay(100);
-  }
-}
-
 export interface Tally {
   sent: number;
   delivered: number;
@@ -486,11 +477,11 @@ export async function settle(
   o: { timeoutMs: number; diagnose: () => string; quietMs?: number },
 ): Promise<Tally> {
   const missing = () => tally(sent, sinks.sink, sinks.deadLetterSink).lost;
-  await until(
-    () => missing() === 0,
-    o.timeoutMs,
-    () => `${missing()} of ${sent.size} ids neither delivered nor dead-lettered\n${o.diagnose()}`,
-  );
+  await waitFor(() => missing() === 0, {
+    timeoutMs: o.timeoutMs,
+    intervalMs: 100,
+    message: () => `${missing()} of ${sent.size} ids neither delivered nor dead-lettered\n${o.diagnose()}`,
+  });
   await delay(o.quietMs ?? 1_500);
   return tally(sent, sinks.sink, sinks.deadLetterSink);
 }
@@ -583,11 +574,11 @@ export async function triggerSigkill(env: ReliabilityEnv, o: { events: number })
     // A new consumer group starts with new events: the trigger subscribes before the source publishes.
     await p.startTrigger();
     await p.startSource();
-    await until(
-      () => sink.delivered >= o.events / 5,
-      120_000,
-      () => `${sink.delivered} delivered before the kill\n${p.diagnose()}`,
-    );
+    await waitFor(() => sink.delivered >= o.events / 5, {
+      timeoutMs: 120_000,
+      intervalMs: 100,
+      message: () => `${sink.delivered} delivered before the kill\n${p.diagnose()}`,
+    });
     const exit = await p.trigger!.kill("SIGKILL");
     const atKill = sink.delivered;
     const killedAt = Date.now();
@@ -620,19 +611,19 @@ export async function sourceSigkill(env: ReliabilityEnv, o: { events: number; pe
     // records are still coming, however long the pipeline took to warm up.
     const warm = Math.floor(o.events / 10);
     await p.produce(warm);
-    await until(
-      () => sink.delivered >= warm,
-      120_000,
-      () => `${sink.delivered}/${warm} delivered\n${p.diagnose()}`,
-    );
+    await waitFor(() => sink.delivered >= warm, {
+      timeoutMs: 120_000,
+      intervalMs: 100,
+      message: () => `${sink.delivered}/${warm} delivered\n${p.diagnose()}`,
+    });
     const producing = p.produce(o.events - warm, o.perSecond);
     producing.catch(() => {});
     // Killed as soon as the first paced records got through: the source is mid-flow, not done.
-    await until(
-      () => sink.delivered >= warm + Math.ceil(o.events / 50),
-      120_000,
-      () => `${sink.delivered} delivered before the kill (${p.produced} produced)\n${p.diagnose()}`,
-    );
+    await waitFor(() => sink.delivered >= warm + Math.ceil(o.events / 50), {
+      timeoutMs: 120_000,
+      intervalMs: 100,
+      message: () => `${sink.delivered} delivered before the kill (${p.produced} produced)\n${p.diagnose()}`,
+    });
     const exit = await p.source!.kill("SIGKILL");
     const atKill = sink.delivered;
     const producedAtKill = p.produced;
@@ -674,11 +665,11 @@ export async function brokerRestart(env: ReliabilityEnv, o: { events: number; pe
     await p.startSource();
     const producing = o.perSecond === undefined ? Promise.resolve() : p.produce(o.events, o.perSecond);
     producing.catch(() => {});
-    await until(
-      () => sink.delivered >= o.events / 5,
-      120_000,
-      () => `${sink.delivered} delivered before the restart\n${p.diagnose()}`,
-    );
+    await waitFor(() => sink.delivered >= o.events / 5, {
+      timeoutMs: 120_000,
+      intervalMs: 100,
+      message: () => `${sink.delivered} delivered before the restart\n${p.diagnose()}`,
+    });
     const atRestart = sink.delivered;
     const t0 = Date.now();
     await env.restartBroker();
@@ -778,11 +769,11 @@ export async function stalledSink(env: ReliabilityEnv, o: StalledOptions): Promi
       },
     });
     const publishMs = Date.now() - t0;
-    await until(
-      () => sink.held > 0,
-      60_000,
-      () => `no delivery reached the stalled sink\n${p.diagnose()}`,
-    );
+    await waitFor(() => sink.held > 0, {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      message: () => `no delivery reached the stalled sink\n${p.diagnose()}`,
+    });
     // Time for the trigger to take in whatever it would take (a few pulls/fetches).
     await delay(5_000);
     const middle = await mid!;

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OfEventsError, createLogger, silentLogger } from "@ofevents/core";
+import { freePort } from "../../../test/helpers/server.js";
 import { startEmbedded, startSingle } from "../src/index.js";
 
 const H = "apiVersion: events.openfunction.io/v1alpha1";
@@ -103,11 +104,3 @@ describe("compose - one rule for an eventBus name in run and in the entrypoints"
     expect((err as Error).message).toMatch(/^ClusterEventBus d is a dapr bus, reached through a Dapr sidecar/);
   });
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}

@@ -2,37 +2,9 @@ import { readFile } from "node:fs/promises";
 import { request } from "undici";
 import { describe, expect, it } from "vitest";
 import { Registry } from "prom-client";
+import { metricValue } from "../../../test/helpers/prometheus.js";
 import { createInstrumentation, createMetrics, startMetricsServer } from "../src/index.js";
 import type { BusMetricEvents, SourceMetricEvents, TriggerMetricEvents } from "../src/metrics.js";
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** Parses the Prometheus text format (enough of it for these tests). */
-function parse(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (m === null) throw new Error(`not a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
-      labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-/** Sum of the samples of `name` whose labels include `labels`; undefined when there is none. */
-function value(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  const hits = parse(text).filter(
-    (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
-  );
-  return hits.length === 0 ? undefined : hits.reduce((a, s) => a + s.value, 0);
-}
 
 const SRC = { namespace: "ns1", eventsource: "hooks" };
 const TR = { namespace: "ns1", trigger: "orders" };
@@ -53,17 +25,17 @@ describe("metrics - event sources", () => {
 
     const text = await m.text();
     const a = { ...SRC, event: "a" };
-    expect(value(text, "ofevents_eventsource_events_received_total", a)).toBe(4);
-    expect(value(text, "ofevents_eventsource_events_published_total", a)).toBe(2);
-    expect(value(text, "ofevents_eventsource_events_failed_total", a)).toBe(1);
-    expect(value(text, "ofevents_eventsource_dispatches_in_flight", a)).toBe(1);
-    expect(value(text, "ofevents_eventsource_events_delivered_total", { ...SRC, event: "c" })).toBe(1);
-    expect(value(text, "ofevents_eventsource_dispatches_in_flight", { ...SRC, event: "c" })).toBe(0);
-    expect(value(text, "ofevents_eventsource_up", a)).toBe(1);
-    expect(value(text, "ofevents_eventsource_up", { ...SRC, event: "b" })).toBe(0);
+    expect(metricValue(text, "ofevents_eventsource_events_received_total", a)).toBe(4);
+    expect(metricValue(text, "ofevents_eventsource_events_published_total", a)).toBe(2);
+    expect(metricValue(text, "ofevents_eventsource_events_failed_total", a)).toBe(1);
+    expect(metricValue(text, "ofevents_eventsource_dispatches_in_flight", a)).toBe(1);
+    expect(metricValue(text, "ofevents_eventsource_events_delivered_total", { ...SRC, event: "c" })).toBe(1);
+    expect(metricValue(text, "ofevents_eventsource_dispatches_in_flight", { ...SRC, event: "c" })).toBe(0);
+    expect(metricValue(text, "ofevents_eventsource_up", a)).toBe(1);
+    expect(metricValue(text, "ofevents_eventsource_up", { ...SRC, event: "b" })).toBe(0);
     // A started event's series exist at 0 before anything happens.
-    expect(value(text, "ofevents_eventsource_events_delivered_total", a)).toBe(0);
-    expect(value(text, "ofevents_eventsource_events_received_total", { ...SRC, event: "b" })).toBeUndefined();
+    expect(metricValue(text, "ofevents_eventsource_events_delivered_total", a)).toBe(0);
+    expect(metricValue(text, "ofevents_eventsource_events_received_total", { ...SRC, event: "b" })).toBeUndefined();
     // Event ids never become label values.
     expect(text).not.toContain("id-");
   });
@@ -75,7 +47,7 @@ describe("metrics - event sources", () => {
     events.emit("dispatched", { event: "a" });
     off();
     events.emit("dispatched", { event: "a" });
-    expect(value(await m.text(), "ofevents_eventsource_events_received_total", { ...SRC, event: "a" })).toBe(1);
+    expect(metricValue(await m.text(), "ofevents_eventsource_events_received_total", { ...SRC, event: "a" })).toBe(1);
   });
 });
 
@@ -97,12 +69,12 @@ describe("metrics - triggers", () => {
     events.emit("filtered", { subscriber: 1, reason: "filter" });
 
     const text = await m.text();
-    expect(value(text, "ofevents_trigger_events_received_total", { ...TR, input: "order" })).toBe(5);
-    expect(value(text, "ofevents_trigger_events_received_total", { ...TR, input: "tick" })).toBe(1);
+    expect(metricValue(text, "ofevents_trigger_events_received_total", { ...TR, input: "order" })).toBe(5);
+    expect(metricValue(text, "ofevents_trigger_events_received_total", { ...TR, input: "tick" })).toBe(1);
     const filtered = "ofevents_trigger_events_filtered_total";
-    expect(value(text, filtered, { ...TR, input: "order", subscriber: "", reason: "filter" })).toBe(2);
-    expect(value(text, filtered, { ...TR, input: "order", subscriber: "", reason: "error" })).toBe(1);
-    expect(value(text, filtered, { ...TR, input: "", subscriber: "1", reason: "filter" })).toBe(1);
+    expect(metricValue(text, filtered, { ...TR, input: "order", subscriber: "", reason: "filter" })).toBe(2);
+    expect(metricValue(text, filtered, { ...TR, input: "order", subscriber: "", reason: "error" })).toBe(1);
+    expect(metricValue(text, filtered, { ...TR, input: "", subscriber: "1", reason: "filter" })).toBe(1);
   });
 
   it("metrics - the pending gauge rises with pending events and falls when they are consumed, expire or are evicted", async () => {
@@ -116,10 +88,10 @@ describe("metrics - triggers", () => {
 
     const text = await m.text();
     const l = { ...TR, subscriber: "0", input: "order" };
-    expect(value(text, "ofevents_trigger_events_pending", l)).toBe(2);
-    expect(value(text, "ofevents_trigger_events_expired_total", l)).toBe(1);
-    expect(value(text, "ofevents_trigger_events_evicted_total", l)).toBe(1);
-    expect(value(text, "ofevents_trigger_events_uncorrelated_total", l)).toBe(1);
+    expect(metricValue(text, "ofevents_trigger_events_pending", l)).toBe(2);
+    expect(metricValue(text, "ofevents_trigger_events_expired_total", l)).toBe(1);
+    expect(metricValue(text, "ofevents_trigger_events_evicted_total", l)).toBe(1);
+    expect(metricValue(text, "ofevents_trigger_events_uncorrelated_total", l)).toBe(1);
   });
 
   it("metrics - firings, in-flight deliveries, outcomes by target, and the delivery latency histogram", async () => {
@@ -138,28 +110,28 @@ describe("metrics - triggers", () => {
 
     const text = await m.text();
     const s0 = { ...TR, subscriber: "0" };
-    expect(value(text, "ofevents_trigger_firings_total", s0)).toBe(3);
-    expect(value(text, "ofevents_trigger_deliveries_in_flight", s0)).toBe(2);
-    expect(value(text, "ofevents_trigger_events_delivered_total", { ...s0, kind: "sink", target: sink })).toBe(3);
-    expect(value(text, "ofevents_trigger_events_delivered_total", { ...s0, kind: "topic", target: "out-topic" })).toBe(
-      1,
-    );
-    expect(value(text, "ofevents_trigger_delivery_retries_total", { ...s0, target: sink })).toBe(2);
-    expect(value(text, "ofevents_trigger_events_dead_lettered_total", { ...s0, target: sink })).toBe(1);
-    expect(value(text, "ofevents_trigger_events_dropped_total", { ...TR, subscriber: "1", target: "out-topic" })).toBe(
-      1,
-    );
+    expect(metricValue(text, "ofevents_trigger_firings_total", s0)).toBe(3);
+    expect(metricValue(text, "ofevents_trigger_deliveries_in_flight", s0)).toBe(2);
+    expect(metricValue(text, "ofevents_trigger_events_delivered_total", { ...s0, kind: "sink", target: sink })).toBe(3);
+    expect(
+      metricValue(text, "ofevents_trigger_events_delivered_total", { ...s0, kind: "topic", target: "out-topic" }),
+    ).toBe(1);
+    expect(metricValue(text, "ofevents_trigger_delivery_retries_total", { ...s0, target: sink })).toBe(2);
+    expect(metricValue(text, "ofevents_trigger_events_dead_lettered_total", { ...s0, target: sink })).toBe(1);
+    expect(
+      metricValue(text, "ofevents_trigger_events_dropped_total", { ...TR, subscriber: "1", target: "out-topic" }),
+    ).toBe(1);
 
     const h = "ofevents_trigger_delivery_duration_seconds";
     const sinkH = { ...s0, kind: "sink" };
-    expect(value(text, `${h}_count`, sinkH)).toBe(2);
-    expect(value(text, `${h}_sum`, sinkH)).toBeCloseTo(0.043, 6);
-    expect(value(text, `${h}_bucket`, { ...sinkH, le: "0.0025" })).toBe(0);
-    expect(value(text, `${h}_bucket`, { ...sinkH, le: "0.005" })).toBe(1);
-    expect(value(text, `${h}_bucket`, { ...sinkH, le: "0.05" })).toBe(2);
-    expect(value(text, `${h}_bucket`, { ...sinkH, le: "+Inf" })).toBe(2);
-    expect(value(text, `${h}_bucket`, { ...s0, kind: "topic", le: "1" })).toBe(0);
-    expect(value(text, `${h}_bucket`, { ...s0, kind: "topic", le: "2.5" })).toBe(1);
+    expect(metricValue(text, `${h}_count`, sinkH)).toBe(2);
+    expect(metricValue(text, `${h}_sum`, sinkH)).toBeCloseTo(0.043, 6);
+    expect(metricValue(text, `${h}_bucket`, { ...sinkH, le: "0.0025" })).toBe(0);
+    expect(metricValue(text, `${h}_bucket`, { ...sinkH, le: "0.005" })).toBe(1);
+    expect(metricValue(text, `${h}_bucket`, { ...sinkH, le: "0.05" })).toBe(2);
+    expect(metricValue(text, `${h}_bucket`, { ...sinkH, le: "+Inf" })).toBe(2);
+    expect(metricValue(text, `${h}_bucket`, { ...s0, kind: "topic", le: "1" })).toBe(0);
+    expect(metricValue(text, `${h}_bucket`, { ...s0, kind: "topic", le: "2.5" })).toBe(1);
   });
 
   it("metrics - a sink URL label keeps scheme, host and path, never credentials or query", async () => {
@@ -171,7 +143,7 @@ describe("metrics - triggers", () => {
     });
     const text = await m.text();
     expect(
-      value(text, "ofevents_trigger_events_delivered_total", {
+      metricValue(text, "ofevents_trigger_events_delivered_total", {
         ...TR,
         subscriber: "0",
         kind: "sink",
@@ -194,9 +166,9 @@ describe("metrics - buses and registries", () => {
     events.emit("dead_lettered", { topic: "t1", group: "g" });
     const text = await m.text();
     const l = { bus: "memory:default", driver: "memory", topic: "t1" };
-    expect(value(text, "ofevents_bus_events_published_total", l)).toBe(2);
-    expect(value(text, "ofevents_bus_redeliveries_total", { ...l, group: "g" })).toBe(1);
-    expect(value(text, "ofevents_bus_events_dead_lettered_total", { ...l, group: "g" })).toBe(1);
+    expect(metricValue(text, "ofevents_bus_events_published_total", l)).toBe(2);
+    expect(metricValue(text, "ofevents_bus_redeliveries_total", { ...l, group: "g" })).toBe(1);
+    expect(metricValue(text, "ofevents_bus_events_dead_lettered_total", { ...l, group: "g" })).toBe(1);
   });
 
   it("metrics - uses the registry given, with process metrics only on request", async () => {
@@ -223,7 +195,7 @@ describe("metrics - buses and registries", () => {
       expect(res.statusCode).toBe(200);
       expect(res.headers["content-type"]).toBe("text/plain; version=0.0.4; charset=utf-8");
       const text = await res.body.text();
-      expect(value(text, "ofevents_bus_events_published_total", { bus: "b", topic: "t" })).toBe(1);
+      expect(metricValue(text, "ofevents_bus_events_published_total", { bus: "b", topic: "t" })).toBe(1);
       const post = await request(`${base}/metrics`, { method: "POST", body: "" });
       expect(post.statusCode).toBe(405);
       await post.body.dump();

@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { BusError, ErrorCode, newEvent, type CloudEvent } from "@ofevents/core";
+import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
 import {
   DeadLetterExtension,
   UNDECODABLE_EVENT_TYPE,
@@ -32,15 +33,7 @@ export interface ContractOptions {
 }
 
 export function uniq(prefix: string): string {
-  return `${prefix}-${randomUUID().slice(0, 8)}`;
-}
-
-export async function waitFor(predicate: () => boolean, timeoutMs = 10_000, what = "condition"): Promise<void> {
-  const start = Date.now();
-  while (!predicate()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  return `${prefix}-${randomSuffix()}`;
 }
 
 function sample(n: number, extra: Record<string, unknown> = {}): CloudEvent {
@@ -80,7 +73,7 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
       await bus.subscribe([topic], async (e) => void got.push(e), { group: uniq("g") });
       const sent = sample(1);
       await bus.publish(topic, sent);
-      await waitFor(() => got.length === 1, timeoutMs, "delivery");
+      await waitFor(() => got.length === 1, { timeoutMs, intervalMs: 10, message: "delivery" });
       expect(got[0]).toEqual(sent);
     });
 
@@ -91,7 +84,7 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
       await bus.subscribe([topic], async (e) => void seen.push(e.id), { group: uniq("g"), backoffMs });
       const events = [sample(1), sample(2), sample(3)];
       for (const e of events) await bus.publish(topic, e);
-      await waitFor(() => seen.length >= 3, timeoutMs, "3 deliveries");
+      await waitFor(() => seen.length >= 3, { timeoutMs, intervalMs: 10, message: "3 deliveries" });
       await new Promise((r) => setTimeout(r, backoffMs * 10));
       expect(seen.sort()).toEqual(events.map((e) => e.id).sort());
     });
@@ -109,7 +102,7 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
         { group: uniq("g"), backoffMs, maxDeliver: 5 },
       );
       await bus.publish(topic, sample(1));
-      await waitFor(() => infos.length === 3, timeoutMs, "3 deliveries");
+      await waitFor(() => infos.length === 3, { timeoutMs, intervalMs: 10, message: "3 deliveries" });
       expect(infos.map((i) => i.deliveryCount)).toEqual([1, 2, 3]);
       await new Promise((r) => setTimeout(r, backoffMs * 10));
       expect(infos).toHaveLength(3);
@@ -132,7 +125,7 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
       );
       const sent = sample(7);
       await bus.publish(topic, sent);
-      await waitFor(() => dead.length === 1, timeoutMs, "dead letter");
+      await waitFor(() => dead.length === 1, { timeoutMs, intervalMs: 10, message: "dead letter" });
       expect(attempts).toBe(3);
       const d = dead[0] as Record<string, unknown>;
       expect(d["id"]).toBe(sent.id);
@@ -167,7 +160,11 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
       );
       const sent = sample(3);
       await bus.publish(topic, sent);
-      await waitFor(() => arrived.length === 1 && dead.length === 1, timeoutMs, "dead letter");
+      await waitFor(() => arrived.length === 1 && dead.length === 1, {
+        timeoutMs,
+        intervalMs: 10,
+        message: "dead letter",
+      });
       expect(order).toEqual(["published", "dead_lettered"]);
       expect(dead[0]).toMatchObject({ topic, group, id: sent.id, deadLetterTopic: dlt });
       expect((dead[0]!.error as Error).message).toBe("refused");
@@ -189,7 +186,11 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
         await publishRaw(bus, topic, bytes);
         const after = sample(2);
         await bus.publish(topic, after);
-        await waitFor(() => dead.length === 1 && got.length === 1, timeoutMs, "dead letter and the next event");
+        await waitFor(() => dead.length === 1 && got.length === 1, {
+          timeoutMs,
+          intervalMs: 10,
+          message: "dead letter and the next event",
+        });
         expect(got).toEqual([after.id]);
         const d = dead[0]! as Record<string, unknown>;
         expect(d["type"]).toBe(UNDECODABLE_EVENT_TYPE);
@@ -217,7 +218,11 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
         ids.push(e.id);
         await bus.publish(topic, e);
       }
-      await waitFor(() => a.length + b.length === 40 && c.length === 40, timeoutMs, "all deliveries");
+      await waitFor(() => a.length + b.length === 40 && c.length === 40, {
+        timeoutMs,
+        intervalMs: 10,
+        message: "all deliveries",
+      });
       expect([...a, ...b].sort()).toEqual([...ids].sort());
       expect(new Set([...a, ...b]).size).toBe(40);
       expect([...c].sort()).toEqual([...ids].sort());
@@ -243,7 +248,7 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
         { group: uniq("g"), maxInFlight: 3 },
       );
       for (let i = 0; i < 20; i++) await bus.publish(topic, sample(i));
-      await waitFor(() => done === 20, timeoutMs, "20 handled");
+      await waitFor(() => done === 20, { timeoutMs, intervalMs: 10, message: "20 handled" });
       expect(peak).toBeLessThanOrEqual(3);
       if (options.oneAtATime === true) expect(peak).toBe(1);
       else expect(peak).toBeGreaterThan(1);
@@ -257,13 +262,13 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
       const sub = await bus.subscribe([topic], async (e) => void first.push(e.id), { group });
       const before = [sample(1), sample(2)];
       for (const e of before) await bus.publish(topic, e);
-      await waitFor(() => first.length === 2, timeoutMs, "first deliveries");
+      await waitFor(() => first.length === 2, { timeoutMs, intervalMs: 10, message: "first deliveries" });
       await sub.close();
       const after = [sample(3), sample(4)];
       for (const e of after) await bus.publish(topic, e);
       const second: string[] = [];
       await bus.subscribe([topic], async (e) => void second.push(e.id), { group });
-      await waitFor(() => second.length === 2, timeoutMs, "resumed deliveries");
+      await waitFor(() => second.length === 2, { timeoutMs, intervalMs: 10, message: "resumed deliveries" });
       await new Promise((r) => setTimeout(r, 200));
       expect(second.sort()).toEqual(after.map((e) => e.id).sort());
     });
@@ -283,7 +288,7 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
         { group: uniq("g") },
       );
       await bus.publish(topic, sample(1));
-      await waitFor(() => started, timeoutMs, "handler start");
+      await waitFor(() => started, { timeoutMs, intervalMs: 10, message: "handler start" });
       await sub.close();
       expect(finished).toBe(true);
     });

@@ -26,10 +26,11 @@ import { KafkaBroker } from "../../../test/helpers/kafka.js";
 import { NatsServer } from "../../../test/helpers/nats.js";
 import { RedisServer, redisCommand } from "../../../test/helpers/redis.js";
 import { reportFigures } from "../../../test/helpers/report.js";
+import { waitFor } from "../../../test/helpers/wait.js";
 import { createDaprBus, daprTopicOf, fromDapr, toDapr, type CreateDaprBusOptions } from "../src/drivers/dapr.js";
 import { createJetStreamBus } from "../src/drivers/jetstream.js";
 import { createEventBus, type DeliveryInfo, type EventBus } from "../src/index.js";
-import { busContract, uniq, waitFor } from "./contract.js";
+import { busContract, uniq } from "./contract.js";
 
 const PUBSUB = "bus";
 const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -76,15 +77,6 @@ async function collect(
     { group: uniq("g"), backoffMs: 50 },
   );
   return got;
-}
-
-async function waitForAsync(predicate: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await predicate().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe("dapr bus - event mapping (pure)", () => {
@@ -248,7 +240,7 @@ describe("dapr bus - NATS JetStream", () => {
         const got = await collect(bus, topic);
         const sent = event(1, { traceparent: TRACEPARENT });
         await bus.publish(topic, sent);
-        await waitFor(() => got.length === 1, 10_000, "delivery");
+        await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "delivery" });
         expect(got[0]).toEqual(sent);
         // daprd kept the publisher's trace context instead of replacing it with the (empty)
         // trace context of the publish request.
@@ -274,7 +266,7 @@ describe("dapr bus - NATS JetStream", () => {
           ofdapr: "a clash with the marker",
         });
         await bus.publish(topic, sent);
-        await waitFor(() => got.length === 1, 10_000, "delivery");
+        await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "delivery" });
         expect(got[0]).toEqual(sent);
         const raw = await stored(topic);
         expect(raw["topic"]).toBe(topic); // daprd always overwrites these two on the wire
@@ -296,7 +288,7 @@ describe("dapr bus - NATS JetStream", () => {
           type: "io.ofevents.test",
         } as CloudEvent;
         await bus.publish(topic, sent);
-        await waitFor(() => got.length === 1, 10_000, "delivery");
+        await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "delivery" });
         expect(got[0]).toEqual(sent);
         const raw = await stored(topic);
         expect(raw).toMatchObject({ traceid: "", traceparent: "", tracestate: "", topic, pubsubname: PUBSUB });
@@ -324,7 +316,7 @@ describe("dapr bus - NATS JetStream", () => {
           data: { big: 9007199254740991, small: 1.5e-7, neg: -0.25 },
         });
         for (const e of [binary, xml, numbers]) await bus.publish(topic, e);
-        await waitFor(() => got.length === 3, 10_000, "3 deliveries");
+        await waitFor(() => got.length === 3, { timeoutMs: 10_000, intervalMs: 10, message: "3 deliveries" });
         expect([...got].sort((a, b) => a.type.localeCompare(b.type))).toEqual([binary, numbers, xml]);
       } finally {
         await bus.close();
@@ -392,7 +384,7 @@ describe("dapr bus - NATS JetStream", () => {
         expect(mine?.metadata).toEqual({ rawPayload: "true" });
         const sent = event(1);
         await bus.publish(topic, sent);
-        await waitFor(() => got.length === 1, 10_000, "delivery");
+        await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "delivery" });
         expect(got[0]).toEqual(sent);
       } finally {
         await bus.close();
@@ -438,7 +430,11 @@ describe("dapr bus - NATS JetStream", () => {
         await bus.publish(a, { ...first, data: { n: 2 } } as CloudEvent);
         // Same id on another topic: another stream, delivered.
         await bus.publish(b, first);
-        await waitFor(() => gotA.length === 1 && gotB.length === 1, 10_000, "deliveries");
+        await waitFor(() => gotA.length === 1 && gotB.length === 1, {
+          timeoutMs: 10_000,
+          intervalMs: 10,
+          message: "deliveries",
+        });
         await new Promise((r) => setTimeout(r, 300));
         expect(gotA).toEqual([first]);
         expect(gotB).toEqual([first]);
@@ -461,9 +457,9 @@ describe("dapr bus - NATS JetStream", () => {
         expect(res.status).toBe(204);
         const after = event(1);
         await bus.publish(topic, after);
-        await waitFor(() => calls.length === 1, 10_000, "the next event");
+        await waitFor(() => calls.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "the next event" });
         const dlt = `${topic}.deadletter`;
-        await waitForAsync(async () => (await streamCount(dlt)) === 1, "the dead letter");
+        await waitFor(async () => (await streamCount(dlt)) === 1, { timeoutMs: 15_000, message: "the dead letter" });
         expect(
           Buffer.from(
             (await jsm.streams.getMessage(`T-${Buffer.from(dlt).toString("hex")}`, { seq: 1 })).data,
@@ -491,7 +487,7 @@ describe("dapr bus - NATS JetStream", () => {
         const topic = uniq("t");
         const got = await collect(bus, topic);
         await bus.publish(topic, event(1));
-        await waitFor(() => got.length === 1, 10_000, "delivery");
+        await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "delivery" });
       } finally {
         await bus.close();
       }
@@ -503,11 +499,15 @@ describe("dapr bus - NATS JetStream", () => {
         const topic = uniq("t");
         const got = await collect(bus, topic);
         await bus.publish(topic, event(1));
-        await waitFor(() => got.length === 1, 10_000, "first delivery");
+        await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "first delivery" });
         await daprd.restart();
         const after = event(2);
         await bus.publish(topic, after);
-        await waitFor(() => got.some((e) => e.id === after.id), 20_000, "delivery after the restart");
+        await waitFor(() => got.some((e) => e.id === after.id), {
+          timeoutMs: 20_000,
+          intervalMs: 10,
+          message: "delivery after the restart",
+        });
       } finally {
         await bus.close();
       }
@@ -526,7 +526,7 @@ describe("dapr bus - NATS JetStream", () => {
         t = Date.now();
         await Promise.all(events.slice(N / 2).map((e) => bus.publish(topic, e)));
         const concurrent = (N / 2 / (Date.now() - t)) * 1000;
-        await waitFor(() => got.size === N, 30_000, `${N} deliveries`);
+        await waitFor(() => got.size === N, { timeoutMs: 30_000, intervalMs: 10, message: `${N} deliveries` });
         const total = (N / (Date.now() - t0)) * 1000;
         return `${label}: publish sequential=${sequential.toFixed(0)}/s concurrent=${concurrent.toFixed(0)}/s, publish+deliver ${N} events=${total.toFixed(0)}/s`;
       };
@@ -582,7 +582,7 @@ describe("dapr bus - Kafka", () => {
       const got = await collect(bus, topic);
       const after = event(2);
       await bus.publish(topic, after);
-      await waitFor(() => got.length === 2, 30_000, "both events");
+      await waitFor(() => got.length === 2, { timeoutMs: 30_000, intervalMs: 10, message: "both events" });
       expect(got.map((e) => e.id).sort()).toEqual([before.id, after.id].sort());
     } finally {
       await bus.close();
@@ -639,11 +639,11 @@ describe("dapr bus - Redis streams", () => {
         { group: uniq("g"), backoffMs: 1_000 },
       );
       await bus.publish(topic, event(1));
-      await waitFor(() => infos.length === 1, 10_000, "first delivery");
+      await waitFor(() => infos.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "first delivery" });
       // Between the failure and the retry the entry is neither acked nor lost.
       expect(await pending(topic)).toBe(1);
-      await waitFor(() => infos.length === 2, 10_000, "the retry");
-      await waitForAsync(async () => (await pending(topic)) === 0, "XACK");
+      await waitFor(() => infos.length === 2, { timeoutMs: 10_000, intervalMs: 10, message: "the retry" });
+      await waitFor(async () => (await pending(topic)) === 0, { timeoutMs: 15_000, message: "XACK" });
       expect(infos.map((i) => i.deliveryCount)).toEqual([1, 2]);
     } finally {
       await bus.close();

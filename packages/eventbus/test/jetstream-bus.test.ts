@@ -16,9 +16,10 @@ import {
 } from "@ofevents/core";
 import { NatsServer } from "../../../test/helpers/nats.js";
 import { reportFigures } from "../../../test/helpers/report.js";
+import { waitFor } from "../../../test/helpers/wait.js";
 import { createJetStreamBus, jetStreamNames, natsToken, type JetStreamBusTuning } from "../src/drivers/jetstream.js";
 import type { EventBus } from "../src/index.js";
-import { busContract, uniq, waitFor } from "./contract.js";
+import { busContract, uniq } from "./contract.js";
 
 let server: NatsServer;
 
@@ -162,7 +163,11 @@ describe("jetstream bus - driver", () => {
         await bus.subscribe([topic], async (e) => void got.push(e.id), { group });
         const fresh = event(1);
         await bus.publish(topic, fresh);
-        await waitFor(() => got.length === 2, 10_000, "the old and the new event");
+        await waitFor(() => got.length === 2, {
+          timeoutMs: 10_000,
+          intervalMs: 10,
+          message: "the old and the new event",
+        });
         expect(got).toEqual([old.id, fresh.id]);
         const info = await jsm.streams.info(names.stream);
         expect(info.config.subjects).toEqual([legacy, topic]);
@@ -189,7 +194,7 @@ describe("jetstream bus - driver", () => {
         await nc.jetstream().publish(`${topic}-other`, new TextEncoder().encode(JSON.stringify(event(9))));
         const e = event(1);
         await bus.publish(topic, e);
-        await waitFor(() => got.length === 1, 10_000, "the topic's event");
+        await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "the topic's event" });
         await new Promise((r) => setTimeout(r, 300));
         expect(got).toEqual([e.id]);
         expect((await jsm.streams.info(other)).state.messages).toBe(2);
@@ -214,7 +219,11 @@ describe("jetstream bus - driver", () => {
       }
       const sent = new Map(topics.map((t, i) => [t, event(i)]));
       for (const [t, e] of sent) await bus.publish(t, e);
-      await waitFor(() => [...got.values()].every((ids) => ids.length === 1), 10_000, "one delivery per topic");
+      await waitFor(() => [...got.values()].every((ids) => ids.length === 1), {
+        timeoutMs: 10_000,
+        intervalMs: 10,
+        message: "one delivery per topic",
+      });
       for (const [t, e] of sent) expect(got.get(t)).toEqual([e.id]);
 
       const nc = await connect({ servers: server.url });
@@ -247,7 +256,7 @@ describe("jetstream bus - driver", () => {
       await bus.publish(t1, e);
       await bus.publish(t1, e);
       await bus.publish(t2, e);
-      await waitFor(() => seen.length >= 2, 10_000, "deliveries");
+      await waitFor(() => seen.length >= 2, { timeoutMs: 10_000, intervalMs: 10, message: "deliveries" });
       await new Promise((r) => setTimeout(r, 300));
       expect(seen.sort()).toEqual([`${t1}:${e.id}`, `${t2}:${e.id}`].sort());
     } finally {
@@ -274,7 +283,7 @@ describe("jetstream bus - driver", () => {
       }
       const e = event(1);
       await bus.publish(topic, e);
-      await waitFor(() => dead.length === 2, 10_000, "two dead letters");
+      await waitFor(() => dead.length === 2, { timeoutMs: 10_000, intervalMs: 10, message: "two dead letters" });
       expect(dead.map((d) => d["id"])).toEqual([e.id, e.id]);
       expect(new Set(dead.map((d) => d["oferrorreason"])).size).toBe(2);
     } finally {
@@ -318,7 +327,7 @@ describe("jetstream bus - driver", () => {
           await bus.publish(t, e);
         }
       }
-      await waitFor(() => seen.size === sent.length, 15_000, "30 handled");
+      await waitFor(() => seen.size === sent.length, { timeoutMs: 15_000, intervalMs: 10, message: "30 handled" });
       expect(peak).toBeLessThanOrEqual(2);
       expect(peak).toBe(2);
     } finally {
@@ -344,7 +353,7 @@ describe("jetstream bus - driver", () => {
         { group: uniq("g") },
       );
       await bus.publish(topic, event(1));
-      await waitFor(() => done === 1, 10_000, "slow handler done");
+      await waitFor(() => done === 1, { timeoutMs: 10_000, intervalMs: 10, message: "slow handler done" });
       // Longer than ackWait after the ack: a redelivery would have shown by now.
       await new Promise((r) => setTimeout(r, 1_500));
       expect(deliveries).toBe(1);
@@ -367,7 +376,7 @@ describe("jetstream bus - driver", () => {
       const ack = await nc.jetstream().publish(subject, new TextEncoder().encode("{not json"));
       const good = event(2);
       await bus.publish(topic, good);
-      await waitFor(() => got.length === 1, 10_000, "the good event");
+      await waitFor(() => got.length === 1, { timeoutMs: 10_000, intervalMs: 10, message: "the good event" });
       await new Promise((r) => setTimeout(r, 1_500));
       expect(got).toEqual([good.id]);
       const errors = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r["level"] === 50);
@@ -393,7 +402,7 @@ describe("jetstream bus - driver", () => {
     try {
       const got: string[] = [];
       await second.subscribe([topic], async (e) => void got.push(e.id), { group });
-      await waitFor(() => got.length === 2, 10_000, "resumed deliveries");
+      await waitFor(() => got.length === 2, { timeoutMs: 10_000, intervalMs: 10, message: "resumed deliveries" });
       expect(got.sort()).toEqual(missed.map((e) => e.id).sort());
     } finally {
       await second.close();
@@ -436,7 +445,7 @@ describe("jetstream bus - driver", () => {
       await bus.subscribe([topic], async (e) => void got.push(e.id), { group: uniq("g") });
       const marker = event(4);
       await bus.publish(topic, marker);
-      await waitFor(() => got.includes(marker.id), 10_000, "the marker");
+      await waitFor(() => got.includes(marker.id), { timeoutMs: 10_000, intervalMs: 10, message: "the marker" });
       expect(got).toEqual([...expected.map((n) => events[n - 1]!.id), marker.id]);
     } finally {
       await bus.close();
@@ -464,7 +473,7 @@ describe("jetstream bus - driver", () => {
         { group, maxInFlight: 16 },
       );
       for (let i = 0; i < 10; i++) await bus.publish(topic, event(i));
-      await waitFor(() => done === 10, 10_000, "ten deliveries");
+      await waitFor(() => done === 10, { timeoutMs: 10_000, intervalMs: 10, message: "ten deliveries" });
       expect(most).toBe(2);
       const names = jetStreamNames("ofevents", topic, group);
       const info = await (await nc.jetstreamManager()).consumers.info(names.stream, names.consumer!);
@@ -489,7 +498,11 @@ describe("jetstream bus - driver", () => {
       await b.subscribe([topic], async (e) => void gotB.push(e.id), { group });
       const events = [event(1), event(2), event(3)];
       for (const e of events) await a.publish(topic, e);
-      await waitFor(() => gotA.length === 3 && gotB.length === 3, 10_000, "every event at both members");
+      await waitFor(() => gotA.length === 3 && gotB.length === 3, {
+        timeoutMs: 10_000,
+        intervalMs: 10,
+        message: "every event at both members",
+      });
       expect(gotA).toEqual(events.map((e) => e.id));
       expect(gotB).toEqual(events.map((e) => e.id));
       const names = jetStreamNames("ofevents", topic, `${group}.pod-a`, "ImDurable");
@@ -515,7 +528,7 @@ describe("jetstream bus - driver", () => {
       await b.subscribe([topic], async (e) => void got.push(e.id), { group });
       const events = [event(1), event(2), event(3), event(4)];
       for (const e of events) await a.publish(topic, e);
-      await waitFor(() => got.length >= 4, 10_000, "four deliveries");
+      await waitFor(() => got.length >= 4, { timeoutMs: 10_000, intervalMs: 10, message: "four deliveries" });
       await new Promise((r) => setTimeout(r, 200));
       expect(got.sort()).toEqual(events.map((e) => e.id).sort());
     } finally {
@@ -568,7 +581,11 @@ describe("jetstream bus - server restart", () => {
       for (const e of after) publishFailures += await publishRetrying(bus, topic, e);
       await restarting;
       const all = [...before, ...after].map((e) => e.id);
-      await waitFor(() => all.every((id) => counts.has(id)), 45_000, "every event delivered after the restart");
+      await waitFor(() => all.every((id) => counts.has(id)), {
+        timeoutMs: 45_000,
+        intervalMs: 10,
+        message: "every event delivered after the restart",
+      });
       await new Promise((r) => setTimeout(r, 2_500));
       const duplicates = [...counts.values()].reduce((n, c) => n + c - 1, 0);
       expect(handledAtRestart).toBeLessThan(before.length);

@@ -4,10 +4,10 @@ import kafkajs from "kafkajs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, createLogger, newEvent, silentLogger, type CloudEvent, type KafkaBusSpec } from "@ofevents/core";
 import { KafkaBroker } from "../../../test/helpers/kafka.js";
-import { waitFor as waitUntil } from "../../../test/helpers/wait.js";
+import { waitFor } from "../../../test/helpers/wait.js";
 import { createKafkaBus, kafkaName, type KafkaBusTuning } from "../src/drivers/kafka.js";
 import { DeadLetterExtension, type EventBus } from "../src/index.js";
-import { busContract, uniq, waitFor } from "./contract.js";
+import { busContract, uniq } from "./contract.js";
 
 // Short group timings: joins and rebalances take a few hundred ms instead of seconds.
 const TUNING: KafkaBusTuning = {
@@ -131,19 +131,23 @@ describe("kafka bus - offsets", () => {
     });
     child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
     const exited = new Promise<void>((r) => child!.once("exit", () => r()));
-    await waitFor(() => lines.includes("ready") || child!.exitCode !== null, 60_000, "child subscribed");
+    await waitFor(() => lines.includes("ready") || child!.exitCode !== null, {
+      timeoutMs: 60_000,
+      intervalMs: 10,
+      message: "child subscribed",
+    });
     expect(lines, output).toContain("ready");
 
     const bus = await open();
     for (let n = 1; n <= 5; n++) await bus.publish(topic, ev(n));
-    await waitFor(
-      () => ["done 1", "done 2", "start 3", "done 4", "done 5"].every((l) => lines.includes(l)),
-      20_000,
-      "child handled 1, 2, 4, 5",
-    );
+    await waitFor(() => ["done 1", "done 2", "start 3", "done 4", "done 5"].every((l) => lines.includes(l)), {
+      timeoutMs: 20_000,
+      intervalMs: 10,
+      message: "child handled 1, 2, 4, 5",
+    });
     expect(lines).not.toContain("done 3");
     // The watermark stops at message 3 (offset 2), although 4 and 5 resolved.
-    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 2, {
+    await waitFor(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 2, {
       timeoutMs: 10_000,
       message: "commit of offset 2",
     });
@@ -152,10 +156,14 @@ describe("kafka bus - offsets", () => {
 
     const got: number[] = [];
     await bus.subscribe([topic], async (e) => void got.push(nOf(e)), { group });
-    await waitFor(() => got.length >= 3, 20_000, "redelivery to the new member");
+    await waitFor(() => got.length >= 3, {
+      timeoutMs: 20_000,
+      intervalMs: 10,
+      message: "redelivery to the new member",
+    });
     await new Promise((r) => setTimeout(r, 500));
     expect(got).toEqual([3, 4, 5]);
-    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, {
+    await waitFor(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, {
       timeoutMs: 10_000,
       message: "commit of offset 5",
     });
@@ -179,13 +187,17 @@ describe("kafka bus - offsets", () => {
       { group, maxDeliver: 3, backoffMs: 300 },
     );
     for (const e of events) await bus.publish(topic, e);
-    await waitFor(() => dead.length === 1 && order.length === 5, 20_000, "dead letter and deliveries");
+    await waitFor(() => dead.length === 1 && order.length === 5, {
+      timeoutMs: 20_000,
+      intervalMs: 10,
+      message: "dead letter and deliveries",
+    });
     // 2..5 went through while 1 was being retried.
     expect(order.slice(0, 4).sort()).toEqual(["ok 2", "ok 3", "ok 4", "ok 5"]);
     expect(order[4]).toBe(`dead ${events[0]!.id}`);
     expect(dead[0]!.id).toBe(events[0]!.id);
     expect(dead[0]![DeadLetterExtension.Reason]).toBe("poison");
-    await waitUntil(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, {
+    await waitFor(async () => (await committed(groupId(group), kafkaName(topic)))[0] === 5, {
       timeoutMs: 10_000,
       message: "commit past the dead letter",
     });
@@ -205,7 +217,7 @@ describe("kafka bus - offsets", () => {
       { group: uniq("g"), maxDeliver: 2, backoffMs: 50, maxInFlight: 1 },
     );
     for (let n = 1; n <= 4; n++) await bus.publish(topic, ev(n));
-    await waitFor(() => order.length === 4, 20_000, "all settled");
+    await waitFor(() => order.length === 4, { timeoutMs: 20_000, intervalMs: 10, message: "all settled" });
     expect(order).toEqual(["dead 1", "ok 2", "ok 3", "ok 4"]);
   });
 
@@ -236,7 +248,7 @@ describe("kafka bus - offsets", () => {
         await bus.publish(topic, e);
       }),
     );
-    await waitFor(() => seen.size === 60, 20_000, "60 deliveries");
+    await waitFor(() => seen.size === 60, { timeoutMs: 20_000, intervalMs: 10, message: "60 deliveries" });
     expect([...seen.keys()].sort()).toEqual([...ids].sort());
     expect([...seen.values()].every((c) => c === 1)).toBe(true);
     expect(peak).toBeLessThanOrEqual(5);
@@ -244,7 +256,7 @@ describe("kafka bus - offsets", () => {
     const kt = kafkaName(`${prefix}${topic}`);
     const [meta] = (await admin.fetchTopicMetadata({ topics: [kt] })).topics;
     expect(meta?.partitions).toHaveLength(4);
-    await waitUntil(async () => (await committed(groupId(group, prefix), kt)).reduce((a, b) => a + b, 0) === 60, {
+    await waitFor(async () => (await committed(groupId(group, prefix), kt)).reduce((a, b) => a + b, 0) === 60, {
       timeoutMs: 10_000,
       message: "60 committed",
     });
@@ -259,7 +271,7 @@ describe("kafka bus - offsets", () => {
     const got: number[] = [];
     await bus.subscribe([topic], async (e) => void got.push(nOf(e)), { group: uniq("g") });
     await bus.publish(topic, ev(2));
-    await waitFor(() => got.length >= 1, 20_000, "delivery");
+    await waitFor(() => got.length >= 1, { timeoutMs: 20_000, intervalMs: 10, message: "delivery" });
     await new Promise((r) => setTimeout(r, 300));
     expect(got).toEqual([2]);
   });
@@ -288,7 +300,11 @@ describe("kafka bus - offsets", () => {
     await producer.disconnect();
     const got: number[] = [];
     await bus.subscribe([topic], async (e) => void got.push(nOf(e)), { group });
-    await waitFor(() => got.length >= 1, 20_000, "delivery from the new partition");
+    await waitFor(() => got.length >= 1, {
+      timeoutMs: 20_000,
+      intervalMs: 10,
+      message: "delivery from the new partition",
+    });
     await new Promise((r) => setTimeout(r, 300));
     expect(got).toEqual([2]);
   });
@@ -306,13 +322,13 @@ describe("kafka bus - offsets", () => {
     };
     const a = await bus.subscribe([topic], slow, { group, maxInFlight: 4 });
     for (let n = 0; n < 40; n++) await bus.publish(topic, ev(n));
-    await waitFor(() => count >= 5, 20_000, "first deliveries");
+    await waitFor(() => count >= 5, { timeoutMs: 20_000, intervalMs: 10, message: "first deliveries" });
     const b = await bus.subscribe([topic], slow, { group, maxInFlight: 4 });
     for (let n = 40; n < 80; n++) await bus.publish(topic, ev(n));
-    await waitFor(() => count >= 45, 20_000, "deliveries after the join");
+    await waitFor(() => count >= 45, { timeoutMs: 20_000, intervalMs: 10, message: "deliveries after the join" });
     await a.close();
     for (let n = 80; n < 100; n++) await bus.publish(topic, ev(n));
-    await waitFor(() => seen.size === 100, 20_000, "every event");
+    await waitFor(() => seen.size === 100, { timeoutMs: 20_000, intervalMs: 10, message: "every event" });
     await b.close();
     // Duplicates are allowed only for messages unsettled at a revocation.
     expect(count - seen.size).toBeLessThanOrEqual(16);
@@ -333,7 +349,7 @@ describe("kafka bus - offsets", () => {
     await producer.connect();
     await producer.send({ topic: kafkaName(topic), messages: [{ value: "not json" }] });
     await producer.disconnect();
-    await waitFor(() => dead.length === 1, 20_000, "dead letter");
+    await waitFor(() => dead.length === 1, { timeoutMs: 20_000, intervalMs: 10, message: "dead letter" });
     expect(called).toBe(0);
     expect(dead[0]!.type).toBe("io.ofevents.bus.undecodable");
     expect(Buffer.from(String(dead[0]!.data_base64), "base64").toString()).toBe("not json");

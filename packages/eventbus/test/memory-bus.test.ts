@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { newEvent, silentLogger, type CloudEvent } from "@ofevents/core";
+import { waitFor } from "../../../test/helpers/wait.js";
 import { createMemoryBus } from "../src/index.js";
-import { busContract, uniq, waitFor } from "./contract.js";
+import { busContract, uniq } from "./contract.js";
 
 busContract("memory", async () => createMemoryBus({ logger: silentLogger() }), {
   // The in-memory bus holds what publish was given as JSON: a JSON object that is not an event.
@@ -35,7 +36,7 @@ describe("memory bus - backpressure", () => {
     expect(published).toBe(6);
     release();
     await publishing;
-    await waitFor(() => handled === 20, 5000, "all handled");
+    await waitFor(() => handled === 20, { timeoutMs: 5000, intervalMs: 10, message: "all handled" });
     await bus.close();
   });
 });

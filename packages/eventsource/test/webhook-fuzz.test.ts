@@ -17,6 +17,7 @@ import {
   type EventSource,
 } from "@ofevents/core";
 import { createMemoryBus, type EventBus } from "@ofevents/eventbus";
+import { waitFor } from "../../../test/helpers/wait.js";
 import { createWebhookServers, startEventSource, type EventSourceRuntime, type WebhookServers } from "../src/index.js";
 import { MAX_JSON_DEPTH, decodeRequest } from "../src/sources/webhook.js";
 
@@ -606,14 +607,8 @@ describe("webhook fuzz", () => {
     return { status: res.statusCode, text: await res.body.text() };
   }
 
-  async function until(done: () => boolean): Promise<boolean> {
-    const deadline = Date.now() + 15_000;
-    while (!done()) {
-      if (Date.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    return true;
-  }
+  /** How long accepted events have to reach the bus, polled every 2 ms. */
+  const onTheBus = { timeoutMs: 15_000, intervalMs: 2 };
 
   /** Checks one answer against what the request deserved; returns the ids it must find on the bus. */
   function judge(req: Req, status: number, text: string): { ids: string[]; check: (got: CloudEvent[]) => void } {
@@ -691,8 +686,8 @@ describe("webhook fuzz", () => {
     const answers = await Promise.all(reqs.map((r) => send(r)));
     const judged = reqs.map((r, i) => judge(r, answers[i]!.status, answers[i]!.text));
     const ids = judged.flatMap((j) => j.ids);
-    if (!(await until(() => ids.every((id) => onBus.has(id)))))
-      fail(`accepted events missing from the bus: ${ids.filter((id) => !onBus.has(id)).join(", ")}`);
+    const arrived = await waitFor(() => ids.every((id) => onBus.has(id)), onTheBus).catch(() => false);
+    if (!arrived) fail(`accepted events missing from the bus: ${ids.filter((id) => !onBus.has(id)).join(", ")}`);
     judged.forEach((j) => j.check(j.ids.map((id) => onBus.get(id)!)));
     for (const id of ids) onBus.delete(id);
     if (leaked.length > 0) fail(`events of refused requests reached the bus: ${leaked.join(", ")}`);
@@ -791,7 +786,7 @@ describe("webhook fuzz", () => {
     });
     expect(res.statusCode).toBe(200);
     await res.body.text();
-    expect(await until(() => onBus.has("after-the-fuzz"))).toBe(true);
+    await expect(waitFor(() => onBus.has("after-the-fuzz"), onTheBus)).resolves.toBe(true);
     expect(onBus.get("after-the-fuzz")).toEqual(ev);
     expect(leaked).toEqual([]);
     expect(unhandled).toEqual([]);

@@ -16,9 +16,10 @@ import {
 } from "@ofevents/core";
 import { createSinkClient, decodeHeaderValue, type SinkClient } from "@ofevents/delivery";
 import { createMemoryBus, type EventBus } from "@ofevents/eventbus";
+import { waitFor } from "../../../test/helpers/wait.js";
 import { startTrigger, type TriggerRuntime } from "../src/index.js";
 import { assertJsonData } from "../src/runtime.js";
-import { Sink, until } from "./support.js";
+import { Sink } from "./support.js";
 
 const logger = silentLogger();
 // Small limits, so that a runaway expression is cut short quickly.
@@ -98,7 +99,11 @@ describe("trigger - failure isolation", () => {
       );
       const e = ev({ k: 1 });
       await bus.publish(A, e);
-      await until(() => dls.received.length === 1 && healthy.received.length === 1, 5_000, "dead letter");
+      await waitFor(() => dls.received.length === 1 && healthy.received.length === 1, {
+        timeoutMs: 5_000,
+        intervalMs: 5,
+        message: "dead letter",
+      });
       await settle();
       expect(healthy.ids()).toEqual([e.id]);
       expect(bad.received).toHaveLength(0);
@@ -132,7 +137,7 @@ describe("trigger - failure isolation", () => {
     );
     const e = ev({});
     await bus.publish(A, e);
-    await until(() => dls.received.length === 1, 5_000, "dead letter");
+    await waitFor(() => dls.received.length === 1, { timeoutMs: 5_000, intervalMs: 5, message: "dead letter" });
     expect(dls.received[0]!.headers["ce-oferrorcode"]).toBe(ErrorCode.ExpressionLimit);
     expect(redeliveries).toBe(0);
   });
@@ -156,7 +161,11 @@ describe("trigger - failure isolation", () => {
     );
     const e = ev({ v: 1 });
     await bus.publish(A, e);
-    await until(() => ok.received.length === 1 && filteredDls.received.length === 1, 5_000, "both outcomes");
+    await waitFor(() => ok.received.length === 1 && filteredDls.received.length === 1, {
+      timeoutMs: 5_000,
+      intervalMs: 5,
+      message: "both outcomes",
+    });
     await settle();
     expect(ok.ids()).toEqual([e.id]);
     expect(ok.received[0]!.data).toEqual({ v: 1 });
@@ -207,7 +216,7 @@ describe("trigger - failure isolation", () => {
       const retried: unknown[] = [];
       rt!.events.on("retried", (r) => retried.push(r));
       await bus.publish(A, ev({}));
-      await until(() => dls.received.length === 1, 5_000, "dead letter");
+      await waitFor(() => dls.received.length === 1, { timeoutMs: 5_000, intervalMs: 5, message: "dead letter" });
       await settle();
       const h = dls.received[0]!.headers;
       expect(h["ce-oferrorcode"]).toBe(ErrorCode.ExpressionType);

@@ -17,9 +17,9 @@ import {
 import { createSinkClient, type SinkClient } from "@ofevents/delivery";
 import { createEventBus, createMemoryBus, type EventBus } from "@ofevents/eventbus";
 import { NatsServer } from "../../../test/helpers/nats.js";
-import { randomSuffix } from "../../../test/helpers/wait.js";
+import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
 import { startTrigger, type TriggerRuntime } from "../src/index.js";
-import { Sink, until } from "./support.js";
+import { Sink } from "./support.js";
 
 const engine = createExpressionEngine();
 
@@ -93,7 +93,7 @@ describe("trigger - shutdown", () => {
     rt.events.on("retried", (r) => retried.add(r.id));
     const events = [ev(), ev(), ev()];
     for (const e of events) await bus.publish(topic, e);
-    await until(() => retried.size === 3, 5_000, "first attempts");
+    await waitFor(() => retried.size === 3, { timeoutMs: 5_000, intervalMs: 5, message: "first attempts" });
     const t0 = Date.now();
     await rt.stop();
     const took = Date.now() - t0;
@@ -124,7 +124,7 @@ describe("trigger - shutdown", () => {
     );
     const e = ev();
     await bus.publish(topic, e);
-    await until(() => out.received.length === 1, 5_000, "attempt in flight");
+    await waitFor(() => out.received.length === 1, { timeoutMs: 5_000, intervalMs: 5, message: "attempt in flight" });
     const t0 = Date.now();
     await rt.stop();
     const took = Date.now() - t0;
@@ -153,7 +153,7 @@ describe("trigger - shutdown", () => {
     rt.events.on("delivered", (d) => delivered.push(d.id));
     const e = ev();
     await bus.publish(topic, e);
-    await until(() => out.received.length === 1, 5_000, "attempt in flight");
+    await waitFor(() => out.received.length === 1, { timeoutMs: 5_000, intervalMs: 5, message: "attempt in flight" });
     await rt.stop();
     rt = undefined;
     expect(delivered).toEqual([e.id]);
@@ -188,7 +188,7 @@ describe("trigger - shutdown on JetStream", () => {
       rt.events.on("retried", (r) => retried.push(r.id));
       const e = ev();
       await bus1.publish(topic, e);
-      await until(() => retried.length === 1, 10_000, "first attempt");
+      await waitFor(() => retried.length === 1, { timeoutMs: 10_000, intervalMs: 5, message: "first attempt" });
       const t0 = Date.now();
       await rt.stop();
       expect(Date.now() - t0).toBeLessThan(2_000);
@@ -199,7 +199,11 @@ describe("trigger - shutdown on JetStream", () => {
       const bus2 = await createEventBus(spec, { logger });
       rt = await startTrigger(t, { bus: bus2, logger, engine, sinks });
       try {
-        await until(() => out.received.length === 2, 20_000, "redelivery after restart");
+        await waitFor(() => out.received.length === 2, {
+          timeoutMs: 20_000,
+          intervalMs: 5,
+          message: "redelivery after restart",
+        });
         expect(out.ids()).toEqual([e.id, e.id]);
       } finally {
         await rt.stop();

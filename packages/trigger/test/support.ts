@@ -46,11 +46,3 @@ export class Sink {
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 }
-
-export async function until(pred: () => boolean, ms = 15_000, what = "condition"): Promise<void> {
-  const t0 = Date.now();
-  while (!pred()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}

@@ -9,8 +9,9 @@ import {
 } from "@ofevents/core";
 import { createSinkClient, type SinkClient } from "@ofevents/delivery";
 import { createMemoryBus, type EventBus } from "@ofevents/eventbus";
+import { waitFor } from "../../../test/helpers/wait.js";
 import { JOINED_EXTENSION, startTrigger, type TriggerRuntime } from "../src/index.js";
-import { Sink, until } from "./support.js";
+import { Sink } from "./support.js";
 
 const logger = silentLogger();
 const engine = createExpressionEngine();
@@ -77,7 +78,7 @@ describe("trigger - conditions, filters and delivery", () => {
     await bus.publish(A, ev({ amount: 5 }));
     await bus.publish(A, big);
     await bus.publish(A, ev({ amount: 100 }));
-    await until(() => sink.received.length === 2);
+    await waitFor(() => sink.received.length === 2, { timeoutMs: 15_000, intervalMs: 5 });
     await settle();
     expect(sink.received.map((r) => r.data)).toEqual([{ amount: 150 }, { amount: 100 }]);
     expect(sink.received[0]!.headers["ce-id"]).toBe(big.id);
@@ -97,7 +98,7 @@ describe("trigger - conditions, filters and delivery", () => {
     rt = await startTrigger(t, { bus, logger, engine, sinks });
     await bus.publish(A, ev({ v: "not a number" }));
     await bus.publish(A, ev({ v: 5 }));
-    await until(() => sink.received.length === 1);
+    await waitFor(() => sink.received.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     await settle();
     expect(sink.received.map((r) => r.data)).toEqual([{ v: 5 }]);
   });
@@ -113,7 +114,7 @@ describe("trigger - conditions, filters and delivery", () => {
       { bus, logger, engine, sinks },
     );
     await bus.publish(A, ev({ name: "bob" }));
-    await until(() => sink.received.length === 1);
+    await waitFor(() => sink.received.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     expect(sink.received[0]!.headers["content-type"]).toBe("application/json");
     expect(sink.received[0]!.body.toString("utf8")).toBe('"hello bob"');
   });
@@ -140,7 +141,7 @@ describe("trigger - conditions, filters and delivery", () => {
     await settle();
     expect(sink.received).toHaveLength(0);
     await bus.publish(B, b1);
-    await until(() => sink.received.length === 1);
+    await waitFor(() => sink.received.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     await settle();
     expect(sink.received).toHaveLength(1);
     expect(sink.received[0]!.data).toEqual({ a: 1, b: 10 });
@@ -148,7 +149,7 @@ describe("trigger - conditions, filters and delivery", () => {
     expect(sink.received[0]!.headers[`ce-${JOINED_EXTENSION}`]).toBe(a1.id);
     // a2 is still pending: the next b pairs with it.
     await bus.publish(B, ev({ y: 20 }));
-    await until(() => sink.received.length === 2);
+    await waitFor(() => sink.received.length === 2, { timeoutMs: 15_000, intervalMs: 5 });
     expect(sink.received[1]!.data).toEqual({ a: 2, b: 20 });
     await bus.publish(B, ev({ y: 30 }));
     await settle();
@@ -168,7 +169,7 @@ describe("trigger - conditions, filters and delivery", () => {
     );
     await bus.publish(A, ev({}));
     await bus.publish(B, ev({}));
-    await until(() => sink.received.length === 1 && dls.received.length === 1);
+    await waitFor(() => sink.received.length === 1 && dls.received.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
   });
 
   it("trigger - pending events expire from the window, are released and counted", async () => {
@@ -188,7 +189,7 @@ describe("trigger - conditions, filters and delivery", () => {
     rt.events.on("expired", (e) => expired.push(e.id));
     const a1 = ev({});
     await bus.publish(A, a1);
-    await until(() => expired.length === 1);
+    await waitFor(() => expired.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     expect(expired).toEqual([a1.id]);
     await bus.publish(B, ev({}));
     await settle();
@@ -207,10 +208,14 @@ describe("trigger - conditions, filters and delivery", () => {
       { bus, logger, engine, sinks },
     );
     await bus.publish(A, ev({ i: 1 }));
-    await until(() => dls.received.length === 1, 5000, "a && !b fires with no b");
+    await waitFor(() => dls.received.length === 1, {
+      timeoutMs: 5000,
+      intervalMs: 5,
+      message: "a && !b fires with no b",
+    });
     await bus.publish(B, ev({ i: 2 }));
     await bus.publish(A, ev({ i: 3 }));
-    await until(() => sink.received.length === 3, 5000, "a || b fires thrice");
+    await waitFor(() => sink.received.length === 3, { timeoutMs: 5000, intervalMs: 5, message: "a || b fires thrice" });
     await settle();
     expect(dls.received).toHaveLength(1);
   });
@@ -229,7 +234,7 @@ describe("trigger - conditions, filters and delivery", () => {
     await bus.publish(A, a2);
     const b2 = ev({ order: 2 });
     await bus.publish(B, b2);
-    await until(() => sink.received.length === 1);
+    await waitFor(() => sink.received.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     expect(sink.received[0]!.headers[`ce-${JOINED_EXTENSION}`]).toBe(a2.id);
     await bus.publish(B, ev({ order: 3 }));
     await settle();
@@ -253,10 +258,10 @@ describe("trigger - conditions, filters and delivery", () => {
     rt.events.on("evicted", (e) => evicted.push(e.id));
     const as = [ev({}), ev({}), ev({})];
     for (const e of as) await bus.publish(A, e);
-    await until(() => evicted.length === 1);
+    await waitFor(() => evicted.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     expect(evicted).toEqual([as[0]!.id]);
     await bus.publish(B, ev({}));
-    await until(() => sink.received.length === 1);
+    await waitFor(() => sink.received.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     expect(sink.received[0]!.headers[`ce-${JOINED_EXTENSION}`]).toBe(as[1]!.id);
   });
 
@@ -278,7 +283,7 @@ describe("trigger - conditions, filters and delivery", () => {
     );
     const e = ev({ k: 1 });
     await bus.publish(A, e);
-    await until(() => dls.received.length === 1);
+    await waitFor(() => dls.received.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     expect(sink.received).toHaveLength(3);
     const h = dls.received[0]!.headers;
     expect(h["ce-id"]).toBe(e.id);
@@ -308,7 +313,7 @@ describe("trigger - conditions, filters and delivery", () => {
       { bus, logger, engine, sinks },
     );
     await bus.publish(A, ev({}));
-    await until(() => dead.length === 1);
+    await waitFor(() => dead.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     expect(sink.received).toHaveLength(1);
     expect((dead[0] as Record<string, unknown>)["oferrorcode"]).toBe("DELIVERY_REJECTED");
   });
@@ -328,7 +333,7 @@ describe("trigger - conditions, filters and delivery", () => {
     const keep = ev({ keep: true });
     await bus.publish(A, ev({ keep: false }));
     await bus.publish(A, keep);
-    await until(() => got.length === 1);
+    await waitFor(() => got.length === 1, { timeoutMs: 15_000, intervalMs: 5 });
     await settle();
     expect(got.map((e) => e.id)).toEqual([keep.id]);
   });
@@ -345,7 +350,7 @@ describe("trigger - conditions, filters and delivery", () => {
       sinks,
     });
     for (let i = 0; i < 10; i++) await bus.publish(A, ev({ i }));
-    await until(() => sink.received.length === 10);
+    await waitFor(() => sink.received.length === 10, { timeoutMs: 15_000, intervalMs: 5 });
     expect(sink.peak).toBe(2);
   });
 
@@ -362,7 +367,7 @@ describe("trigger - conditions, filters and delivery", () => {
     rt = await startTrigger(t, { bus, logger, engine, sinks });
     const b1 = ev({});
     await bus.publish(B, b1);
-    await until(() => sink.received.length === 1, 5000, "join after restart");
+    await waitFor(() => sink.received.length === 1, { timeoutMs: 5000, intervalMs: 5, message: "join after restart" });
     // a1 comes back by redelivery (before or after b1): the pair is joined either way.
     const h = sink.received[0]!.headers;
     expect([h["ce-id"], h[`ce-${JOINED_EXTENSION}`]].sort()).toEqual([a1.id, b1.id].sort());
