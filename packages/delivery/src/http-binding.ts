@@ -127,6 +127,14 @@ export function encodeStructured(event: CloudEvent): HttpMessage {
   return { headers: { "content-type": CE_JSON_CONTENT_TYPE }, body: JSON.stringify(event) };
 }
 
+/** The content type of a batch (§3.3), as {@link encodeBatch} writes it. */
+export const CE_BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8";
+
+/** Batched mode (§3.3): the events as one JSON array of structured events; toEvent decodes it back. */
+export function encodeBatch(events: readonly CloudEvent[]): HttpMessage {
+  return { headers: { "content-type": CE_BATCH_CONTENT_TYPE }, body: JSON.stringify(events) };
+}
+
 /** HTTP headers as Node gives them (`IncomingMessage.headers`); names are matched case-insensitively. */
 export type HttpHeaders = Readonly<Record<string, string | readonly string[] | undefined>>;
 

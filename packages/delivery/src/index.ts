@@ -1,6 +1,8 @@
 export {
+  CE_BATCH_CONTENT_TYPE,
   CE_JSON_CONTENT_TYPE,
   decodeHeaderValue,
+  encodeBatch,
   encodeBinary,
   encodeHeaderValue,
   encodeStructured,

@@ -2,8 +2,10 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { EventError, newEvent, type CloudEvent } from "@ofevents/core";
 import {
+  CE_BATCH_CONTENT_TYPE,
   CE_JSON_CONTENT_TYPE,
   decodeHeaderValue,
+  encodeBatch,
   encodeBinary,
   encodeHeaderValue,
   encodeStructured,
@@ -247,5 +249,28 @@ describe("http binding - toEvent decodes what the encoders write", () => {
     const a = { specversion: "1.0", id: "a", source: "/s", type: "t" };
     const b = { ...a, id: "b", data_base64: bytes.toString("base64") };
     expect(toEvent({ "content-type": "application/cloudevents-batch+json" }, JSON.stringify([a, b]))).toEqual([a, b]);
+  });
+
+  it("http binding - encodeBatch writes the batched mode; non-ASCII attributes, JSON and binary data decode back exactly", () => {
+    const a = newEvent({
+      id: "a",
+      source: "/s",
+      type: "t",
+      subject: "für Zoë ✓",
+      time: "2026-12-05T10:00:00.123456789+01:00",
+      data: { text: "grüße 🇪🇺", n: 1 },
+    });
+    const b = {
+      specversion: "1.0",
+      id: "b",
+      source: "/s",
+      type: "t",
+      region: "ß 🇪🇺",
+      data_base64: bytes.toString("base64"),
+    };
+    const { headers, body } = encodeBatch([a, b as CloudEvent]);
+    expect(headers["content-type"]).toBe(CE_BATCH_CONTENT_TYPE);
+    expect(httpMode(headers)).toBe("batch");
+    expect(toEvent(headers, Buffer.from(String(body), "utf8"))).toEqual([a, b]);
   });
 });
