@@ -16,6 +16,23 @@ import { NatsServer } from "./helpers/nats.js";
 import { freePorts } from "./helpers/server.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
+/** POSTs a binary-mode CloudEvent with `id` to the webhook on `port` (path /in); resolves with the status. */
+async function postEvent(port: number, id: string): Promise<number> {
+  const res = await request(`http://127.0.0.1:${port}/in`, {
+    method: "POST",
+    body: "{}",
+    headers: {
+      "content-type": "application/json",
+      "ce-specversion": "1.0",
+      "ce-id": id,
+      "ce-source": "/t",
+      "ce-type": "t",
+    },
+  });
+  await res.body.text();
+  return res.statusCode;
+}
+
 describe("entrypoint - single resources over a real JetStream bus", () => {
   let nats: NatsServer;
   let dir: string;
@@ -84,19 +101,7 @@ spec:
       healthPort: esHealth,
     });
     const deliver = async (id: string): Promise<void> => {
-      const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
-        method: "POST",
-        body: "{}",
-        headers: {
-          "content-type": "application/json",
-          "ce-specversion": "1.0",
-          "ce-id": id,
-          "ce-source": "/t",
-          "ce-type": "t",
-        },
-      });
-      await res.body.text();
-      expect(res.statusCode).toBe(200);
+      expect(await postEvent(webhookPort, id)).toBe(200);
       await waitFor(() => received.includes(id), { timeoutMs: 10_000, message: `delivery of ${id} through the bus` });
     };
     const stop = async (): Promise<void> => {
@@ -282,21 +287,7 @@ spec:
     const nc = await connect({ servers: nats.url });
     try {
       const id = `both-${tag}`;
-      const post = async (): Promise<number> => {
-        const res = await request(`http://127.0.0.1:${webhookPort}/in`, {
-          method: "POST",
-          body: "{}",
-          headers: {
-            "content-type": "application/json",
-            "ce-specversion": "1.0",
-            "ce-id": id,
-            "ce-source": "/t",
-            "ce-type": "t",
-          },
-        });
-        await res.body.text();
-        return res.statusCode;
-      };
+      const post = (): Promise<number> => postEvent(webhookPort, id);
       // The bus took it, the sink did not (after its retries): not acknowledged.
       expect(await post()).toBe(502);
       expect(sinkGot).toEqual([]);
