@@ -6,6 +6,7 @@ export type {
   EventSubscriber,
   MessageHandler,
   SubscribeOptions,
+  SeenSet,
   Subscription,
 } from "./types.js";
 export {

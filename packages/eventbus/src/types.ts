@@ -56,6 +56,21 @@ export interface BusEvents {
   abandoned: { topic: string; group: string; id: string };
 }
 
+/**
+ * Keys seen within a window (a trigger subscriber's `dedup`): a key added at time t counts as seen
+ * until t + windowMs. Kept by the bus's backend where it can be, so that it survives a restart.
+ */
+export interface SeenSet {
+  /** Where the keys are kept, for the log line: `memory`, `jetstream-kv`, `kafka-compacted-topic`. */
+  readonly kind: string;
+  /** Whether `key` was added less than the window ago. */
+  has(key: string): Promise<boolean>;
+  /** Records `key` as seen now; resolves once the backend keeps it (durably, on a durable bus). */
+  add(key: string): Promise<void>;
+  /** Releases what the set holds open (timers, consumers). Idempotent; the kept keys stay. */
+  close(): Promise<void>;
+}
+
 export interface EventBus extends EventPublisher, EventSubscriber {
   /** Driver name: memory, jetstream, kafka, dapr. */
   readonly driver: string;
@@ -72,6 +87,12 @@ export interface EventBus extends EventPublisher, EventSubscriber {
    * false when `timeoutMs` passed first.
    */
   drain?(options: { timeoutMs: number; held?: () => number }): Promise<boolean>;
+  /**
+   * A set of keys seen within `windowMs`, named `name` (unique per trigger subscriber, e.g.
+   * `dedup-{namespace}-{trigger}-{index}`): the same name after a restart sees the same keys on a
+   * durable bus. Absent on a bus that has no place to keep one (the caller keeps it in memory).
+   */
+  seenSet?(name: string, windowMs: number): Promise<SeenSet>;
   /**
    * Stops every subscription (waiting for in-flight handlers), then disconnects. Idempotent. A bus
    * that cannot keep unfinished messages reports each one (`abandoned`, and a warning with the ids).
