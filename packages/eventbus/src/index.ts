@@ -30,6 +30,7 @@ export {
   type ReadSecret,
 } from "./clients.js";
 export { createMemoryBus, type MemoryBusOptions } from "./drivers/memory.js";
+export { MemorySeenSet } from "./seen.js";
 export { createEventBus, type CreateEventBusOptions } from "./factory.js";
 export type { CreateDaprBusOptions, DaprBusOptions } from "./drivers/dapr.js";
 export { createJetStreamTopicPreparer, daprJetStreamStreamName } from "./drivers/dapr-jetstream.js";

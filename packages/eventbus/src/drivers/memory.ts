@@ -7,12 +7,14 @@
  */
 import { BusError, createInstrumentation, decodeEvent, type CloudEvent, type Logger } from "@ofevents/core";
 import { ConsumerEngine } from "../consumer.js";
+import { MemorySeenSet } from "../seen.js";
 import {
   DEFAULT_MAX_DELIVER,
   DEFAULT_MAX_IN_FLIGHT,
   type BusEvents,
   type EventBus,
   type MessageHandler,
+  type SeenSet,
   type SubscribeOptions,
   type Subscription,
 } from "../types.js";
@@ -59,6 +61,8 @@ class MemoryBus implements EventBus {
   readonly events = createInstrumentation<BusEvents>();
   private readonly groups = new Map<string, Map<string, Group>>();
   private readonly subs = new Set<MemorySubscription>();
+  /** The keys of each seen set by name, shared by the sets of one name. */
+  private readonly seen = new Map<string, Map<string, number>>();
   private readonly waiters: Array<() => void> = [];
   private closed = false;
   /** Messages settled with an error after close began: nothing will redeliver them. */
@@ -211,6 +215,14 @@ class MemoryBus implements EventBus {
 
   forget(sub: MemorySubscription): void {
     this.subs.delete(sub);
+  }
+
+  /** Sets of one name share their keys for the life of the process, as a durable bus's would. */
+  async seenSet(name: string, windowMs: number): Promise<SeenSet> {
+    if (this.closed) throw BusError.closed();
+    let keys = this.seen.get(name);
+    if (keys === undefined) this.seen.set(name, (keys = new Map()));
+    return new MemorySeenSet(windowMs, keys);
   }
 
   ping(): Promise<void> {
