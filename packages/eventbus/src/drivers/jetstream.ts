@@ -59,6 +59,7 @@ import {
 import { ConsumerEngine } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { logNatsStatus, natsOptions } from "../clients.js";
+import { openJetStreamSeenSet } from "./jetstream-seen.js";
 import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
@@ -69,6 +70,7 @@ import {
   type BusEvents,
   type EventBus,
   type MessageHandler,
+  type SeenSet,
   type SubscribeOptions,
   type Subscription,
 } from "../types.js";
@@ -360,6 +362,24 @@ class JetStreamBus implements EventBus {
 
   forget(sub: JetStreamSubscription): void {
     this.subs.delete(sub);
+  }
+
+  /** A KV bucket per name (jetstream-seen.ts); rejects with a BusError. */
+  async seenSet(name: string, windowMs: number): Promise<SeenSet> {
+    if (this.closed) throw BusError.closed();
+    return openJetStreamSeenSet(
+      {
+        js: this.js,
+        jsm: this.jsm,
+        prefix: this.prefix,
+        replicas: this.spec.replicas ?? 1,
+        log: this.log,
+        closed: () => this.closed,
+        busError: (code, what, err) => this.busError(code, what, err),
+      },
+      name,
+      windowMs,
+    );
   }
 
   ping(timeoutMs: number): Promise<void> {
