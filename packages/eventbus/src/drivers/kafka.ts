@@ -38,6 +38,7 @@ import {
 } from "@ofevents/core";
 import { ConsumerEngine, UNDECODABLE_EVENT_TYPE } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
+import { openKafkaSeenSet } from "./kafka-seen.js";
 import { pingWithin } from "../ping.js";
 import { kafkaLogging, kafkaSasl, kafkaTls } from "../clients.js";
 import type { CreateEventBusOptions } from "../factory.js";
@@ -47,6 +48,7 @@ import {
   type BusEvents,
   type EventBus,
   type MessageHandler,
+  type SeenSet,
   type SubscribeOptions,
   type Subscription,
 } from "../types.js";
@@ -72,6 +74,8 @@ export interface KafkaBusTuning {
   connectionTimeoutMs?: number | undefined;
   /** kafkajs retries of a failed connection or request, with its exponential backoff (default 5). */
   retries?: number | undefined;
+  /** How long seenSet() may take to create its topic and read it to the end (default 60 s). */
+  seenSetLoadTimeoutMs?: number | undefined;
 }
 
 const CONTENT_TYPE = "application/cloudevents+json; charset=utf-8";
@@ -348,6 +352,32 @@ class KafkaBus implements EventBus {
 
   forget(sub: KafkaSubscription): void {
     this.subs.delete(sub);
+  }
+
+  /** A compacted topic per name (kafka-seen.ts); rejects with a BusError. */
+  async seenSet(name: string, windowMs: number): Promise<SeenSet> {
+    if (this.closed) throw BusError.closed();
+    return openKafkaSeenSet(
+      {
+        kafka: this.kafka,
+        admin: this.admin,
+        topicPrefix: this.spec.topicPrefix ?? "",
+        log: this.log,
+        maxWaitTimeMs: this.tuning.maxWaitTimeMs ?? 1_000,
+        loadTimeoutMs: this.tuning.seenSetLoadTimeoutMs ?? 60_000,
+        closed: () => this.closed,
+        send: (topic, message) => this.send(topic, message),
+        busError: (code, what, err) =>
+          err instanceof BusError
+            ? err
+            : new BusError(code, `kafka bus: ${what} failed: ${errorMessage(err)}`, {
+                cause: err,
+                retriable: isRetriable(err),
+              }),
+      },
+      name,
+      windowMs,
+    );
   }
 
   ping(timeoutMs: number): Promise<void> {
