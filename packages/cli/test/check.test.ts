@@ -131,6 +131,43 @@ const rows: Row[] = [
     issues: [["invalid_value", "spec.cron.tick.timezone"]],
   },
   {
+    name: "batch, debounce, rate limit and dedup values that cannot work",
+    docs: [
+      source("s", hook(9001)),
+      trigger(
+        "{ eventSource: s, event: in }",
+        `sink: { uri: "http://127.0.0.1:9/" }, batch: { maxEvents: 0, maxWait: "-1s" }, debounce: { window: 0s },
+        dedup: { window: "PT0S" }, delivery: { rateLimit: { perSecond: 0, burst: 0 } }`,
+      ),
+    ],
+    issues: [
+      ["too_small", "spec.subscribers.0.delivery.rateLimit.perSecond"],
+      ["too_small", "spec.subscribers.0.delivery.rateLimit.burst"],
+      ["too_small", "spec.subscribers.0.batch.maxEvents"],
+      ["custom", "spec.subscribers.0.batch.maxWait"],
+      ["custom", "spec.subscribers.0.debounce.window"],
+      ["custom", "spec.subscribers.0.dedup.window"],
+    ],
+  },
+  {
+    name: "key expressions that do not compile, a reset cron that cannot run, ordering with batch",
+    docs: [
+      source("s", hook(9001)),
+      `${H}\nkind: Trigger\nmetadata: { name: t }\nspec:\n  eventBus: default\n  inputs: { a: { eventSource: s, event: in }, b: { eventSource: s, event: in } }
+  subscribers:
+    - { condition: a, topic: out, dedup: { window: 5m, key: "data.(" }, debounce: { window: 1s, key: "data.x +" } }
+    - { condition: a && b, topic: out, correlation: { reset: { cron: "61 * * * *" } } }
+    - { condition: a, topic: out, ordering: { key: data.k }, batch: { maxEvents: 2, maxWait: 1s, key: "[" } }`,
+    ],
+    issues: [
+      ["EXPRESSION_SYNTAX", "spec.subscribers.0.debounce.key"],
+      ["EXPRESSION_SYNTAX", "spec.subscribers.0.dedup.key"],
+      ["invalid_value", "spec.subscribers.1.correlation.reset.cron"],
+      ["EXPRESSION_SYNTAX", "spec.subscribers.2.batch.key"],
+      ["custom", "spec.subscribers.2.ordering"],
+    ],
+  },
+  {
     name: "a source, a trigger, a Function deployed elsewhere and a sink ref to it: all fine",
     docs: [
       syncFn("remote"),

@@ -64,7 +64,7 @@ export type { FunctionResource, SecretResource } from "./functions.js";
 
 export { listManifestFiles, loadManifests, loadManifestsOrThrow, parseManifestText } from "./loader.js";
 export type { Located, Manifests, SkippedDocument } from "./loader.js";
-export { validateSemantics } from "./validate.js";
+export { cronProblem, validateSemantics } from "./validate.js";
 export { toYaml } from "./yaml.js";
 export { generateCrds } from "./crds.js";
 

@@ -40,6 +40,11 @@ export interface TriggerMetricEvents {
   expired: { subscriber: number; input: string };
   evicted: { subscriber: number; input: string };
   uncorrelated: { subscriber: number; input: string };
+  reset: { subscriber: number; input: string };
+  batched: { subscriber: number; size: number };
+  debounced: { subscriber: number };
+  deduplicated: { subscriber: number };
+  throttled: { subscriber: number; ms: number };
 }
 
 /** What metrics read of a bus's events (a subset of `BusEvents`). */
@@ -268,6 +273,31 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
       "subscriber",
       "input",
     ]),
+    reset: counter(
+      "trigger_events_reset_total",
+      "Pending events released unjoined by the subscriber's correlation.reset (cron or after).",
+      [...tr, "subscriber", "input"],
+    ),
+    batches: counter("trigger_batches_total", "Batches a subscriber with batch delivered or dead-lettered.", [
+      ...tr,
+      "subscriber",
+    ]),
+    batched: counter("trigger_batched_events_total", "Events that went in those batches.", [...tr, "subscriber"]),
+    debounced: counter(
+      "trigger_events_debounced_total",
+      "Events of a burst that debounce acknowledged without delivery (superseded, or after the leading one).",
+      [...tr, "subscriber"],
+    ),
+    deduplicated: counter(
+      "trigger_events_deduplicated_total",
+      "Events acknowledged without delivery because their dedup key was delivered within the window.",
+      [...tr, "subscriber"],
+    ),
+    throttled: counter(
+      "trigger_throttled_seconds_total",
+      "Time attempts waited for the subscriber's rate limit (or a sink's Retry-After pause), summed over attempts.",
+      [...tr, "subscriber"],
+    ),
   };
 
   const bs = ["bus", "driver", "topic"] as const;
@@ -361,6 +391,13 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
         fired: trigger.fired.cell(sub(subscriber)),
         inFlight: trigger.inFlight.cell(sub(subscriber)),
       }));
+      const shaping = memo((subscriber: number) => ({
+        batches: trigger.batches.cell(sub(subscriber)),
+        batched: trigger.batched.cell(sub(subscriber)),
+        debounced: trigger.debounced.cell(sub(subscriber)),
+        deduplicated: trigger.deduplicated.cell(sub(subscriber)),
+        throttled: trigger.throttled.cell(sub(subscriber)),
+      }));
       const bySubInput = memo((key: string) => {
         const [subscriber = "", input = ""] = key.split("\0");
         const l = { ...base, subscriber, input };
@@ -369,6 +406,7 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
           expired: trigger.expired.cell(l),
           evicted: trigger.evicted.cell(l),
           uncorrelated: trigger.uncorrelated.cell(l),
+          reset: trigger.reset.cell(l),
         };
       });
       const subInput = (p: { subscriber: number; input: string }) => bySubInput(`${p.subscriber}\0${p.input}`);
@@ -411,6 +449,19 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
           c.evicted.value++;
         }),
         events.on("uncorrelated", (p) => void subInput(p).uncorrelated.value++),
+        events.on("reset", (p) => {
+          const c = subInput(p);
+          c.pending.value--;
+          c.reset.value++;
+        }),
+        events.on("batched", (p) => {
+          const c = shaping(p.subscriber);
+          c.batches.value++;
+          c.batched.value += p.size;
+        }),
+        events.on("debounced", (p) => void shaping(p.subscriber).debounced.value++),
+        events.on("deduplicated", (p) => void shaping(p.subscriber).deduplicated.value++),
+        events.on("throttled", (p) => void (shaping(p.subscriber).throttled.value += p.ms / 1000)),
         events.on("fired", (p) => {
           const c = bySub(p.subscriber);
           c.fired.value++;

@@ -605,6 +605,89 @@ export const inputSchema = z
   })
   .strict();
 
+/** A duration longer than zero (windows, waits). */
+export const positiveDurationSchema = z
+  .string()
+  .superRefine((s, ctx) => {
+    const ms = parseDuration(s);
+    if (ms === undefined && s.trim().startsWith("-"))
+      ctx.addIssue({ code: "custom", message: `must be longer than 0, got "${s}"` });
+    else if (ms === undefined)
+      ctx.addIssue({ code: "custom", message: 'expected a duration such as "500ms", "2s", "5m" or "PT5M"' });
+    else if (ms <= 0) ctx.addIssue({ code: "custom", message: `must be longer than 0, got "${s}"` });
+  })
+  .describe('A duration longer than 0: Go style ("500ms", "2s", "1h30m") or ISO-8601 ("PT5M").');
+
+const keyExpression = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .describe(ext(`JSONata expression over the CloudEvent whose value is the key ${what}.`));
+
+export const batchSchema = z
+  .object({
+    maxEvents: z.number().int().min(1).describe("Most events in one delivery."),
+    maxWait: positiveDurationSchema.describe("How long a partial batch waits for more events before it goes."),
+    key: keyExpression("of the batch an event joins (one batch per key value; default: one batch)").optional(),
+  })
+  .strict()
+  .describe(
+    ext(
+      "Deliver events in batches: to a sink as one CloudEvents batch request (application/cloudevents-batch+json), to a topic member by member.",
+    ),
+  );
+
+export const debounceSchema = z
+  .object({
+    window: positiveDurationSchema.describe("Events of one key closer than this form one burst."),
+    key: keyExpression("of the burst (default: one burst for all events)").optional(),
+    edge: z
+      .enum(["trailing", "leading"])
+      .optional()
+      .describe("Deliver the last event of a burst (trailing, default) or the first (leading)."),
+  })
+  .strict()
+  .describe(ext("Of a burst of events, deliver only the last (or the first); the others are acknowledged."));
+
+export const rateLimitSchema = z
+  .object({
+    perSecond: z.number().positive().describe("Requests (attempts) per second, on average."),
+    burst: z.number().int().min(1).optional().describe("Requests allowed at once after a quiet time (default 1)."),
+  })
+  .strict()
+  .describe(ext("A token bucket over this subscriber's attempts; events wait on the bus, none is dropped."));
+
+export const orderingSchema = z
+  .object({
+    key: keyExpression("events are ordered by: the same value, one at a time in bus order"),
+  })
+  .strict()
+  .describe(ext("Deliver events of one key one at a time, in bus order; keys go in parallel."));
+
+export const dedupSchema = z
+  .object({
+    window: positiveDurationSchema.describe("How long a delivered key suppresses its repeats."),
+    key: keyExpression("of an event's identity (default: source and id)").optional(),
+  })
+  .strict()
+  .describe(ext("Acknowledge without delivery an event whose key was delivered within the window."));
+
+export const resetSchema = z
+  .object({
+    cron: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Cron schedule (5 or 6 fields, or a macro such as "@hourly") at which all pending state is released.'),
+    timezone: z.string().optional().describe("IANA time zone of the cron schedule (default UTC)."),
+    after: positiveDurationSchema
+      .optional()
+      .describe("Release the pending events of a key this long after the first of them arrived."),
+  })
+  .strict()
+  .refine((r) => r.cron !== undefined || r.after !== undefined, { message: "set cron or after" })
+  .describe(ext("When a multi-input condition's pending events are released (acknowledged and counted)."));
+
 export const deliverySchema = z
   .object({
     retry: z.number().int().min(0).optional().describe("Retries after the first attempt (default 3)."),
@@ -618,6 +701,7 @@ export const deliverySchema = z
       .positive()
       .optional()
       .describe("Deliveries in flight at once for this subscriber (default 16)."),
+    rateLimit: rateLimitSchema.optional(),
     format: z.enum(["binary", "structured"]).optional().describe("CloudEvents HTTP mode (default binary)."),
   })
   .strict()
@@ -636,6 +720,7 @@ export const correlationSchema = z
       .string()
       .optional()
       .describe("JSONata expression: only events with the same key value join (e.g. data.orderId)."),
+    reset: resetSchema.optional(),
   })
   .strict()
   .describe(ext("How events of several inputs are joined for a multi-input condition."));
@@ -654,6 +739,10 @@ export const subscriberSchema = z
       .describe(ext("JSONata expression whose result becomes the delivered event's data.")),
     delivery: deliverySchema.optional(),
     correlation: correlationSchema.optional(),
+    batch: batchSchema.optional(),
+    debounce: debounceSchema.optional(),
+    ordering: orderingSchema.optional(),
+    dedup: dedupSchema.optional(),
   })
   .strict()
   .refine((s) => s.sink !== undefined || (s.topic !== undefined && s.topic !== ""), {

@@ -3,6 +3,7 @@
  * compile. Used by the loader (so `ofevents validate` and `run`) and by the controller's Trigger
  * validation.
  */
+import { Cron } from "croner";
 import { ExpressionError, type ValidationIssue } from "./errors.js";
 import { parseCondition } from "./expr/condition.js";
 import { createExpressionEngine, type ExpressionEngine } from "./expr/jsonata.js";
@@ -45,9 +46,44 @@ export function validateSemantics(r: Resource): ValidationIssue[] {
     if (s.correlation?.key !== undefined) {
       issues.push(...exprIssues(`${base}.correlation.key`, "transform", s.correlation.key));
     }
+    for (const [field, key] of [
+      ["batch.key", s.batch?.key],
+      ["debounce.key", s.debounce?.key],
+      ["ordering.key", s.ordering?.key],
+      ["dedup.key", s.dedup?.key],
+    ] as const) {
+      if (key !== undefined) issues.push(...exprIssues(`${base}.${field}`, "transform", key));
+    }
+    if (s.ordering !== undefined && s.batch !== undefined) {
+      issues.push({
+        code: "custom",
+        path: `${base}.ordering`,
+        message:
+          "ordering and batch cannot be combined: a batch is one delivery (give batch a key for per-key batches)",
+      });
+    }
+    const reset = s.correlation?.reset;
+    if (reset?.cron !== undefined) {
+      const problem = cronProblem(reset.cron, reset.timezone);
+      if (problem !== undefined)
+        issues.push({ code: "invalid_value", path: `${base}.correlation.reset.cron`, message: problem });
+    }
   });
   if (r.spec.subscribers.length === 0) {
     issues.push({ code: "custom", path: "spec.subscribers", message: "define at least one subscriber" });
   }
   return issues;
+}
+
+/** Why a cron schedule (5 or 6 fields, or a macro) in `timezone` cannot run; undefined when it can. */
+export function cronProblem(schedule: string, timezone?: string): string | undefined {
+  const s = schedule.trim();
+  const fields = s.split(/\s+/).length;
+  if (!s.startsWith("@") && fields !== 5 && fields !== 6) return `"${s}": expected 5 or 6 fields, got ${fields}`;
+  try {
+    new Cron(s, { paused: true, ...(timezone === undefined ? {} : { timezone }) }).stop();
+  } catch (err) {
+    return `"${s}"${timezone === undefined ? "" : ` in ${timezone}`}: ${(err as Error).message}`;
+  }
+  return undefined;
 }

@@ -26,7 +26,7 @@ export {
   type UntilTakenOptions,
   type Verdict,
 } from "./retry.js";
-export { createSinkClient, encodeHttp } from "./sink.js";
-export type { SinkClient, SinkClientOptions, SinkResponse } from "./sink.js";
+export { createSinkClient, encodeHttp, idempotencyKey } from "./sink.js";
+export type { Payload, SinkClient, SinkClientOptions, SinkResponse } from "./sink.js";
 export { NotDelivered, createOutbound, targetName } from "./target.js";
 export type { Outbound, SendOptions, Sent, Target } from "./target.js";

@@ -1,13 +1,15 @@
 /**
  * Delivery of CloudEvents to HTTP sinks (binary mode by default, structured on request), encoded
  * by ./http-binding.ts (the HTTP binding, header values percent-encoded) over undici's keep-alive
- * pool. 2xx is done; 429, 5xx, timeouts and
+ * pool. A batch (an array of events) goes as one request in the batched content mode. Every request
+ * carries `Idempotency-Key` (see {@link idempotencyKey}). 2xx is done; 429, 5xx, timeouts and
  * connection errors are retried with backoff and jitter, honouring Retry-After; other 4xx are not
  * retried. A failure is a DeliveryError whose `retriable` says which it was.
  */
+import { createHash } from "node:crypto";
 import { DeliveryError, ErrorCode, OfEventsError, type CloudEvent } from "@ofevents/core";
 import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from "undici";
-import { encodeBinary, encodeStructured, type HttpMessage } from "./http-binding.js";
+import { encodeBatch, encodeBinary, encodeHeaderValue, encodeStructured, type HttpMessage } from "./http-binding.js";
 import { DEFAULT_DELIVERY, type DeliveryPolicy } from "./policy.js";
 import { withRetry, type AttemptInfo } from "./retry.js";
 
@@ -17,11 +19,14 @@ export interface SinkResponse {
   body: Buffer;
 }
 
+/** One event, or a batch of events delivered in one request. */
+export type Payload = CloudEvent | readonly CloudEvent[];
+
 export interface SinkClient {
   /** One attempt. Resolves with the 2xx response; rejects with a DeliveryError. */
   send(
     url: string,
-    event: CloudEvent,
+    event: Payload,
     options?: { timeoutMs?: number; format?: "binary" | "structured"; signal?: AbortSignal | undefined },
   ): Promise<SinkResponse>;
   /**
@@ -32,20 +37,40 @@ export interface SinkClient {
    */
   deliver(
     url: string,
-    event: CloudEvent,
+    event: Payload,
     policy: DeliveryPolicy,
     options?: {
       signal?: AbortSignal | undefined;
       stopRetrying?: AbortSignal | undefined;
+      /** Awaited before each attempt (a rate limit); a rejection ends the delivery with that error. */
+      gate?: (() => Promise<void>) | undefined;
       onRetry?: ((info: AttemptInfo<DeliveryError>) => void) | undefined;
     },
   ): Promise<SinkResponse>;
   close(): Promise<void>;
 }
 
-/** Encodes an event as an HTTP message (CloudEvents HTTP binding, binary or structured mode). */
-export function encodeHttp(event: CloudEvent, format: "binary" | "structured"): HttpMessage {
-  return format === "structured" ? encodeStructured(event) : encodeBinary(event);
+/** Encodes an event as an HTTP message (CloudEvents HTTP binding, binary or structured mode); a batch in batched mode. */
+export function encodeHttp(event: Payload, format: "binary" | "structured"): HttpMessage {
+  if (Array.isArray(event)) return encodeBatch(event);
+  const one = event as CloudEvent;
+  return format === "structured" ? encodeStructured(one) : encodeBinary(one);
+}
+
+/**
+ * The `Idempotency-Key` of a delivery: for one event its `source` and `id`, each percent-encoded as
+ * a `ce-` header value is, joined by one space (so the same event always has the same key, on
+ * every retry and redelivery); for a batch `batch-` and the SHA-256 (hex) of its members' keys
+ * joined by newlines (the same members in the same order, the same key).
+ */
+export function idempotencyKey(event: Payload): string {
+  if (!Array.isArray(event)) {
+    const one = event as CloudEvent;
+    return `${encodeHeaderValue(one.source)} ${encodeHeaderValue(one.id)}`;
+  }
+  const h = createHash("sha256");
+  (event as readonly CloudEvent[]).forEach((e, i) => h.update(`${i === 0 ? "" : "\n"}${idempotencyKey(e)}`));
+  return `batch-${h.digest("hex")}`;
 }
 
 function parseRetryAfter(value: string | string[] | undefined): number | undefined {
@@ -92,6 +117,7 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
       });
     }
     const { headers, body } = message;
+    headers["idempotency-key"] = idempotencyKey(event);
     let res: Dispatcher.ResponseData;
     try {
       res = await request(url, {
@@ -146,7 +172,10 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
     deliver(url, event, policy, o = {}) {
       // send() rejects with DeliveryError only, so attempts need no wrapping.
       const options = { timeoutMs: policy.timeoutMs, format: policy.format, signal: o.signal };
-      return withRetry<SinkResponse, DeliveryError>(() => send(url, event, options), policy, {
+      const gate = o.gate;
+      const attempt =
+        gate === undefined ? () => send(url, event, options) : () => gate().then(() => send(url, event, options));
+      return withRetry<SinkResponse, DeliveryError>(attempt, policy, {
         stopRetrying: [o.signal, o.stopRetrying],
         onRetry: o.onRetry,
       });

@@ -7,7 +7,7 @@ import { ErrorCode, OfEventsError, type CloudEvent } from "@ofevents/core";
 import { withDeadLetterReason, type EventPublisher } from "@ofevents/eventbus";
 import type { DeliveryPolicy } from "./policy.js";
 import { classify, withRetry, type AttemptInfo } from "./retry.js";
-import type { SinkClient } from "./sink.js";
+import type { Payload, SinkClient } from "./sink.js";
 
 export type Target = { kind: "sink"; url: string } | { kind: "topic"; topic: string };
 
@@ -44,11 +44,16 @@ export interface SendOptions {
   /** Ends the waits between attempts and prevents new ones; an attempt in flight is let finish. */
   stopRetrying?: AbortSignal | undefined;
   onRetry?: ((info: AttemptInfo) => void) | undefined;
+  /** Awaited before each attempt (a rate limit); a rejection ends the send with that error. */
+  gate?: (() => Promise<void>) | undefined;
 }
 
 export interface Outbound {
-  /** Sends `event` to `target` under `policy`; rejects with NotDelivered. */
-  send(event: CloudEvent, target: Target, policy: DeliveryPolicy, o?: SendOptions): Promise<Sent>;
+  /**
+   * Sends `event` to `target` under `policy`; rejects with NotDelivered. A batch (an array) goes to
+   * a sink as one request; a topic takes events, not batches, so a batch to a topic is refused.
+   */
+  send(event: Payload, target: Target, policy: DeliveryPolicy, o?: SendOptions): Promise<Sent>;
   /**
    * Sends the dead-letter copy of `event` (why: `error`, after `attempts` at `failed`) to the first
    * of `deadLetters` that takes it. Resolves with the target that took it, or undefined when there
@@ -66,7 +71,7 @@ export interface Outbound {
 }
 
 export function createOutbound(o: { sinks?: SinkClient | undefined; bus?: EventPublisher | undefined }): Outbound {
-  function send(event: CloudEvent, target: Target, policy: DeliveryPolicy, so: SendOptions = {}): Promise<Sent> {
+  function send(event: Payload, target: Target, policy: DeliveryPolicy, so: SendOptions = {}): Promise<Sent> {
     if (target.kind === "sink") {
       const sinks = o.sinks;
       if (sinks === undefined)
@@ -77,6 +82,7 @@ export function createOutbound(o: { sinks?: SinkClient | undefined; bus?: EventP
         .deliver(target.url, event, policy, {
           signal: so.signal,
           stopRetrying: so.stopRetrying,
+          gate: so.gate,
           onRetry: (info) => {
             retries = info.attempt;
             so.onRetry?.(info);
@@ -91,11 +97,15 @@ export function createOutbound(o: { sinks?: SinkClient | undefined; bus?: EventP
     }
     const bus = o.bus;
     if (bus === undefined) return Promise.reject(new NotDelivered(target, new Error("no event bus to publish to"), 0));
+    if (Array.isArray(event))
+      return Promise.reject(new NotDelivered(target, new Error("a topic takes events one by one, not a batch"), 0));
+    const one = event as CloudEvent;
+    const gate = so.gate;
     let attempts = 0;
     return withRetry(
       (n) => {
         attempts = n;
-        return bus.publish(target.topic, event);
+        return gate === undefined ? bus.publish(target.topic, one) : gate().then(() => bus.publish(target.topic, one));
       },
       policy,
       { stopRetrying: [so.signal, so.stopRetrying], onRetry: so.onRetry },
