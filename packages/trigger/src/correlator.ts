@@ -8,6 +8,8 @@
  *   each positive input that made it true is consumed with it;
  * - a pending event stays unacknowledged on the bus until it is consumed (acked after the firing
  *   was delivered), expires (acked, counted) or is evicted beyond maxPending (acked, counted);
+ * - `correlation.reset`: `after` releases every pending event of a key (acked, counted) that long
+ *   after the first of them arrived; `cron` (see runtime.ts) releases every pending event at once;
  * - on shutdown pending events are returned to the bus (rejected), so they are redelivered.
  */
 import { evaluateCondition, satisfyingInputs, type CloudEvent, type ConditionAst } from "@ofevents/core";
@@ -29,19 +31,32 @@ export interface CorrelatorOptions {
   maxPending: number;
   onExpire: (e: PendingEntry) => void;
   onEvict: (e: PendingEntry) => void;
+  /** Release the pending events of a key this long after the first of them arrived (`correlation.reset.after`). */
+  resetAfterMs?: number | undefined;
+  onReset?: ((e: PendingEntry) => void) | undefined;
 }
 
 export class Correlator {
   /** key → input → entries, oldest first. */
   private readonly state = new Map<string, Map<string, PendingEntry[]>>();
   private readonly counts = new Map<string, number>();
+  /** key → the timer of its `reset.after`, from the key's first pending event. */
+  private readonly resets = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly o: CorrelatorOptions) {}
 
   /** Adds an entry; returns whether the condition fired and which entries it consumed. */
   offer(key: string, entry: PendingEntry): Outcome {
     let byInput = this.state.get(key);
-    if (byInput === undefined) this.state.set(key, (byInput = new Map()));
+    if (byInput === undefined) {
+      this.state.set(key, (byInput = new Map()));
+      const after = this.o.resetAfterMs;
+      if (after !== undefined) {
+        const timer = setTimeout(() => this.resetKey(key), after);
+        timer.unref?.();
+        this.resets.set(key, timer);
+      }
+    }
     let list = byInput.get(entry.input);
     if (list === undefined) byInput.set(entry.input, (list = []));
     list.push(entry);
@@ -79,8 +94,31 @@ export class Correlator {
     if (entry.timer !== undefined) clearTimeout(entry.timer);
     this.counts.set(entry.input, (this.counts.get(entry.input) ?? 1) - 1);
     if (list!.length === 0) byInput!.delete(entry.input);
-    if (byInput!.size === 0) this.state.delete(key);
+    if (byInput!.size === 0) {
+      this.state.delete(key);
+      clearTimeout(this.resets.get(key));
+      this.resets.delete(key);
+    }
     return true;
+  }
+
+  /** Releases every pending event of `key` (reset). */
+  private resetKey(key: string): void {
+    const byInput = this.state.get(key);
+    if (byInput === undefined) return;
+    const entries = [...byInput.values()].flat();
+    for (const e of entries) if (this.remove(key, e)) this.o.onReset?.(e);
+  }
+
+  /** Releases every pending event (a `reset.cron` tick); returns how many. */
+  resetAll(): number {
+    const keys = [...this.state.keys()];
+    let n = 0;
+    for (const key of keys) {
+      n += [...(this.state.get(key)?.values() ?? [])].reduce((a, l) => a + l.length, 0);
+      this.resetKey(key);
+    }
+    return n;
   }
 
   /** Releases the oldest pending event of `input` (over all keys) while beyond maxPending. */
@@ -102,6 +140,8 @@ export class Correlator {
     const all: PendingEntry[] = [];
     for (const byInput of this.state.values()) for (const list of byInput.values()) all.push(...list);
     for (const e of all) if (e.timer !== undefined) clearTimeout(e.timer);
+    for (const t of this.resets.values()) clearTimeout(t);
+    this.resets.clear();
     this.state.clear();
     this.counts.clear();
     return all;

@@ -11,7 +11,9 @@
  * bus message is redelivered only when a dead-letter target itself cannot take the event, or when
  * the trigger stops before the event was delivered.
  */
+import { Cron } from "croner";
 import {
+  DeliveryError,
   ErrorCode,
   ExpressionError,
   OfEventsError,
@@ -37,14 +39,18 @@ import {
   createOutbound,
   deliveryPolicy,
   targetName,
+  type AttemptInfo,
   type DeliveryPolicy,
   type Outbound,
   type SinkClient,
   type Target,
 } from "@ofevents/delivery";
-import type { EventBus, Subscription } from "@ofevents/eventbus";
+import { MemorySeenSet, type EventBus, type SeenSet, type Subscription } from "@ofevents/eventbus";
 import { Correlator, type PendingEntry } from "./correlator.js";
+import { KeyedQueue, Sequencer, type Ticket } from "./keyed.js";
+import { TokenBucket } from "./rate-limit.js";
 import { Semaphore } from "./semaphore.js";
+import { Batcher, Dedup, Debouncer, type Claim, type Held } from "./shaping.js";
 import { JOINED_EXTENSION, type TriggerEvents } from "./types.js";
 
 export const DEFAULT_WINDOW = "5m";
@@ -147,13 +153,41 @@ function codeOf(err: unknown): string | undefined {
   return err instanceof OfEventsError ? err.code : undefined;
 }
 
+/** An event on its way to delivery, after filter and transform. */
+interface Outgoing {
+  /** The event as delivered (joined, transformed). */
+  out: CloudEvent;
+  receivedAt: number;
+  /** The key of its `ordering`, when the subscriber has one. */
+  order: string | undefined;
+  /** Its `dedup` claim: report whether it was delivered. */
+  claim: Claim | undefined;
+}
+
+/** Events a debounce may hold at once beyond the deliveries in flight (bus messages left unacked). */
+const DEBOUNCE_ROOM = 256;
+
+const noop = (): void => undefined;
+
 class SubscriberRunner {
   readonly inputs: Set<string>;
+  /** Hands out arrival tickets when the subscriber has `ordering` (the bus handler takes them). */
+  readonly sequencer: Sequencer | undefined;
   private readonly simple: boolean;
   private readonly correlator: Correlator | undefined;
   private readonly filter: string | undefined;
   private readonly transform: CompiledExpression | undefined;
   private readonly key: CompiledExpression | undefined;
+  private readonly orderKey: CompiledExpression | undefined;
+  private readonly queue: KeyedQueue | undefined;
+  private readonly batchKey: CompiledExpression | undefined;
+  private readonly batcher: Batcher<Outgoing> | undefined;
+  private readonly debounceKey: CompiledExpression | undefined;
+  private readonly debouncer: Debouncer<Outgoing> | undefined;
+  private readonly dedupKey: CompiledExpression | undefined;
+  private dedup: Dedup | undefined;
+  private readonly bucket: TokenBucket | undefined;
+  private cron: Cron | undefined;
   private readonly policy: DeliveryPolicy;
   private readonly slots: Semaphore;
   /** Where each fired event goes: the sink, then the topic. */
@@ -183,10 +217,38 @@ class SubscriberRunner {
     this.log = t.log.child({ subscriber: index });
     if (spec.filter !== undefined) t.engine.compile(spec.filter);
     this.filter = spec.filter;
-    this.transform = spec.transform === undefined ? undefined : t.engine.compile(spec.transform);
-    this.key = spec.correlation?.key === undefined ? undefined : t.engine.compile(spec.correlation.key);
+    const compile = (e: string | undefined) => (e === undefined ? undefined : t.engine.compile(e));
+    this.transform = compile(spec.transform);
+    this.key = compile(spec.correlation?.key);
     this.policy = deliveryPolicy(spec.delivery);
     this.slots = new Semaphore(spec.delivery?.concurrency ?? DEFAULT_CONCURRENCY);
+    if (spec.ordering !== undefined) {
+      this.orderKey = t.engine.compile(spec.ordering.key);
+      this.sequencer = new Sequencer();
+      this.queue = new KeyedQueue();
+    }
+    if (spec.batch !== undefined) {
+      this.batchKey = compile(spec.batch.key);
+      this.batcher = new Batcher(spec.batch.maxEvents, durationMs(spec.batch.maxWait), (members) => {
+        void this.deliverBatch(members);
+      });
+    }
+    if (spec.debounce !== undefined) {
+      this.debounceKey = compile(spec.debounce.key);
+      if ((spec.debounce.edge ?? "trailing") === "trailing") {
+        this.debouncer = new Debouncer<Outgoing>(
+          durationMs(spec.debounce.window),
+          (entry) =>
+            void this.ordered(entry.item.order, () => this.deliver(entry.item)).then(entry.resolve, entry.reject),
+          (entry) => void this.skipped(entry.item).then(entry.resolve, entry.reject),
+        );
+      } else {
+        this.debouncer = new Debouncer<Outgoing>(durationMs(spec.debounce.window), noop, noop);
+      }
+    }
+    this.dedupKey = compile(spec.dedup?.key);
+    const limit = spec.delivery?.rateLimit;
+    if (limit !== undefined) this.bucket = new TokenBucket(limit.perSecond, limit.burst);
     if (spec.sink !== undefined) this.targets.push({ kind: "sink", url: t.resolveSink(spec.sink) });
     if (spec.topic !== undefined && spec.topic !== "") this.targets.push({ kind: "topic", topic: spec.topic });
     if (spec.deadLetterSink !== undefined)
@@ -197,20 +259,62 @@ class SubscriberRunner {
       throw new Error("a sink client is needed for subscribers with a sink");
     }
     if (!this.simple) {
+      const release = (type: "expired" | "evicted" | "reset", e: PendingEntry): void => {
+        t.events.emit(type, { subscriber: index, input: e.input, id: e.event.id });
+        e.release();
+      };
+      const reset = spec.correlation?.reset;
       this.correlator = new Correlator({
         ast,
         windowMs: durationMs(spec.correlation?.window ?? DEFAULT_WINDOW),
         maxPending: spec.correlation?.maxPending ?? DEFAULT_MAX_PENDING,
         onExpire: (e) => {
-          t.events.emit("expired", { subscriber: index, input: e.input, id: e.event.id });
           this.log.debug({ input: e.input, id: e.event.id }, "pending event expired unjoined");
-          e.release();
+          release("expired", e);
         },
         onEvict: (e) => {
-          t.events.emit("evicted", { subscriber: index, input: e.input, id: e.event.id });
           this.log.warn({ input: e.input, id: e.event.id }, "pending event released: more than maxPending waiting");
-          e.release();
+          release("evicted", e);
         },
+        resetAfterMs: reset?.after === undefined ? undefined : durationMs(reset.after),
+        onReset: (e) => {
+          this.log.info({ input: e.input, id: e.event.id }, "pending event released unjoined by correlation.reset");
+          release("reset", e);
+        },
+      });
+    }
+  }
+
+  /**
+   * What needs the bus or a clock: the dedup seen set (the bus's own where it has one, else in
+   * memory) and the `correlation.reset` cron schedule.
+   */
+  async start(bus: EventBus, name: string): Promise<void> {
+    const dedup = this.spec.dedup;
+    if (dedup !== undefined) {
+      const windowMs = durationMs(dedup.window);
+      let seen: SeenSet | undefined = await bus.seenSet?.(name, windowMs);
+      if (seen === undefined) {
+        seen = new MemorySeenSet(windowMs);
+        this.log.warn(
+          { bus: bus.driver },
+          "dedup keeps its seen keys in memory: this bus has no place for them, so a restart forgets them",
+        );
+      }
+      this.dedup = new Dedup(seen, (key, err) =>
+        this.log.warn(
+          { key, err: errorText(err) },
+          "dedup could not record a delivered key; a repeat may be delivered",
+        ),
+      );
+      this.log.info({ seenSet: seen.kind, windowMs }, "dedup on");
+    }
+    const cron = this.spec.correlation?.reset?.cron;
+    if (cron !== undefined && this.correlator !== undefined) {
+      const correlator = this.correlator;
+      this.cron = new Cron(cron, { timezone: this.spec.correlation?.reset?.timezone ?? "UTC" }, () => {
+        const n = correlator.resetAll();
+        if (n > 0) this.log.info({ released: n }, "correlation.reset: pending events released");
       });
     }
   }
@@ -223,29 +327,70 @@ class SubscriberRunner {
     return this.spec.delivery?.concurrency ?? DEFAULT_CONCURRENCY;
   }
 
-  /** Resolves when this subscriber is done with the event; rejects to have the bus redeliver it. */
-  async offer(input: string, event: CloudEvent, receivedAt: number): Promise<void> {
-    if (this.t.stopping()) throw this.returned(event);
-    if (this.correlator === undefined) return this.fire(event, { [input]: event }, [], receivedAt);
-    let key = "";
-    if (this.key !== undefined) {
-      let k: unknown;
+  /** Bus messages this subscriber may hold beyond its deliveries: open batches, debounced bursts. */
+  get held(): number {
+    return (
+      (this.spec.batch === undefined ? 0 : this.spec.batch.maxEvents * 2) +
+      (this.spec.debounce === undefined ? 0 : DEBOUNCE_ROOM)
+    );
+  }
+
+  /**
+   * Resolves when this subscriber is done with the event; rejects to have the bus redeliver it.
+   * `ticket`: its place in arrival order (subscribers with `ordering`), taken when the bus handed
+   * the event over.
+   */
+  async offer(input: string, event: CloudEvent, receivedAt: number, ticket?: Ticket): Promise<void> {
+    let admitted: Promise<void>;
+    try {
+      if (this.t.stopping()) throw this.returned(event);
+      let order: string | undefined;
+      let key = "";
       try {
-        k = await this.key.evaluate(event);
-      } catch (err) {
-        if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) {
-          // Deterministic: the same event would hit the limit again. Poison for this subscriber only.
-          return this.rejectEvent(event, err);
+        if (this.orderKey !== undefined) order = (await this.keyOf(this.orderKey, event, "ordering key")) ?? "";
+        if (this.correlator !== undefined && this.key !== undefined) {
+          const k = await this.keyOf(this.key, event, "correlation key");
+          if (k === undefined) {
+            this.t.events.emit("uncorrelated", { subscriber: this.index, input, id: event.id });
+            return;
+          }
+          key = k;
         }
-        this.log.warn({ id: event.id, err: errorText(err) }, "correlation key failed; event not joined");
-        k = undefined;
+      } catch (err) {
+        // A limit hit is deterministic: poison for this subscriber only.
+        admitted = this.rejectEvent(event, err);
+        return await admitted;
       }
-      if (k === undefined || k === null) {
-        this.t.events.emit("uncorrelated", { subscriber: this.index, input, id: event.id });
-        return;
-      }
-      key = typeof k === "string" ? k : JSON.stringify(k);
+      if (ticket !== undefined) await ticket.turn;
+      // From here to the queueing, nothing awaits: events join their key in ticket order.
+      admitted = this.admit(input, event, receivedAt, key, order);
+    } finally {
+      ticket?.done();
     }
+    return admitted;
+  }
+
+  /**
+   * A key expression's value as a string (JSON for a non-string), or undefined when it has none or
+   * failed (logged); throws an expression's limit error (deterministic: the caller dead-letters).
+   */
+  private async keyOf(expr: CompiledExpression, event: CloudEvent, what: string): Promise<string | undefined> {
+    let k: unknown;
+    try {
+      k = await expr.evaluate(event);
+    } catch (err) {
+      if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) throw err;
+      this.log.warn({ id: event.id, err: errorText(err) }, `${what} failed; the event has no key`);
+      return undefined;
+    }
+    if (k === undefined || k === null) return undefined;
+    return typeof k === "string" ? k : JSON.stringify(k);
+  }
+
+  /** Joins the event to its correlation state and its key's queue (synchronously, before it returns). */
+  private admit(input: string, event: CloudEvent, receivedAt: number, key: string, order?: string): Promise<void> {
+    if (this.correlator === undefined)
+      return this.ordered(order, (leave) => this.fire(event, { [input]: event }, [], receivedAt, order, leave));
     return new Promise<void>((resolve, reject) => {
       const entry: PendingEntry = {
         input,
@@ -265,11 +410,16 @@ class SubscriberRunner {
       const joined = outcome.consumed.slice(1).map((e) => e.event.id);
       for (const e of outcome.consumed.slice(1))
         this.t.events.emit("consumed", { subscriber: this.index, input: e.input, id: e.event.id });
-      this.fire(event, inputs, joined, receivedAt).then(
+      this.ordered(order, (leave) => this.fire(event, inputs, joined, receivedAt, order, leave)).then(
         () => outcome.consumed.forEach((e) => e.release()),
         (err: unknown) => outcome.consumed.forEach((e) => e.fail(err)),
       );
     });
+  }
+
+  /** Runs `work` in the queue of ordering key `order`; at once when the subscriber has no ordering. */
+  private ordered(order: string | undefined, work: (leave: () => void) => Promise<void>): Promise<void> {
+    return this.queue === undefined || order === undefined ? work(noop) : this.queue.run(order, work);
   }
 
   private async fire(
@@ -277,6 +427,8 @@ class SubscriberRunner {
     inputs: Record<string, CloudEvent>,
     joined: string[],
     receivedAt: number,
+    order: string | undefined,
+    leave: () => void,
   ): Promise<void> {
     const bindings = { inputs };
     if (this.filter !== undefined) {
@@ -312,45 +464,158 @@ class SubscriberRunner {
       out = o as CloudEvent;
     }
     this.t.events.emit("fired", { subscriber: this.index, id: event.id, joined });
-    const release = await this.slots.acquire();
-    if (this.t.stopping()) {
-      release();
-      this.t.events.emit("settled", { subscriber: this.index, id: event.id });
-      throw this.returned(event);
-    }
     try {
-      const work: Promise<void>[] = [];
-      for (const target of this.targets) work.push(this.to(out, target, receivedAt));
-      const results = await Promise.allSettled(work);
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed !== undefined) throw failed.reason;
+      if (this.batcher === undefined && this.debouncer === undefined && this.dedup === undefined)
+        return await this.deliver({ out, receivedAt, order, claim: undefined });
+      return await this.shape(event, { out, receivedAt, order, claim: undefined }, leave);
     } finally {
-      release();
       this.t.events.emit("settled", { subscriber: this.index, id: event.id });
     }
   }
 
-  /** One target of this subscriber: delivered, or dead-lettered (or returned to the bus when stopping). */
-  private async to(event: CloudEvent, target: Target, receivedAt: number): Promise<void> {
+  /** dedup, then debounce, then batch or delivery. Keys are computed on the event as received. */
+  private async shape(event: CloudEvent, item: Outgoing, leave: () => void): Promise<void> {
+    try {
+      if (this.dedup !== undefined) {
+        const key =
+          (this.dedupKey === undefined ? undefined : await this.keyOf(this.dedupKey, event, "dedup key")) ??
+          JSON.stringify([event.source, event.id]);
+        item.claim = await this.dedup.claim(key);
+        if (item.claim === undefined) {
+          this.t.events.emit("deduplicated", { subscriber: this.index, id: event.id, key });
+          this.log.debug({ id: event.id, key }, "duplicate: delivered within the dedup window; acknowledged");
+          return;
+        }
+      }
+      if (this.debouncer !== undefined) {
+        const key =
+          (this.debounceKey === undefined ? "" : await this.keyOf(this.debounceKey, event, "debounce key")) ?? "";
+        if (this.spec.debounce?.edge === "leading") {
+          if (!this.debouncer.lead(key)) return await this.skipped(item);
+        } else {
+          // Held outside its ordering key's queue: the next event of the key may supersede it.
+          leave();
+          return await this.debouncer.hold(key, item);
+        }
+      }
+      if (this.batcher !== undefined) {
+        const key = (this.batchKey === undefined ? "" : await this.keyOf(this.batchKey, event, "batch key")) ?? "";
+        return await this.batcher.add(key, item);
+      }
+    } catch (err) {
+      await item.claim?.(false);
+      if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) return this.rejectEvent(event, err);
+      throw err;
+    }
+    return this.deliver(item);
+  }
+
+  /** A debounced event that goes no further: acknowledged and counted. */
+  private async skipped(item: Outgoing): Promise<void> {
+    this.t.events.emit("debounced", { subscriber: this.index, id: item.out.id });
+    await item.claim?.(false);
+  }
+
+  /** Delivers one event to every target (in a delivery slot); reports its dedup claim. */
+  private async deliver(item: Outgoing): Promise<void> {
+    const { out, receivedAt } = item;
+    const release = await this.slots.acquire();
+    let delivered = false;
+    try {
+      if (this.t.stopping()) throw this.returned(out);
+      const work: Promise<boolean>[] = [];
+      for (const target of this.targets) work.push(this.to(out, target, receivedAt));
+      const results = await Promise.allSettled(work);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+      delivered = results.every((r) => r.status === "fulfilled" && r.value);
+    } finally {
+      release();
+      await item.claim?.(delivered);
+    }
+  }
+
+  /**
+   * Delivers a batch: to a sink as one request (retried whole, then each member dead-lettered with
+   * the reason), to a topic member by member. Each member settles when the batch is done.
+   */
+  private async deliverBatch(members: Held<Outgoing>[]): Promise<void> {
+    const events = members.map((m) => m.item.out);
+    const receivedAt = Math.min(...members.map((m) => m.item.receivedAt));
+    const release = await this.slots.acquire();
+    let delivered: boolean[] = members.map(() => false);
+    try {
+      if (this.t.stopping()) throw new ShutdownError("trigger stopped before the batch was delivered");
+      const work: Promise<boolean[]>[] = [];
+      for (const target of this.targets)
+        work.push(
+          target.kind === "sink"
+            ? this.toBatch(events, target, receivedAt)
+            : (async () => {
+                const took: boolean[] = [];
+                for (const m of members) took.push(await this.to(m.item.out, target, m.item.receivedAt));
+                return took;
+              })(),
+        );
+      const results = await Promise.allSettled(work);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+      delivered = members.map((_, i) => results.every((r) => r.status === "fulfilled" && r.value[i] === true));
+      this.t.events.emit("batched", { subscriber: this.index, size: members.length, ids: events.map((e) => e.id) });
+    } catch (err) {
+      if (err instanceof ShutdownError) for (const e of events) this.t.shutdown.returned.add(e.id);
+      release();
+      await Promise.all(members.map((m, i) => m.item.claim?.(delivered[i]!)));
+      members.forEach((m) => m.reject(err));
+      return;
+    }
+    release();
+    await Promise.all(members.map((m, i) => m.item.claim?.(delivered[i]!)));
+    members.forEach((m) => m.resolve());
+  }
+
+  /** Options of one send: the stop signals, the rate limit, and what a retry reports. */
+  private sendOptions(id: string, target: Target, name: string) {
+    const bucket = this.bucket;
+    return {
+      signal: this.t.shutdown.attempts,
+      stopRetrying: this.t.shutdown.retries,
+      gate: bucket === undefined ? undefined : () => this.throttle(bucket, id),
+      onRetry: (r: AttemptInfo) => {
+        this.t.events.emit("retried", {
+          subscriber: this.index,
+          id,
+          target: name,
+          attempt: r.attempt,
+          error: r.error,
+        });
+        const asked = r.error instanceof DeliveryError ? r.error.retryAfterMs : undefined;
+        // A sink's Retry-After pauses the whole rate-limited subscriber, not only this event.
+        if (bucket !== undefined && asked !== undefined) bucket.pause(Math.min(asked, this.policy.retryAfterMaxMs));
+        this.log.warn(
+          { id, [target.kind]: name, attempt: r.attempt, delayMs: r.delayMs, err: errorText(r.error) },
+          target.kind === "sink" ? "retrying delivery" : "retrying publish",
+        );
+      },
+    };
+  }
+
+  /** Waits for the rate limit's token before an attempt; a stopping trigger ends the wait. */
+  private async throttle(bucket: TokenBucket, id: string): Promise<void> {
+    const ms = await bucket.take(this.t.shutdown.retries).catch(() => {
+      throw new ShutdownError("trigger stopped while the attempt waited for the rate limit");
+    });
+    if (ms > 1) this.t.events.emit("throttled", { subscriber: this.index, id, ms });
+  }
+
+  /**
+   * One target of this subscriber: resolves true when delivered, false when dead-lettered or
+   * dropped; rejects to return the event to the bus (stopping, or no dead-letter target took it).
+   */
+  private async to(event: CloudEvent, target: Target, receivedAt: number): Promise<boolean> {
     const name = targetName(target);
     try {
-      const sent = await this.t.out.send(event, target, this.policy, {
-        signal: this.t.shutdown.attempts,
-        stopRetrying: this.t.shutdown.retries,
-        onRetry: (r) => {
-          this.t.events.emit("retried", {
-            subscriber: this.index,
-            id: event.id,
-            target: name,
-            attempt: r.attempt,
-            error: r.error,
-          });
-          this.log.warn(
-            { id: event.id, [target.kind]: name, attempt: r.attempt, delayMs: r.delayMs, err: errorText(r.error) },
-            target.kind === "sink" ? "retrying delivery" : "retrying publish",
-          );
-        },
-      });
+      const sent = await this.t.out.send(event, target, this.policy, this.sendOptions(event.id, target, name));
       // Plain literals (no spread, no computed key): this runs once per event and target.
       const status = sent.status;
       this.t.events.emit(
@@ -380,11 +645,39 @@ class SubscriberRunner {
           "delivered",
         );
       }
+      return true;
     } catch (err) {
       const failed = err as NotDelivered;
       // Stopped while the event could still have been delivered: back to the bus, not dead-lettered.
-      if (this.t.stopping() && failed.retriable) throw this.returned(event);
+      if (this.t.stopping() && (failed.retriable || failed.error instanceof ShutdownError)) throw this.returned(event);
       await this.deadLetter(event, name, failed.error, failed.attempts);
+      return false;
+    }
+  }
+
+  /** A batch to a sink, as one request; per member: delivered (true) or dead-lettered (false). */
+  private async toBatch(events: CloudEvent[], target: Target, receivedAt: number): Promise<boolean[]> {
+    const name = targetName(target);
+    try {
+      const sent = await this.t.out.send(events, target, this.policy, this.sendOptions(events[0]!.id, target, name));
+      const durationMs = performance.now() - receivedAt;
+      for (const e of events)
+        this.t.events.emit("delivered", {
+          subscriber: this.index,
+          id: e.id,
+          target: name,
+          kind: target.kind,
+          ...(sent.status === undefined ? {} : { status: sent.status }),
+          durationMs,
+        });
+      this.log.info({ ids: events.map((e) => e.id), sink: name, status: sent.status }, "delivered a batch");
+      return events.map(() => true);
+    } catch (err) {
+      const failed = err as NotDelivered;
+      if (this.t.stopping() && (failed.retriable || failed.error instanceof ShutdownError))
+        throw new ShutdownError("trigger stopped before the batch was delivered");
+      for (const e of events) await this.deadLetter(e, name, failed.error, failed.attempts);
+      return events.map(() => false);
     }
   }
 
@@ -438,8 +731,14 @@ class SubscriberRunner {
     this.log.warn({ id: event.id, target, deadLetter, err: errorText(error), code: codeOf(error) }, "dead-lettered");
   }
 
-  drain(): PendingEntry[] {
-    return this.correlator?.drain() ?? [];
+  /** Stops the reset schedule; removes and returns every event held pending, debounced or batched (shutdown). */
+  drain(): Array<{ event: CloudEvent; fail: (err: unknown) => void }> {
+    this.cron?.stop();
+    const held = [...(this.debouncer?.drain() ?? []), ...(this.batcher?.drain() ?? [])].map((h) => ({
+      event: h.item.out,
+      fail: (err: unknown) => void (h.item.claim?.(false) ?? Promise.resolve()).then(() => h.reject(err)),
+    }));
+    return [...(this.correlator?.drain() ?? []), ...held];
   }
 
   pending(): number {
@@ -487,6 +786,8 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
       }),
   );
 
+  for (const s of subscribers) await s.start(o.bus, `dedup-${namespace}-${name}-${s.index}`);
+
   const byTopic = new Map<string, InputPlan[]>();
   for (const p of plans) byTopic.set(p.topic, [...(byTopic.get(p.topic) ?? []), p]);
 
@@ -498,14 +799,25 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
         log.warn({ topic, inputs: inputs.map((i) => i.name) }, "input named by no condition; not subscribed");
         continue;
       }
-      // Room for every event a subscriber may hold pending plus its deliveries in flight.
+      // Room for every event a subscriber may hold (pending joins, batches, debounced bursts) plus
+      // its deliveries in flight.
       const maxInFlight =
-        Math.max(...interested.map((s) => s.maxPending)) + Math.max(...interested.map((s) => s.concurrency)) * 2;
+        Math.max(...interested.map((s) => s.maxPending)) +
+        Math.max(...interested.map((s) => s.held)) +
+        Math.max(...interested.map((s) => s.concurrency)) * 2;
+      const ordered = inputs.flatMap((i) =>
+        interested.filter((s) => s.sequencer !== undefined && s.inputs.has(i.name)).map((s) => ({ input: i.name, s })),
+      );
       subs.push(
         await o.bus.subscribe(
           [topic],
           async (event) => {
             const receivedAt = performance.now();
+            // Places in arrival order, taken before anything awaits (subscribers with ordering).
+            const tickets =
+              ordered.length === 0
+                ? undefined
+                : new Map(ordered.map((x) => [`${x.input}\0${x.s.index}`, x.s.sequencer!.ticket()]));
             const work: Promise<void>[] = [];
             for (const input of inputs) {
               events.emit("received", { input: input.name, id: event.id });
@@ -539,8 +851,11 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
                 }
               }
               for (const s of subscribers)
-                if (s.inputs.has(input.name)) work.push(s.offer(input.name, event, receivedAt));
+                if (s.inputs.has(input.name))
+                  work.push(s.offer(input.name, event, receivedAt, tickets?.get(`${input.name}\0${s.index}`)));
             }
+            // Tickets of inputs that filtered the event out pass their turn on (done is idempotent).
+            tickets?.forEach((t) => t.done());
             const results = await Promise.allSettled(work);
             const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
             if (failed !== undefined) throw failed.reason;
@@ -567,7 +882,7 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
         "stopping: pending events and retries go back to the bus; delivery attempts in flight get up to %d s",
         stopGraceMs / 1000,
       );
-      const err = new ShutdownError("trigger stopped before the event was joined");
+      const err = new ShutdownError("trigger stopped before the event was joined or delivered");
       for (const s of subscribers)
         for (const e of s.drain()) {
           shutdown.returned.add(e.event.id);

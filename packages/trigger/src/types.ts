@@ -23,6 +23,16 @@ export interface TriggerEvents {
   expired: { subscriber: number; input: string; id: string };
   evicted: { subscriber: number; input: string; id: string };
   uncorrelated: { subscriber: number; input: string; id: string };
+  /** A pending event released unjoined by `correlation.reset` (cron or after). */
+  reset: { subscriber: number; input: string; id: string };
+  /** A batch was delivered or dead-lettered; `ids` are its members. */
+  batched: { subscriber: number; size: number; ids: string[] };
+  /** An event of a burst acknowledged without delivery: superseded (trailing) or after the leading one. */
+  debounced: { subscriber: number; id: string };
+  /** An event acknowledged without delivery: its dedup key was delivered within the window. */
+  deduplicated: { subscriber: number; id: string; key: string };
+  /** An attempt waited `ms` for the rate limit (or a Retry-After pause). */
+  throttled: { subscriber: number; id: string; ms: number };
 }
 
 /** Extension attribute carrying the ids of the events a delivered event was joined with. */

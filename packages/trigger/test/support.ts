@@ -4,10 +4,18 @@ import type { AddressInfo } from "node:net";
 
 /** A real HTTP sink recording binary-mode CloudEvents; `status` scripts its answer. */
 export class Sink {
-  /** `data`: the body parsed as JSON (undefined when empty or not JSON); `body`: the body as sent. */
-  received: Array<{ headers: Record<string, string | string[] | undefined>; data: unknown; body: Buffer }> = [];
+  /**
+   * `data`: the body parsed as JSON (undefined when empty or not JSON); `body`: the body as sent;
+   * `at`: when the request arrived (performance.now(), ms).
+   */
+  received: Array<{ headers: Record<string, string | string[] | undefined>; data: unknown; body: Buffer; at: number }> =
+    [];
+  /** Extra headers of each answer (e.g. Retry-After), by request number. */
+  answerHeaders: (n: number) => Record<string, string> = () => ({});
   status: (n: number) => number = () => 200;
   delayMs = 0;
+  /** The answer delay of request `n` (default `delayMs`). */
+  delayFor: (n: number) => number = () => this.delayMs;
   inFlight = 0;
   peak = 0;
   url = "";
@@ -27,11 +35,11 @@ export class Sink {
         } catch {
           data = undefined;
         }
-        this.received.push({ headers: req.headers, data, body });
+        this.received.push({ headers: req.headers, data, body, at: performance.now() });
         setTimeout(() => {
           this.inFlight--;
-          res.writeHead(this.status(n)).end();
-        }, this.delayMs);
+          res.writeHead(this.status(n), this.answerHeaders(n)).end();
+        }, this.delayFor(n));
       });
     });
     await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
