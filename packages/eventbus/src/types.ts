@@ -28,6 +28,14 @@ export interface SubscribeOptions {
    * The event carries the reason as extension attributes (see DeadLetterExtension).
    */
   deadLetterTopic?: string | undefined;
+  /**
+   * The subscriber needs bus order across a restart (a trigger subscriber's `ordering`). JetStream:
+   * when the group's consumer has messages a previous member took and did not acknowledge (a
+   * crash), the subscription waits one `ackWait` before it takes anything, so that those come
+   * back first (JetStream hands out due redeliveries before new messages), in stream order. Kafka
+   * needs nothing (a restart resumes at the first unsettled offset of each partition).
+   */
+  ordered?: boolean | undefined;
 }
 
 export interface Subscription {

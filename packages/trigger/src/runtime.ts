@@ -860,7 +860,7 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
             const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
             if (failed !== undefined) throw failed.reason;
           },
-          { group, maxInFlight },
+          { group, maxInFlight, ordered: ordered.length > 0 },
         ),
       );
     }

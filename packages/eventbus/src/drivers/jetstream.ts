@@ -85,6 +85,8 @@ export { DEFAULT_MAX_AGE };
 const PREFIX_MAX = 40;
 /** Unacknowledged messages a consumer may have out (members, nak-delayed retries) at least. */
 const MIN_MAX_ACK_PENDING = 1024;
+/** Beyond the ack wait, how long an ordered subscription gives the server to queue due redeliveries. */
+const ORDERED_START_MARGIN_MS = 500;
 /** How long a `subscriptionType: topic` member's consumer is kept unused before the server removes it. */
 const TOPIC_MEMBER_IDLE_MS = 24 * 3_600_000;
 
@@ -413,6 +415,7 @@ class JetStreamSubscription implements Subscription {
   /** The group as a consumer (per member with `subscriptionType: topic`). */
   private readonly consumerGroup: string;
   private readonly maxInFlight: number;
+  private readonly ordered: boolean;
   private readonly engine: ConsumerEngine;
   private readonly log: Logger;
   private readonly inFlight = new Set<JsMsg>();
@@ -436,6 +439,7 @@ class JetStreamSubscription implements Subscription {
     this.group = options.group;
     this.consumerGroup = bus.consumerGroup(options.group);
     this.maxInFlight = Math.max(1, bus.inFlightLimit(options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT));
+    this.ordered = options.ordered === true;
     this.log = bus.log.child({ group: options.group });
     this.engine = new ConsumerEngine({
       group: options.group,
@@ -457,6 +461,8 @@ class JetStreamSubscription implements Subscription {
       consumers.push([topic, await this.bus.ensureConsumer(topic, this.consumerGroup, this.maxInFlight)]);
     }
     if (this.stop.signal.aborted) return;
+    if (this.ordered) await this.awaitEarlierMembers(consumers);
+    if (this.stop.signal.aborted) return;
     // In-progress acks keep a slow handler's message (and an overflowed one) from redelivery.
     const every = Math.max(100, Math.floor(this.bus.ackWaitMs / 3));
     this.ticker = setInterval(() => {
@@ -465,6 +471,28 @@ class JetStreamSubscription implements Subscription {
     }, every);
     this.ticker.unref();
     for (const [topic, consumer] of consumers) this.loops.push(this.pull(topic, consumer));
+  }
+
+  /**
+   * For an ordered subscription: when a consumer has messages out that no member acknowledged
+   * (taken by a member that crashed), waits one ack wait (and a margin for the server's check) so
+   * that they are due for redelivery, and so come before newer messages, when the pull starts.
+   */
+  private async awaitEarlierMembers(consumers: ReadonlyArray<[string, Consumer]>): Promise<void> {
+    let unacked = 0;
+    for (const [topic, consumer] of consumers) {
+      const info = await consumer.info(false).catch((err: unknown) => {
+        throw this.bus.busError(ErrorCode.BusSubscribe, "reading consumer info", err, topic);
+      });
+      unacked += info.num_ack_pending;
+    }
+    if (unacked === 0) return;
+    const waitMs = this.bus.ackWaitMs + ORDERED_START_MARGIN_MS;
+    this.log.info(
+      { unacked, waitMs },
+      "ordered subscription: waiting for the messages an earlier member did not acknowledge to come back first",
+    );
+    await sleep(waitMs, this.stop.signal);
   }
 
   /** Slots neither running a handler nor holding an overflowed message. */
