@@ -14,6 +14,7 @@ import { KafkaBroker } from "./helpers/kafka.js";
 import { NatsServer } from "./helpers/nats.js";
 import { OfeventsProcess } from "./helpers/ofevents.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
+import { mulberry32 } from "./reliability/harness.js";
 
 export type DurableBus = "jetstream" | "kafka";
 
@@ -164,18 +165,6 @@ export async function allArrived(sink: Sink, sent: readonly CloudEvent[], timeou
   );
 }
 
-/** A pseudo-random generator in [0, 1) from `seed` (mulberry32), so a failure can be replayed. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Ids the sink received: `ce-id` of binary requests, and each member of a batch. */
 export function receivedIds(sink: Sink): string[] {
   return sink.received.flatMap((r) =>
@@ -195,7 +184,7 @@ export async function metric(p: OfeventsProcess, name: string): Promise<number> 
 /** Ordering under concurrency: 4 keys, a sink of random latency; each key in bus order, keys in parallel. */
 export async function orderingUnderConcurrency(env: DurableEnv): Promise<{ peak: number }> {
   const sink = await env.sink();
-  const random = seeded(0x0dd);
+  const random = mulberry32(0x0dd);
   sink.delayFor = () => random() * 15;
   const m = await env.manifests(
     `sink: { uri: "${sink.url}" }, ordering: { key: data.k }, delivery: { concurrency: 8 }`,
@@ -216,7 +205,7 @@ export async function orderingUnderConcurrency(env: DurableEnv): Promise<{ peak:
  */
 export async function orderingAcrossKill(env: DurableEnv): Promise<{ repeats: number; total: number }> {
   const sink = await env.sink();
-  const random = seeded(0x5eed);
+  const random = mulberry32(0x5eed);
   sink.delayFor = () => random() * 10;
   const m = await env.manifests(
     `sink: { uri: "${sink.url}" }, ordering: { key: data.k }, delivery: { concurrency: 8 }`,
