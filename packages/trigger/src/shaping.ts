@@ -53,13 +53,6 @@ export class Batcher<T> {
     this.open.clear();
     return all;
   }
-
-  /** Items in batches not handed on yet. */
-  get size(): number {
-    let n = 0;
-    for (const b of this.open.values()) n += b.members.length;
-    return n;
-  }
 }
 
 /**
