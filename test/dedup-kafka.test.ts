@@ -1,19 +1,13 @@
 /** A subscriber's `dedup` on the kafka bus, the trigger a real process (see ./semantics-durable.ts). */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { reportFigures } from "./helpers/report.js";
-import { DurableEnv, dedupAcrossKill } from "./semantics-durable.js";
+import { useDurableEnv, dedupAcrossKill } from "./semantics-durable.js";
 
 describe("dedup on kafka", () => {
-  let env: DurableEnv;
-  beforeAll(async () => {
-    env = await DurableEnv.start("kafka");
-  }, 120_000);
-  afterAll(async () => {
-    await env?.stop();
-  }, 60_000);
+  const env = useDurableEnv("kafka");
 
   it("dedup kafka - the seen set survives a SIGKILL of the trigger: no repeat of a delivered order is delivered after the restart", async () => {
-    const r = await dedupAcrossKill(env);
+    const r = await dedupAcrossKill(env());
     expect(r.repeatsDelivered).toBe(0);
     reportFigures(
       `dedup kafka across SIGKILL: 200 orders, 200 repeats, ${r.repeatsDelivered} repeats delivered, ${r.duplicates} redeliveries of events in flight at the kill`,

@@ -1,25 +1,19 @@
 /** A subscriber's `ordering` on the jetstream bus, the trigger a real process (see ./semantics-durable.ts). */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { reportFigures } from "./helpers/report.js";
-import { DurableEnv, orderingAcrossKill, orderingUnderConcurrency } from "./semantics-durable.js";
+import { useDurableEnv, orderingAcrossKill, orderingUnderConcurrency } from "./semantics-durable.js";
 
 describe("ordering on jetstream", () => {
-  let env: DurableEnv;
-  beforeAll(async () => {
-    env = await DurableEnv.start("jetstream");
-  }, 120_000);
-  afterAll(async () => {
-    await env?.stop();
-  }, 60_000);
+  const env = useDurableEnv("jetstream");
 
   it("ordering jetstream - with a sink of random latency, each key's events arrive in bus order while keys go in parallel", async () => {
-    const { peak } = await orderingUnderConcurrency(env);
+    const { peak } = await orderingUnderConcurrency(env());
     expect(peak).toBeGreaterThan(1);
     expect(peak).toBeLessThanOrEqual(4);
   }, 120_000);
 
   it("ordering jetstream - across a SIGKILL of the trigger and a restart, each key's first deliveries stay in bus order and nothing is lost", async () => {
-    const r = await orderingAcrossKill(env);
+    const r = await orderingAcrossKill(env());
     reportFigures(
       `ordering jetstream across SIGKILL: 600 events, ${r.total} deliveries (${r.repeats} repeats after the kill), order per key kept`,
     );

@@ -5,6 +5,7 @@
  * published straight onto the bus topic of input `a`, and a real HTTP sink recording arrival times.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { afterAll, beforeAll } from "vitest";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { API_VERSION, newEvent, silentLogger, type CloudEvent, type EventBusSpec } from "@ofevents/core";
@@ -108,6 +109,18 @@ spec:
     await this.server.stop();
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Starts a DurableEnv for the file's tests (beforeAll) and stops it after them; returns its getter. */
+export function useDurableEnv(bus: DurableBus): () => DurableEnv {
+  let env: DurableEnv | undefined;
+  beforeAll(async () => {
+    env = await DurableEnv.start(bus);
+  }, 120_000);
+  afterAll(async () => {
+    await env?.stop();
+  }, 60_000);
+  return () => env!;
 }
 
 /** An event of key `k` (also its `partitionkey`, so that Kafka keeps a key in one partition). */
