@@ -34,6 +34,8 @@ export interface OfeventsProcessOptions {
   args?: readonly string[];
   /** From spawn to ready (default 90 s). */
   readyTimeoutMs?: number;
+  /** Called with every line it writes (stdout and stderr), e.g. to read its JSON log. */
+  onLine?: (line: string) => void;
 }
 
 export interface Exit {
@@ -58,10 +60,12 @@ export class OfeventsProcess {
   readonly #tail = new LogTail(300);
   #ready!: () => void;
   readonly #readyLine = new Promise<void>((r) => (this.#ready = r));
+  readonly #onLine: ((line: string) => void) | undefined;
 
   private constructor(o: OfeventsProcessOptions, healthPort: number | undefined) {
     this.name = o.name;
     this.healthPort = healthPort;
+    this.#onLine = o.onLine;
     const entrypoint = o.command !== "run";
     const args = [
       OFEVENTS_BIN,
@@ -165,6 +169,7 @@ export class OfeventsProcess {
 
   #line(line: string): void {
     if (line === "") return;
+    this.#onLine?.(line);
     if (line.includes('"msg":"running"')) this.#ready();
     // Per-event info lines (level 30) would push out what explains a failure.
     if (!line.includes('"level":30') || line.includes('"msg":"running"')) this.#tail.add(line);

@@ -5,7 +5,8 @@
  * - sync functions (`serving.runtime: knative`, the default) are served over HTTP at
  *   `http://{host}:{port}/{namespace}/{name}`; the result becomes the JSON answer, a throw a 500
  *   (or the error's `status`). The request is decoded by core's `toEvent` (binary or structured
- *   mode; a batch is a 400), so the handler gets the event as sent: attributes percent-decoded,
+ *   mode; a batch, as a subscriber with `batch` sends, is passed as an array of events), so the
+ *   handler gets the event as sent: attributes percent-decoded,
  *   `time` untouched, JSON data as its value, text as a string, other bytes as `data_base64`;
  * - async functions (`serving.runtime: async`) consume `serving.inputs[].topic` from the bus; a
  *   throw makes the bus redeliver the event.
@@ -36,7 +37,8 @@ export interface FunctionContext {
   publish(topic: string, dataOrEvent: unknown): Promise<void>;
 }
 
-export type FunctionHandler = (event: CloudEvent, ctx: FunctionContext) => unknown;
+/** A function's default export: one event, or an array of events for a batch request. */
+export type FunctionHandler = (event: CloudEvent | CloudEvent[], ctx: FunctionContext) => unknown;
 
 export interface FunctionHost {
   /**
@@ -192,13 +194,11 @@ export async function startFunctionHost(o: {
       }
       readAll(req, 10 * 1024 * 1024)
         .then(async (body) => {
-          let event: CloudEvent;
+          let event: CloudEvent | CloudEvent[];
           try {
             // The CloudEvents HTTP binding as the sinks' encoder writes it (delivery `toEvent`): the
-            // function gets the event exactly as an external sink would.
-            const decoded = toEvent(req.headers, body);
-            if (Array.isArray(decoded)) throw new Error("a batch of CloudEvents is not accepted by a function");
-            event = decoded;
+            // function gets the event (or the batch, as an array) exactly as an external sink would.
+            event = toEvent(req.headers, body);
           } catch (err) {
             return reply(400, { error: `not a CloudEvent: ${(err as Error).message}` });
           }
