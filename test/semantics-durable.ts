@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { API_VERSION, newEvent, silentLogger, type CloudEvent, type EventBusSpec } from "@ofevents/core";
 import { createEventBus, type EventBus } from "@ofevents/eventbus";
-import { Sink } from "../packages/trigger/test/support.js";
+import { Sink, busiest } from "../packages/trigger/test/support.js";
 import { KafkaBroker } from "./helpers/kafka.js";
 import { NatsServer } from "./helpers/nats.js";
 import { OfeventsProcess } from "./helpers/ofevents.js";
@@ -296,5 +296,33 @@ export async function batchAcrossKill(env: DurableEnv): Promise<{ lost: number; 
     lost: [...want].filter((id) => !got.has(id)).length,
     batches: sink.received.length,
     repeats: receivedIds(sink).length - want.size,
+  };
+}
+
+/**
+ * A rate limit measured by the sink: 150 events published at once (far faster than the limit, so
+ * the bus holds the backlog); the trigger (perSecond 25, burst 5, concurrency 8) delivers every
+ * one, and no 1-second window at the sink holds more than perSecond + burst requests.
+ */
+export async function rateLimitMeasured(
+  env: DurableEnv,
+): Promise<{ busiest: number; spanMs: number; throttledSec: number; delivered: number }> {
+  const sink = await env.sink();
+  sink.delayMs = 5;
+  const m = await env.manifests(
+    `sink: { uri: "${sink.url}" }, delivery: { rateLimit: { perSecond: 25, burst: 5 }, concurrency: 8 }`,
+  );
+  const sent = Array.from({ length: 150 }, (_, i) => keyed(`k${i % 4}`, i));
+  const p = await env.trigger(m.files, m.name);
+  await env.publish(m.topic, sent);
+  await allArrived(sink, sent, 60_000, () => p.output());
+  const at = sink.received.map((r) => r.at);
+  const throttledSec = await metric(p, "ofevents_trigger_throttled_seconds_total");
+  await p.stop();
+  return {
+    busiest: busiest(at, 1000),
+    spanMs: Math.max(...at) - Math.min(...at),
+    throttledSec,
+    delivered: new Set(sink.ids()).size,
   };
 }

@@ -2,17 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { waitFor } from "../../../test/helpers/wait.js";
 import { TokenBucket } from "../src/rate-limit.js";
 import { A, Rig, ev, trigger } from "./shaping-support.js";
-
-/** The most requests that started within any window of `windowMs` (times in ms). */
-function busiest(times: number[], windowMs: number): number {
-  const t = [...times].sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0, j = 0; i < t.length; i++) {
-    while (t[i]! - t[j]! >= windowMs) j++;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
-}
+import { busiest } from "./support.js";
 
 describe("rate-limit - TokenBucket", () => {
   it("rate-limit - a burst passes at once, then one token per interval; a pause holds every taker", async () => {

@@ -54,3 +54,14 @@ export class Sink {
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 }
+
+/** The most requests that started within any window of `windowMs` (times in ms). */
+export function busiest(times: number[], windowMs: number): number {
+  const t = [...times].sort((a, b) => a - b);
+  let most = 0;
+  for (let i = 0, j = 0; i < t.length; i++) {
+    while (t[i]! - t[j]! >= windowMs) j++;
+    most = Math.max(most, i - j + 1);
+  }
+  return most;
+}
