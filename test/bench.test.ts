@@ -84,7 +84,7 @@ describe("bench - quick run of the harness", () => {
 
   it("bench - reports every scenario with figures, a ratio in (0, 10) and judged goals", () => {
     const scenarios = json["scenarios"] as Array<Record<string, unknown>>;
-    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7"]);
+    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9"]);
     expect(json["failures"]).toEqual([]);
     for (const s of scenarios) {
       for (const k of FIGURES) {
@@ -104,7 +104,7 @@ describe("bench - quick run of the harness", () => {
     }
     const e1 = scenarios.find((s) => s["id"] === "E1")!;
     for (const k of FIGURES) expect(e1[k], `E1.${k}`).toBeTypeOf("number");
-    for (const id of ["E2", "E3", "E4"]) {
+    for (const id of ["E2", "E3", "E4", "E8", "E9"]) {
       const e = scenarios.find((s) => s["id"] === id)!;
       for (const k of FIGURES) expect(e[k], `${id}.${k}`).toBeTypeOf("number");
     }

@@ -1,8 +1,8 @@
 /**
  * The HTTP sink every scenario delivers to, in the harness process, so that the send time a load
  * generator puts in an event (`t`, from `performance.now()`) and the arrival time are read on the
- * same clock. It counts what arrives, the distinct `n` values (duplicates show), and the
- * source → sink latency of each event. Mode `stall` takes requests and never answers (until
+ * same clock. It counts the events that arrive (each member of a batch request too), the distinct
+ * `n` values (duplicates show), and the source → sink latency of each event. Mode `stall` takes requests and never answers (until
  * closed): a sink that hangs.
  */
 import { createServer, type ServerResponse } from "node:http";
@@ -11,7 +11,7 @@ import { performance } from "node:perf_hooks";
 
 export interface SinkServer {
   readonly url: string;
-  /** Requests received since the last reset. */
+  /** Events received since the last reset (a request each, or each member of a batch request). */
   readonly received: number;
   /** Distinct `n` values received since the last reset. */
   readonly distinct: number;
@@ -22,7 +22,7 @@ export interface SinkServer {
   /** Source → sink latencies (ms) since the last reset, for events that carried `t`. */
   readonly latenciesMs: readonly number[];
   reset(): void;
-  /** Resolves true once `count` requests arrived since the last reset, false after `timeoutMs`. */
+  /** Resolves true once `count` events arrived since the last reset, false after `timeoutMs`. */
   waitFor(count: number, timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
@@ -40,19 +40,27 @@ export async function startSink(options: { mode?: "ok" | "stall" } = {}): Promis
 
   const onBody = (res: ServerResponse, body: Buffer): void => {
     const now = performance.now();
-    received++;
     lastArrival = now;
     if (firstArrival === 0) firstArrival = now;
-    // Binary-mode CloudEvents carry the data as the body: { n, t, ... }.
-    if (body.length > 0 && body[0] === 0x7b) {
+    const count = (data: { n?: unknown; t?: unknown } | null | undefined): void => {
+      if (typeof data?.n === "number") seen.add(data.n);
+      if (typeof data?.t === "number") latencies.push(now - data.t);
+    };
+    // Binary-mode CloudEvents carry the data as the body: { n, t, ... }. A batch
+    // (application/cloudevents-batch+json) is an array of structured events: each member counts.
+    let events = 1;
+    if (body.length > 0 && (body[0] === 0x7b || body[0] === 0x5b)) {
       try {
-        const data = JSON.parse(body.toString("utf8")) as { n?: unknown; t?: unknown };
-        if (typeof data.n === "number") seen.add(data.n);
-        if (typeof data.t === "number") latencies.push(now - data.t);
+        const parsed = JSON.parse(body.toString("utf8")) as unknown;
+        if (Array.isArray(parsed)) {
+          events = parsed.length;
+          for (const e of parsed) count((e as { data?: { n?: unknown; t?: unknown } }).data);
+        } else count(parsed as { n?: unknown; t?: unknown });
       } catch {
         // Not ours to judge: count it and answer.
       }
     }
+    received += events;
     if (waiter !== undefined && received >= waiter.count) {
       const w = waiter;
       waiter = undefined;
