@@ -5,6 +5,8 @@ export type {
   EventPublisher,
   EventSubscriber,
   MessageHandler,
+  ReadOptions,
+  RetainedEvent,
   SubscribeOptions,
   SeenSet,
   Subscription,

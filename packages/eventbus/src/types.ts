@@ -79,6 +79,28 @@ export interface SeenSet {
   close(): Promise<void>;
 }
 
+/** One event a topic retains, as `EventBus.read` hands it over. */
+export interface RetainedEvent {
+  event: CloudEvent;
+  topic: string;
+  /**
+   * Where the bus keeps it, unique within the bus and stable while it is retained: JetStream
+   * `<stream>:<sequence>`, Kafka `<topic>:<partition>:<offset>`.
+   */
+  position: string;
+  /** When the bus took it (JetStream: the stream's timestamp; Kafka: the record's). */
+  time: Date;
+}
+
+export interface ReadOptions {
+  /** The first event taken after this time (default: the oldest the topic retains). */
+  from?: Date | undefined;
+  /** Events taken after this time end the read (default: the end the topic had when the read began). */
+  to?: Date | undefined;
+  /** Ends the read early; the iterator then rejects with the signal's reason. */
+  signal?: AbortSignal | undefined;
+}
+
 export interface EventBus extends EventPublisher, EventSubscriber {
   /** Driver name: memory, jetstream, kafka, dapr. */
   readonly driver: string;
@@ -101,6 +123,14 @@ export interface EventBus extends EventPublisher, EventSubscriber {
    * durable bus. Absent on a bus that has no place to keep one (the caller keeps it in memory).
    */
   seenSet?(name: string, windowMs: number): Promise<SeenSet>;
+  /**
+   * Reads what `topic` retains, oldest first (in order per Kafka partition), from `options.from`
+   * up to the end the topic had when the read began (events published during the read are not
+   * included) or `options.to`, without a consumer group: nothing is acknowledged or committed, no
+   * subscriber is affected. Replay and redrive use it. Absent on a bus that keeps no history it
+   * can read (memory, dapr). Messages that are not CloudEvents are skipped with a warning.
+   */
+  read?(topic: string, options?: ReadOptions): AsyncIterable<RetainedEvent>;
   /**
    * Stops every subscription (waiting for in-flight handlers), then disconnects. Idempotent. A bus
    * that cannot keep unfinished messages reports each one (`abandoned`, and a warning with the ids).

@@ -37,6 +37,7 @@ export const JsErr = {
   StreamSubjectOverlap: 10065,
   ConsumerAlreadyExists: 10148,
   ConsumerNameExists: 10013,
+  NoMessageFound: 10037,
 } as const;
 
 export function jsErrCode(err: unknown): number | undefined {

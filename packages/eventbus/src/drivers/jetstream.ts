@@ -60,6 +60,7 @@ import { ConsumerEngine } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { logNatsStatus, natsOptions } from "../clients.js";
 import { openJetStreamSeenSet } from "./jetstream-seen.js";
+import { readJetStream } from "./jetstream-read.js";
 import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
@@ -70,6 +71,8 @@ import {
   type BusEvents,
   type EventBus,
   type MessageHandler,
+  type ReadOptions,
+  type RetainedEvent,
   type SeenSet,
   type SubscribeOptions,
   type Subscription,
@@ -381,6 +384,21 @@ class JetStreamBus implements EventBus {
       },
       name,
       windowMs,
+    );
+  }
+
+  read(topic: string, options?: ReadOptions): AsyncIterable<RetainedEvent> {
+    if (this.closed) throw BusError.closed();
+    return readJetStream(
+      {
+        js: this.js,
+        jsm: this.jsm,
+        log: this.log,
+        ensureStream: (t) => this.ensureStream(t),
+        busError: (code, what, err) => this.busError(code, what, err, topic),
+      },
+      topic,
+      options,
     );
   }
 

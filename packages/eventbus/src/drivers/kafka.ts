@@ -38,6 +38,7 @@ import {
 } from "@ofevents/core";
 import { ConsumerEngine, UNDECODABLE_EVENT_TYPE } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
+import { readKafka } from "./kafka-read.js";
 import { openKafkaSeenSet } from "./kafka-seen.js";
 import { pingWithin } from "../ping.js";
 import { kafkaLogging, kafkaSasl, kafkaTls } from "../clients.js";
@@ -48,6 +49,8 @@ import {
   type BusEvents,
   type EventBus,
   type MessageHandler,
+  type ReadOptions,
+  type RetainedEvent,
   type SeenSet,
   type SubscribeOptions,
   type Subscription,
@@ -355,6 +358,33 @@ class KafkaBus implements EventBus {
   }
 
   /** A compacted topic per name (kafka-seen.ts); rejects with a BusError. */
+  read(topic: string, options?: ReadOptions): AsyncIterable<RetainedEvent> {
+    if (this.closed) throw BusError.closed();
+    return readKafka(
+      {
+        kafka: this.kafka,
+        admin: this.admin,
+        topicPrefix: this.spec.topicPrefix ?? "",
+        log: this.log,
+        maxWaitTimeMs: this.tuning.maxWaitTimeMs ?? 1_000,
+        ensureTopic: async (t) => {
+          const kt = this.kafkaTopic(t);
+          await this.ensureTopic(kt, t);
+          return kt;
+        },
+        busError: (code, what, err) =>
+          err instanceof BusError
+            ? err
+            : new BusError(code, `kafka bus: ${what} failed: ${errorMessage(err)}`, {
+                cause: err,
+                retriable: isRetriable(err),
+              }),
+      },
+      topic,
+      options,
+    );
+  }
+
   async seenSet(name: string, windowMs: number): Promise<SeenSet> {
     if (this.closed) throw BusError.closed();
     return openKafkaSeenSet(
