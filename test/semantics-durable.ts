@@ -56,11 +56,11 @@ export class DurableEnv {
   }
 
   /**
-   * Writes an EventBus and a Trigger whose one subscriber (condition `a`) is `subscriber` (YAML
-   * flow mapping body, e.g. `sink: { uri: ... }, ordering: { key: data.k }`); returns the files
+   * Writes an EventBus and a Trigger whose subscriber (condition `a`) is `subscriber` (YAML flow
+   * mapping body, e.g. `sink: { uri: ... }, ordering: { key: data.k }`; several: one each); returns the files
    * and the bus topic of input `a`. Each call gets its own EventSource name, so its own topic.
    */
-  async manifests(subscriber: string): Promise<{ files: string[]; topic: string; name: string }> {
+  async manifests(subscriber: string | readonly string[]): Promise<{ files: string[]; topic: string; name: string }> {
     const tag = randomSuffix();
     const source = `src-${tag}`;
     const bus = join(this.dir, `bus-${tag}.yaml`);
@@ -78,7 +78,7 @@ spec:
   eventBus: default
   inputs: { a: { eventSource: ${source}, event: a } }
   subscribers:
-    - { condition: a, ${subscriber} }
+${(typeof subscriber === "string" ? [subscriber] : subscriber).map((x) => `    - { condition: a, ${x} }`).join("\n")}
 `,
     );
     return { files: [bus, trigger], topic: `default-${source}-a`, name: `t-${tag}` };

@@ -27,6 +27,7 @@ import {
 } from "@ofevents/controller";
 import { validateAll } from "./check.js";
 import { startEmbedded } from "./embedded.js";
+import { runRedrive } from "./redrive.js";
 import { startSingle } from "./single.js";
 
 const USAGE = `ofevents: an OpenFunction-Events-style event framework
@@ -43,6 +44,9 @@ Usage:
       Run one EventSource or Trigger with its bus (the container entrypoints): /healthz, /readyz, /metrics.
   ofevents validate -f <file|folder>...
       Print every problem in the manifests; exit 1 when there is one.
+  ofevents redrive -f <file|folder>... --trigger [ns/]name [--subscriber N] [--filter <jsonata>] [--limit N]
+                   [--dry-run] [--json]
+      Deliver the dead letters a trigger kept again, each to the subscriber it failed for.
   ofevents publish --url <url> --type <type> [--source /ofevents/cli] [--id <id>] [--subject <s>]
                    [--data <text> | --data-file <path|->] [--content-type <type>] [--ext key=value]... [--structured]
                    [--timeout 10s]
@@ -107,6 +111,24 @@ exit 1 when there is one; otherwise print what is valid.
 
 Options:
 ${FILES}  -h, --help                  show this help
+`,
+  redrive: `Usage: ofevents redrive -f <file|folder>... --trigger [ns/]name [options]
+
+Deliver the dead letters a trigger kept on its dead-letter topic ({namespace}.{name}.deadletters,
+see keepDeadLetters) again, each to the subscriber it failed for and to no other, marked with the
+extension attribute ofredriven. A dead letter delivered, or dead-lettered again with the new
+reason, is settled: later redrives skip it. Reads the bus with the broker's own client (jetstream
+and kafka buses). Prints what it did; exit 1 when a dead letter failed again.
+
+Options:
+${FILES}      --trigger <[ns/]name>   the Trigger, when the files hold several
+      --subscriber <n>        only the dead letters of this subscriber (its index in spec.subscribers)
+      --filter <jsonata>      only the dead letters for which this expression is true (it sees the
+                              dead letter: oferrorreason, oferrorcode, ofdeliveries... included)
+      --limit <n>             at most this many dead letters
+      --dry-run               list the dead letters that would be redriven; deliver nothing
+      --json                  print the result as JSON
+${LOGS("pretty on a terminal, else json")}  -h, --help                  show this help
 `,
   publish: `Usage: ofevents publish --url <url> --type <type> [options]
 
@@ -295,6 +317,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await single("Trigger", rest, out, err);
       case "publish":
         return await publish(rest, out, err, io.stdin ?? process.stdin);
+      case "redrive":
+        return await redriveCommand(rest, out, err);
       case "controller":
         return await controller(rest, out, err);
       case "crds":
@@ -435,6 +459,48 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
   await untilSignal(running.stop, logger, err);
   logger.info("stopped");
   return 0;
+}
+
+async function redriveCommand(args: string[], out: Write, err: Write): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      file: { type: "string", short: "f", multiple: true },
+      trigger: { type: "string" },
+      subscriber: { type: "string" },
+      filter: { type: "string" },
+      limit: { type: "string" },
+      "dry-run": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      "log-level": { type: "string", default: "warn" },
+      "log-format": { type: "string" },
+    },
+  });
+  const format = (values["log-format"] ?? (process.stderr.isTTY ? "pretty" : "json")) as LogFormat;
+  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
+  // The log goes to stderr: stdout holds the result.
+  const logger = createLogger({ level: values["log-level"], format, write: err });
+  const r = await runRedrive({
+    paths: files(values, positionals),
+    trigger: values.trigger,
+    subscriber: intOption("--subscriber", values.subscriber, 0, 1_000_000),
+    filter: values.filter,
+    limit: intOption("--limit", values.limit, 1, Number.MAX_SAFE_INTEGER),
+    dryRun: values["dry-run"],
+    logger,
+  });
+  if (values.json) out(`${JSON.stringify(r)}\n`);
+  else if (values["dry-run"]) {
+    out(
+      `${r.trigger}: ${r.matched} dead letter(s) would be redriven from ${r.topic} (${r.read} read, ${r.settled} settled earlier, ${r.orphaned} of no subscriber)\n`,
+    );
+    for (const id of r.ids) out(`${id}\n`);
+  } else
+    out(
+      `${r.trigger}: ${r.delivered} delivered, ${r.deadLettered} dead-lettered again, of ${r.matched} matching dead letter(s) on ${r.topic} (${r.read} read, ${r.settled} settled earlier, ${r.orphaned} of no subscriber)\n`,
+    );
+  return r.deadLettered > 0 ? 1 : 0;
 }
 
 /** An environment variable's value; unset or empty is undefined. */

@@ -51,7 +51,7 @@ export interface Single {
   stop(): Promise<void>;
 }
 
-function pick<T extends { metadata: { name: string; namespace?: string | undefined } }>(
+export function pick<T extends { metadata: { name: string; namespace?: string | undefined } }>(
   kind: string,
   items: T[],
   name: string | undefined,

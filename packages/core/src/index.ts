@@ -136,6 +136,7 @@ export {
   natsToken,
   sourceConsumerName,
   triggerGroup,
+  triggerDeadLetterTopic,
 } from "./naming.js";
 export type { JetStreamNames } from "./naming.js";
 export type { ResolvedBus } from "./buses.js";

@@ -171,6 +171,15 @@ export function triggerGroup(namespace: string, name: string): string {
 }
 
 /**
+ * The bus topic where a trigger keeps its dead letters (`keepDeadLetters`). A namespace has no
+ * dot, so this never equals an event's topic (`{namespace}-...`) or a consumer's dead-letter
+ * topic (`{topic}.deadletter`).
+ */
+export function triggerDeadLetterTopic(namespace: string, name: string): string {
+  return `${namespace}.${name}.deadletters`;
+}
+
+/**
  * The default broker-side consumer name of one event of an EventSource (Kafka consumer group,
  * Redis stream group, MQTT client id): `ofevents-{namespace}-{eventSource}-{event}`.
  */

@@ -754,6 +754,12 @@ export const triggerSpecSchema = z
     eventBus: z.string().min(1).describe("Name of the EventBus (or ClusterEventBus) the inputs come from."),
     inputs: z.record(z.string().min(1), inputSchema).describe("Inputs, keyed by the name conditions use."),
     subscribers: z.array(subscriberSchema).describe("Who receives events, and when."),
+    keepDeadLetters: z
+      .boolean()
+      .optional()
+      .describe(
+        "Also keep a copy of every dead-lettered event on the trigger's dead-letter topic `{namespace}.{name}.deadletters`, for `ofevents redrive` (default: true on the jetstream and kafka buses, false on memory and dapr buses).",
+      ),
     logLevel: z.string().optional(),
   })
   .strict();

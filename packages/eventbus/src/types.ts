@@ -148,6 +148,10 @@ export const DeadLetterExtension = {
   Destination: "oferrordest",
   /** How many deliveries were tried. */
   Deliveries: "ofdeliveries",
+  /** The trigger (`namespace/name`) whose subscriber dead-lettered it (trigger dead letters only). */
+  Trigger: "oftrigger",
+  /** That subscriber's index in the trigger's `subscribers` (trigger dead letters only). */
+  Subscriber: "ofsubscriber",
 } as const;
 
 export const DEFAULT_MAX_IN_FLIGHT = 64;

@@ -32,6 +32,7 @@ import {
   type Sink,
   type Subscriber,
   type Trigger,
+  triggerDeadLetterTopic,
   triggerGroup,
 } from "@ofevents/core";
 import {
@@ -45,7 +46,7 @@ import {
   type SinkClient,
   type Target,
 } from "@ofevents/delivery";
-import { MemorySeenSet, type EventBus, type SeenSet, type Subscription } from "@ofevents/eventbus";
+import { DeadLetterExtension, MemorySeenSet, type EventBus, type SeenSet, type Subscription } from "@ofevents/eventbus";
 import { Correlator, type PendingEntry } from "./correlator.js";
 import { KeyedQueue, Sequencer, type Ticket } from "./keyed.js";
 import { TokenBucket } from "./rate-limit.js";
@@ -56,6 +57,8 @@ import { JOINED_EXTENSION, type TriggerEvents } from "./types.js";
 export const DEFAULT_WINDOW = "5m";
 export const DEFAULT_MAX_PENDING = 100;
 export const DEFAULT_CONCURRENCY = 16;
+/** The bus drivers on which a trigger keeps its dead letters unless `keepDeadLetters` says otherwise. */
+export const KEEPS_DEAD_LETTERS: ReadonlySet<string> = new Set(["jetstream", "kafka"]);
 /** How long `stop()` lets delivery attempts in flight finish before it cancels them. */
 export const DEFAULT_STOP_GRACE_MS = 10_000;
 /** Most event ids the shutdown report lists in its log line. */
@@ -202,6 +205,10 @@ class SubscriberRunner {
     ast: ConditionAst,
     private readonly t: {
       namespace: string;
+      /** `namespace/name` of the trigger, as dead letters carry it. */
+      trigger: string;
+      /** The trigger's dead-letter topic when it keeps dead letters (`keepDeadLetters`). */
+      keptDeadLetters: Target | undefined;
       out: Outbound;
       hasSinks: boolean;
       engine: ExpressionEngine;
@@ -688,8 +695,13 @@ class SubscriberRunner {
    */
   private async deadLetter(event: CloudEvent, target: string, error: unknown, attempts: number): Promise<void> {
     let to: Target | undefined;
+    const marked: CloudEvent = {
+      ...event,
+      [DeadLetterExtension.Trigger]: this.t.trigger,
+      [DeadLetterExtension.Subscriber]: this.index,
+    };
     try {
-      to = await this.t.out.deadLetter(event, target, error, attempts, this.deadLetters, this.policy, {
+      to = await this.t.out.deadLetter(marked, target, error, attempts, this.deadLetters, this.policy, {
         signal: this.t.shutdown.attempts,
         stopRetrying: this.t.shutdown.retries,
         onFallback: (from, err) =>
@@ -700,6 +712,24 @@ class SubscriberRunner {
       });
     } catch (err) {
       throw err instanceof NotDelivered ? err.error : err;
+    }
+    const kept = this.t.keptDeadLetters;
+    if (kept !== undefined) {
+      // The copy redrive reads; when the bus cannot take it, the bus message is redelivered.
+      try {
+        await this.t.out.deadLetter(marked, target, error, attempts, [kept], this.policy, {
+          signal: this.t.shutdown.attempts,
+          stopRetrying: this.t.shutdown.retries,
+        });
+      } catch (err) {
+        throw err instanceof NotDelivered ? err.error : err;
+      }
+      return this.report(
+        event,
+        target,
+        to === undefined ? targetName(kept) : `${targetName(to)}, ${targetName(kept)}`,
+        error,
+      );
     }
     if (to !== undefined) return this.report(event, target, targetName(to), error);
     this.t.events.emit("dropped", { subscriber: this.index, id: event.id, target, error });
@@ -771,10 +801,17 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
     filter: i.filter === undefined ? undefined : (o.engine.compile(i.filter), i.filter),
   }));
   const out = createOutbound({ sinks: o.sinks, bus: o.bus });
+  const keep = trigger.spec.keepDeadLetters ?? KEEPS_DEAD_LETTERS.has(o.bus.driver);
+  const keptDeadLetters: Target | undefined = keep
+    ? { kind: "topic", topic: triggerDeadLetterTopic(namespace, name) }
+    : undefined;
+  if (keptDeadLetters !== undefined) log.debug({ topic: keptDeadLetters.topic }, "dead letters kept");
   const subscribers = trigger.spec.subscribers.map(
     (s, i) =>
       new SubscriberRunner(i, s, parseCondition(s.condition, inputNames), {
         namespace,
+        trigger: `${namespace}/${name}`,
+        keptDeadLetters,
         out,
         hasSinks: o.sinks !== undefined,
         engine: o.engine,
