@@ -15,6 +15,8 @@
 #   $CACHE/m2/                    Maven local repository used for the Kafka jars
 #   $CACHE/go/{mod,build}/        Go module and build caches
 #   $CACHE/keda-<ver>/            the KEDA operator (pruned build) and its CRDs (crds/*.yaml)
+#   $CACHE/otelcol-<ver>/         an OpenTelemetry Collector built by the pinned collector builder
+#   $CACHE/otelcol-builder-<ver>/ that builder (`go install`)
 #
 # Needs: apt (root or sudo) for the Debian packages, java >= 17 and mvn (installed from apt when
 # missing), go >= 1.24 (not installed here: Debian's golang is too old for nats-server 2.15).
@@ -387,7 +389,7 @@ KUBE_VERSION="v1.36.4"
 KUBE_MODULE="k8s.io/kubernetes"
 KUBE_MIN="1.31.0"
 # Cold build time of each, for the log line (measured as described above and below).
-declare -A K8S_COLD_BUILD=([etcd]="about 1 min" [kube-apiserver]="10-20 min" [kube-controller-manager]="3-6 min" [keda]="5-10 min")
+declare -A K8S_COLD_BUILD=([etcd]="about 1 min" [kube-apiserver]="10-20 min" [kube-controller-manager]="3-6 min" [keda]="5-10 min" [otelcol]="2-3 min")
 
 # external_k8s_binary NAME MIN VERSION_FN: prints the path of a usable NAME from $KUBEBUILDER_ASSETS
 # or PATH (nothing if none); VERSION_FN PATH prints its bare version ("3.6.16", "1.36.4").
@@ -667,6 +669,137 @@ step_keda() {
   log "$BIN/keda-operator -> $dir/keda-operator (version $(keda_version "$dir"), $(du -h "$dir/keda-operator" | cut -f1)); $CACHE/keda/crds: $(find "$dir/crds" -name '*.yaml' | wc -l) CRDs"
 }
 
+# ---- OpenTelemetry Collector (a real OTLP hop for the tracing tests) -----------------------------
+# Used by test/helpers/otelcol.ts (OtelCollector): OTLP in over HTTP and gRPC, OTLP/HTTP JSON out to
+# a receiver in the test process. Built with the OpenTelemetry Collector Builder from the Go module
+# proxy: the builder is `go install`ed into $CACHE/otelcol-builder-<ver>/builder (its go.mod has no
+# replaces), then runs on a manifest this script writes (write_otelcol_manifest) with only the
+# components the helper configures, so the build compiles neither contrib nor the core
+# distribution's extras (zpages, memory limiter, batch processor, nop components):
+#   otlpreceiver       OTLP/HTTP and OTLP/gRPC in
+#   otlphttpexporter   OTLP/HTTP (encoding: json) to the test's receiver
+#   debugexporter      one log line per batch, so a failing test's log tail shows what arrived
+#   fileprovider       `--config <file>`
+#   envprovider        not used by the helper's config, but the collector resolves `${VAR}` with
+#                      the env scheme by default and refuses to start without its provider
+#                      ("DefaultScheme not found in providers list"); http, https and yaml are
+#                      left out
+# No processor: the helper forwards each export as it arrives (a batch processor would only add
+# its timeout to every test that waits for a span).
+# Output: $CACHE/otelcol-<ver>/otelcol (with the manifest and the generated module in build/, kept
+# for inspection, the binary moved out of it); $BIN/otelcol links to it. A cached run only compares
+# `otelcol --version` and the manifest.
+#
+# Versions: one collector release pins all of it. The builder vX.Y.Z generates a go.mod requiring
+# go.opentelemetry.io/collector/otelcol at its own version and refuses components whose minor differs
+# (its strict versioning check), so builder, otelcol, the components and the telemetry module are
+# OTELCOL_VERSION, and the confmap providers, which are stable 1.x modules, the same release's
+# OTELCOL_STABLE_VERSION (the pair the builder's own default manifest names). v0.165.0 is the newest
+# release on this proxy; it needs Go >= 1.26.0.
+# Measured on 2 cores shared with other test runs (load 3-6): with empty Go caches (nothing shared,
+# module downloads included) 2 min 36 s wall (1 min 58 s CPU): 240 module zips, 579 MB GOMODCACHE +
+# 608 MB GOCACHE; in this script's order, after daprd, etcd, kube-apiserver and KEDA (which share
+# grpc, protobuf and otel), 69 s with the builder's own install; binary 37 MiB. A rebuild with warm
+# Go caches 2 s; a cached run 0.1 s.
+OTELCOL_VERSION="v0.165.0"
+OTELCOL_STABLE_VERSION="v1.71.0" # the stable modules of the same release (confmap providers)
+OTELCOL_GO_MIN="1.26.0"          # the go directive of the collector modules' go.mod
+
+# write_otelcol_manifest FILE OUTPUT_PATH: the builder's manifest; every module pinned.
+write_otelcol_manifest() {
+  local v=$OTELCOL_VERSION s=$OTELCOL_STABLE_VERSION c=go.opentelemetry.io/collector
+  cat >"$1" <<EOF
+# Written by scripts/test-setup.sh; the builder's manifest for the tests' collector.
+dist:
+  module: local.ofevents/otelcol
+  name: otelcol
+  description: OpenTelemetry Collector for the ofevents tests
+  version: ${v#v}
+  output_path: $2
+receivers:
+  - gomod: $c/receiver/otlpreceiver $v
+exporters:
+  - gomod: $c/exporter/otlphttpexporter $v
+  - gomod: $c/exporter/debugexporter $v
+providers:
+  - gomod: $c/confmap/provider/fileprovider $s
+  - gomod: $c/confmap/provider/envprovider $s
+telemetry:
+  gomod: $c/service $v
+  import: $c/service/telemetry/otelconftelemetry
+EOF
+}
+
+otelcol_version() { "$1" --version 2>/dev/null | sed -n 's/^otelcol version \([0-9][0-9.]*\)$/\1/p' | head -1; }
+
+# otelcol_builder: prints the path of the pinned builder, installing it first when missing.
+otelcol_builder() {
+  local dir="$CACHE/otelcol-builder-$OTELCOL_VERSION"
+  if [ -x "$dir/builder" ] && "$dir/builder" version 2>&1 | grep -qF "${OTELCOL_VERSION#v}"; then
+    printf '%s\n' "$dir/builder"
+    return 0
+  fi
+  local tmp="$dir.tmp.$$"
+  rm -rf "$dir".tmp.* # leftovers of an interrupted or failed run
+  mkdir -p "$tmp"
+  log "go install go.opentelemetry.io/collector/cmd/builder@$OTELCOL_VERSION" >&2
+  if ! GOBIN="$tmp" go install -trimpath -ldflags '-s -w' \
+    "go.opentelemetry.io/collector/cmd/builder@$OTELCOL_VERSION" >"$tmp/go-install.log" 2>&1; then
+    local out
+    out=$(tail -30 "$tmp/go-install.log")
+    rm -rf "$tmp"
+    die "go install go.opentelemetry.io/collector/cmd/builder@$OTELCOL_VERSION failed:"$'\n'"$out"
+  fi
+  rm -f "$tmp/go-install.log"
+  [ -x "$tmp/builder" ] || die "go install produced no builder binary in $tmp"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+  printf '%s\n' "$dir/builder"
+}
+
+# build_otelcol DIR: the builder run described above, into DIR/otelcol (via DIR.tmp.<pid>).
+build_otelcol() {
+  local dir=$1
+  local tmp="$dir.tmp.$$" gov builder out
+  gov=$(go env GOVERSION)
+  gov=${gov#go}
+  version_ge "$gov" "$OTELCOL_GO_MIN" || die "otelcol $OTELCOL_VERSION needs Go >= $OTELCOL_GO_MIN, found $gov"
+  builder=$(otelcol_builder)
+  rm -rf "$dir".tmp.* # leftovers of an interrupted or failed run
+  mkdir -p "$tmp"
+  write_otelcol_manifest "$tmp/builder-config.yaml" "$tmp/build"
+  log "builder --config $dir/builder-config.yaml (${K8S_COLD_BUILD[otelcol]} on 2 cores when cold)"
+  if ! nice -n 10 "$builder" --config "$tmp/builder-config.yaml" >"$tmp/build.log" 2>&1; then
+    out=$(grep -v '^go: downloading' "$tmp/build.log" | tail -30)
+    rm -rf "$tmp"
+    die "building otelcol $OTELCOL_VERSION with the builder failed:"$'\n'"$out"
+  fi
+  [ -x "$tmp/build/otelcol" ] || die "the builder produced no $tmp/build/otelcol"
+  mv "$tmp/build/otelcol" "$tmp/otelcol"
+  local got
+  got=$(otelcol_version "$tmp/otelcol")
+  [ "$got" = "${OTELCOL_VERSION#v}" ] || die "$tmp/otelcol reports version '$got', expected ${OTELCOL_VERSION#v}"
+  # The manifest names its output path; the cached copy names where the build now lives.
+  write_otelcol_manifest "$tmp/builder-config.yaml" "$dir/build"
+  rm -f "$tmp/build.log"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
+step_otelcol() {
+  local dir="$CACHE/otelcol-$OTELCOL_VERSION"
+  if [ "$(otelcol_version "$dir/otelcol")" = "${OTELCOL_VERSION#v}" ] &&
+    cmp -s "$dir/builder-config.yaml" <(write_otelcol_manifest /dev/stdout "$dir/build"); then
+    STEP_RESULT="cached"
+  else
+    build_otelcol "$dir"
+    STEP_RESULT="built"
+  fi
+  mkdir -p "$BIN"
+  ln -sfn "$dir/otelcol" "$BIN/otelcol"
+  log "$BIN/otelcol -> $dir/otelcol (version $(otelcol_version "$dir/otelcol"), $(du -h "$dir/otelcol" | cut -f1))"
+}
+
 # ---- main --------------------------------------------------------------------------------------
 main() {
   log "cache: $CACHE"
@@ -680,6 +813,7 @@ main() {
   run_step kube-apiserver step_kube_apiserver
   run_step kube-controller-manager step_kube_controller_manager
   run_step keda step_keda
+  run_step otelcol step_otelcol
   log "== summary"
   local line
   for line in "${SUMMARY[@]}"; do log "  $line"; done

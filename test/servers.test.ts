@@ -1,5 +1,6 @@
 // Smoke tests for the real test servers (scripts/test-setup.sh installs them): each one starts,
 // does one round trip over its raw protocol, and stops with its pid gone.
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +15,7 @@ import {
   parseMqttPacket,
 } from "./helpers/mosquitto.js";
 import { type NatsOp, NatsServer, parseNatsOp, readNatsInfo } from "./helpers/nats.js";
+import { OtelCollector, startOtlpJsonReceiver } from "./helpers/otelcol.js";
 import { encodeRedisCommand, parseResp, RedisServer, type RespValue } from "./helpers/redis.js";
 import {
   cacheDir,
@@ -23,6 +25,7 @@ import {
   requireExecutable,
   ServerProcess,
   ServerProcessError,
+  tcpConnects,
 } from "./helpers/server.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
@@ -304,6 +307,70 @@ describe("test servers", () => {
       }
     } finally {
       await stopAndCheck(server);
+    }
+  });
+
+  it("otelcol - a span posted as OTLP/HTTP JSON reaches a receiver through the collector, then stop", async () => {
+    await using receiver = await startOtlpJsonReceiver();
+    const collector = await OtelCollector.start({ exportTo: receiver.url });
+    try {
+      expect(collector.otlpHttpEndpoint).toBe(`http://127.0.0.1:${collector.ports[0]}`);
+      expect(await tcpConnects(Number(new URL(collector.otlpGrpcEndpoint).port))).toBe(true);
+      const traceId = randomBytes(16).toString("hex");
+      const spanId = randomBytes(8).toString("hex");
+      const name = `otel-smoke-${randomSuffix()}`;
+      const now = BigInt(Date.now()) * 1_000_000n;
+      const request = {
+        resourceSpans: [
+          {
+            resource: { attributes: [{ key: "service.name", value: { stringValue: "otel-smoke" } }] },
+            scopeSpans: [
+              {
+                scope: { name: "servers.test" },
+                spans: [
+                  {
+                    traceId,
+                    spanId,
+                    name,
+                    kind: 2,
+                    startTimeUnixNano: String(now - 5_000_000n),
+                    endTimeUnixNano: String(now),
+                    attributes: [{ key: "smoke.n", value: { intValue: "7" } }],
+                  },
+                ],
+              },
+            ],
+          },
+        ],
+      };
+      const res = await fetch(`${collector.otlpHttpEndpoint}/v1/traces`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(request),
+      });
+      const answer = await res.text();
+      expect(res.status, answer).toBe(200);
+      // The collector has no sending queue: its answer means its own export is done.
+      expect(receiver.rejected).toEqual([]);
+      expect(receiver.spans()).toEqual([
+        {
+          name,
+          traceId,
+          spanId,
+          parentSpanId: undefined,
+          kind: 2,
+          attributes: { "smoke.n": 7 },
+          resource: { "service.name": "otel-smoke" },
+          scope: "servers.test",
+        },
+      ]);
+      // The debug exporter's line comes through a pipe, after the answer.
+      await waitFor(() => collector.log.lines().some((l) => /"spans": 1/.test(l)), {
+        timeoutMs: 5_000,
+        message: "the debug exporter's line",
+      });
+    } finally {
+      await stopAndCheck(collector);
     }
   });
 
