@@ -40,6 +40,8 @@ interface Args {
   natsUrl: string;
   tag: string;
   logLevel: string;
+  /** EventSource and Trigger name of this side. */
+  name: string;
   /** Trigger subscriber lines added to the plain pipeline (indented 6); empty: the plain one. */
   subscriberExtra: string;
 }
@@ -59,7 +61,9 @@ async function framework(raw: unknown): Promise<ChildHandle> {
   await writeFile(
     join(dir, "pipeline.yaml"),
     pipelineManifests({
-      name: "bench",
+      // Each side its own EventSource and Trigger name, so its own topic and consumer group on the
+      // shared nats-server (with one name the two triggers would share one durable consumer).
+      name: a.name,
       busSpec: `  jetstream:\n    url: "${a.natsUrl}"\n    stream: "s${a.tag}"`,
       sourceSpec: webhookSourceSpec(a.port),
       event: "orders",
@@ -101,6 +105,7 @@ export function shapedScenario(o: ShapedScenario): Scenario {
             sinkUrl: sink!.url,
             natsUrl: nats.url,
             tag: `${o.id.toLowerCase()}${role}${Date.now().toString(36)}`,
+            name: `bench-${role}`,
             logLevel: ctx.logLevel,
             subscriberExtra: role === "framework" ? `${o.feature}\n` : "",
           };
