@@ -27,7 +27,7 @@ import {
 } from "@ofevents/controller";
 import { validateAll } from "./check.js";
 import { startEmbedded } from "./embedded.js";
-import { runRedrive } from "./redrive.js";
+import { runRedrive, runReplay } from "./history.js";
 import { startSingle } from "./single.js";
 
 const USAGE = `ofevents: an OpenFunction-Events-style event framework
@@ -47,6 +47,9 @@ Usage:
   ofevents redrive -f <file|folder>... --trigger [ns/]name [--subscriber N] [--filter <jsonata>] [--limit N]
                    [--dry-run] [--json]
       Deliver the dead letters a trigger kept again, each to the subscriber it failed for.
+  ofevents replay -f <file|folder>... --trigger [ns/]name --from <time|duration> [--to <time|duration>]
+                  [--filter <jsonata>] [--dry-run] [--json]
+      Feed a trigger's subscribers again with the events its inputs' topics took in a time range.
   ofevents publish --url <url> --type <type> [--source /ofevents/cli] [--id <id>] [--subject <s>]
                    [--data <text> | --data-file <path|->] [--content-type <type>] [--ext key=value]... [--structured]
                    [--timeout 10s]
@@ -127,6 +130,25 @@ ${FILES}      --trigger <[ns/]name>   the Trigger, when the files hold several
                               dead letter: oferrorreason, oferrorcode, ofdeliveries... included)
       --limit <n>             at most this many dead letters
       --dry-run               list the dead letters that would be redriven; deliver nothing
+      --json                  print the result as JSON
+${LOGS("pretty on a terminal, else json")}  -h, --help                  show this help
+`,
+  replay: `Usage: ofevents replay -f <file|folder>... --trigger [ns/]name --from <time|duration> [options]
+
+Feed a trigger's subscribers again with the events its inputs' topics took in a time range, marked
+with the extension attribute ofreplayed. The topics are read without a consumer group, so the live
+trigger is untouched; the inputs' filters, the conditions, the transforms and the subscribers'
+batching, ordering and rate limits apply as they do live. Joins form among the replayed events
+only, with windows counted at replay speed (see docs/replay.md). Reads the bus with the broker's
+own client (jetstream and kafka buses). Prints what it did; exit 1 when not everything finished.
+
+Options:
+${FILES}      --trigger <[ns/]name>   the Trigger, when the files hold several
+      --from <time|duration>  events the bus took at or after this time: RFC 3339
+                              (2026-12-05T10:00:00Z) or a duration ago (90m, 2h)
+      --to <time|duration>    and up to this time (default: the end each topic had at the start)
+      --filter <jsonata>      only the events for which this expression is true
+      --dry-run               list the events that would be replayed; deliver nothing
       --json                  print the result as JSON
 ${LOGS("pretty on a terminal, else json")}  -h, --help                  show this help
 `,
@@ -319,6 +341,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await publish(rest, out, err, io.stdin ?? process.stdin);
       case "redrive":
         return await redriveCommand(rest, out, err);
+      case "replay":
+        return await replayCommand(rest, out, err);
       case "controller":
         return await controller(rest, out, err);
       case "crds":
@@ -501,6 +525,64 @@ async function redriveCommand(args: string[], out: Write, err: Write): Promise<n
       `${r.trigger}: ${r.delivered} delivered, ${r.deadLettered} dead-lettered again, of ${r.matched} matching dead letter(s) on ${r.topic} (${r.read} read, ${r.settled} settled earlier, ${r.orphaned} of no subscriber)\n`,
     );
   return r.deadLettered > 0 ? 1 : 0;
+}
+
+/** `--from` / `--to`: an RFC 3339 time, or a duration before now (`90m`, `2h`). */
+function timeOption(flag: string, text: string | undefined, now: number): Date | undefined {
+  if (text === undefined) return undefined;
+  const ago = parseDuration(text);
+  if (ago !== undefined) return new Date(now - ago);
+  if (/^\d{4}-\d\d-\d\dT/.test(text) && !Number.isNaN(Date.parse(text))) return new Date(text);
+  throw new Error(`${flag} must be an RFC 3339 time (2026-12-05T10:00:00Z) or a duration ago (90m), got "${text}"`);
+}
+
+async function replayCommand(args: string[], out: Write, err: Write): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      file: { type: "string", short: "f", multiple: true },
+      trigger: { type: "string" },
+      from: { type: "string" },
+      to: { type: "string" },
+      filter: { type: "string" },
+      "dry-run": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      "log-level": { type: "string", default: "warn" },
+      "log-format": { type: "string" },
+    },
+  });
+  const now = Date.now();
+  const from = timeOption("--from", values.from, now);
+  if (from === undefined) throw new Error("--from is required: an RFC 3339 time or a duration ago (90m)");
+  const to = timeOption("--to", values.to, now);
+  if (to !== undefined && to < from) throw new Error("--to is before --from");
+  const format = (values["log-format"] ?? (process.stderr.isTTY ? "pretty" : "json")) as LogFormat;
+  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
+  const logger = createLogger({ level: values["log-level"], format, write: err });
+  const r = await runReplay({
+    paths: files(values, positionals),
+    trigger: values.trigger,
+    from,
+    to,
+    filter: values.filter,
+    dryRun: values["dry-run"],
+    logger,
+  });
+  const inputs = Object.entries(r.inputs)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ");
+  if (values.json) out(`${JSON.stringify(r)}\n`);
+  else if (values["dry-run"]) {
+    out(
+      `${r.trigger}: ${r.replayed} event(s) would be replayed (${r.read} read${inputs === "" ? "" : `: ${inputs}`})\n`,
+    );
+    for (const id of r.ids) out(`${id}\n`);
+  } else
+    out(
+      `${r.trigger}: ${r.replayed} event(s) replayed (${r.read} read${inputs === "" ? "" : `: ${inputs}`}): ${r.delivered} delivered, ${r.deadLettered} dead-lettered, ${r.filtered} filtered out, ${r.released} released unjoined${r.complete ? "" : "; NOT all finished in time"}\n`,
+    );
+  return r.complete ? 0 : 1;
 }
 
 /** An environment variable's value; unset or empty is undefined. */

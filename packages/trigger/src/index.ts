@@ -10,3 +10,10 @@ export { JOINED_EXTENSION } from "./types.js";
 export type { TriggerEvents } from "./types.js";
 export { KEEPS_DEAD_LETTERS } from "./runtime.js";
 export { redrive, redrivenEvent, REDRIVEN_EXTENSION, type RedriveOptions, type RedriveResult } from "./redrive.js";
+export {
+  replay,
+  REPLAYED_EXTENSION,
+  REPLAY_DRAIN_TIMEOUT_MS,
+  type ReplayOptions,
+  type ReplayResult,
+} from "./replay.js";

@@ -65,7 +65,13 @@ export const DEFAULT_STOP_GRACE_MS = 10_000;
 const MAX_REPORTED_IDS = 100;
 
 export interface TriggerRuntimeOptions {
+  /** Where the inputs come from (and the dedup seen sets live). */
   bus: EventBus;
+  /**
+   * Where `topic` deliveries and kept dead letters go (default `bus`). A replay reads inputs from
+   * an in-process bus it feeds and delivers to the real one.
+   */
+  publishTo?: EventBus | undefined;
   logger: Logger;
   engine: ExpressionEngine;
   /** Needed when a subscriber has a sink. */
@@ -800,8 +806,9 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
     topic: busTopic(i.namespace ?? namespace, i.eventSource, i.event),
     filter: i.filter === undefined ? undefined : (o.engine.compile(i.filter), i.filter),
   }));
-  const out = createOutbound({ sinks: o.sinks, bus: o.bus });
-  const keep = trigger.spec.keepDeadLetters ?? KEEPS_DEAD_LETTERS.has(o.bus.driver);
+  const publishTo = o.publishTo ?? o.bus;
+  const out = createOutbound({ sinks: o.sinks, bus: publishTo });
+  const keep = trigger.spec.keepDeadLetters ?? KEEPS_DEAD_LETTERS.has(publishTo.driver);
   const keptDeadLetters: Target | undefined = keep
     ? { kind: "topic", topic: triggerDeadLetterTopic(namespace, name) }
     : undefined;
