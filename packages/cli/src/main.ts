@@ -29,6 +29,7 @@ import { validateAll } from "./check.js";
 import { startEmbedded } from "./embedded.js";
 import { runRedrive, runReplay } from "./history.js";
 import { startSingle } from "./single.js";
+import { startTracing } from "./tracing.js";
 
 const USAGE = `ofevents: an OpenFunction-Events-style event framework
 
@@ -401,14 +402,19 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
   const metricsPort = values["metrics-port"] === undefined ? undefined : Number(values["metrics-port"]);
   if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535))
     throw new Error(`--metrics-port must be a port number`);
-  const embedded = await startEmbedded({
-    paths: files(values, positionals),
-    logger,
-    host: values.host,
-    functionsPort: port,
-    metricsPort,
-  });
-  await untilSignal(embedded.stop, logger, err);
+  const tracing = await startTracing("ofevents-run", logger);
+  try {
+    const embedded = await startEmbedded({
+      paths: files(values, positionals),
+      logger,
+      host: values.host,
+      functionsPort: port,
+      metricsPort,
+    });
+    await untilSignal(embedded.stop, logger, err);
+  } finally {
+    await tracing?.shutdown();
+  }
   logger.info("stopped");
   return 0;
 }
@@ -469,18 +475,23 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
   const healthPort = Number(values["health-port"]);
   if (!Number.isInteger(healthPort) || healthPort < 0 || healthPort > 65535)
     throw new Error("--health-port must be a port number");
-  const running = await startSingle({
-    kind,
-    paths: files(values, positionals),
-    name: values.name,
-    logger,
-    host: values.host,
-    healthPort,
-    busDriver,
-    pubsubName: values["pubsub-name"],
-    sidecarTimeoutMs,
-  });
-  await untilSignal(running.stop, logger, err);
+  const tracing = await startTracing(`ofevents-${kind.toLowerCase()}`, logger);
+  try {
+    const running = await startSingle({
+      kind,
+      paths: files(values, positionals),
+      name: values.name,
+      logger,
+      host: values.host,
+      healthPort,
+      busDriver,
+      pubsubName: values["pubsub-name"],
+      sidecarTimeoutMs,
+    });
+    await untilSignal(running.stop, logger, err);
+  } finally {
+    await tracing?.shutdown();
+  }
   logger.info("stopped");
   return 0;
 }
@@ -505,6 +516,7 @@ async function redriveCommand(args: string[], out: Write, err: Write): Promise<n
   if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
   // The log goes to stderr: stdout holds the result.
   const logger = createLogger({ level: values["log-level"], format, write: err });
+  const tracing = await startTracing("ofevents-redrive", logger);
   const r = await runRedrive({
     paths: files(values, positionals),
     trigger: values.trigger,
@@ -513,7 +525,7 @@ async function redriveCommand(args: string[], out: Write, err: Write): Promise<n
     limit: intOption("--limit", values.limit, 1, Number.MAX_SAFE_INTEGER),
     dryRun: values["dry-run"],
     logger,
-  });
+  }).finally(() => tracing?.shutdown());
   if (values.json) out(`${JSON.stringify(r)}\n`);
   else if (values["dry-run"]) {
     out(
@@ -560,6 +572,7 @@ async function replayCommand(args: string[], out: Write, err: Write): Promise<nu
   const format = (values["log-format"] ?? (process.stderr.isTTY ? "pretty" : "json")) as LogFormat;
   if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
   const logger = createLogger({ level: values["log-level"], format, write: err });
+  const tracing = await startTracing("ofevents-replay", logger);
   const r = await runReplay({
     paths: files(values, positionals),
     trigger: values.trigger,
@@ -568,7 +581,7 @@ async function replayCommand(args: string[], out: Write, err: Write): Promise<nu
     filter: values.filter,
     dryRun: values["dry-run"],
     logger,
-  });
+  }).finally(() => tracing?.shutdown());
   const inputs = Object.entries(r.inputs)
     .map(([k, v]) => `${k} ${v}`)
     .join(", ");

@@ -152,3 +152,19 @@ export {
   type DaprRetryPolicy,
   type RenderDaprOptions,
 } from "./dapr.js";
+export {
+  tracing,
+  tracer,
+  eventContext,
+  eventAttributes,
+  traceHeaders,
+  withSpanContext,
+  inSpan,
+  markSpan,
+  otelContext,
+  SpanKind,
+  SpanStatusCode,
+  type Span,
+  type SpanContext,
+  type SpanOptions,
+} from "./tracing.js";

@@ -7,7 +7,17 @@
  * retried. A failure is a DeliveryError whose `retriable` says which it was.
  */
 import { createHash } from "node:crypto";
-import { DeliveryError, ErrorCode, OfEventsError, type CloudEvent } from "@ofevents/core";
+import {
+  DeliveryError,
+  ErrorCode,
+  OfEventsError,
+  SpanKind,
+  eventAttributes,
+  inSpan,
+  traceHeaders,
+  tracing,
+  type CloudEvent,
+} from "@ofevents/core";
 import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from "undici";
 import { encodeBatch, encodeBinary, encodeHeaderValue, encodeStructured, type HttpMessage } from "./http-binding.js";
 import { DEFAULT_DELIVERY, type DeliveryPolicy } from "./policy.js";
@@ -105,7 +115,39 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
       ? new EnvHttpProxyAgent({ ...pool, httpProxy, httpsProxy, noProxy: env["no_proxy"] ?? env["NO_PROXY"] ?? "" })
       : new Agent(pool);
 
-  const send: SinkClient["send"] = async (url, event, o = {}) => {
+  /** One attempt; with tracing, a `POST` span whose context the request carries as `traceparent`. */
+  const send: SinkClient["send"] = (url, event, o = {}) => {
+    if (!tracing.enabled) return attempt(url, event, o);
+    return inSpan(
+      "POST",
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          ...(Array.isArray(event) ? { "ofevents.batch_size": event.length } : eventAttributes(event as CloudEvent)),
+          "http.request.method": "POST",
+          "url.full": url,
+        },
+      },
+      async (span) => {
+        try {
+          const res = await attempt(url, event, o, span === undefined ? undefined : traceHeaders(span));
+          span?.setAttribute("http.response.status_code", res.status);
+          return res;
+        } catch (err) {
+          if (err instanceof DeliveryError && err.status !== undefined)
+            span?.setAttribute("http.response.status_code", err.status);
+          throw err;
+        }
+      },
+    );
+  };
+
+  const attempt = async (
+    url: string,
+    event: Payload,
+    o: Parameters<SinkClient["send"]>[2] = {},
+    trace?: Record<string, string>,
+  ): Promise<SinkResponse> => {
     const timeoutMs = o.timeoutMs ?? DEFAULT_DELIVERY.timeoutMs;
     let message: HttpMessage;
     try {
@@ -118,6 +160,7 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
     }
     const { headers, body } = message;
     headers["idempotency-key"] = idempotencyKey(event);
+    if (trace !== undefined) Object.assign(headers, trace);
     let res: Dispatcher.ResponseData;
     try {
       res = await request(url, {

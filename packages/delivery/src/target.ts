@@ -3,7 +3,16 @@
  * dead-letter path: what a target does not take goes down the subscriber's dead-letter targets in
  * order (a sink, then a topic), as a copy carrying the reason attributes (`withDeadLetterReason`).
  */
-import { ErrorCode, OfEventsError, type CloudEvent } from "@ofevents/core";
+import {
+  ErrorCode,
+  OfEventsError,
+  SpanKind,
+  eventAttributes,
+  inSpan,
+  tracing,
+  withSpanContext,
+  type CloudEvent,
+} from "@ofevents/core";
 import { withDeadLetterReason, type EventPublisher } from "@ofevents/eventbus";
 import type { DeliveryPolicy } from "./policy.js";
 import { classify, withRetry, type AttemptInfo } from "./retry.js";
@@ -71,7 +80,44 @@ export interface Outbound {
 }
 
 export function createOutbound(o: { sinks?: SinkClient | undefined; bus?: EventPublisher | undefined }): Outbound {
+  /**
+   * One hop as a span (`deliver <url>` or `publish <topic>`), its attempts within it; the event
+   * goes on carrying this span's trace context. Retries are the span's `retry` events.
+   */
   function send(event: Payload, target: Target, policy: DeliveryPolicy, so: SendOptions = {}): Promise<Sent> {
+    if (!tracing.enabled) return sendOnce(event, target, policy, so);
+    const one = Array.isArray(event) ? undefined : (event as CloudEvent);
+    const name = target.kind === "sink" ? `deliver ${target.url}` : `publish ${target.topic}`;
+    const attributes = {
+      ...(one === undefined
+        ? { "ofevents.batch_size": (event as readonly CloudEvent[]).length }
+        : eventAttributes(one)),
+      ...(target.kind === "sink" ? { "url.full": target.url } : { "messaging.destination.name": target.topic }),
+    };
+    return inSpan(
+      name,
+      { kind: target.kind === "sink" ? SpanKind.CLIENT : SpanKind.PRODUCER, attributes },
+      async (span) => {
+        const carried = one === undefined ? event : withSpanContext(one, span);
+        const sent = await sendOnce(carried, target, policy, {
+          ...so,
+          onRetry: (info) => {
+            span?.addEvent("retry", {
+              "ofevents.attempt": info.attempt,
+              "ofevents.retry_delay_ms": info.delayMs,
+              "error.message": info.error instanceof Error ? info.error.message : String(info.error),
+            });
+            so.onRetry?.(info);
+          },
+        });
+        span?.setAttribute("ofevents.attempts", sent.attempts);
+        if (sent.status !== undefined) span?.setAttribute("http.response.status_code", sent.status);
+        return sent;
+      },
+    );
+  }
+
+  function sendOnce(event: Payload, target: Target, policy: DeliveryPolicy, so: SendOptions = {}): Promise<Sent> {
     if (target.kind === "sink") {
       const sinks = o.sinks;
       if (sinks === undefined)
@@ -122,14 +168,30 @@ export function createOutbound(o: { sinks?: SinkClient | undefined; bus?: EventP
     async deadLetter(event, failed, error, attempts, deadLetters, policy, so = {}) {
       if (deadLetters.length === 0) return undefined;
       const copy = withDeadLetterReason(event, error, failed, attempts);
-      for (let i = 0; ; i++) {
-        const target = deadLetters[i]!;
-        try {
-          await send(copy, target, policy, so);
-          return target;
-        } catch (err) {
-          if (i === deadLetters.length - 1) throw err;
-          so.onFallback?.(target, err as NotDelivered);
+      if (tracing.enabled)
+        return inSpan(
+          `dead-letter ${failed}`,
+          {
+            attributes: {
+              ...eventAttributes(event),
+              "ofevents.dead_letter.reason": String(copy["oferrorreason"]),
+              "ofevents.dead_letter.deliveries": attempts,
+            },
+          },
+          () => toFirst(copy),
+        );
+      return toFirst(copy);
+
+      async function toFirst(copy: CloudEvent): Promise<Target> {
+        for (let i = 0; ; i++) {
+          const target = deadLetters[i]!;
+          try {
+            await send(copy, target, policy, so);
+            return target;
+          } catch (err) {
+            if (i === deadLetters.length - 1) throw err;
+            so.onFallback?.(target, err as NotDelivered);
+          }
         }
       }
     },

@@ -14,6 +14,12 @@ import {
   createInstrumentation,
   namespaceOf,
   newEvent,
+  SpanKind,
+  eventAttributes,
+  eventContext,
+  inSpan,
+  tracing,
+  withSpanContext,
   sourceKinds,
   backoffDelay,
   sleep,
@@ -192,19 +198,7 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
       log.debug({ event: eventName, id: ev.id, topic }, "published");
     }
 
-    return async (init: DispatchInit) => {
-      const ev =
-        init.event ??
-        newEvent({
-          id: init.id,
-          source,
-          type: `io.openfunction.events.${kind}`,
-          subject: init.subject ?? eventName,
-          time: init.time,
-          datacontenttype: init.datacontenttype,
-          data: init.data,
-          extensions: init.extensions,
-        });
+    const dispatch = async (ev: CloudEvent): Promise<{ id: string }> => {
       events.emit("dispatched", { eventSource: name, event: eventName, id: ev.id });
       try {
         if (sinkUrl !== undefined && bus !== undefined) {
@@ -220,6 +214,36 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
         throw err;
       }
       return { id: ev.id };
+    };
+
+    return async (init: DispatchInit) => {
+      const ev =
+        init.event ??
+        newEvent({
+          id: init.id,
+          source,
+          type: `io.openfunction.events.${kind}`,
+          subject: init.subject ?? eventName,
+          time: init.time,
+          datacontenttype: init.datacontenttype,
+          data: init.data,
+          extensions: init.extensions,
+        });
+      if (!tracing.enabled) return dispatch(ev);
+      // The journey starts here: a child of the trace context the event came with, if any.
+      return inSpan(
+        `receive ${namespace}/${name}/${eventName}`,
+        {
+          kind: SpanKind.CONSUMER,
+          parent: eventContext(ev),
+          attributes: {
+            ...eventAttributes(ev),
+            "ofevents.eventsource": `${namespace}/${name}`,
+            "ofevents.source_kind": kind,
+          },
+        },
+        (span) => dispatch(withSpanContext(ev, span)),
+      );
     };
   }
 

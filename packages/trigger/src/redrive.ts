@@ -11,7 +11,11 @@
 import {
   OfEventsError,
   ErrorCode,
+  eventAttributes,
+  eventContext,
+  inSpan,
   namespaceOf,
+  withSpanContext,
   triggerDeadLetterTopic,
   type CloudEvent,
   type ExpressionEngine,
@@ -153,29 +157,44 @@ export async function redrive(o: RedriveOptions): Promise<RedriveResult> {
         const all = targetsOf[index]!;
         const targets = all.filter((t) => targetName(t) === failed);
         const policy = deliveryPolicy(spec.delivery);
-        const again = redrivenEvent(event);
-        for (const target of targets.length > 0 ? targets : all) {
-          try {
-            await out.send(again, target, policy, { signal: o.signal });
-            r.delivered++;
-            log.info({ id: event.id, subscriber: index, target: targetName(target) }, "redriven");
-          } catch (err) {
-            const e = err instanceof NotDelivered ? err : new NotDelivered(target, err, 0);
-            const marked: CloudEvent = {
-              ...again,
-              [DeadLetterExtension.Trigger]: `${namespace}/${name}`,
-              [DeadLetterExtension.Subscriber]: index,
-            };
-            // A new dead letter, with the new reason: when the bus cannot take it, the redrive stops
-            // with this one unsettled (nothing lost).
-            await out.deadLetter(marked, targetName(target), e.error, e.attempts, [kept], policy, { signal: o.signal });
-            r.deadLettered++;
-            log.warn(
-              { id: event.id, subscriber: index, err: (e.error as Error)?.message },
-              "redrive failed: dead-lettered again",
-            );
-          }
-        }
+        await inSpan(
+          `redrive ${namespace}/${name}`,
+          {
+            parent: eventContext(event),
+            attributes: {
+              ...eventAttributes(event),
+              "ofevents.subscriber": index,
+              "ofevents.dead_letter.position": dl.position,
+            },
+          },
+          async (span) => {
+            const again = withSpanContext(redrivenEvent(event), span);
+            for (const target of targets.length > 0 ? targets : all) {
+              try {
+                await out.send(again, target, policy, { signal: o.signal });
+                r.delivered++;
+                log.info({ id: event.id, subscriber: index, target: targetName(target) }, "redriven");
+              } catch (err) {
+                const e = err instanceof NotDelivered ? err : new NotDelivered(target, err, 0);
+                const marked: CloudEvent = {
+                  ...again,
+                  [DeadLetterExtension.Trigger]: `${namespace}/${name}`,
+                  [DeadLetterExtension.Subscriber]: index,
+                };
+                // A new dead letter, with the new reason: when the bus cannot take it, the redrive stops
+                // with this one unsettled (nothing lost).
+                await out.deadLetter(marked, targetName(target), e.error, e.attempts, [kept], policy, {
+                  signal: o.signal,
+                });
+                r.deadLettered++;
+                log.warn(
+                  { id: event.id, subscriber: index, err: (e.error as Error)?.message },
+                  "redrive failed: dead-lettered again",
+                );
+              }
+            }
+          },
+        );
         await settled!.add(dl.position);
       }
       if (o.limit !== undefined && r.matched >= o.limit) break;

@@ -14,9 +14,14 @@
  * a replay is meant to deliver again).
  */
 import {
+  SpanKind,
   busTopic,
   createInstrumentation,
+  eventAttributes,
+  eventContext,
+  inSpan,
   namespaceOf,
+  withSpanContext,
   type CloudEvent,
   type ExpressionEngine,
   type Logger,
@@ -148,7 +153,19 @@ export async function replay(o: ReplayOptions): Promise<ReplayResult> {
       if (rt === undefined) continue;
       const marked: CloudEvent = { ...e.event, [REPLAYED_EXTENSION]: startedAt };
       // The in-process bus waits while the trigger holds its bound of events: backpressure.
-      await local.publish(e.topic, marked);
+      await inSpan(
+        `replay ${namespace}/${name}`,
+        {
+          kind: SpanKind.PRODUCER,
+          parent: eventContext(e.event),
+          attributes: {
+            ...eventAttributes(e.event),
+            "messaging.destination.name": e.topic,
+            "ofevents.position": e.position,
+          },
+        },
+        (span) => local.publish(e.topic, withSpanContext(marked, span)),
+      );
     }
     if (rt !== undefined) {
       r.complete = await local.drain!({

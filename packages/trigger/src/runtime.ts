@@ -34,6 +34,12 @@ import {
   type Trigger,
   triggerDeadLetterTopic,
   triggerGroup,
+  SpanKind,
+  eventAttributes,
+  eventContext,
+  inSpan,
+  markSpan,
+  tracing,
 } from "@ofevents/core";
 import {
   NotDelivered,
@@ -444,6 +450,16 @@ class SubscriberRunner {
     leave: () => void,
   ): Promise<void> {
     const bindings = { inputs };
+    if (tracing.enabled)
+      markSpan(`condition ${this.spec.condition}`, {
+        attributes: {
+          ...eventAttributes(event),
+          "ofevents.subscriber": this.index,
+          "ofevents.condition": this.spec.condition,
+          "ofevents.condition.verdict": "fired",
+          ...(joined.length > 0 ? { "ofevents.joined": joined.join(",") } : {}),
+        },
+      });
     if (this.filter !== undefined) {
       let pass = false;
       try {
@@ -455,6 +471,10 @@ class SubscriberRunner {
         this.t.events.emit("filtered", { subscriber: this.index, id: event.id, reason: "error" });
         return;
       }
+      if (tracing.enabled)
+        markSpan(`filter subscriber ${this.index}`, {
+          attributes: { ...eventAttributes(event), "ofevents.filter": this.filter, "ofevents.filter.verdict": pass },
+        });
       if (!pass) {
         this.t.events.emit("filtered", { subscriber: this.index, id: event.id, reason: "filter" });
         return;
@@ -472,6 +492,10 @@ class SubscriberRunner {
         // dead-letter target, with 0 deliveries: nothing was sent.
         return this.rejectEvent(out, err);
       }
+      if (tracing.enabled)
+        markSpan("transform", {
+          attributes: { ...eventAttributes(event), "ofevents.transform": this.transform.source },
+        });
       const o = { ...out, data, datacontenttype: "application/json" } as Record<string, unknown>;
       delete o["data_base64"];
       out = o as CloudEvent;
@@ -852,58 +876,80 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
       const ordered = inputs.flatMap((i) =>
         interested.filter((s) => s.sequencer !== undefined && s.inputs.has(i.name)).map((s) => ({ input: i.name, s })),
       );
+      const handle = async (event: CloudEvent): Promise<void> => {
+        const receivedAt = performance.now();
+        // Places in arrival order, taken before anything awaits (subscribers with ordering).
+        const tickets =
+          ordered.length === 0
+            ? undefined
+            : new Map(ordered.map((x) => [`${x.input}\0${x.s.index}`, x.s.sequencer!.ticket()]));
+        const work: Promise<void>[] = [];
+        for (const input of inputs) {
+          events.emit("received", { input: input.name, id: event.id });
+          if (input.filter !== undefined) {
+            let pass: boolean;
+            try {
+              pass = await o.engine.evaluateBoolean(input.filter, event);
+            } catch (err) {
+              if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) {
+                // A limit hit is deterministic (the same event hits it again), so it is not
+                // retried: the event goes to the dead-letter target of each subscriber whose
+                // condition names this input; other inputs and subscribers go on.
+                log.warn(
+                  { input: input.name, id: event.id, err: errorText(err) },
+                  "input filter hit its limit; event dead-lettered for this input's subscribers",
+                );
+                for (const s of subscribers) if (s.inputs.has(input.name)) work.push(s.rejectEvent(event, err));
+                continue;
+              }
+              if (!(err instanceof ExpressionError)) throw err;
+              log.warn({ input: input.name, id: event.id, err: errorText(err) }, "input filter failed; event skipped");
+              events.emit("filtered", { input: input.name, id: event.id, reason: "error" });
+              continue;
+            }
+            if (tracing.enabled)
+              markSpan(`filter ${input.name}`, {
+                attributes: {
+                  ...eventAttributes(event),
+                  "ofevents.input": input.name,
+                  "ofevents.filter": input.filter,
+                  "ofevents.filter.verdict": pass,
+                },
+              });
+            if (!pass) {
+              events.emit("filtered", { input: input.name, id: event.id, reason: "filter" });
+              continue;
+            }
+          }
+          for (const s of subscribers)
+            if (s.inputs.has(input.name))
+              work.push(s.offer(input.name, event, receivedAt, tickets?.get(`${input.name}\0${s.index}`)));
+        }
+        // Tickets of inputs that filtered the event out pass their turn on (done is idempotent).
+        tickets?.forEach((t) => t.done());
+        const results = await Promise.allSettled(work);
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+        if (failed !== undefined) throw failed.reason;
+      };
       subs.push(
         await o.bus.subscribe(
           [topic],
-          async (event) => {
-            const receivedAt = performance.now();
-            // Places in arrival order, taken before anything awaits (subscribers with ordering).
-            const tickets =
-              ordered.length === 0
-                ? undefined
-                : new Map(ordered.map((x) => [`${x.input}\0${x.s.index}`, x.s.sequencer!.ticket()]));
-            const work: Promise<void>[] = [];
-            for (const input of inputs) {
-              events.emit("received", { input: input.name, id: event.id });
-              if (input.filter !== undefined) {
-                let pass: boolean;
-                try {
-                  pass = await o.engine.evaluateBoolean(input.filter, event);
-                } catch (err) {
-                  if (err instanceof ExpressionError && err.code === ErrorCode.ExpressionLimit) {
-                    // A limit hit is deterministic (the same event hits it again), so it is not
-                    // retried: the event goes to the dead-letter target of each subscriber whose
-                    // condition names this input; other inputs and subscribers go on.
-                    log.warn(
-                      { input: input.name, id: event.id, err: errorText(err) },
-                      "input filter hit its limit; event dead-lettered for this input's subscribers",
-                    );
-                    for (const s of subscribers) if (s.inputs.has(input.name)) work.push(s.rejectEvent(event, err));
-                    continue;
-                  }
-                  if (!(err instanceof ExpressionError)) throw err;
-                  log.warn(
-                    { input: input.name, id: event.id, err: errorText(err) },
-                    "input filter failed; event skipped",
-                  );
-                  events.emit("filtered", { input: input.name, id: event.id, reason: "error" });
-                  continue;
-                }
-                if (!pass) {
-                  events.emit("filtered", { input: input.name, id: event.id, reason: "filter" });
-                  continue;
-                }
-              }
-              for (const s of subscribers)
-                if (s.inputs.has(input.name))
-                  work.push(s.offer(input.name, event, receivedAt, tickets?.get(`${input.name}\0${s.index}`)));
-            }
-            // Tickets of inputs that filtered the event out pass their turn on (done is idempotent).
-            tickets?.forEach((t) => t.done());
-            const results = await Promise.allSettled(work);
-            const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-            if (failed !== undefined) throw failed.reason;
-          },
+          (event) =>
+            tracing.enabled
+              ? inSpan(
+                  `process ${topic}`,
+                  {
+                    kind: SpanKind.CONSUMER,
+                    parent: eventContext(event),
+                    attributes: {
+                      ...eventAttributes(event),
+                      "messaging.destination.name": topic,
+                      "ofevents.trigger": `${namespace}/${name}`,
+                    },
+                  },
+                  () => handle(event),
+                )
+              : handle(event),
           { group, maxInFlight, ordered: ordered.length > 0 },
         ),
       );
