@@ -34,6 +34,7 @@ import {
   type SourceEvents,
 } from "@ofevents/eventsource";
 import { startTrigger, type TriggerEvents, type TriggerRuntime } from "@ofevents/trigger";
+import type { Journal } from "./journal.js";
 
 /**
  * How the entrypoints reach a bus: `direct` (the broker's own client), `dapr` (through the
@@ -67,6 +68,8 @@ export interface CompositionOptions {
   processMetrics: boolean;
   /** How long shutdown waits for an in-memory bus to finish what it took (default 10 s). */
   drainTimeoutMs?: number | undefined;
+  /** Records what happens to each event (`ofevents run`). */
+  journal?: Journal | undefined;
 }
 
 type ResolveSink = (sink: Sink, namespace: string) => string;
@@ -165,6 +168,7 @@ export function createComposition(o: CompositionOptions): Composition {
     }
     const instrumentation = createInstrumentation<TriggerEvents>();
     metrics.observeTrigger(instrumentation, { namespace, trigger: resource.metadata.name });
+    o.journal?.observeTrigger(resource, instrumentation);
     const rt = await startTrigger(resource, {
       bus,
       logger: resourceLogger(o.logger, resource),
@@ -182,6 +186,7 @@ export function createComposition(o: CompositionOptions): Composition {
     const bus = resource.spec.eventBus === undefined ? undefined : await busFor(resource.spec.eventBus, namespace);
     const instrumentation = createInstrumentation<SourceEvents>();
     metrics.observeSource(instrumentation, { namespace, eventSource: resource.metadata.name });
+    o.journal?.observeSource(resource, instrumentation);
     const rt = await startEventSource(resource, {
       logger: resourceLogger(o.logger, resource),
       bus,

@@ -21,6 +21,7 @@ import type { EventBus } from "@ofevents/eventbus";
 import type { EventSourceRuntime } from "@ofevents/eventsource";
 import type { TriggerRuntime } from "@ofevents/trigger";
 import { isLocalFunction, validateAll } from "./check.js";
+import { Journal } from "./journal.js";
 import { createComposition } from "./compose.js";
 import { startFunctionHost, type FunctionHost } from "./functions.js";
 
@@ -49,8 +50,10 @@ export interface Embedded {
   triggers: TriggerRuntime[];
   functions: FunctionHost;
   metrics: Metrics;
-  /** The port serving /metrics, when `metricsPort` was given. */
+  /** The port serving /metrics (and the journal, /events), when `metricsPort` was given. */
   metricsPort: number | undefined;
+  /** What happened to each of the latest events (`ofevents events <id>`). */
+  journal: Journal;
   /** Events of the sources that do not run now (still connecting, or not supported), with why. */
   notRunning(): Array<{ eventSource: string; event: string; reason: string }>;
   stop(): Promise<void>;
@@ -72,6 +75,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       `Function${remote.length === 1 ? "" : "s"} without ${MODULE_ANNOTATION}: deployed elsewhere, not run here`,
     );
   const host = o.host ?? "127.0.0.1";
+  const journal = new Journal();
   const c = createComposition({
     manifests,
     logger: o.logger,
@@ -80,6 +84,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     metrics: o.metrics,
     processMetrics: o.metricsPort !== undefined,
     drainTimeoutMs: o.drainTimeoutMs,
+    journal,
   });
   const { metrics, buses, sources, triggers, busFor } = c;
   let functions: FunctionHost | undefined;
@@ -122,7 +127,12 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     // Triggers subscribe before the sources publish: a new consumer group starts with what comes next.
     for (const t of manifests.triggers) await c.startTrigger(t.resource, resolveSink);
     for (const es of manifests.eventSources) await c.startEventSource(es.resource, resolveSink);
-    if (o.metricsPort !== undefined) metricsServer = await startMetricsServer(metrics, { port: o.metricsPort, host });
+    if (o.metricsPort !== undefined)
+      metricsServer = await startMetricsServer(metrics, {
+        port: o.metricsPort,
+        host,
+        also: (req, res) => journal.serve(req, res),
+      });
   } catch (err) {
     await stop();
     throw err;
@@ -137,7 +147,12 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       triggers: triggers.length,
       functions: manifests.functions.length,
       buses: [...buses.keys()],
-      ...(metricsServer === undefined ? {} : { metrics: `http://${host}:${metricsServer.port}/metrics` }),
+      ...(metricsServer === undefined
+        ? {}
+        : {
+            metrics: `http://${host}:${metricsServer.port}/metrics`,
+            journal: `http://${host}:${metricsServer.port}/events/<id>`,
+          }),
     },
     "running",
   );
@@ -149,6 +164,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     functions,
     metrics,
     metricsPort: metricsServer?.port,
+    journal,
     notRunning,
     stop,
   };

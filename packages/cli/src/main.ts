@@ -28,6 +28,7 @@ import {
 import { validateAll } from "./check.js";
 import { startEmbedded } from "./embedded.js";
 import { runRedrive, runReplay } from "./history.js";
+import type { JournalEntry, JournalStep } from "./journal.js";
 import { startSingle } from "./single.js";
 import { startTracing } from "./tracing.js";
 
@@ -37,7 +38,7 @@ Usage:
   ofevents run -f <file|folder>... [--log-level info] [--log-format pretty|json] [--host 127.0.0.1] [--functions-port 8080]
                [--metrics-port <port>]
       Run every EventSource, Trigger and local Function in one process; with --metrics-port,
-      serve Prometheus metrics at GET /metrics on that port.
+      serve Prometheus metrics at GET /metrics on that port, and the journal (ofevents events).
   ofevents eventsource -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--host 0.0.0.0]
                       [--bus-driver auto|direct|dapr] [--pubsub-name <component>] [--sidecar-timeout 60s]
   ofevents trigger -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--host 0.0.0.0]
@@ -48,6 +49,8 @@ Usage:
   ofevents redrive -f <file|folder>... --trigger [ns/]name [--subscriber N] [--filter <jsonata>] [--limit N]
                    [--dry-run] [--json]
       Deliver the dead letters a trigger kept again, each to the subscriber it failed for.
+  ofevents events [<id>] [--port 9464] [--host 127.0.0.1] [--json]
+      Where is this event? What a running "ofevents run --metrics-port <port>" did with it (no id: the latest).
   ofevents replay -f <file|folder>... --trigger [ns/]name --from <time|duration> [--to <time|duration>]
                   [--filter <jsonata>] [--dry-run] [--json]
       Feed a trigger's subscribers again with the events its inputs' topics took in a time range.
@@ -103,7 +106,8 @@ buses for the bus names no loaded EventBus defines. Ctrl-C stops gracefully; a s
 Options:
 ${FILES}${LOGS("pretty on a terminal, else json")}      --host <address>        address webhooks and sync functions bind to (default 127.0.0.1)
       --functions-port <port> port of the local sync functions (default 8080; 0 picks a free one)
-      --metrics-port <port>   serve Prometheus metrics at GET /metrics on this port
+      --metrics-port <port>   serve Prometheus metrics at GET /metrics on this port, and the journal
+                              of the latest events at GET /events/<id> (see ofevents events)
   -h, --help                  show this help
 `,
   eventsource: ENTRYPOINT("EventSource"),
@@ -133,6 +137,20 @@ ${FILES}      --trigger <[ns/]name>   the Trigger, when the files hold several
       --dry-run               list the dead letters that would be redriven; deliver nothing
       --json                  print the result as JSON
 ${LOGS("pretty on a terminal, else json")}  -h, --help                  show this help
+`,
+  events: `Usage: ofevents events [<id>] [options]
+
+Where is this event? Asks a running "ofevents run --metrics-port <port>" what happened to the event
+with this CloudEvent id: received, filtered out (by which expression), waiting in which join,
+fired, delivered, retried, dead-lettered (with the reasons). Without an id, lists the latest events
+with their last step. The run keeps the latest 10,000 events, 64 steps each.
+
+Options:
+      --port <port>           the run's --metrics-port (default 9464)
+      --host <address>        where the run listens (default 127.0.0.1)
+      --limit <n>             without an id: how many events (default 20)
+      --json                  print the journal's JSON as it is
+  -h, --help                  show this help
 `,
   replay: `Usage: ofevents replay -f <file|folder>... --trigger [ns/]name --from <time|duration> [options]
 
@@ -344,6 +362,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await redriveCommand(rest, out, err);
       case "replay":
         return await replayCommand(rest, out, err);
+      case "events":
+        return await eventsCommand(rest, out, err);
       case "controller":
         return await controller(rest, out, err);
       case "crds":
@@ -537,6 +557,58 @@ async function redriveCommand(args: string[], out: Write, err: Write): Promise<n
       `${r.trigger}: ${r.delivered} delivered, ${r.deadLettered} dead-lettered again, of ${r.matched} matching dead letter(s) on ${r.topic} (${r.read} read, ${r.settled} settled earlier, ${r.orphaned} of no subscriber)\n`,
     );
   return r.deadLettered > 0 ? 1 : 0;
+}
+
+async function eventsCommand(args: string[], out: Write, err: Write): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      port: { type: "string", default: "9464" },
+      host: { type: "string", default: "127.0.0.1" },
+      limit: { type: "string", default: "20" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const port = intOption("--port", values.port, 1, 65535)!;
+  const limit = intOption("--limit", values.limit, 1, 1000)!;
+  if (positionals.length > 1) throw new Error("give one event id");
+  const id = positionals[0];
+  const base = `http://${values.host.includes(":") ? `[${values.host}]` : values.host}:${port}`;
+  const url = id === undefined ? `${base}/events?limit=${limit}` : `${base}/events/${encodeURIComponent(id)}`;
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  } catch (e) {
+    err(`error: no ofevents run answers at ${base} (start it with --metrics-port ${port}): ${(e as Error).message}\n`);
+    return 1;
+  }
+  const body = (await res.json()) as Record<string, unknown>;
+  if (values.json) {
+    out(`${JSON.stringify(body)}\n`);
+    return res.ok ? 0 : 1;
+  }
+  if (!res.ok) {
+    err(`${String(body["error"] ?? `HTTP ${res.status}`)}\n`);
+    return 1;
+  }
+  const describe = (s: JournalStep): string => {
+    const d = Object.entries(s.detail)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+      .join(" ");
+    return `${s.at.slice(11, 23)}  ${s.where}  ${s.step}${d === "" ? "" : `  ${d}`}`;
+  };
+  if (id === undefined) {
+    for (const e of body["events"] as Array<{ id: string; last?: JournalStep }>)
+      out(`${e.id}  ${e.last === undefined ? "" : describe(e.last)}\n`);
+    return 0;
+  }
+  const entry = body as unknown as JournalEntry;
+  out(`event ${entry.id}\n`);
+  for (const s of entry.steps) out(`  ${describe(s)}\n`);
+  if (entry.omitted > 0) out(`  (${entry.omitted} later steps not kept)\n`);
+  return 0;
 }
 
 /** `--from` / `--to`: an RFC 3339 time, or a duration before now (`90m`, `2h`). */

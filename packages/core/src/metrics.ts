@@ -528,13 +528,20 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `GET /metrics` (and 404 elsewhere) on `host:port`; resolves once listening (port 0 picks one). */
+/**
+ * Serves `GET /metrics` (and what `also` serves, e.g. the run's journal; 404 elsewhere) on
+ * `host:port`; resolves once listening (port 0 picks one).
+ */
 export async function startMetricsServer(
   metrics: Metrics,
-  options: { port: number; host?: string | undefined },
+  options: {
+    port: number;
+    host?: string | undefined;
+    also?: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined;
+  },
 ): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
-    if (!serveMetrics(metrics, req, res)) res.writeHead(404).end();
+    if (!serveMetrics(metrics, req, res) && options.also?.(req, res) !== true) res.writeHead(404).end();
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
