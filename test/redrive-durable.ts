@@ -6,29 +6,24 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { promisify } from "node:util";
+import type { RedriveResult } from "@ofevents/trigger";
 import { OFEVENTS_BIN } from "./helpers/ofevents.js";
 import { waitFor } from "./helpers/wait.js";
 import { allArrived, keyed, metric, type DurableEnv, type Sink } from "./semantics-durable.js";
 
 const run = promisify(execFile);
 
-export interface RedriveReport {
-  trigger: string;
-  topic: string;
-  read: number;
-  settled: number;
-  matched: number;
-  delivered: number;
-  deadLettered: number;
-  orphaned: number;
-  ids: string[];
-}
+export type RedriveReport = RedriveResult & { trigger: string };
 
-/** `ofevents redrive ... --json`; resolves with its result and exit code. */
-export async function redriveCli(files: string[], args: string[]): Promise<{ code: number; report: RedriveReport }> {
+/** `ofevents <command> ... --json` (redrive or replay); resolves with its exit code and result. */
+export async function historyCli<R>(
+  command: "redrive" | "replay",
+  files: string[],
+  args: string[],
+): Promise<{ code: number; report: R }> {
   const r = await run(
     process.execPath,
-    [OFEVENTS_BIN, "redrive", ...files.flatMap((f) => ["-f", f]), "--json", "--log-format", "json", ...args],
+    [OFEVENTS_BIN, command, ...files.flatMap((f) => ["-f", f]), "--json", "--log-format", "json", ...args],
     { timeout: 120_000 },
   ).then(
     (x) => ({ code: 0, stdout: x.stdout, stderr: x.stderr }),
@@ -39,8 +34,13 @@ export async function redriveCli(files: string[], args: string[]): Promise<{ cod
     }),
   );
   const line = r.stdout.trim().split("\n").pop() ?? "";
-  if (!line.startsWith("{")) throw new Error(`redrive exited ${r.code} without a result:\n${r.stdout}\n${r.stderr}`);
-  return { code: r.code, report: JSON.parse(line) as RedriveReport };
+  if (!line.startsWith("{")) throw new Error(`${command} exited ${r.code} without a result:\n${r.stdout}\n${r.stderr}`);
+  return { code: r.code, report: JSON.parse(line) as R };
+}
+
+/** `ofevents redrive ... --json`. */
+export function redriveCli(files: string[], args: string[]) {
+  return historyCli<RedriveReport>("redrive", files, args);
 }
 
 /** How many times each id arrived at `sink`, and how many of those carried `ofredriven`. */

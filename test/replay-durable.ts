@@ -3,43 +3,15 @@
  * three batches of events; `ofevents replay` (a process of its own) replays the time range of the
  * middle one. See ./semantics-durable.ts for the broker, manifests and sinks.
  */
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { OFEVENTS_BIN } from "./helpers/ofevents.js";
+import type { ReplayResult } from "@ofevents/trigger";
+import { historyCli } from "./redrive-durable.js";
 import { allArrived, keyed, type DurableEnv } from "./semantics-durable.js";
 
-const run = promisify(execFile);
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export interface ReplayReport {
-  trigger: string;
-  read: number;
-  replayed: number;
-  inputs: Record<string, number>;
-  delivered: number;
-  deadLettered: number;
-  filtered: number;
-  released: number;
-  complete: boolean;
-  ids: string[];
-}
-
-export async function replayCli(files: string[], args: string[]): Promise<{ code: number; report: ReplayReport }> {
-  const r = await run(
-    process.execPath,
-    [OFEVENTS_BIN, "replay", ...files.flatMap((f) => ["-f", f]), "--json", "--log-format", "json", ...args],
-    { timeout: 120_000 },
-  ).then(
-    (x) => ({ code: 0, stdout: x.stdout, stderr: x.stderr }),
-    (e: { code?: number; stdout?: string; stderr?: string }) => ({
-      code: e.code ?? -1,
-      stdout: e.stdout ?? "",
-      stderr: e.stderr ?? "",
-    }),
-  );
-  const line = r.stdout.trim().split("\n").pop() ?? "";
-  if (!line.startsWith("{")) throw new Error(`replay exited ${r.code} without a result:\n${r.stdout}\n${r.stderr}`);
-  return { code: r.code, report: JSON.parse(line) as ReplayReport };
+/** `ofevents replay ... --json`. */
+export function replayCli(files: string[], args: string[]) {
+  return historyCli<ReplayResult & { trigger: string }>("replay", files, args);
 }
 
 /**

@@ -516,26 +516,35 @@ async function single(kind: "EventSource" | "Trigger", args: string[], out: Writ
   return 0;
 }
 
+/** The options `redrive` and `replay` share. */
+const HISTORY_OPTIONS = {
+  file: { type: "string", short: "f", multiple: true },
+  trigger: { type: "string" },
+  filter: { type: "string" },
+  "dry-run": { type: "boolean", default: false },
+  json: { type: "boolean", default: false },
+  "log-level": { type: "string", default: "warn" },
+  "log-format": { type: "string" },
+} as const;
+
+/** The log of `redrive` / `replay`: on stderr, since stdout holds the result. */
+function historyLogger(values: { "log-level": string; "log-format"?: string | undefined }, err: Write): Logger {
+  const format = (values["log-format"] ?? (process.stderr.isTTY ? "pretty" : "json")) as LogFormat;
+  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
+  return createLogger({ level: values["log-level"], format, write: err });
+}
+
 async function redriveCommand(args: string[], out: Write, err: Write): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
     options: {
-      file: { type: "string", short: "f", multiple: true },
-      trigger: { type: "string" },
+      ...HISTORY_OPTIONS,
       subscriber: { type: "string" },
-      filter: { type: "string" },
       limit: { type: "string" },
-      "dry-run": { type: "boolean", default: false },
-      json: { type: "boolean", default: false },
-      "log-level": { type: "string", default: "warn" },
-      "log-format": { type: "string" },
     },
   });
-  const format = (values["log-format"] ?? (process.stderr.isTTY ? "pretty" : "json")) as LogFormat;
-  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
-  // The log goes to stderr: stdout holds the result.
-  const logger = createLogger({ level: values["log-level"], format, write: err });
+  const logger = historyLogger(values, err);
   const tracing = await startTracing("ofevents-redrive", logger);
   const r = await runRedrive({
     paths: files(values, positionals),
@@ -625,15 +634,9 @@ async function replayCommand(args: string[], out: Write, err: Write): Promise<nu
     args,
     allowPositionals: true,
     options: {
-      file: { type: "string", short: "f", multiple: true },
-      trigger: { type: "string" },
+      ...HISTORY_OPTIONS,
       from: { type: "string" },
       to: { type: "string" },
-      filter: { type: "string" },
-      "dry-run": { type: "boolean", default: false },
-      json: { type: "boolean", default: false },
-      "log-level": { type: "string", default: "warn" },
-      "log-format": { type: "string" },
     },
   });
   const now = Date.now();
@@ -641,9 +644,7 @@ async function replayCommand(args: string[], out: Write, err: Write): Promise<nu
   if (from === undefined) throw new Error("--from is required: an RFC 3339 time or a duration ago (90m)");
   const to = timeOption("--to", values.to, now);
   if (to !== undefined && to < from) throw new Error("--to is before --from");
-  const format = (values["log-format"] ?? (process.stderr.isTTY ? "pretty" : "json")) as LogFormat;
-  if (format !== "pretty" && format !== "json") throw new Error(`--log-format must be pretty or json`);
-  const logger = createLogger({ level: values["log-level"], format, write: err });
+  const logger = historyLogger(values, err);
   const tracing = await startTracing("ofevents-replay", logger);
   const r = await runReplay({
     paths: files(values, positionals),
