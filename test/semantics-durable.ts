@@ -5,7 +5,7 @@
  * published straight onto the bus topic of input `a`, and a real HTTP sink recording arrival times.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { API_VERSION, newEvent, silentLogger, type CloudEvent, type EventBusSpec } from "@ofevents/core";
@@ -16,6 +16,7 @@ import { NatsServer } from "./helpers/nats.js";
 import { OfeventsProcess } from "./helpers/ofevents.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 import { mulberry32 } from "./reliability/harness.js";
+import { reportFigures } from "./helpers/report.js";
 
 export type DurableBus = "jetstream" | "kafka";
 
@@ -325,4 +326,23 @@ export async function rateLimitMeasured(
     throttledSec,
     delivered: new Set(sink.ids()).size,
   };
+}
+
+/** The rate-limit test on one durable bus (test/rate-limit-{jetstream,kafka}.test.ts). */
+export function rateLimitSuite(bus: DurableBus): void {
+  describe(`rate-limit on ${bus}`, () => {
+    const env = useDurableEnv(bus);
+
+    it(`rate-limit ${bus} - a burst far above the limit is delivered whole, and the sink never sees more than perSecond + burst in any 1-second window`, async () => {
+      const r = await rateLimitMeasured(env());
+      expect(r.delivered).toBe(150);
+      expect(r.busiest).toBeLessThanOrEqual(30);
+      // (150 - 5) tokens at 25/s: about 5.8 s from the first request to the last.
+      expect(r.spanMs).toBeGreaterThan(5_000);
+      expect(r.throttledSec).toBeGreaterThan(0);
+      reportFigures(
+        `rate-limit ${bus}: 150 events in ${(r.spanMs / 1000).toFixed(1)} s, busiest 1 s window ${r.busiest} (limit 25 + burst 5), throttled ${r.throttledSec.toFixed(1)} s`,
+      );
+    }, 180_000);
+  });
 }

@@ -42,14 +42,19 @@ export const SETTLED_WINDOW_MS = 366 * 24 * 3_600_000;
 /** Attributes a dead letter carries that the redriven event does not. */
 const DEAD_LETTER_ATTRIBUTES: readonly string[] = Object.values(DeadLetterExtension);
 
-export interface RedriveOptions {
+/** What redrive and replay need to deliver as a trigger does. */
+export interface TriggerHistoryOptions {
   trigger: Trigger;
+  /** The trigger's bus (it must be able to `read`). */
   bus: EventBus;
   engine: ExpressionEngine;
   logger: Logger;
-  /** Needed when a subscriber redriven has a sink. */
+  /** Needed when a subscriber has a sink. */
   sinks?: SinkClient | undefined;
   resolveSink?: ((sink: Sink, namespace: string) => string) | undefined;
+}
+
+export interface RedriveOptions extends TriggerHistoryOptions {
   /** Only the dead letters of this subscriber (its index in `spec.subscribers`). */
   subscriber?: number | undefined;
   /** Only the dead letters for which this JSONata expression is true (it sees the dead letter, reason attributes included). */

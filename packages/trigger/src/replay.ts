@@ -23,13 +23,9 @@ import {
   namespaceOf,
   withSpanContext,
   type CloudEvent,
-  type ExpressionEngine,
-  type Logger,
-  type Sink,
-  type Trigger,
 } from "@ofevents/core";
-import type { SinkClient } from "@ofevents/delivery";
-import { createMemoryBus, type EventBus, type RetainedEvent } from "@ofevents/eventbus";
+import { createMemoryBus, type RetainedEvent } from "@ofevents/eventbus";
+import type { TriggerHistoryOptions } from "./redrive.js";
 import { startTrigger } from "./runtime.js";
 import type { TriggerEvents } from "./types.js";
 
@@ -39,14 +35,7 @@ export const REPLAYED_EXTENSION = "ofreplayed";
 /** How long a replay waits, after the last event was handed over, for the subscribers to finish. */
 export const REPLAY_DRAIN_TIMEOUT_MS = 120_000;
 
-export interface ReplayOptions {
-  trigger: Trigger;
-  /** The bus the trigger's inputs are on (it must be able to `read`). */
-  bus: EventBus;
-  engine: ExpressionEngine;
-  logger: Logger;
-  sinks?: SinkClient | undefined;
-  resolveSink?: ((sink: Sink, namespace: string) => string) | undefined;
+export interface ReplayOptions extends TriggerHistoryOptions {
   /** Events the bus took at or after this time. */
   from: Date;
   /** Events the bus took up to this time (default: the end each topic had when the replay began). */

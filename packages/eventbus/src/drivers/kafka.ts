@@ -357,53 +357,53 @@ class KafkaBus implements EventBus {
     this.subs.delete(sub);
   }
 
-  /** A compacted topic per name (kafka-seen.ts); rejects with a BusError. */
+  /**
+   * What the topic readers and seen sets share of this bus: its clients, its naming, and how it
+   * turns a kafkajs failure into a BusError.
+   */
+  private sideContext() {
+    return {
+      kafka: this.kafka,
+      admin: this.admin,
+      topicPrefix: this.spec.topicPrefix ?? "",
+      log: this.log,
+      maxWaitTimeMs: this.tuning.maxWaitTimeMs ?? 1_000,
+      busError: (code: ErrorCode, what: string, err: unknown): BusError =>
+        err instanceof BusError
+          ? err
+          : new BusError(code, `kafka bus: ${what} failed: ${errorMessage(err)}`, {
+              cause: err,
+              retriable: isRetriable(err),
+            }),
+    };
+  }
+
+  /** Reads a topic's retained records (kafka-read.ts). */
   read(topic: string, options?: ReadOptions): AsyncIterable<RetainedEvent> {
     if (this.closed) throw BusError.closed();
     return readKafka(
       {
-        kafka: this.kafka,
-        admin: this.admin,
-        topicPrefix: this.spec.topicPrefix ?? "",
-        log: this.log,
-        maxWaitTimeMs: this.tuning.maxWaitTimeMs ?? 1_000,
+        ...this.sideContext(),
         ensureTopic: async (t) => {
           const kt = this.kafkaTopic(t);
           await this.ensureTopic(kt, t);
           return kt;
         },
-        busError: (code, what, err) =>
-          err instanceof BusError
-            ? err
-            : new BusError(code, `kafka bus: ${what} failed: ${errorMessage(err)}`, {
-                cause: err,
-                retriable: isRetriable(err),
-              }),
       },
       topic,
       options,
     );
   }
 
+  /** A compacted topic per name (kafka-seen.ts); rejects with a BusError. */
   async seenSet(name: string, windowMs: number): Promise<SeenSet> {
     if (this.closed) throw BusError.closed();
     return openKafkaSeenSet(
       {
-        kafka: this.kafka,
-        admin: this.admin,
-        topicPrefix: this.spec.topicPrefix ?? "",
-        log: this.log,
-        maxWaitTimeMs: this.tuning.maxWaitTimeMs ?? 1_000,
+        ...this.sideContext(),
         loadTimeoutMs: this.tuning.seenSetLoadTimeoutMs ?? 60_000,
         closed: () => this.closed,
         send: (topic, message) => this.send(topic, message),
-        busError: (code, what, err) =>
-          err instanceof BusError
-            ? err
-            : new BusError(code, `kafka bus: ${what} failed: ${errorMessage(err)}`, {
-                cause: err,
-                retriable: isRetriable(err),
-              }),
       },
       name,
       windowMs,
