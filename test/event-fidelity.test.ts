@@ -93,8 +93,11 @@ describe("event fidelity - webhook to local functions and sinks", () => {
       for (const got of of(f, id)) expect(got, f).toEqual(ext);
     for (const f of ["dl-binary", "dl-structured"]) {
       const got = of(f, id)[0]!;
-      const { oferrorreason, oferrorcode, oferrordest, ofdeliveries, ...rest } = got;
+      const { oferrorreason, oferrorcode, oferrordest, ofdeliveries, oftrigger, ofsubscriber, ...rest } = got;
       expect(rest, f).toEqual(ext);
+      // Which trigger and subscriber dead-lettered it (what redrive goes by).
+      expect(oftrigger).toBe("default/fwd");
+      expect(String(ofsubscriber)).toBe(f === "dl-binary" ? "3" : "4");
       const failing = f === "dl-binary" ? "failing-binary" : "failing-structured";
       expect(oferrordest).toBe(embedded.functions.urlOf("default", failing));
       // The reason has spaces, quotes and braces: it must arrive decoded, whatever the format.

@@ -186,10 +186,12 @@ export function busContract(name: string, factory: () => Promise<EventBus>, opti
         await publishRaw(bus, topic, bytes);
         const after = sample(2);
         await bus.publish(topic, after);
-        await waitFor(() => dead.length === 1 && got.length === 1, {
+        // `dead_lettered` fires once the broker acked the dead letter, which a subscriber of the
+        // dead-letter topic can receive first: wait for both.
+        await waitFor(() => dead.length === 1 && got.length === 1 && fired.length === 1, {
           timeoutMs,
           intervalMs: 10,
-          message: "dead letter and the next event",
+          message: "dead letter, its dead_lettered event and the next event",
         });
         expect(got).toEqual([after.id]);
         const d = dead[0]! as Record<string, unknown>;
