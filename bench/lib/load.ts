@@ -8,7 +8,6 @@
  *   flight): latency at a given load. The body is built at the moment of sending, so it can carry
  *   the send time.
  */
-import { createServer, type AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pool } from "undici";
@@ -170,17 +169,8 @@ export async function openLoop(o: LoadOptions & { ratePerSec: number; maxOutstan
   return r;
 }
 
-/** A TCP port free on 127.0.0.1 right now (for a child process to listen on). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+// Ports below the ephemeral range (see test/helpers/ports.ts, copied beside bench/ for the children).
+export { freePort } from "../../test/helpers/ports.js";
 
 /**
  * Open loop over any client: calls `send(i, sentAt)` at a fixed rate whatever the answers (up to

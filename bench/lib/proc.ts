@@ -78,6 +78,17 @@ function prepareChildCode(): Promise<void> {
         await writeFile(join(out, f.replace(/\.ts$/, ".js")), js);
       }
     }
+    // Modules of test/helpers that bench/lib imports (plain node, no test dependencies).
+    for (const f of ["ports.ts"]) {
+      const out = join(cacheDir, "test", "helpers");
+      await mkdir(out, { recursive: true });
+      const source = await readFile(join(repoRoot, "test", "helpers", f), "utf8");
+      const js = ts.transpileModule(source, {
+        fileName: f,
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },
+      }).outputText;
+      await writeFile(join(out, f.replace(/\.ts$/, ".js")), js);
+    }
     // Under node_modules no package.json of ours applies: say it is ESM.
     await writeFile(join(cacheDir, "package.json"), '{ "type": "module", "private": true }\n');
   })();

@@ -4,7 +4,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants as fsConstants, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type Server, Socket } from "node:net";
+import { Socket } from "node:net";
+import { freePort, freePorts } from "./ports.js";
 import { homedir, tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -81,37 +82,8 @@ export function requireExecutable(name: string): string {
   return found;
 }
 
-/**
- * Picks `count` distinct free TCP ports on 127.0.0.1 by listening on port 0 and closing. Another
- * process can take a port before the server binds it; {@link ServerProcess} retries on
- * "address already in use".
- */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const srv = createServer();
-          srv.unref();
-          srv.once("error", reject);
-          srv.listen(0, LOOPBACK, () => resolve(srv));
-        }),
-    ),
-  );
-  const ports = servers.map((srv) => {
-    const addr = srv.address();
-    if (addr === null || typeof addr === "string") throw new Error("unexpected listen address");
-    return addr.port;
-  });
-  await Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-  return ports;
-}
-
-export async function freePort(): Promise<number> {
-  const [port] = await freePorts(1);
-  return port!;
-}
+// Ports: see ./ports.ts.
+export { freePort, freePorts };
 
 /** The last lines a process wrote to stdout and stderr, with listeners for readiness lines. */
 export class LogTail {
