@@ -52,8 +52,8 @@ export interface Embedded {
   metrics: Metrics;
   /** The port serving /metrics (and the journal, /events), when `metricsPort` was given. */
   metricsPort: number | undefined;
-  /** What happened to each of the latest events (`ofevents events <id>`). */
-  journal: Journal;
+  /** What happened to each of the latest events (`ofevents events <id>`), when `metricsPort` was given. */
+  journal: Journal | undefined;
   /** Events of the sources that do not run now (still connecting, or not supported), with why. */
   notRunning(): Array<{ eventSource: string; event: string; reason: string }>;
   stop(): Promise<void>;
@@ -75,7 +75,8 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       `Function${remote.length === 1 ? "" : "s"} without ${MODULE_ANNOTATION}: deployed elsewhere, not run here`,
     );
   const host = o.host ?? "127.0.0.1";
-  const journal = new Journal();
+  // Kept only where it can be read: it is served on the metrics port.
+  const journal = o.metricsPort === undefined ? undefined : new Journal();
   const c = createComposition({
     manifests,
     logger: o.logger,
@@ -131,7 +132,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       metricsServer = await startMetricsServer(metrics, {
         port: o.metricsPort,
         host,
-        also: (req, res) => journal.serve(req, res),
+        also: (req, res) => journal!.serve(req, res),
       });
   } catch (err) {
     await stop();

@@ -16,7 +16,7 @@ export const DEFAULT_JOURNAL_EVENTS = 10_000;
 export const DEFAULT_JOURNAL_STEPS = 64;
 
 export interface JournalStep {
-  /** When (RFC 3339, ms). */
+  /** When (RFC 3339, ms); kept as epoch ms until served, so recording costs no formatting. */
   at: string;
   /** `eventsource ns/name` or `trigger ns/name`. */
   where: string;
@@ -33,12 +33,31 @@ export interface JournalEntry {
   omitted: number;
 }
 
+/** A step as kept: its time in epoch ms. */
+interface KeptStep extends Omit<JournalStep, "at"> {
+  at: number;
+}
+
+interface KeptEntry {
+  id: string;
+  steps: KeptStep[];
+  omitted: number;
+}
+
+function served(e: KeptEntry): JournalEntry {
+  return { id: e.id, omitted: e.omitted, steps: e.steps.map(servedStep) };
+}
+
+function servedStep(s: KeptStep): JournalStep {
+  return { ...s, at: new Date(s.at).toISOString() };
+}
+
 function reason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
 export class Journal {
-  private readonly entries = new Map<string, JournalEntry>();
+  private readonly entries = new Map<string, KeptEntry>();
 
   constructor(
     readonly maxEvents = DEFAULT_JOURNAL_EVENTS,
@@ -53,12 +72,13 @@ export class Journal {
       // Map order is insertion order: the first key is the oldest event.
       if (this.entries.size > this.maxEvents) this.entries.delete(this.entries.keys().next().value!);
     }
-    if (e.steps.length < this.maxSteps) e.steps.push({ at: new Date().toISOString(), where, step, detail });
+    if (e.steps.length < this.maxSteps) e.steps.push({ at: Date.now(), where, step, detail });
     else e.omitted++;
   }
 
   get(id: string): JournalEntry | undefined {
-    return this.entries.get(id);
+    const e = this.entries.get(id);
+    return e === undefined ? undefined : served(e);
   }
 
   /** The latest `limit` event ids, newest first, each with its last step. */
@@ -66,7 +86,8 @@ export class Journal {
     const ids = [...this.entries.keys()].slice(-limit).reverse();
     return ids.map((id) => {
       const e = this.entries.get(id)!;
-      return { id, last: e.steps[e.steps.length - 1] };
+      const last = e.steps[e.steps.length - 1];
+      return { id, last: last === undefined ? undefined : servedStep(last) };
     });
   }
 
