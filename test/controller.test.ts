@@ -481,18 +481,52 @@ describe("controller", () => {
         spec: { ...source.spec, webhook: { w: { endpoint: "/w", port: 12000 } } },
       });
       await waitReady(nsPath(ns, "eventsources", "rbac"), { status: "True" });
+      // A Redrive: its ConfigMap and Job are created and its status written (no job controller
+      // runs here, so it stays Pending).
+      await req("POST", nsPath(ns, "triggers"), {
+        apiVersion: "events.openfunction.io/v1alpha1",
+        kind: "Trigger",
+        metadata: { name: "rbac" },
+        spec: {
+          eventBus: "default",
+          inputs: { a: { eventSource: "rbac", event: "w" } },
+          subscribers: [{ condition: "a", sink: { uri: "http://sink.default.svc/" } }],
+        },
+      });
+      await req("POST", nsPath(ns, "redrives"), {
+        apiVersion: "events.openfunction.io/v1alpha1",
+        kind: "Redrive",
+        metadata: { name: "rbac" },
+        spec: { trigger: "rbac" },
+      });
+      await waitFor(
+        async () =>
+          ((await req("GET", nsPath(ns, "redrives", "rbac"))).status as Record<string, unknown> | undefined)?.[
+            "phase"
+          ] === "Pending",
+        {
+          timeoutMs: 15_000,
+          message: () => `the Redrive Pending\n${lines.join("\n")}`,
+        },
+      );
+      expect(await status(`/apis/batch/v1/namespaces/${ns}/jobs/redrive-rbac`)).toBe(200);
       // Let the restricted controller reconcile too, then check it was never refused.
       await new Promise((r) => setTimeout(r, 2_000));
       expect(lines.filter((l) => /403|forbidden/i.test(l))).toEqual([]);
-      // Least privilege: what it does not need, it may not do.
+      // Least privilege: what it does not need, it may not do (it reads Pods' status, for a Job's
+      // result, not their logs).
       const sa = await cp.serviceAccountCredentials("ofevents-system", "ofevents-controller");
       for (const path of [
         "/api/v1/secrets",
-        `/api/v1/namespaces/${ns}/pods`,
+        `/api/v1/namespaces/${ns}/pods/any/log`,
         "/apis/rbac.authorization.k8s.io/v1/clusterroles",
       ]) {
         expect((await cp.request("GET", path, { credentials: sa })).status, path).toBe(403);
       }
+      expect(
+        (await cp.request("DELETE", `/api/v1/namespaces/${ns}/pods/any`, { credentials: sa })).status,
+        "delete a Pod",
+      ).toBe(403);
     } finally {
       await restricted.stop();
     }

@@ -5,6 +5,7 @@
 // serves an HTTP proxy through which `<service>.<namespace>.svc.cluster.local` reaches the local
 // ports of the Service's Pods. docs/platform-tests.md describes the mechanisms.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import {
   createServer,
@@ -100,6 +101,9 @@ interface Container {
   volumeMounts?: { name: string; mountPath: string }[];
   readinessProbe?: Probe;
   livenessProbe?: Probe;
+  /** Where the program writes its termination message (default `/dev/termination-log`). */
+  terminationMessagePath?: string;
+  terminationMessagePolicy?: "File" | "FallbackToLogsOnError";
 }
 
 interface Volume {
@@ -139,6 +143,7 @@ type ContainerState =
         exitCode: number;
         signal?: number;
         reason: string;
+        message?: string;
         startedAt: string;
         finishedAt: string;
       };
@@ -157,9 +162,29 @@ class ContainerRun {
   readyChangedAt = now();
   argv: string[] = [];
   env: Record<string, string> = {};
+  /** The local file standing for the container's terminationMessagePath. */
+  terminationFile = "";
   readonly probes: AbortController = new AbortController();
 
   constructor(readonly spec: Container) {}
+
+  /**
+   * kubelet's termination message: the file's first 4096 bytes; with `FallbackToLogsOnError`, an
+   * empty file and a failed exit, the log's last 80 lines, at most 2048 bytes.
+   */
+  terminationMessage(exitCode: number): string | undefined {
+    let text = "";
+    try {
+      text = readFileSync(this.terminationFile).subarray(0, 4096).toString();
+    } catch {
+      // no file: nothing written
+    }
+    if (text === "" && exitCode !== 0 && this.spec.terminationMessagePolicy === "FallbackToLogsOnError") {
+      const tail = Buffer.from(this.log.lines().slice(-80).join("\n"));
+      text = tail.subarray(Math.max(0, tail.length - 2048)).toString();
+    }
+    return text === "" ? undefined : text;
+  }
 
   setReady(ready: boolean): void {
     if (ready !== this.ready) {
@@ -634,8 +659,11 @@ export class NodeAgent implements AsyncDisposable {
         ...(await this.#env(container, pod, namespace)),
         ...daprEnv,
       };
+      c.terminationFile = join(run.dir, `termination-${container.name}`);
+      await writeFile(c.terminationFile, "");
       const mounts = (container.volumeMounts ?? [])
         .map((m) => ({ from: m.mountPath.replace(/\/+$/, ""), to: volumeDirs.get(m.name) }))
+        .concat([{ from: container.terminationMessagePath ?? "/dev/termination-log", to: c.terminationFile }])
         .filter((m): m is { from: string; to: string } => m.to !== undefined)
         .sort((a, b) => b.from.length - a.from.length);
       // Paths inside the Pod move to its volumes; the host paths the agent put in place of the
@@ -842,11 +870,13 @@ export class NodeAgent implements AsyncDisposable {
         if (c.child === child) c.child = undefined;
         c.setReady(false);
         const exitCode = code ?? 128 + (signal ? (SIGNALS[signal] ?? 0) : 0);
+        const message = c.terminationMessage(exitCode);
         c.lastState = {
           terminated: {
             exitCode,
             ...(signal ? { signal: SIGNALS[signal] ?? 0 } : {}),
             reason: exitCode === 0 ? "Completed" : "Error",
+            ...(message === undefined ? {} : { message }),
             startedAt,
             finishedAt: now(),
           },

@@ -136,6 +136,8 @@ ${FILES}      --trigger <[ns/]name>   the Trigger, when the files hold several
       --limit <n>             at most this many dead letters
       --dry-run               list the dead letters that would be redriven; deliver nothing
       --json                  print the result as JSON
+      --result-file <path>    also write the result as JSON, without the id list (what a Redrive
+                              or Replay Job writes to its termination message)
 ${LOGS("pretty on a terminal, else json")}  -h, --help                  show this help
 `,
   events: `Usage: ofevents events [<id>] [options]
@@ -169,6 +171,8 @@ ${FILES}      --trigger <[ns/]name>   the Trigger, when the files hold several
       --filter <jsonata>      only the events for which this expression is true
       --dry-run               list the events that would be replayed; deliver nothing
       --json                  print the result as JSON
+      --result-file <path>    also write the result as JSON, without the id list (what a Redrive
+                              or Replay Job writes to its termination message)
 ${LOGS("pretty on a terminal, else json")}  -h, --help                  show this help
 `,
   publish: `Usage: ofevents publish --url <url> --type <type> [options]
@@ -523,9 +527,20 @@ const HISTORY_OPTIONS = {
   filter: { type: "string" },
   "dry-run": { type: "boolean", default: false },
   json: { type: "boolean", default: false },
+  "result-file": { type: "string" },
   "log-level": { type: "string", default: "warn" },
   "log-format": { type: "string" },
 } as const;
+
+/**
+ * `--result-file`: the result as JSON without the id list, small enough for a Kubernetes
+ * termination message (4 KiB), which is how a Redrive or Replay Job reports to the controller.
+ */
+async function writeResultFile(path: string | undefined, r: { ids: string[] }): Promise<void> {
+  if (path === undefined) return;
+  const { ids, ...counts } = r;
+  await writeFile(path, `${JSON.stringify({ ...counts, ids: ids.length })}\n`);
+}
 
 /** The log of `redrive` / `replay`: on stderr, since stdout holds the result. */
 function historyLogger(values: { "log-level": string; "log-format"?: string | undefined }, err: Write): Logger {
@@ -555,6 +570,7 @@ async function redriveCommand(args: string[], out: Write, err: Write): Promise<n
     dryRun: values["dry-run"],
     logger,
   }).finally(() => tracing?.shutdown());
+  await writeResultFile(values["result-file"], r);
   if (values.json) out(`${JSON.stringify(r)}\n`);
   else if (values["dry-run"]) {
     out(
@@ -655,6 +671,7 @@ async function replayCommand(args: string[], out: Write, err: Write): Promise<nu
     dryRun: values["dry-run"],
     logger,
   }).finally(() => tracing?.shutdown());
+  await writeResultFile(values["result-file"], r);
   const inputs = Object.entries(r.inputs)
     .map(([k, v]) => `${k} ${v}`)
     .join(", ");

@@ -46,6 +46,18 @@ export type { RenderTriggerInput } from "./trigger/render.js";
 export { validateTrigger } from "./trigger/validate.js";
 export type { ValidateTriggerContext } from "./trigger/validate.js";
 
+export {
+  OperationPhase,
+  RESULT_PATH,
+  describeResult,
+  operationArgs,
+  operationJobName,
+  parseResult,
+  renderOperation,
+  resolveHistoryTime,
+} from "./operation.js";
+export type { OperationStatus, RenderOperationInput } from "./operation.js";
+
 export { FUNCTION_CONTAINER } from "./function.js";
 export type { GenericScaleOption } from "./scaling.js";
 export type {

@@ -58,11 +58,12 @@ export interface Container {
   image: string;
   imagePullPolicy?: string;
   args: string[];
-  ports: ContainerPort[];
+  ports?: ContainerPort[];
   env?: EnvVar[];
   volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[];
-  livenessProbe: Probe;
-  readinessProbe: Probe;
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
+  terminationMessagePolicy?: "File" | "FallbackToLogsOnError";
   resources: ResourceRequirements;
   securityContext: {
     runAsNonRoot: true;
@@ -75,6 +76,7 @@ export interface Container {
 }
 
 export interface PodSpec {
+  restartPolicy?: "Always" | "OnFailure" | "Never";
   serviceAccountName?: string;
   securityContext: { runAsNonRoot: true; seccompProfile: { type: "RuntimeDefault" } };
   containers: Container[];
@@ -90,6 +92,16 @@ export interface Deployment {
     replicas?: number;
     selector: { matchLabels: Record<string, string> };
     template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec };
+  };
+}
+
+export interface Job {
+  apiVersion: "batch/v1";
+  kind: "Job";
+  metadata: ObjectMeta;
+  spec: {
+    backoffLimit: number;
+    template: { metadata: { labels: Record<string, string> }; spec: PodSpec };
   };
 }
 

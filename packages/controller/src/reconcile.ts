@@ -11,7 +11,15 @@ import { renderEventSource } from "./eventsource/render.js";
 import { validateEventSource } from "./eventsource/validate.js";
 import { isStatus, type KubeApi } from "./kube/api.js";
 import type { ControllerOptions } from "./options.js";
-import { kindPath, type Kind, type OwnedObject, type RawObject } from "./resources.js";
+import { reconcileOperation } from "./operation.js";
+import {
+  isOperationKind,
+  kindPath,
+  type Kind,
+  type OperationKindName,
+  type OwnedObject,
+  type RawObject,
+} from "./resources.js";
 import { writeStatus, type ReadyUpdate } from "./status.js";
 import { renderTrigger } from "./trigger/render.js";
 import { validateTrigger } from "./trigger/validate.js";
@@ -46,7 +54,7 @@ const bus =
     return { ok: v.ok, condition: v.condition, objects };
   };
 
-const HANDLERS: Record<Kind, KindHandler> = {
+const HANDLERS: Record<Exclude<Kind, OperationKindName>, KindHandler> = {
   EventBus: bus(true),
   // Cluster-scoped: the resources that use it render its Component into their namespaces.
   ClusterEventBus: bus(false),
@@ -64,7 +72,8 @@ const HANDLERS: Record<Kind, KindHandler> = {
   },
 };
 
-function catalog(r: ReconcileInput): BusCatalog {
+/** The cluster's valid buses, parsed from the cache. */
+export function catalog(r: ReconcileInput): BusCatalog {
   const parse = (raw: RawObject): AnyEventBus | undefined => validateEventBus(raw, { options: r.options }).resource;
   return {
     eventBuses: r
@@ -90,6 +99,7 @@ export async function reconcile(r: ReconcileInput, key: string): Promise<Exclude
     throw err;
   }
   if (raw.metadata?.deletionTimestamp !== undefined) return "success";
+  if (isOperationKind(kind)) return reconcileOperation(r, kind, raw, catalog(r));
   const v = HANDLERS[kind](raw, r);
   if (v.ok && v.objects !== undefined) await applyOrReport(r.api, r.logger, kind, raw, name, ns, v.objects);
   await writeStatus(r.api, kind, raw, v.condition);

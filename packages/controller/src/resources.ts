@@ -11,15 +11,23 @@ export const KINDS = {
   Trigger: { plural: "triggers", namespaced: true },
   EventBus: { plural: "eventbuses", namespaced: true },
   ClusterEventBus: { plural: "clustereventbuses", namespaced: false },
+  Redrive: { plural: "redrives", namespaced: true },
+  Replay: { plural: "replays", namespaced: true },
 } as const;
 export type Kind = keyof typeof KINDS;
 export const KIND_NAMES = Object.keys(KINDS) as Kind[];
+/** The operations: run once as a Job, not rendered into a workload (operation.ts). */
+export type OperationKindName = "Redrive" | "Replay";
+export function isOperationKind(kind: Kind): kind is OperationKindName {
+  return kind === "Redrive" || kind === "Replay";
+}
 
 /** Where each kind the controller renders lives (for apply and prune). */
 export const OWNED: Record<string, { prefix: string; plural: string }> = {
   "v1/ConfigMap": { prefix: "/api/v1", plural: "configmaps" },
   "v1/Service": { prefix: "/api/v1", plural: "services" },
   "apps/v1/Deployment": { prefix: "/apis/apps/v1", plural: "deployments" },
+  "batch/v1/Job": { prefix: "/apis/batch/v1", plural: "jobs" },
   "keda.sh/v1alpha1/ScaledObject": { prefix: "/apis/keda.sh/v1alpha1", plural: "scaledobjects" },
   "keda.sh/v1alpha1/TriggerAuthentication": { prefix: "/apis/keda.sh/v1alpha1", plural: "triggerauthentications" },
   "core.openfunction.io/v1beta1/Function": { prefix: "/apis/core.openfunction.io/v1beta1", plural: "functions" },

@@ -1,7 +1,8 @@
 /**
  * The informers: one per watched kind (per watched namespace when the controller is limited to
- * some), and one per kind it renders that every cluster has (Deployments, ConfigMaps, Services),
- * so that a change by hand to what it owns brings its owner back to the queue.
+ * some), and one per kind it renders that every cluster has (Deployments, Jobs, ConfigMaps,
+ * Services), so that a change by hand to what it owns, or a Job that ran, brings its owner back to
+ * the queue.
  */
 import {
   makeInformer,
@@ -75,6 +76,7 @@ export function watchResources(w: WatchInput): Watch {
   const owned: Array<Informer<RawObject>> = [];
   const ownedPaths = [
     ["/apis/apps/v1", "deployments"],
+    ["/apis/batch/v1", "jobs"],
     ["/api/v1", "configmaps"],
     ["/api/v1", "services"],
   ].flatMap(([prefix, plural]) =>

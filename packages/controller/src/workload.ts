@@ -17,7 +17,7 @@ import {
   type SecretKeySelector,
   type Trigger,
 } from "@ofevents/core";
-import type { ConfigMap, ContainerPort, Deployment, EnvVar, ObjectMeta } from "./k8s.js";
+import type { ConfigMap, Container, ContainerPort, Deployment, EnvVar, ObjectMeta, PodSpec } from "./k8s.js";
 import { COMPONENT_LABEL, CONFIG_HASH_ANNOTATION, NAME_LABEL, objectMeta, ownerLabels } from "./labels.js";
 import { BusDriver, Defaults, type ResolvedOptions } from "./options.js";
 
@@ -145,17 +145,59 @@ export function podSelector(input: Pick<WorkloadInput, "owner">): Record<string,
   return ownerLabels(input.owner);
 }
 
+/** The project's container: the image, `args`, secrets from `env`, the config volume and a writable /tmp. */
+export function projectContainer(o: ResolvedOptions, args: string[], env: EnvVar[]): Container {
+  return {
+    name: Defaults.containerName,
+    image: o.image,
+    ...(o.imagePullPolicy === undefined ? {} : { imagePullPolicy: o.imagePullPolicy }),
+    args,
+    ...(env.length === 0 ? {} : { env }),
+    volumeMounts: [
+      { name: "config", mountPath: Defaults.configPath, readOnly: true },
+      { name: "tmp", mountPath: "/tmp" },
+    ],
+    resources: structuredClone(o.resources),
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: o.runAsUser,
+      runAsGroup: o.runAsUser,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+    },
+  };
+}
+
+/** A Pod of one {@link projectContainer} reading the ConfigMap `cm`. */
+export function projectPodSpec(o: ResolvedOptions, container: Container, cm: ConfigMap): PodSpec {
+  return {
+    ...(o.serviceAccountName === undefined ? {} : { serviceAccountName: o.serviceAccountName }),
+    securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
+    containers: [container],
+    volumes: [
+      { name: "config", configMap: { name: cm.metadata.name } },
+      { name: "tmp", emptyDir: {} },
+    ],
+  };
+}
+
 export function renderDeployment(input: WorkloadInput, cm: ConfigMap): Deployment {
   const o = input.options;
   const selector = podSelector(input);
   const podLabels = { ...selector, [NAME_LABEL]: "ofevents", [COMPONENT_LABEL]: input.kind.toLowerCase() };
-  const env = secretEnv(input.resource.spec, input.bus?.spec);
   const probe = (path: string, periodSeconds: number) => ({
     httpGet: { path, port: "health" },
     periodSeconds,
     timeoutSeconds: 3,
     failureThreshold: 3,
   });
+  const container: Container = {
+    ...projectContainer(o, workloadArgs(input), secretEnv(input.resource.spec, input.bus?.spec)),
+    ports: [{ name: "health", containerPort: o.healthPort, protocol: "TCP" }, ...input.ports],
+    livenessProbe: { ...probe("/healthz", 10), initialDelaySeconds: 5 },
+    readinessProbe: probe("/readyz", 5),
+  };
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -171,39 +213,7 @@ export function renderDeployment(input: WorkloadInput, cm: ConfigMap): Deploymen
           labels: podLabels,
           annotations: { [CONFIG_HASH_ANNOTATION]: configHash(cm), ...daprAnnotations(input.name, o) },
         },
-        spec: {
-          ...(o.serviceAccountName === undefined ? {} : { serviceAccountName: o.serviceAccountName }),
-          securityContext: { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } },
-          containers: [
-            {
-              name: Defaults.containerName,
-              image: o.image,
-              ...(o.imagePullPolicy === undefined ? {} : { imagePullPolicy: o.imagePullPolicy }),
-              args: workloadArgs(input),
-              ports: [{ name: "health", containerPort: o.healthPort, protocol: "TCP" }, ...input.ports],
-              ...(env.length === 0 ? {} : { env }),
-              volumeMounts: [
-                { name: "config", mountPath: Defaults.configPath, readOnly: true },
-                { name: "tmp", mountPath: "/tmp" },
-              ],
-              livenessProbe: { ...probe("/healthz", 10), initialDelaySeconds: 5 },
-              readinessProbe: probe("/readyz", 5),
-              resources: structuredClone(o.resources),
-              securityContext: {
-                runAsNonRoot: true,
-                runAsUser: o.runAsUser,
-                runAsGroup: o.runAsUser,
-                allowPrivilegeEscalation: false,
-                readOnlyRootFilesystem: true,
-                capabilities: { drop: ["ALL"] },
-              },
-            },
-          ],
-          volumes: [
-            { name: "config", configMap: { name: cm.metadata.name } },
-            { name: "tmp", emptyDir: {} },
-          ],
-        },
+        spec: projectPodSpec(o, container, cm),
       },
     },
   };

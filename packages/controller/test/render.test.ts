@@ -273,8 +273,8 @@ describe("controller render - EventSource", () => {
       "debug", // OpenFunction's logLevel "2"
     ]);
     expect(c.ports).toEqual([{ name: "health", containerPort: 8081, protocol: "TCP" }]);
-    expect(c.livenessProbe.httpGet).toEqual({ path: "/healthz", port: "health" });
-    expect(c.readinessProbe.httpGet).toEqual({ path: "/readyz", port: "health" });
+    expect(c.livenessProbe!.httpGet).toEqual({ path: "/healthz", port: "health" });
+    expect(c.readinessProbe!.httpGet).toEqual({ path: "/readyz", port: "health" });
     expect(c.volumeMounts).toContainEqual({ name: "config", mountPath: "/etc/ofevents", readOnly: true });
     expect(c.securityContext).toEqual({
       runAsNonRoot: true,

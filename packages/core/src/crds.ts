@@ -4,17 +4,28 @@
  */
 import { z } from "zod";
 import { stringify } from "yaml";
-import { API_GROUP, Kind, eventBusSpecSchema, eventSourceSpecSchema, triggerSpecSchema } from "./schemas.js";
+import {
+  API_GROUP,
+  Kind,
+  OperationKind,
+  eventBusSpecSchema,
+  eventSourceSpecSchema,
+  redriveSpecSchema,
+  replaySpecSchema,
+  triggerSpecSchema,
+} from "./schemas.js";
 
 type Json = Record<string, unknown>;
 
 interface CrdDef {
-  kind: Kind;
+  kind: Kind | OperationKind;
   plural: string;
   shortNames: string[];
   scope: "Namespaced" | "Cluster";
   spec: z.ZodType;
   columns: Array<{ name: string; type: string; jsonPath: string; priority?: number }>;
+  /** The spec cannot change once created (an operation is run once, as asked). */
+  immutable?: boolean;
 }
 
 const READY_STATUS = '.status.conditions[?(@.type=="Ready")].status';
@@ -62,6 +73,38 @@ const DEFS: CrdDef[] = [
       { name: "EventBus", type: "string", jsonPath: ".spec.eventBus" },
       { name: "Status", type: "string", jsonPath: READY_STATUS },
       { name: "Reason", type: "string", jsonPath: READY_REASON, priority: 1 },
+      AGE,
+    ],
+  },
+  {
+    kind: OperationKind.Redrive,
+    plural: "redrives",
+    shortNames: ["rdr"],
+    scope: "Namespaced",
+    spec: redriveSpecSchema,
+    immutable: true,
+    columns: [
+      { name: "Trigger", type: "string", jsonPath: ".spec.trigger" },
+      { name: "Phase", type: "string", jsonPath: ".status.phase" },
+      { name: "Delivered", type: "integer", jsonPath: ".status.result.delivered" },
+      { name: "Dead-lettered", type: "integer", jsonPath: ".status.result.deadLettered" },
+      { name: "Message", type: "string", jsonPath: ".status.message", priority: 1 },
+      AGE,
+    ],
+  },
+  {
+    kind: OperationKind.Replay,
+    plural: "replays",
+    shortNames: ["rpl"],
+    scope: "Namespaced",
+    spec: replaySpecSchema,
+    immutable: true,
+    columns: [
+      { name: "Trigger", type: "string", jsonPath: ".spec.trigger" },
+      { name: "From", type: "string", jsonPath: ".spec.from" },
+      { name: "Phase", type: "string", jsonPath: ".status.phase" },
+      { name: "Replayed", type: "integer", jsonPath: ".status.result.replayed" },
+      { name: "Message", type: "string", jsonPath: ".status.message", priority: 1 },
       AGE,
     ],
   },
@@ -116,7 +159,13 @@ function structural(node: unknown): unknown {
 
 function crd(def: CrdDef): Json {
   const singular = def.kind.toLowerCase();
-  const spec = structural(z.toJSONSchema(def.spec, { target: "openapi-3.0", io: "input", unrepresentable: "any" }));
+  const spec = structural(
+    z.toJSONSchema(def.spec, { target: "openapi-3.0", io: "input", unrepresentable: "any" }),
+  ) as Json;
+  if (def.immutable === true)
+    spec["x-kubernetes-validations"] = [
+      { rule: "self == oldSelf", message: `the spec of a ${def.kind} cannot change: create another` },
+    ];
   return {
     apiVersion: "apiextensions.k8s.io/v1",
     kind: "CustomResourceDefinition",

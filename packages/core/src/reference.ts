@@ -4,7 +4,15 @@
  * fails when it is stale.
  */
 import { z } from "zod";
-import { Kind, eventBusSpecSchema, eventSourceSpecSchema, triggerSpecSchema } from "./schemas.js";
+import {
+  Kind,
+  OperationKind,
+  eventBusSpecSchema,
+  eventSourceSpecSchema,
+  redriveSpecSchema,
+  replaySpecSchema,
+  triggerSpecSchema,
+} from "./schemas.js";
 
 type Json = Record<string, unknown>;
 
@@ -62,6 +70,18 @@ const SECTIONS: Array<{ kind: string; schema: z.ZodType; intro: string }> = [
     kind: Kind.Trigger,
     schema: triggerSpecSchema,
     intro: "Subscribes to inputs on the bus and delivers, per subscriber, when its condition holds.",
+  },
+  {
+    kind: OperationKind.Redrive,
+    schema: redriveSpecSchema,
+    intro:
+      "On a cluster: delivers a Trigger's kept dead letters again, once, as a Job (docs/redrive.md). The spec cannot change after creation.",
+  },
+  {
+    kind: OperationKind.Replay,
+    schema: replaySpecSchema,
+    intro:
+      "On a cluster: feeds a Trigger's subscribers again with its inputs' events of a time range, once, as a Job (docs/replay.md). The spec cannot change after creation.",
   },
 ];
 

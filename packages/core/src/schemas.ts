@@ -772,6 +772,82 @@ export const triggerSchema = z.object({
   status: statusSchema.optional(),
 });
 
+/**
+ * The operations on a Trigger a cluster user creates (Kubernetes-native `ofevents redrive` and
+ * `ofevents replay`): each is reconciled into one Job running the verb, its outcome written to
+ * the status. Not manifests of a flow: `run` and `validate` do not take them.
+ */
+export const OperationKind = {
+  Redrive: "Redrive",
+  Replay: "Replay",
+} as const;
+export type OperationKind = (typeof OperationKind)[keyof typeof OperationKind];
+
+const operationTrigger = dnsName.describe("Name of the Trigger, in the operation's namespace.");
+const operationFilter = z
+  .string()
+  .min(1)
+  .optional()
+  .describe("A JSONata expression over each event: only those for which it is truthy are sent.");
+const operationDryRun = z
+  .boolean()
+  .optional()
+  .describe("Count what would be sent and send nothing (the Job's log lists the ids).");
+const historyTime = z
+  .string()
+  .refine((s) => parseDuration(s) !== undefined || (/^\d{4}-\d\d-\d\dT/.test(s) && !Number.isNaN(Date.parse(s))), {
+    message: 'expected an RFC 3339 time ("2026-12-05T10:00:00Z") or a duration ("90m")',
+  });
+
+export const redriveSpecSchema = z
+  .object({
+    trigger: operationTrigger,
+    subscriber: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("Only the dead letters of this subscriber (its index in the Trigger's subscribers)."),
+    filter: operationFilter,
+    limit: z.number().int().min(1).optional().describe("At most this many dead letters."),
+    dryRun: operationDryRun,
+  })
+  .strict();
+
+export const replaySpecSchema = z
+  .object({
+    trigger: operationTrigger,
+    from: historyTime.describe(
+      "Start of the range: an RFC 3339 time, or a duration before the Replay was created (`2h`).",
+    ),
+    to: historyTime
+      .optional()
+      .describe("End of the range (default: when the Replay runs): an RFC 3339 time or a duration before creation."),
+    filter: operationFilter,
+    dryRun: operationDryRun,
+  })
+  .strict();
+
+export const redriveSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(OperationKind.Redrive),
+  metadata: metadataSchema,
+  spec: redriveSpecSchema,
+  status: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const replaySchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(OperationKind.Replay),
+  metadata: metadataSchema,
+  spec: replaySpecSchema,
+  status: z.record(z.string(), z.unknown()).optional(),
+});
+
+export type Redrive = z.infer<typeof redriveSchema>;
+export type Replay = z.infer<typeof replaySchema>;
+export type Operation = Redrive | Replay;
+
 export type EventSource = z.infer<typeof eventSourceSchema>;
 export type EventBus = z.infer<typeof eventBusSchema>;
 export type ClusterEventBus = z.infer<typeof clusterEventBusSchema>;

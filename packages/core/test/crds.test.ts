@@ -35,7 +35,7 @@ describe("crds - generated from the zod schemas", () => {
     }
   });
 
-  it("crds - plurals and file names are OpenFunction 1.2's (eventbuses, clustereventbuses)", () => {
+  it("crds - plurals and file names are OpenFunction 1.2's (eventbuses, clustereventbuses), plus the two operations", () => {
     const plurals = Object.values(generateCrds()).map((text) => {
       const names = ((parse(text) as Json)["spec"] as Json)["names"] as Json;
       return `${String(names["kind"])}:${String(names["plural"])}`;
@@ -44,12 +44,16 @@ describe("crds - generated from the zod schemas", () => {
       "ClusterEventBus:clustereventbuses",
       "EventBus:eventbuses",
       "EventSource:eventsources",
+      "Redrive:redrives",
+      "Replay:replays",
       "Trigger:triggers",
     ]);
     expect(Object.keys(generateCrds()).sort()).toEqual([
       "events.openfunction.io_clustereventbuses.yaml",
       "events.openfunction.io_eventbuses.yaml",
       "events.openfunction.io_eventsources.yaml",
+      "events.openfunction.io_redrives.yaml",
+      "events.openfunction.io_replays.yaml",
       "events.openfunction.io_triggers.yaml",
     ]);
   });
@@ -65,12 +69,24 @@ describe("crds - generated from the zod schemas", () => {
       expect(version["subresources"]).toEqual({ status: {} });
       expect(((spec["names"] as Json)["shortNames"] as string[]).length).toBeGreaterThan(0);
       const columns = (version["additionalPrinterColumns"] as Json[]).map((c) => c["name"]);
-      expect(columns).toContain("Status");
+      expect(columns.includes("Status") || columns.includes("Phase"), name).toBe(true);
     }
     const es = parse(generateCrds()["events.openfunction.io_eventsources.yaml"]!) as Json;
     const cols = (((es["spec"] as Json)["versions"] as Json[])[0]!["additionalPrinterColumns"] as Json[]).map(
       (c) => c["name"],
     );
     expect(cols.slice(0, 3)).toEqual(["EventBus", "Sink", "Status"]);
+  });
+
+  it("crds - a Redrive's or Replay's spec cannot change once created; the flow kinds' can", () => {
+    const rule = (file: string): unknown => {
+      const crd = parse(generateCrds()[file]!) as Json;
+      const version = ((crd["spec"] as Json)["versions"] as Json[])[0]!;
+      const spec = (((version["schema"] as Json)["openAPIV3Schema"] as Json)["properties"] as Json)["spec"] as Json;
+      return (spec["x-kubernetes-validations"] as Json[] | undefined)?.map((v) => v["rule"]);
+    };
+    expect(rule("events.openfunction.io_redrives.yaml")).toEqual(["self == oldSelf"]);
+    expect(rule("events.openfunction.io_replays.yaml")).toEqual(["self == oldSelf"]);
+    expect(rule("events.openfunction.io_triggers.yaml")).toBeUndefined();
   });
 });
