@@ -218,13 +218,15 @@ describe("control plane", () => {
 });
 
 describe("CRDs on the real API server", () => {
-  it("crds - all four are accepted and Established", () => {
+  it("crds - all six (the four kinds, Redrive and Replay) are accepted and Established", () => {
     const errors = [...crdResults.values()].filter((r) => r instanceof Error).map((e) => e.message);
     expect(errors).toEqual([]);
     expect([...crdResults.values()].map((r) => (r as CrdInfo).kind).sort()).toEqual([
       "ClusterEventBus",
       "EventBus",
       "EventSource",
+      "Redrive",
+      "Replay",
       "Trigger",
     ]);
   });
@@ -292,13 +294,14 @@ describe("CRDs on the real API server", () => {
       expect(served!.shortNames ?? []).toEqual(info.shortNames);
     }
     expect(resources.find((r) => r.name === "triggers")?.shortNames).toContain("trg");
-    // OpenFunction 1.2's plurals, so its kubectl habits and RBAC rules keep working.
+    // OpenFunction 1.2's plurals, so its kubectl habits and RBAC rules keep working (plus the
+    // two operations).
     expect(
       resources
         .map((r) => r.name)
         .filter((n) => !n.includes("/"))
         .sort(),
-    ).toEqual(["clustereventbuses", "eventbuses", "eventsources", "triggers"]);
+    ).toEqual(["clustereventbuses", "eventbuses", "eventsources", "redrives", "replays", "triggers"]);
 
     const namespace = await createNamespace();
     const [trigger] = (await readYaml(SAMPLES)).filter((m) => m.kind === "Trigger");

@@ -4,24 +4,19 @@
 // rendered ScaledObjects; the bus is a real nats-server with JetStream. Events posted to the
 // EventSource Pod's webhook reach a sink through the Trigger Pod; deleting the Trigger removes
 // everything it owned (garbage collector).
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startController, type ControllerHandle } from "@ofevents/controller";
-import { silentLogger } from "@ofevents/core";
+import type { ControllerHandle } from "@ofevents/controller";
 import { KedaOperator } from "../helpers/keda.js";
 import { ControlPlane } from "../helpers/kube.js";
 import { KubeControllerManager } from "../helpers/kube-controller-manager.js";
 import { NatsServer } from "../helpers/nats.js";
 import { NodeAgent } from "../helpers/node-agent.js";
+import { installCrds, startLeadingController } from "../helpers/platform.js";
 import { reportFigures } from "../helpers/report.js";
 import { freePorts } from "../helpers/server.js";
 import { RecordingSink } from "../helpers/sink.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const API = "/apis/events.openfunction.io/v1alpha1";
 
 interface Obj {
@@ -48,36 +43,6 @@ async function list(path: string): Promise<Obj[]> {
   return (await req("GET", path)).items ?? [];
 }
 
-/** A loose CRD (any fields kept), as Dapr's operator would have installed the real one. */
-function looseCrd(group: string, version: string, kind: string, plural: string): unknown {
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: `${plural}.${group}` },
-    spec: {
-      group,
-      scope: "Namespaced",
-      names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-      versions: [
-        {
-          name: version,
-          served: true,
-          storage: true,
-          schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
-        },
-      ],
-    },
-  };
-}
-
-async function waitEstablished(plural: string, group: string, version: string): Promise<void> {
-  await waitFor(async () => (await cp.request("GET", `/apis/${group}/${version}/${plural}?limit=1`)).status === 200, {
-    timeoutMs: 30_000,
-    intervalMs: 100,
-    message: `${plural}.${group} served`,
-  });
-}
-
 function podsReady(pods: Obj[]): boolean {
   return (
     pods.length > 0 &&
@@ -96,47 +61,18 @@ beforeAll(async () => {
     KedaOperator.start(cp),
     NatsServer.start({ jetstream: true }),
   ]);
-  const kc = new KubeConfig();
-  kc.loadFromString(cp.kubeconfig());
-  const crdApi = kc.makeApiClient(ApiextensionsV1Api);
-  for (const file of (await readdir(join(ROOT, "crds"))).filter((f) => f.endsWith(".yaml")).sort()) {
-    const crd = loadYaml<V1CustomResourceDefinition>(await readFile(join(ROOT, "crds", file), "utf8"));
-    await crdApi.createCustomResourceDefinition({ body: crd });
-  }
-  for (const [group, version, kind, plural] of [
+  await installCrds(cp, [
     ["dapr.io", "v1alpha1", "Component", "components"],
     ["dapr.io", "v1alpha1", "Resiliency", "resiliencies"],
-  ] as const) {
-    await req(
-      "POST",
-      "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-      looseCrd(group, version, kind, plural),
-    );
-  }
-  await Promise.all([
-    waitEstablished("eventsources", "events.openfunction.io", "v1alpha1"),
-    waitEstablished("triggers", "events.openfunction.io", "v1alpha1"),
-    waitEstablished("eventbuses", "events.openfunction.io", "v1alpha1"),
-    waitEstablished("components", "dapr.io", "v1alpha1"),
   ]);
   agent = await NodeAgent.start(cp);
   sink = await RecordingSink.start();
-  const controllerNs = `ofevents-system-${randomSuffix()}`;
-  await req("POST", "/api/v1/namespaces", { metadata: { name: controllerNs } });
-  controller = await startController({
-    kubeConfig: kc,
-    logger: silentLogger(),
-    options: {
-      image: "ofevents/ofevents:test",
-      busDriver: "direct",
-      // The first replica must create its durable consumer before KEDA may scale it to zero.
-      keda: { natsMonitoringEndpoint: new URL(nats.monitorUrl).host, initialCooldownPeriod: 15 },
-    },
-    namespace: controllerNs,
-    leaderElection: { identity: "platform", leaseDurationSeconds: 5, retryPeriodMs: 300 },
-    backoff: { baseMs: 50, maxMs: 2_000 },
+  controller = await startLeadingController(cp, {
+    image: "ofevents/ofevents:test",
+    busDriver: "direct",
+    // The first replica must create its durable consumer before KEDA may scale it to zero.
+    keda: { natsMonitoringEndpoint: new URL(nats.monitorUrl).host, initialCooldownPeriod: 15 },
   });
-  await waitFor(() => controller!.isLeader(), { timeoutMs: 10_000, message: "the controller leads" });
 }, 240_000);
 
 afterAll(async () => {

@@ -7,16 +7,12 @@
 // The CRD here is ours: a stand-in that knows only some of OpenFunction's v1beta1 Function fields.
 // OpenFunction's own Function CRD is not served by any registry CI can reach; the closing note of
 // the platform issue records the check made against it.
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from "@kubernetes/client-node";
-import { silentLogger } from "@ofevents/core";
-import { startController, type ControllerHandle } from "@ofevents/controller";
+import type { ControllerHandle } from "@ofevents/controller";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../helpers/kube.js";
+import { installCrds, startLeadingController, waitServed } from "../helpers/platform.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
 
-const ROOT = join(import.meta.dirname, "..", "..");
 const EVENTS = "/apis/events.openfunction.io/v1alpha1";
 const FUNCTIONS = "/apis/core.openfunction.io/v1beta1";
 const CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
@@ -89,62 +85,13 @@ function functionCrd(servingFields: "some" | "all", resourceVersion?: string): u
 
 beforeAll(async () => {
   cp = await ControlPlane.start();
-  const kc = new KubeConfig();
-  kc.loadFromString(cp.kubeconfig());
-  const crdApi = kc.makeApiClient(ApiextensionsV1Api);
-  for (const file of (await readdir(join(ROOT, "crds"))).filter((f) => f.endsWith(".yaml")).sort()) {
-    await crdApi.createCustomResourceDefinition({
-      body: loadYaml<V1CustomResourceDefinition>(await readFile(join(ROOT, "crds", file), "utf8")),
-    });
-  }
-  for (const [kind, plural] of [
-    ["Component", "components"],
-    ["Resiliency", "resiliencies"],
-  ] as const) {
-    await req("POST", CRD_PATH, {
-      apiVersion: "apiextensions.k8s.io/v1",
-      kind: "CustomResourceDefinition",
-      metadata: { name: `${plural}.dapr.io` },
-      spec: {
-        group: "dapr.io",
-        scope: "Namespaced",
-        names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-        versions: [
-          {
-            name: "v1alpha1",
-            served: true,
-            storage: true,
-            schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
-          },
-        ],
-      },
-    });
-  }
+  await installCrds(cp, [
+    ["dapr.io", "v1alpha1", "Component", "components"],
+    ["dapr.io", "v1alpha1", "Resiliency", "resiliencies"],
+  ]);
   await req("POST", CRD_PATH, functionCrd("some"));
-  for (const path of [
-    `${EVENTS}/triggers`,
-    `${EVENTS}/eventbuses`,
-    "/apis/dapr.io/v1alpha1/components",
-    "/apis/dapr.io/v1alpha1/resiliencies",
-    `${FUNCTIONS}/functions`,
-  ]) {
-    await waitFor(async () => (await cp.request("GET", `${path}?limit=1`)).status === 200, {
-      timeoutMs: 30_000,
-      intervalMs: 100,
-      message: `${path} served`,
-    });
-  }
-  const controllerNs = `ofevents-system-${randomSuffix()}`;
-  await req("POST", "/api/v1/namespaces", { metadata: { name: controllerNs } });
-  controller = await startController({
-    kubeConfig: kc,
-    logger: silentLogger(),
-    options: { image: "ofevents/ofevents:test", mode: "function" },
-    namespace: controllerNs,
-    leaderElection: { identity: "function-mode", leaseDurationSeconds: 5, retryPeriodMs: 300 },
-    backoff: { baseMs: 50, maxMs: 1_000 },
-  });
-  await waitFor(() => controller!.isLeader(), { timeoutMs: 10_000, message: "the controller leads" });
+  await waitServed(cp, "core.openfunction.io", "v1beta1", "functions");
+  controller = await startLeadingController(cp, { image: "ofevents/ofevents:test", mode: "function" }, 1_000);
 }, 180_000);
 
 afterAll(async () => {

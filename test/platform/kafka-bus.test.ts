@@ -4,11 +4,8 @@
 // carries the events; KEDA reconciles the Trigger's ScaledObject against that broker. Events
 // posted to the EventSource Pod's webhook reach a sink through daprd, Kafka, daprd and the
 // Trigger Pod, and the group KEDA watches is the one daprd consumes with.
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
-import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from "@kubernetes/client-node";
+import { KubeConfig } from "@kubernetes/client-node";
 import { Kafka, logLevel } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BusDriver, resolveOptions, startController, type ControllerHandle } from "@ofevents/controller";
@@ -18,12 +15,12 @@ import { KedaOperator } from "../helpers/keda.js";
 import { ControlPlane } from "../helpers/kube.js";
 import { KubeControllerManager } from "../helpers/kube-controller-manager.js";
 import { NodeAgent } from "../helpers/node-agent.js";
+import { installCrds } from "../helpers/platform.js";
 import { reportFigures } from "../helpers/report.js";
 import { freePorts } from "../helpers/server.js";
 import { RecordingSink, type Received } from "../helpers/sink.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const API = "/apis/events.openfunction.io/v1alpha1";
 /** The `time` of every posted event, kept as sent (nanoseconds included) all the way to the sink. */
 const EVENT_TIME = "2026-01-02T03:04:05.123456789Z";
@@ -70,36 +67,6 @@ async function list(path: string): Promise<Obj[]> {
   return (await req("GET", path)).items ?? [];
 }
 
-/** A loose CRD (any fields kept), as Dapr's operator would have installed the real one. */
-function looseCrd(group: string, version: string, kind: string, plural: string): unknown {
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: `${plural}.${group}` },
-    spec: {
-      group,
-      scope: "Namespaced",
-      names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-      versions: [
-        {
-          name: version,
-          served: true,
-          storage: true,
-          schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
-        },
-      ],
-    },
-  };
-}
-
-async function waitEstablished(plural: string, group: string, version: string): Promise<void> {
-  await waitFor(async () => (await cp.request("GET", `/apis/${group}/${version}/${plural}?limit=1`)).status === 200, {
-    timeoutMs: 30_000,
-    intervalMs: 100,
-    message: `${plural}.${group} served`,
-  });
-}
-
 function conditionsOf(o: Obj): Condition[] {
   return (o.status?.["conditions"] ?? []) as Condition[];
 }
@@ -117,27 +84,9 @@ beforeAll(async () => {
   ]);
   kc = new KubeConfig();
   kc.loadFromString(cp.kubeconfig());
-  const crdApi = kc.makeApiClient(ApiextensionsV1Api);
-  for (const file of (await readdir(join(ROOT, "crds"))).filter((f) => f.endsWith(".yaml")).sort()) {
-    const crd = loadYaml<V1CustomResourceDefinition>(await readFile(join(ROOT, "crds", file), "utf8"));
-    await crdApi.createCustomResourceDefinition({ body: crd });
-  }
-  for (const [group, version, kind, plural] of [
+  await installCrds(cp, [
     ["dapr.io", "v1alpha1", "Component", "components"],
     ["dapr.io", "v1alpha1", "Resiliency", "resiliencies"],
-  ] as const) {
-    await req(
-      "POST",
-      "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-      looseCrd(group, version, kind, plural),
-    );
-  }
-  await Promise.all([
-    waitEstablished("eventsources", "events.openfunction.io", "v1alpha1"),
-    waitEstablished("triggers", "events.openfunction.io", "v1alpha1"),
-    waitEstablished("eventbuses", "events.openfunction.io", "v1alpha1"),
-    waitEstablished("components", "dapr.io", "v1alpha1"),
-    waitEstablished("resiliencies", "dapr.io", "v1alpha1"),
   ]);
   agent = await NodeAgent.start(cp);
   agent.image(IDLE_IMAGE, { command: process.execPath, args: ["-e", "setInterval(() => {}, 1 << 30)"] });

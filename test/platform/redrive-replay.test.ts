@@ -6,12 +6,8 @@
 // nats-server with JetStream. A sink outage dead-letters events; once it is fixed, a Redrive
 // delivers each dead letter once to the subscriber it failed for, and a Replay feeds both
 // subscribers the same events again.
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { ApiextensionsV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startController, type ControllerHandle, type OperationStatus } from "@ofevents/controller";
+import type { ControllerHandle, OperationStatus } from "@ofevents/controller";
 import { busTopic, newEvent, silentLogger, type CloudEvent } from "@ofevents/core";
 import { createEventBus, type EventBus } from "@ofevents/eventbus";
 import { Sink } from "../../packages/trigger/test/support.js";
@@ -19,10 +15,10 @@ import { ControlPlane } from "../helpers/kube.js";
 import { DEFAULT_CONTROLLERS, KubeControllerManager } from "../helpers/kube-controller-manager.js";
 import { NatsServer } from "../helpers/nats.js";
 import { NodeAgent } from "../helpers/node-agent.js";
+import { installCrds, startLeadingController } from "../helpers/platform.js";
 import { reportFigures } from "../helpers/report.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const API = "/apis/events.openfunction.io/v1alpha1";
 const N = 30;
 
@@ -125,36 +121,14 @@ beforeAll(async () => {
     KubeControllerManager.start(cp, { controllers: [...DEFAULT_CONTROLLERS, "job-controller"] }),
     NatsServer.start({ jetstream: true }),
   ]);
-  const kc = new KubeConfig();
-  kc.loadFromString(cp.kubeconfig());
-  const crdApi = kc.makeApiClient(ApiextensionsV1Api);
-  for (const file of (await readdir(join(ROOT, "crds"))).filter((f) => f.endsWith(".yaml")).sort()) {
-    const crd = loadYaml<V1CustomResourceDefinition>(await readFile(join(ROOT, "crds", file), "utf8"));
-    await crdApi.createCustomResourceDefinition({ body: crd });
-  }
-  for (const plural of ["triggers", "eventbuses", "redrives", "replays"])
-    await waitFor(async () => (await cp.request("GET", `${API}/${plural}?limit=1`)).status === 200, {
-      timeoutMs: 30_000,
-      intervalMs: 100,
-      message: `${plural} served`,
-    });
+  await installCrds(cp);
   agent = await NodeAgent.start(cp);
-  const controllerNs = `ofevents-system-${randomSuffix()}`;
-  await req("POST", "/api/v1/namespaces", { metadata: { name: controllerNs } });
-  controller = await startController({
-    kubeConfig: kc,
-    logger: silentLogger(),
-    options: {
-      image: "ofevents/ofevents:test",
-      busDriver: "direct",
-      dapr: { enabled: false },
-      keda: { enabled: false },
-    },
-    namespace: controllerNs,
-    leaderElection: { identity: "platform", leaseDurationSeconds: 5, retryPeriodMs: 300 },
-    backoff: { baseMs: 50, maxMs: 2_000 },
+  controller = await startLeadingController(cp, {
+    image: "ofevents/ofevents:test",
+    busDriver: "direct",
+    dapr: { enabled: false },
+    keda: { enabled: false },
   });
-  await waitFor(() => controller!.isLeader(), { timeoutMs: 10_000, message: "the controller leads" });
 }, 240_000);
 
 afterAll(async () => {

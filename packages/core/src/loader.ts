@@ -13,6 +13,9 @@ import { functionSchema, secretSchema, type FunctionResource, type SecretResourc
 import {
   API_GROUP,
   Kind,
+  OperationKind,
+  redriveSchema,
+  replaySchema,
   schemas,
   type ClusterEventBus,
   type EventBus,
@@ -348,6 +351,13 @@ export function parseManifestText(
       return;
     }
     const group = apiVersion.includes("/") ? apiVersion.slice(0, apiVersion.indexOf("/")) : "";
+    if (group === API_GROUP && (kind === OperationKind.Redrive || kind === OperationKind.Replay)) {
+      // A cluster operation (the controller runs it as a Job): checked, then left to the cluster.
+      const parsed = (kind === OperationKind.Redrive ? redriveSchema : replaySchema).safeParse(obj);
+      if (parsed.success) into.skipped.push({ file, docIndex, line: start, apiVersion, kind, name });
+      else into.issues.push(...zodIssues(parsed.error, where, lines));
+      return;
+    }
     if (group === API_GROUP) {
       // Own keys only: a kind such as "constructor" must not find Object.prototype's members.
       const schema = Object.hasOwn(schemas, kind)

@@ -775,7 +775,7 @@ export const triggerSchema = z.object({
 /**
  * The operations on a Trigger a cluster user creates (Kubernetes-native `ofevents redrive` and
  * `ofevents replay`): each is reconciled into one Job running the verb, its outcome written to
- * the status. Not manifests of a flow: `run` and `validate` do not take them.
+ * the status. Not manifests of a flow: `validate` checks them, `run` skips them.
  */
 export const OperationKind = {
   Redrive: "Redrive",

@@ -116,6 +116,25 @@ spec:
     expect(formatIssue(m.issues[0]!)).toMatch(/^m\.yaml:10 Trigger\/t: spec\.subscribers\.0\.condition: /);
   });
 
+  it("loader - a Redrive or Replay is checked against its schema and left to the cluster (skipped, not run)", () => {
+    const text = `apiVersion: events.openfunction.io/v1alpha1
+kind: Redrive
+metadata: { name: fix }
+spec: { trigger: orders, limit: 10 }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: Replay
+metadata: { name: again }
+spec:
+  trigger: orders
+  from: yesterday
+`;
+    const m = parseManifestText(text, "ops.yaml");
+    expect(m.skipped.map((s) => `${s.kind}/${s.name}`)).toEqual(["Redrive/fix"]);
+    expect(m.issues.map((i) => `${i.line} ${i.path}`)).toEqual(["11 spec.from"]);
+    expect(m.issues[0]!.message).toMatch(/RFC 3339/);
+  });
+
   it("loader - a document without a field line is located at its start; a YAML error at its own line", () => {
     const m = parseManifestText("a: 1\n---\n- not a mapping\n---\nkey: value\n\nkey: again\n", "m.yaml");
     expect(m.issues.map((i) => [i.docIndex, i.line, i.code])).toEqual([
