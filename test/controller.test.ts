@@ -25,6 +25,7 @@ import { OFEVENTS_BIN } from "./helpers/ofevents.js";
 import { metricValue } from "./helpers/prometheus.js";
 import { freePorts } from "./helpers/server.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
+import { looseCrd } from "./helpers/platform.js";
 
 const ROOT = join(import.meta.dirname, "..");
 const API = "/apis/events.openfunction.io/v1alpha1";
@@ -83,28 +84,6 @@ async function createNamespace(): Promise<string> {
 
 const nsPath = (ns: string, plural: string, name = ""): string =>
   `${API}/namespaces/${ns}/${plural}${name === "" ? "" : `/${name}`}`;
-
-/** Minimal CRDs (any fields kept) for what the controller renders besides core kinds. */
-function looseCrd(group: string, version: string, kind: string, plural: string): unknown {
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: `${plural}.${group}` },
-    spec: {
-      group,
-      scope: "Namespaced",
-      names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-      versions: [
-        {
-          name: version,
-          served: true,
-          storage: true,
-          schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
-        },
-      ],
-    },
-  };
-}
 
 async function waitEstablished(name: string, listPath: string): Promise<void> {
   await waitFor(

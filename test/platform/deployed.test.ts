@@ -21,6 +21,7 @@ import { NodeAgent, type PodRef } from "../helpers/node-agent.js";
 import { reportFigures } from "../helpers/report.js";
 import { RecordingSink } from "../helpers/sink.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
+import { looseCrd } from "../helpers/platform.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const API = "/apis/events.openfunction.io/v1alpha1";
@@ -62,28 +63,6 @@ async function req(method: string, path: string, body?: unknown): Promise<Obj & 
 
 async function list(path: string): Promise<Obj[]> {
   return (await req("GET", path)).items ?? [];
-}
-
-/** A loose CRD (any fields kept), as Dapr's operator would have installed the real one. */
-function looseCrd(group: string, version: string, kind: string, plural: string): unknown {
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: `${plural}.${group}` },
-    spec: {
-      group,
-      scope: "Namespaced",
-      names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-      versions: [
-        {
-          name: version,
-          served: true,
-          storage: true,
-          schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
-        },
-      ],
-    },
-  };
 }
 
 async function waitServed(plural: string, group: string, version: string): Promise<void> {

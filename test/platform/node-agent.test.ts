@@ -10,6 +10,7 @@ import { NatsServer } from "../helpers/nats.js";
 import { NodeAgent, type PodRef } from "../helpers/node-agent.js";
 import { freePort } from "../helpers/server.js";
 import { randomSuffix, waitFor } from "../helpers/wait.js";
+import { looseCrd } from "../helpers/platform.js";
 
 let cp: ControlPlane;
 let nats: NatsServer;
@@ -85,28 +86,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** A loose CRD (any fields kept), as Dapr's operator would have installed the real one. */
-function looseCrd(group: string, version: string, kind: string, plural: string): unknown {
-  return {
-    apiVersion: "apiextensions.k8s.io/v1",
-    kind: "CustomResourceDefinition",
-    metadata: { name: `${plural}.${group}` },
-    spec: {
-      group,
-      scope: "Namespaced",
-      names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-      versions: [
-        {
-          name: version,
-          served: true,
-          storage: true,
-          schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } },
-        },
-      ],
-    },
-  };
 }
 
 /**
