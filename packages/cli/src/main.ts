@@ -12,6 +12,7 @@ import {
   generateCrds,
   newEvent,
   parseDuration,
+  parseHistoryTime,
   withReference,
   type LogFormat,
   type Logger,
@@ -639,9 +640,8 @@ async function eventsCommand(args: string[], out: Write, err: Write): Promise<nu
 /** `--from` / `--to`: an RFC 3339 time, or a duration before now (`90m`, `2h`). */
 function timeOption(flag: string, text: string | undefined, now: number): Date | undefined {
   if (text === undefined) return undefined;
-  const ago = parseDuration(text);
-  if (ago !== undefined) return new Date(now - ago);
-  if (/^\d{4}-\d\d-\d\dT/.test(text) && !Number.isNaN(Date.parse(text))) return new Date(text);
+  const at = parseHistoryTime(text, new Date(now));
+  if (at !== undefined) return at;
   throw new Error(`${flag} must be an RFC 3339 time (2026-12-05T10:00:00Z) or a duration ago (90m), got "${text}"`);
 }
 

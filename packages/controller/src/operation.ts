@@ -13,7 +13,7 @@
 import {
   formatIssue,
   namespaceOf,
-  parseDuration,
+  parseHistoryTime,
   redriveSchema,
   replaySchema,
   type Operation,
@@ -65,8 +65,9 @@ export function operationJobName(kind: OperationKindName, name: string): string 
 
 /** `from` / `to` of a Replay as RFC 3339: a duration is counted back from `created`. */
 export function resolveHistoryTime(text: string, created: Date): string {
-  const ago = parseDuration(text);
-  return ago === undefined ? new Date(text).toISOString() : new Date(created.getTime() - ago).toISOString();
+  const at = parseHistoryTime(text, created);
+  if (at === undefined) throw new Error(`not an RFC 3339 time or a duration: "${text}"`);
+  return at.toISOString();
 }
 
 export interface RenderOperationInput {
@@ -186,12 +187,15 @@ export function parseResult(message: string | undefined): Record<string, unknown
   }
 }
 
-/** Reconciles one Redrive or Replay; "invalid" when it failed before a Job could run. */
+/**
+ * Reconciles one Redrive or Replay; "invalid" when it failed before a Job could run. `buses` is
+ * read only before the Job is created (a status change requeues the operation too).
+ */
 export async function reconcileOperation(
   r: ReconcileInput,
   kind: OperationKindName,
   raw: RawObject,
-  buses: BusCatalog,
+  buses: () => BusCatalog,
 ): Promise<"success" | "invalid"> {
   const prev = raw.status as Partial<OperationStatus> | undefined;
   if (prev?.phase === OperationPhase.Succeeded || prev?.phase === OperationPhase.Failed) return "success";
@@ -223,7 +227,7 @@ export async function reconcileOperation(
       if (isStatus(err, 404)) return fail(`no Trigger ${ns}/${op.spec.trigger}`);
       throw err;
     }
-    const v = validateTrigger(rawTrigger, { buses, options: r.options });
+    const v = validateTrigger(rawTrigger, { buses: buses(), options: r.options });
     if (!v.ok || v.resource === undefined)
       return fail(
         `the Trigger ${ns}/${op.spec.trigger} is not valid: ${v.issues.map(formatIssue).join("; ") || v.condition.message}`,

@@ -73,7 +73,7 @@ const HANDLERS: Record<Exclude<Kind, OperationKindName>, KindHandler> = {
 };
 
 /** The cluster's valid buses, parsed from the cache. */
-export function catalog(r: ReconcileInput): BusCatalog {
+function catalog(r: ReconcileInput): BusCatalog {
   const parse = (raw: RawObject): AnyEventBus | undefined => validateEventBus(raw, { options: r.options }).resource;
   return {
     eventBuses: r
@@ -99,7 +99,7 @@ export async function reconcile(r: ReconcileInput, key: string): Promise<Exclude
     throw err;
   }
   if (raw.metadata?.deletionTimestamp !== undefined) return "success";
-  if (isOperationKind(kind)) return reconcileOperation(r, kind, raw, catalog(r));
+  if (isOperationKind(kind)) return reconcileOperation(r, kind, raw, () => catalog(r));
   const v = HANDLERS[kind](raw, r);
   if (v.ok && v.objects !== undefined) await applyOrReport(r.api, r.logger, kind, raw, name, ns, v.objects);
   await writeStatus(r.api, kind, raw, v.condition);

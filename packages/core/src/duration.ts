@@ -31,3 +31,15 @@ export function durationMs(text: string): number {
   if (ms === undefined) throw new TypeError(`"${text}" is not a duration (use e.g. "500ms", "2s", "5m" or "PT5M")`);
   return ms;
 }
+
+/**
+ * A point in a bus's history, as `replay --from/--to` and a Replay's spec take it: an RFC 3339
+ * time, or a duration counted back from `reference` (`90m` → 90 minutes before it). Undefined
+ * for anything else.
+ */
+export function parseHistoryTime(text: string, reference: Date): Date | undefined {
+  const ago = parseDuration(text);
+  if (ago !== undefined) return new Date(reference.getTime() - ago);
+  if (/^\d{4}-\d\d-\d\dT/.test(text) && !Number.isNaN(Date.parse(text))) return new Date(text);
+  return undefined;
+}

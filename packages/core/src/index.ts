@@ -74,7 +74,7 @@ export { cronProblem, validateSemantics } from "./validate.js";
 export { toYaml } from "./yaml.js";
 export { generateCrds } from "./crds.js";
 
-export { durationMs, parseDuration } from "./duration.js";
+export { durationMs, parseDuration, parseHistoryTime } from "./duration.js";
 export { backoffDelay, sleep, within } from "./backoff.js";
 export type { BackoffOptions, BackoffPolicy } from "./backoff.js";
 

@@ -7,7 +7,7 @@
  * description.
  */
 import { z } from "zod";
-import { parseDuration } from "./duration.js";
+import { parseDuration, parseHistoryTime } from "./duration.js";
 
 export const API_GROUP = "events.openfunction.io";
 export const API_VERSION = `${API_GROUP}/v1alpha1`;
@@ -793,11 +793,9 @@ const operationDryRun = z
   .boolean()
   .optional()
   .describe("Count what would be sent and send nothing (the Job's log lists the ids).");
-const historyTime = z
-  .string()
-  .refine((s) => parseDuration(s) !== undefined || (/^\d{4}-\d\d-\d\dT/.test(s) && !Number.isNaN(Date.parse(s))), {
-    message: 'expected an RFC 3339 time ("2026-12-05T10:00:00Z") or a duration ("90m")',
-  });
+const historyTime = z.string().refine((s) => parseHistoryTime(s, new Date()) !== undefined, {
+  message: 'expected an RFC 3339 time ("2026-12-05T10:00:00Z") or a duration ("90m")',
+});
 
 export const redriveSpecSchema = z
   .object({
