@@ -32,7 +32,7 @@ KAFKA_VERSION="3.9.2"               # newest 3.9.x on Maven Central; kafkajs 2.2
 KAFKA_SCALA="2.13"
 SLF4J_VERSION="1.7.36"              # Kafka 3.9 logs through slf4j 1.7; reload4j is its tarball backend
 MAVEN_DEPENDENCY_PLUGIN="3.8.1"
-APT_PACKAGES=(nats-server redis-server mosquitto openssl)
+APT_PACKAGES=(nats-server redis-server mosquitto openssl chromium)
 
 CACHE="${OFEVENTS_CACHE:-$HOME/.cache/ofevents}"
 BIN="$CACHE/bin"
@@ -119,7 +119,8 @@ step_apt() {
   for p in redis-server mosquitto; do
     command -v "$p" >/dev/null 2>&1 || [ -x "/usr/sbin/$p" ] || die "$p not found after apt install"
   done
-  log "redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), mosquitto $(dpkg-query -W -f='${Version}' mosquitto), nats-server (apt) $(dpkg-query -W -f='${Version}' nats-server)"
+  command -v chromium >/dev/null 2>&1 || die "chromium not found after apt install (the live page's browser tests need it)"
+  log "redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), mosquitto $(dpkg-query -W -f='${Version}' mosquitto), nats-server (apt) $(dpkg-query -W -f='${Version}' nats-server), chromium $(dpkg-query -W -f='${Version}' chromium)"
   if [ "$before" -eq 0 ]; then STEP_RESULT="cached"; else STEP_RESULT="installed $before package(s)"; fi
 }
 

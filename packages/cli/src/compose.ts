@@ -10,6 +10,7 @@ import {
   OfEventsError,
   createExpressionEngine,
   createInstrumentation,
+  type Instrumentation,
   createMetrics,
   createSecretResolver,
   daprTopicName,
@@ -34,7 +35,6 @@ import {
   type SourceEvents,
 } from "@ofevents/eventsource";
 import { startTrigger, type TriggerEvents, type TriggerRuntime } from "@ofevents/trigger";
-import type { Journal } from "./journal.js";
 
 /**
  * How the entrypoints reach a bus: `direct` (the broker's own client), `dapr` (through the
@@ -68,11 +68,17 @@ export interface CompositionOptions {
   processMetrics: boolean;
   /** How long shutdown waits for an in-memory bus to finish what it took (default 10 s). */
   drainTimeoutMs?: number | undefined;
-  /** Records what happens to each event (`ofevents run`). */
-  journal?: Journal | undefined;
+  /** Watch what happens to each event from its first one on (`ofevents run`: the journal, the live page). */
+  observers?: FlowObserver[] | undefined;
 }
 
 type ResolveSink = (sink: Sink, namespace: string) => string;
+
+/** Something that watches the instrumentation events of every source and trigger started. */
+export interface FlowObserver {
+  observeSource(resource: EventSource, events: Instrumentation<SourceEvents>): void;
+  observeTrigger(resource: Trigger, events: Instrumentation<TriggerEvents>): void;
+}
 
 export interface Composition {
   readonly metrics: Metrics;
@@ -88,6 +94,8 @@ export interface Composition {
    * and a `dapr` bus with peers here (no sidecar) are configuration errors too.
    */
   busFor(name: string, namespace: string): Promise<EventBus>;
+  /** The key of the bus `name` means in `namespace` (as in {@link buses}), without opening it. */
+  busKey(name: string, namespace: string): string;
   /** Starts a Trigger on its bus, observed by the metrics before it takes its first event. */
   startTrigger(resource: Trigger, resolveSink: ResolveSink): Promise<TriggerRuntime>;
   /** Starts an EventSource (on its bus, if it names one), observed before its first event. */
@@ -168,7 +176,7 @@ export function createComposition(o: CompositionOptions): Composition {
     }
     const instrumentation = createInstrumentation<TriggerEvents>();
     metrics.observeTrigger(instrumentation, { namespace, trigger: resource.metadata.name });
-    o.journal?.observeTrigger(resource, instrumentation);
+    for (const ob of o.observers ?? []) ob.observeTrigger(resource, instrumentation);
     const rt = await startTrigger(resource, {
       bus,
       logger: resourceLogger(o.logger, resource),
@@ -186,7 +194,7 @@ export function createComposition(o: CompositionOptions): Composition {
     const bus = resource.spec.eventBus === undefined ? undefined : await busFor(resource.spec.eventBus, namespace);
     const instrumentation = createInstrumentation<SourceEvents>();
     metrics.observeSource(instrumentation, { namespace, eventSource: resource.metadata.name });
-    o.journal?.observeSource(resource, instrumentation);
+    for (const ob of o.observers ?? []) ob.observeSource(resource, instrumentation);
     const rt = await startEventSource(resource, {
       logger: resourceLogger(o.logger, resource),
       bus,
@@ -237,6 +245,7 @@ export function createComposition(o: CompositionOptions): Composition {
     sources,
     triggers,
     busFor,
+    busKey: (name, namespace) => resolveEventBus(name, namespace, busLists).key,
     startTrigger: startTriggerHere,
     startEventSource: startEventSourceHere,
     stopBeforeBuses: (step) => void beforeBuses.push(step),

@@ -22,8 +22,10 @@ import type { EventSourceRuntime } from "@ofevents/eventsource";
 import type { TriggerRuntime } from "@ofevents/trigger";
 import { isLocalFunction, validateAll } from "./check.js";
 import { Journal } from "./journal.js";
-import { createComposition } from "./compose.js";
+import { createComposition, type FlowObserver } from "./compose.js";
+import { FlowStats } from "./flow.js";
 import { startFunctionHost, type FunctionHost } from "./functions.js";
+import { startUi, type Listener, type UiServer } from "./ui.js";
 
 export interface EmbeddedOptions {
   paths: string[];
@@ -36,6 +38,10 @@ export interface EmbeddedOptions {
   metricsPort?: number | undefined;
   /** Where the runtimes' metrics go (default: a new registry). */
   metrics?: Metrics | undefined;
+  /** Serve the live page and its API (`ofevents tail`) on this port of `host` (0 picks a free one). */
+  uiPort?: number | undefined;
+  /** When `uiPort` is taken, serve the page on a free port instead of failing (run's default port). */
+  uiFallback?: boolean | undefined;
   /**
    * How long shutdown waits for the in-memory bus to finish what it took before it reports the
    * rest (default 10 s; with the triggers' own grace, shutdown stays within Kubernetes' 30 s).
@@ -52,8 +58,12 @@ export interface Embedded {
   metrics: Metrics;
   /** The port serving /metrics (and the journal, /events), when `metricsPort` was given. */
   metricsPort: number | undefined;
-  /** What happened to each of the latest events (`ofevents events <id>`), when `metricsPort` was given. */
+  /** What happened to each of the latest events (`ofevents events <id>`), with `metricsPort` or `uiPort`. */
   journal: Journal | undefined;
+  /** The live page, when `uiPort` was given. */
+  ui: UiServer | undefined;
+  /** What listens where: webhooks, sync functions, metrics, the page. */
+  listeners(): Listener[];
   /** Events of the sources that do not run now (still connecting, or not supported), with why. */
   notRunning(): Array<{ eventSource: string; event: string; reason: string }>;
   stop(): Promise<void>;
@@ -75,8 +85,10 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       `Function${remote.length === 1 ? "" : "s"} without ${MODULE_ANNOTATION}: deployed elsewhere, not run here`,
     );
   const host = o.host ?? "127.0.0.1";
-  // Kept only where it can be read: it is served on the metrics port.
-  const journal = o.metricsPort === undefined ? undefined : new Journal();
+  // Kept only where it can be read: it is served on the metrics port and the page.
+  const journal = o.metricsPort === undefined && o.uiPort === undefined ? undefined : new Journal();
+  const stats = o.uiPort === undefined ? undefined : new FlowStats();
+  const observers: FlowObserver[] = [journal, stats].filter((x) => x !== undefined);
   const c = createComposition({
     manifests,
     logger: o.logger,
@@ -85,17 +97,38 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     metrics: o.metrics,
     processMetrics: o.metricsPort !== undefined,
     drainTimeoutMs: o.drainTimeoutMs,
-    journal,
+    observers,
   });
   const { metrics, buses, sources, triggers, busFor } = c;
   let functions: FunctionHost | undefined;
   let metricsServer: MetricsServer | undefined;
+  let ui: UiServer | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
+      await ui?.close();
       await c.stop();
       await metricsServer?.close();
     })());
+  const runtimes = new Map<string, EventSourceRuntime>();
+  const listeners = (): Listener[] => {
+    const l: Listener[] = [];
+    for (const { resource: es } of manifests.eventSources)
+      for (const [event, spec] of Object.entries(es.spec.webhook ?? {}))
+        l.push({
+          what: `webhook ${namespaceOf(es)}/${es.metadata.name}/${event} (${spec.method ?? "POST"})`,
+          url: `http://${host}:${spec.port}${spec.endpoint ?? "/"}`,
+        });
+    for (const { resource: f } of manifests.functions)
+      if (functions !== undefined && isLocalFunction(f) && isSyncFunction(f))
+        l.push({
+          what: `function ${namespaceOf(f)}/${f.metadata.name}`,
+          url: functions.urlOf(namespaceOf(f), f.metadata.name),
+        });
+    if (metricsServer !== undefined) l.push({ what: "metrics", url: `http://${host}:${metricsServer.port}/metrics` });
+    if (ui !== undefined) l.push({ what: "live page", url: ui.url });
+    return l;
+  };
 
   try {
     // Buses for functions: by component name when it names a bus, else "default".
@@ -127,12 +160,31 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
 
     // Triggers subscribe before the sources publish: a new consumer group starts with what comes next.
     for (const t of manifests.triggers) await c.startTrigger(t.resource, resolveSink);
-    for (const es of manifests.eventSources) await c.startEventSource(es.resource, resolveSink);
+    for (const es of manifests.eventSources)
+      runtimes.set(
+        `${namespaceOf(es.resource)}/${es.resource.metadata.name}`,
+        await c.startEventSource(es.resource, resolveSink),
+      );
     if (o.metricsPort !== undefined)
       metricsServer = await startMetricsServer(metrics, {
         port: o.metricsPort,
         host,
         also: (req, res) => journal!.serve(req, res),
+      });
+    if (o.uiPort !== undefined)
+      ui = await startUi({
+        manifests,
+        stats: stats!,
+        journal: journal!,
+        logger: o.logger,
+        host,
+        port: o.uiPort,
+        fallback: o.uiFallback,
+        busFor,
+        busKey: c.busKey,
+        source: (ns, name) => runtimes.get(`${ns}/${name}`),
+        resolveSink,
+        listeners,
       });
   } catch (err) {
     await stop();
@@ -154,6 +206,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
             metrics: `http://${host}:${metricsServer.port}/metrics`,
             journal: `http://${host}:${metricsServer.port}/events/<id>`,
           }),
+      ...(ui === undefined ? {} : { page: ui.url }),
     },
     "running",
   );
@@ -166,6 +219,8 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     metrics,
     metricsPort: metricsServer?.port,
     journal,
+    ui,
+    listeners,
     notRunning,
     stop,
   };

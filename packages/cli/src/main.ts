@@ -31,15 +31,17 @@ import { startEmbedded } from "./embedded.js";
 import { runRedrive, runReplay } from "./history.js";
 import type { JournalEntry, JournalStep } from "./journal.js";
 import { startSingle } from "./single.js";
+import { prettyEvent, runTail } from "./tail.js";
 import { startTracing } from "./tracing.js";
 
 const USAGE = `ofevents: an OpenFunction-Events-style event framework
 
 Usage:
   ofevents run -f <file|folder>... [--log-level info] [--log-format pretty|json] [--host 127.0.0.1] [--functions-port 8080]
-               [--metrics-port <port>]
-      Run every EventSource, Trigger and local Function in one process; with --metrics-port,
-      serve Prometheus metrics at GET /metrics on that port, and the journal (ofevents events).
+               [--metrics-port <port>] [--ui-port 9400|off]
+      Run every EventSource, Trigger and local Function in one process, with a live page of the
+      flow; with --metrics-port, serve Prometheus metrics at GET /metrics on that port, and the
+      journal (ofevents events).
   ofevents eventsource -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--host 0.0.0.0]
                       [--bus-driver auto|direct|dapr] [--pubsub-name <component>] [--sidecar-timeout 60s]
   ofevents trigger -f <file|folder>... [--name [ns/]name] [--health-port 8081] [--host 0.0.0.0]
@@ -52,6 +54,9 @@ Usage:
       Deliver the dead letters a trigger kept again, each to the subscriber it failed for.
   ofevents events [<id>] [--port 9464] [--host 127.0.0.1] [--json]
       Where is this event? What a running "ofevents run --metrics-port <port>" did with it (no id: the latest).
+  ofevents tail <topic | trigger [ns/]name | source [ns/]name> [--url http://127.0.0.1:9400/ | -f <file|folder>...]
+                [--filter <jsonata>] [--json] [--limit N] [--duration <d>]
+      Print the CloudEvents passing, as they pass: from a running "ofevents run", or from the bus.
   ofevents replay -f <file|folder>... --trigger [ns/]name --from <time|duration> [--to <time|duration>]
                   [--filter <jsonata>] [--dry-run] [--json]
       Feed a trigger's subscribers again with the events its inputs' topics took in a time range.
@@ -109,6 +114,9 @@ ${FILES}${LOGS("pretty on a terminal, else json")}      --host <address>        
       --functions-port <port> port of the local sync functions (default 8080; 0 picks a free one)
       --metrics-port <port>   serve Prometheus metrics at GET /metrics on this port, and the journal
                               of the latest events at GET /events/<id> (see ofevents events)
+      --ui-port <port|off>    serve the live page of the flow (and the API of ofevents tail) on this
+                              port (default 9400, or a free one when 9400 is taken; 0 picks a free
+                              one; off: no page)
   -h, --help                  show this help
 `,
   eventsource: ENTRYPOINT("EventSource"),
@@ -153,6 +161,30 @@ Options:
       --host <address>        where the run listens (default 127.0.0.1)
       --limit <n>             without an id: how many events (default 20)
       --json                  print the journal's JSON as it is
+  -h, --help                  show this help
+`,
+  tail: `Usage: ofevents tail <topic | trigger [ns/]name | source [ns/]name> [options]
+
+Print the CloudEvents passing through a bus topic, a trigger (its inputs' topics and the topics its
+subscribers publish to) or an event source (its events' topics), as they pass, from now on: pretty
+on a terminal, one JSON object per line otherwise ({"topic", "event"}). The tail takes part in no
+consumer group: no trigger or function misses an event because of it.
+
+Without -f it asks a running "ofevents run" through its page (--url). With -f it reads the bus the
+manifests define, with the broker's own client (jetstream, kafka) or through a Dapr sidecar
+(--bus-driver dapr: give the tail a sidecar of its own; the broker's group is that app id).
+
+Options:
+      --url <url>             the page of the "ofevents run" to ask (default http://127.0.0.1:9400/)
+  -f, --file <file|folder>    manifests defining the bus: tail it directly (repeat for several)
+      --bus <name>            with a bare topic: the bus it is on (default "default")
+      --namespace <ns>        with a bare topic: the namespace of --bus (default "default")
+      --bus-driver <driver>   with -f: direct (default) or dapr
+      --pubsub-name <name>    with --bus-driver dapr: the pub/sub component (default: the bus's name)
+      --filter <jsonata>      only the events for which this expression is true
+      --json                  one JSON object per line, also on a terminal
+      --limit <n>             stop after n events
+      --duration <d>          stop after this long (30s, 5m); Ctrl-C stops too
   -h, --help                  show this help
 `,
   replay: `Usage: ofevents replay -f <file|folder>... --trigger [ns/]name --from <time|duration> [options]
@@ -369,6 +401,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await replayCommand(rest, out, err);
       case "events":
         return await eventsCommand(rest, out, err);
+      case "tail":
+        return await tailCommand(rest, out, err);
       case "controller":
         return await controller(rest, out, err);
       case "crds":
@@ -417,6 +451,7 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
       host: { type: "string", default: "127.0.0.1" },
       "functions-port": { type: "string", default: "8080" },
       "metrics-port": { type: "string" },
+      "ui-port": { type: "string" },
     },
   });
   const format = (values["log-format"] ?? (process.stdout.isTTY ? "pretty" : "json")) as LogFormat;
@@ -427,6 +462,9 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
   const metricsPort = values["metrics-port"] === undefined ? undefined : Number(values["metrics-port"]);
   if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535))
     throw new Error(`--metrics-port must be a port number`);
+  const uiPort = values["ui-port"] === "off" ? undefined : Number(values["ui-port"] ?? DEFAULT_UI_PORT);
+  if (uiPort !== undefined && (!Number.isInteger(uiPort) || uiPort < 0 || uiPort > 65535))
+    throw new Error(`--ui-port must be a port number or off`);
   const tracing = await startTracing("ofevents-run", logger);
   try {
     const embedded = await startEmbedded({
@@ -435,13 +473,26 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
       host: values.host,
       functionsPort: port,
       metricsPort,
+      uiPort,
+      uiFallback: values["ui-port"] === undefined,
     });
+    if (format === "pretty") out(listeningTable(embedded.listeners()));
     await untilSignal(embedded.stop, logger, err);
   } finally {
     await tracing?.shutdown();
   }
   logger.info("stopped");
   return 0;
+}
+
+/** The port of `run`'s live page unless --ui-port says otherwise (a free one when it is taken). */
+const DEFAULT_UI_PORT = 9400;
+
+/** What listens where, as `run` prints it on a terminal. */
+function listeningTable(l: Array<{ what: string; url: string }>): string {
+  if (l.length === 0) return "";
+  const w = Math.max(...l.map((x) => x.what.length));
+  return `\nListening:\n${l.map((x) => `  ${x.what.padEnd(w)}  ${x.url}`).join("\n")}\n\n`;
 }
 
 /**
@@ -583,6 +634,62 @@ async function redriveCommand(args: string[], out: Write, err: Write): Promise<n
       `${r.trigger}: ${r.delivered} delivered, ${r.deadLettered} dead-lettered again, of ${r.matched} matching dead letter(s) on ${r.topic} (${r.read} read, ${r.settled} settled earlier, ${r.orphaned} of no subscriber)\n`,
     );
   return r.deadLettered > 0 ? 1 : 0;
+}
+
+async function tailCommand(args: string[], out: Write, err: Write): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      url: { type: "string" },
+      file: { type: "string", short: "f", multiple: true },
+      bus: { type: "string" },
+      namespace: { type: "string" },
+      "bus-driver": { type: "string", default: "direct" },
+      "pubsub-name": { type: "string" },
+      filter: { type: "string" },
+      json: { type: "boolean", default: false },
+      limit: { type: "string" },
+      duration: { type: "string" },
+      "log-level": { type: "string", default: "warn" },
+    },
+  });
+  const [first, second, ...more] = positionals;
+  if (first === undefined) throw new Error("name what to tail: a topic, trigger [ns/]name or source [ns/]name");
+  const kind = (first === "trigger" || first === "source") && second !== undefined ? first : "topic";
+  if (more.length > 0 || (kind === "topic" && second !== undefined))
+    throw new Error(`unexpected argument ${more[0] ?? second}: give one topic, trigger [ns/]name or source [ns/]name`);
+  if (values.url !== undefined && values.file !== undefined) throw new Error("give --url or -f, not both");
+  const driver = values["bus-driver"];
+  if (driver !== "direct" && driver !== "dapr") throw new Error("--bus-driver must be direct or dapr");
+  const durationMs = values.duration === undefined ? undefined : parseDuration(values.duration);
+  if (values.duration !== undefined && durationMs === undefined)
+    throw new Error("--duration must be a duration such as 30s");
+  const json = values.json || process.stdout.isTTY !== true;
+  const logger = createLogger({ level: values["log-level"], format: "json", write: err });
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    await runTail({
+      what: { [kind]: kind === "topic" ? first : second, bus: values.bus, namespace: values.namespace },
+      paths: values.file,
+      url: values.url,
+      busAccess: { driver, pubsubName: values["pubsub-name"] },
+      filter: values.filter,
+      limit: intOption("--limit", values.limit, 1, Number.MAX_SAFE_INTEGER),
+      durationMs,
+      logger,
+      print: (e) => out(json ? `${JSON.stringify({ topic: e.topic, event: e.event })}\n` : prettyEvent(e)),
+      started: (topics) => err(`tailing ${topics.join(", ")}\n`),
+      signal: abort.signal,
+    });
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+  return 0;
 }
 
 async function eventsCommand(args: string[], out: Write, err: Write): Promise<number> {

@@ -1,6 +1,6 @@
 /** The run's journal: what it records per event, and its bounds. */
 import { describe, expect, it } from "vitest";
-import { API_VERSION, createInstrumentation, type Trigger } from "@ofevents/core";
+import { API_VERSION, createInstrumentation, newEvent, type Trigger } from "@ofevents/core";
 import type { TriggerEvents } from "@ofevents/trigger";
 import { Journal } from "../src/journal.js";
 
@@ -31,6 +31,7 @@ describe("journal - what happened to an event", () => {
       target: "http://s/",
       deadLetter: "dl",
       error: new Error("answered 503"),
+      event: newEvent({ id: "e2", source: "/s", type: "t" }),
     });
     expect(j.get("e1")!.steps.map((s) => [s.where, s.step, s.detail])).toEqual([
       ["trigger shop/orders", "received", { input: "order" }],

@@ -10,6 +10,8 @@ export type {
   SubscribeOptions,
   SeenSet,
   Subscription,
+  Tail,
+  TailedEvent,
 } from "./types.js";
 export {
   DEFAULT_BACKOFF_MS,

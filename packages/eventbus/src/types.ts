@@ -92,6 +92,18 @@ export interface RetainedEvent {
   time: Date;
 }
 
+/** An event a tail saw. */
+export interface TailedEvent {
+  topic: string;
+  event: CloudEvent;
+}
+
+/** A running tail. */
+export interface Tail {
+  /** Stops watching and removes what the tail made at the broker. Idempotent. */
+  close(): Promise<void>;
+}
+
 export interface ReadOptions {
   /** The first event taken after this time (default: the oldest the topic retains). */
   from?: Date | undefined;
@@ -131,6 +143,15 @@ export interface EventBus extends EventPublisher, EventSubscriber {
    * can read (memory, dapr). Messages that are not CloudEvents are skipped with a warning.
    */
   read?(topic: string, options?: ReadOptions): AsyncIterable<RetainedEvent>;
+  /**
+   * Watches `topics` from now on without taking part in any consumer group (`ofevents tail`, the
+   * live page): `onEvent` sees each event published after the tail began, once, in bus order per
+   * topic. No group of anyone else is touched (memory: a tap on publish; JetStream: an ephemeral
+   * ordered consumer; Kafka: a throwaway group deleted on close; Dapr: a streaming subscription
+   * through the tail's own sidecar, whose group at the broker is that sidecar's app id). Best
+   * effort: nothing is redelivered to a tail.
+   */
+  tail?(topics: readonly string[], onEvent: (event: TailedEvent) => void): Promise<Tail>;
   /**
    * Stops every subscription (waiting for in-flight handlers), then disconnects. Idempotent. A bus
    * that cannot keep unfinished messages reports each one (`abandoned`, and a warning with the ids).

@@ -83,6 +83,12 @@ export interface EventSourceRuntime {
    * redis event): readiness does not wait for them.
    */
   unsupported(): string[];
+  /**
+   * Sends an event as if the adapter of `eventName` had produced it, through the same dispatch
+   * (sink and/or bus, counted and traced like any other): the live page's test form. Rejects
+   * when the EventSource has no such event, or with what the bus or sink said.
+   */
+  inject(eventName: string, init: DispatchInit): Promise<{ id: string }>;
   /** Stops every adapter, waiting for in-flight dispatches. */
   stop(): Promise<void>;
 }
@@ -270,7 +276,7 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
             signal: abort.signal,
           },
           spec,
-          makeDispatch(kind, eventName),
+          dispatcherOf(kind, eventName),
         ),
       );
       waiting.delete(eventName);
@@ -305,6 +311,12 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
     }
   }
 
+  const dispatchers = new Map<string, Dispatch>();
+  const dispatcherOf = (kind: SourceKind, eventName: string): Dispatch => {
+    let d = dispatchers.get(eventName);
+    if (d === undefined) dispatchers.set(eventName, (d = makeDispatch(kind, eventName)));
+    return d;
+  };
   // Every event starts on its own: one that cannot connect never delays the others.
   const firsts: Promise<void>[] = [];
   const unsupported = new Set<string>();
@@ -344,6 +356,13 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
     events,
     notRunning: () => [...waiting].map(([event, reason]) => ({ event, reason })),
     unsupported: () => [...unsupported],
+    inject: async (eventName, init) => {
+      const kind = sourceKinds.find((k) => es.spec[k]?.[eventName] !== undefined);
+      if (kind === undefined)
+        throw new OfEventsError(ErrorCode.Config, `EventSource ${namespace}/${name} has no event "${eventName}"`);
+      if (abort.signal.aborted) throw new OfEventsError(ErrorCode.Config, `EventSource ${namespace}/${name} stopped`);
+      return dispatcherOf(kind, eventName)(init);
+    },
     stop,
   };
 }

@@ -9,7 +9,15 @@ export type { TriggerRuntime, TriggerRuntimeOptions } from "./runtime.js";
 export { JOINED_EXTENSION } from "./types.js";
 export type { TriggerEvents } from "./types.js";
 export { KEEPS_DEAD_LETTERS } from "./runtime.js";
-export { redrive, redrivenEvent, REDRIVEN_EXTENSION, type RedriveOptions, type RedriveResult } from "./redrive.js";
+export {
+  redrive,
+  redriveOne,
+  redrivenEvent,
+  REDRIVEN_EXTENSION,
+  type RedriveOptions,
+  type RedriveOutcome,
+  type RedriveResult,
+} from "./redrive.js";
 export {
   replay,
   REPLAYED_EXTENSION,

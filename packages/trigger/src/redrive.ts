@@ -92,6 +92,123 @@ export function redrivenEvent(deadLetter: CloudEvent, at: Date = new Date()): Cl
   return out as CloudEvent;
 }
 
+/** Delivers dead letters again to their subscriber: what a redrive does with each one. */
+interface Redriver {
+  /** The subscriber's targets by index (empty for a subscriber without one). */
+  targetsOf: Target[][];
+  /**
+   * Delivers `deadLetter` (the kept dead letter: its `ofsubscriber` names the subscriber, its
+   * `oferrordest` the target that failed) to the target that failed, or every target of the
+   * subscriber when it no longer has that one. A target that fails again gets a new dead letter
+   * with the new reason on the trigger's dead-letter topic.
+   */
+  one(
+    deadLetter: CloudEvent,
+    index: number,
+    position: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<RedriveOutcome>;
+}
+
+/** What redriving one dead letter did. */
+export interface RedriveOutcome {
+  delivered: number;
+  deadLettered: number;
+  /** Why the last target that failed again failed. */
+  reason?: string | undefined;
+}
+
+function redriver(o: TriggerHistoryOptions, log: Logger): Redriver {
+  const { trigger, bus } = o;
+  const namespace = namespaceOf(trigger);
+  const name = trigger.metadata.name;
+  const resolve = (s: Sink): string => {
+    const url = o.resolveSink?.(s, namespace) ?? s.uri;
+    if (url === undefined) throw new OfEventsError(ErrorCode.Config, `cannot resolve sink ${JSON.stringify(s)}`);
+    return url;
+  };
+  const subscribers = trigger.spec.subscribers;
+  const targetsOf = subscribers.map((s) => {
+    const t: Target[] = [];
+    if (s.sink !== undefined) t.push({ kind: "sink", url: resolve(s.sink) });
+    if (s.topic !== undefined && s.topic !== "") t.push({ kind: "topic", topic: s.topic });
+    return t;
+  });
+  const out = createOutbound({ sinks: o.sinks, bus });
+  const kept: Target = { kind: "topic", topic: triggerDeadLetterTopic(namespace, name) };
+  const one = async (
+    event: CloudEvent,
+    index: number,
+    position: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<RedriveOutcome> => {
+    const r: RedriveOutcome = { delivered: 0, deadLettered: 0 };
+    // The target that failed, when the subscriber still has it; else every target it has.
+    const failed = event[DeadLetterExtension.Destination];
+    const all = targetsOf[index]!;
+    const targets = all.filter((t) => targetName(t) === failed);
+    const policy = deliveryPolicy(subscribers[index]!.delivery);
+    await inSpan(
+      `redrive ${namespace}/${name}`,
+      {
+        parent: eventContext(event),
+        attributes: {
+          ...eventAttributes(event),
+          "ofevents.subscriber": index,
+          ...(position === undefined ? {} : { "ofevents.dead_letter.position": position }),
+        },
+      },
+      async (span) => {
+        const again = withSpanContext(redrivenEvent(event), span);
+        for (const target of targets.length > 0 ? targets : all) {
+          try {
+            await out.send(again, target, policy, { signal });
+            r.delivered++;
+            log.info({ id: event.id, subscriber: index, target: targetName(target) }, "redriven");
+          } catch (err) {
+            const e = err instanceof NotDelivered ? err : new NotDelivered(target, err, 0);
+            const marked: CloudEvent = {
+              ...again,
+              [DeadLetterExtension.Trigger]: `${namespace}/${name}`,
+              [DeadLetterExtension.Subscriber]: index,
+            };
+            // A new dead letter, with the new reason: when the bus cannot take it, the redrive stops
+            // with this one unsettled (nothing lost).
+            await out.deadLetter(marked, targetName(target), e.error, e.attempts, [kept], policy, { signal });
+            r.deadLettered++;
+            r.reason = e.error instanceof Error ? e.error.message : String(e.error);
+            log.warn({ id: event.id, subscriber: index, err: r.reason }, "redrive failed: dead-lettered again");
+          }
+        }
+      },
+    );
+    return r;
+  };
+  return { targetsOf, one };
+}
+
+/**
+ * Redrives one dead letter the caller holds (the live page of `ofevents run`, on a bus that keeps
+ * no history to read): `deadLetter` carries `ofsubscriber` and `oferrordest` as a kept dead letter
+ * does. Nothing is recorded as settled; the caller forgets the dead letter once it was delivered.
+ */
+export async function redriveOne(
+  o: TriggerHistoryOptions & { deadLetter: CloudEvent; signal?: AbortSignal | undefined },
+): Promise<RedriveOutcome> {
+  const index = Number(o.deadLetter[DeadLetterExtension.Subscriber]);
+  const t = o.trigger;
+  if (!Number.isInteger(index) || index < 0 || index >= t.spec.subscribers.length)
+    throw new OfEventsError(
+      ErrorCode.Config,
+      `trigger ${namespaceOf(t)}/${t.metadata.name} has no subscriber ${String(o.deadLetter[DeadLetterExtension.Subscriber])}`,
+    );
+  const log = o.logger.child({ component: "redrive", trigger: `${namespaceOf(t)}/${t.metadata.name}` });
+  const r = redriver(o, log);
+  if (r.targetsOf[index]!.length === 0)
+    throw new OfEventsError(ErrorCode.Config, `subscriber ${index} has no sink or topic to redrive to`);
+  return r.one(o.deadLetter, index, undefined, o.signal);
+}
+
 export async function redrive(o: RedriveOptions): Promise<RedriveResult> {
   const { trigger, bus } = o;
   const namespace = namespaceOf(trigger);
@@ -110,19 +227,7 @@ export async function redrive(o: RedriveOptions): Promise<RedriveResult> {
       `trigger ${namespace}/${name} has ${subscribers.length} subscriber(s) (0..${subscribers.length - 1}), not ${o.subscriber}`,
     );
   const filter = o.filter === undefined ? undefined : o.engine.compile(o.filter);
-  const resolve = (s: Sink): string => {
-    const url = o.resolveSink?.(s, namespace) ?? s.uri;
-    if (url === undefined) throw new OfEventsError(ErrorCode.Config, `cannot resolve sink ${JSON.stringify(s)}`);
-    return url;
-  };
-  const targetsOf = subscribers.map((s) => {
-    const t: Target[] = [];
-    if (s.sink !== undefined) t.push({ kind: "sink", url: resolve(s.sink) });
-    if (s.topic !== undefined && s.topic !== "") t.push({ kind: "topic", topic: s.topic });
-    return t;
-  });
-  const out = createOutbound({ sinks: o.sinks, bus });
-  const kept: Target = { kind: "topic", topic };
+  const { targetsOf, one } = redriver(o, log);
   const settled = o.dryRun === true ? undefined : await bus.seenSet(`redrive-${namespace}-${name}`, SETTLED_WINDOW_MS);
   const r: RedriveResult = {
     topic,
@@ -157,49 +262,9 @@ export async function redrive(o: RedriveOptions): Promise<RedriveResult> {
       r.matched++;
       r.ids.push(event.id);
       if (o.dryRun !== true) {
-        // The target that failed, when the subscriber still has it; else every target it has.
-        const failed = event[DeadLetterExtension.Destination];
-        const all = targetsOf[index]!;
-        const targets = all.filter((t) => targetName(t) === failed);
-        const policy = deliveryPolicy(spec.delivery);
-        await inSpan(
-          `redrive ${namespace}/${name}`,
-          {
-            parent: eventContext(event),
-            attributes: {
-              ...eventAttributes(event),
-              "ofevents.subscriber": index,
-              "ofevents.dead_letter.position": dl.position,
-            },
-          },
-          async (span) => {
-            const again = withSpanContext(redrivenEvent(event), span);
-            for (const target of targets.length > 0 ? targets : all) {
-              try {
-                await out.send(again, target, policy, { signal: o.signal });
-                r.delivered++;
-                log.info({ id: event.id, subscriber: index, target: targetName(target) }, "redriven");
-              } catch (err) {
-                const e = err instanceof NotDelivered ? err : new NotDelivered(target, err, 0);
-                const marked: CloudEvent = {
-                  ...again,
-                  [DeadLetterExtension.Trigger]: `${namespace}/${name}`,
-                  [DeadLetterExtension.Subscriber]: index,
-                };
-                // A new dead letter, with the new reason: when the bus cannot take it, the redrive stops
-                // with this one unsettled (nothing lost).
-                await out.deadLetter(marked, targetName(target), e.error, e.attempts, [kept], policy, {
-                  signal: o.signal,
-                });
-                r.deadLettered++;
-                log.warn(
-                  { id: event.id, subscriber: index, err: (e.error as Error)?.message },
-                  "redrive failed: dead-lettered again",
-                );
-              }
-            }
-          },
-        );
+        const done = await one(event, index, dl.position, o.signal);
+        r.delivered += done.delivered;
+        r.deadLettered += done.deadLettered;
         await settled!.add(dl.position);
       }
       if (o.limit !== undefined && r.matched >= o.limit) break;

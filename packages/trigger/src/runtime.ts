@@ -787,7 +787,7 @@ class SubscriberRunner {
   }
 
   private report(event: CloudEvent, target: string, deadLetter: string, error: unknown): void {
-    this.t.events.emit("dead_lettered", { subscriber: this.index, id: event.id, target, deadLetter, error });
+    this.t.events.emit("dead_lettered", { subscriber: this.index, id: event.id, target, deadLetter, error, event });
     this.log.warn({ id: event.id, target, deadLetter, err: errorText(error), code: codeOf(error) }, "dead-lettered");
   }
 

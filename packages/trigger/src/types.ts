@@ -1,3 +1,5 @@
+import type { CloudEvent } from "@ofevents/core";
+
 /** Instrumentation events of a trigger; `subscriber` is the subscriber's index. */
 export interface TriggerEvents {
   received: { input: string; id: string };
@@ -18,7 +20,15 @@ export interface TriggerEvents {
     durationMs?: number;
   };
   retried: { subscriber: number; id: string; target: string; attempt: number; error: unknown };
-  dead_lettered: { subscriber: number; id: string; target: string; deadLetter: string; error: unknown };
+  /** `event`: the event as it was to be delivered (transformed), without the dead-letter attributes. */
+  dead_lettered: {
+    subscriber: number;
+    id: string;
+    target: string;
+    deadLetter: string;
+    error: unknown;
+    event: CloudEvent;
+  };
   dropped: { subscriber: number; id: string; target: string; error: unknown };
   expired: { subscriber: number; input: string; id: string };
   evicted: { subscriber: number; input: string; id: string };

@@ -23,6 +23,7 @@
  *   that would be acked unless a Resiliency policy applies, with JetStream redelivered at once.
  *   A message still unanswered when the subscription closes is redelivered by the broker.
  */
+import { randomUUID } from "node:crypto";
 import { CommunicationProtocolEnum, DaprClient, GRPCClient, LogLevel, type LoggerService } from "@dapr/dapr";
 import type {
   TopicEventRequest,
@@ -55,6 +56,8 @@ import {
   type MessageHandler,
   type SubscribeOptions,
   type Subscription,
+  type Tail,
+  type TailedEvent,
 } from "../types.js";
 
 export { DAPR_MARKER, fromDapr, toDapr };
@@ -431,6 +434,21 @@ class DaprBus implements EventBus {
       });
     }
     return sub;
+  }
+
+  /**
+   * Watches topics through this sidecar: a streaming subscription whose group is the sidecar's
+   * app id at the broker (give the tail a sidecar of its own), each event acknowledged as seen.
+   */
+  async tail(topics: readonly string[], onEvent: (e: TailedEvent) => void): Promise<Tail> {
+    const sub = await this.subscribe(
+      topics,
+      async (event, info) => {
+        onEvent({ topic: info.topic, event });
+      },
+      { group: `tail-${randomUUID()}`, maxDeliver: 1 },
+    );
+    return { close: () => sub.close() };
   }
 
   /** A stream whose last group left: forget it (a later subscribe opens a new one). */

@@ -7,7 +7,7 @@ import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg 
 import { ErrorCode, type BusError, type Logger } from "@ofevents/core";
 import { decodeBusEvent } from "../envelope.js";
 import { JsErr, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
-import type { ReadOptions, RetainedEvent } from "../types.js";
+import type { ReadOptions, RetainedEvent, Tail, TailedEvent } from "../types.js";
 
 export interface JetStreamReadContext {
   js: JetStreamClient;
@@ -80,4 +80,47 @@ function decode(ctx: JetStreamReadContext, topic: string, m: JsMsg) {
     );
     return undefined;
   }
+}
+
+/**
+ * `tail` of the JetStream bus: per topic an ordered consumer (ephemeral, no acks, removed on
+ * close) on the topic's subject, starting with the next message.
+ */
+export async function tailJetStream(
+  ctx: JetStreamReadContext,
+  topics: readonly string[],
+  onEvent: (e: TailedEvent) => void,
+): Promise<Tail> {
+  const running: Array<{ stop: () => Promise<void>; done: Promise<void> }> = [];
+  const close = async (): Promise<void> => {
+    await Promise.all(running.splice(0).map((r) => r.stop().then(() => r.done)));
+  };
+  try {
+    for (const topic of topics) {
+      const { stream, subject } = await ctx.ensureStream(topic);
+      const consumer = await ctx.js.consumers
+        .get(stream, { filterSubjects: subject, deliver_policy: DeliverPolicy.New })
+        .catch((err: unknown) => {
+          throw ctx.busError(ErrorCode.BusSubscribe, `tailing topic ${topic}`, err);
+        });
+      const messages = await consumer.consume();
+      const done = (async () => {
+        for await (const m of messages) {
+          const event = decode(ctx, topic, m);
+          if (event !== undefined) onEvent({ topic, event });
+        }
+      })().catch((err: unknown) => ctx.log.warn({ err, topic }, "tail ended"));
+      running.push({
+        stop: async () => {
+          await messages.close().catch(() => undefined);
+          await consumer.delete().catch(() => undefined);
+        },
+        done,
+      });
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { close };
 }

@@ -60,7 +60,7 @@ import { ConsumerEngine } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { logNatsStatus, natsOptions } from "../clients.js";
 import { openJetStreamSeenSet } from "./jetstream-seen.js";
-import { readJetStream } from "./jetstream-read.js";
+import { readJetStream, tailJetStream } from "./jetstream-read.js";
 import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
@@ -73,6 +73,8 @@ import {
   type MessageHandler,
   type ReadOptions,
   type RetainedEvent,
+  type Tail,
+  type TailedEvent,
   type SeenSet,
   type SubscribeOptions,
   type Subscription,
@@ -384,6 +386,21 @@ class JetStreamBus implements EventBus {
       },
       name,
       windowMs,
+    );
+  }
+
+  tail(topics: readonly string[], onEvent: (e: TailedEvent) => void): Promise<Tail> {
+    if (this.closed) throw BusError.closed();
+    return tailJetStream(
+      {
+        js: this.js,
+        jsm: this.jsm,
+        log: this.log,
+        ensureStream: (t) => this.ensureStream(t),
+        busError: (code, what, err) => this.busError(code, what, err),
+      },
+      topics,
+      onEvent,
     );
   }
 

@@ -10,7 +10,7 @@ import type kafkajs from "kafkajs";
 import type { Admin, KafkaMessage } from "kafkajs";
 import { ErrorCode, kafkaName, type BusError, type Logger } from "@ofevents/core";
 import { decodeBusEvent } from "../envelope.js";
-import type { ReadOptions, RetainedEvent } from "../types.js";
+import type { ReadOptions, RetainedEvent, Tail, TailedEvent } from "../types.js";
 
 export interface KafkaReadContext {
   kafka: InstanceType<typeof kafkajs.Kafka>;
@@ -142,4 +142,59 @@ function decode(ctx: KafkaReadContext, topic: string, partition: number, m: Kafk
     );
     return undefined;
   }
+}
+
+/**
+ * `tail` of the Kafka bus: a consumer group of its own (`<prefix>tail.<uuid>`) that starts each
+ * partition at the high watermark it had when the tail began, commits nothing, and is deleted on
+ * close.
+ */
+export async function tailKafka(
+  ctx: KafkaReadContext,
+  topics: readonly string[],
+  onEvent: (e: TailedEvent) => void,
+): Promise<Tail> {
+  const byKafka = new Map<string, string>();
+  const starts = new Map<string, Map<number, string>>();
+  try {
+    for (const topic of topics) {
+      const kt = await ctx.ensureTopic(topic);
+      byKafka.set(kt, topic);
+      starts.set(kt, new Map((await ctx.admin.fetchTopicOffsets(kt)).map((p) => [p.partition, p.high])));
+    }
+  } catch (err) {
+    throw ctx.busError(ErrorCode.BusSubscribe, `tailing ${topics.join(", ")}: their offsets`, err);
+  }
+  const groupId = kafkaName(`${ctx.topicPrefix}tail.${randomUUID()}`);
+  const consumer = ctx.kafka.consumer({ groupId, maxWaitTimeInMs: ctx.maxWaitTimeMs, allowAutoTopicCreation: false });
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await consumer.disconnect().catch((err: unknown) => ctx.log.warn({ err }, "tail: consumer disconnect failed"));
+      await ctx.admin
+        .deleteGroups([groupId])
+        .catch((err: unknown) => ctx.log.debug({ err, groupId }, "tail: deleting the tail's group failed"));
+    })());
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics: [...byKafka.keys()], fromBeginning: false });
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      for (const [topic, partitions] of starts)
+        for (const [partition, offset] of partitions) consumer.seek({ topic, partition, offset });
+      // A rejoin later resumes where the tail is: nothing committed, so seek only once.
+      starts.clear();
+    });
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ topic: kt, partition, message }) => {
+        const topic = byKafka.get(kt) ?? kt;
+        const event = decode(ctx, topic, partition, message);
+        if (event !== undefined) onEvent({ topic, event });
+      },
+    });
+  } catch (err) {
+    await close();
+    throw ctx.busError(ErrorCode.BusSubscribe, `tailing ${topics.join(", ")}`, err);
+  }
+  return { close };
 }

@@ -38,7 +38,7 @@ import {
 } from "@ofevents/core";
 import { ConsumerEngine, UNDECODABLE_EVENT_TYPE } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
-import { readKafka } from "./kafka-read.js";
+import { readKafka, tailKafka } from "./kafka-read.js";
 import { openKafkaSeenSet } from "./kafka-seen.js";
 import { pingWithin } from "../ping.js";
 import { kafkaLogging, kafkaSasl, kafkaTls } from "../clients.js";
@@ -51,6 +51,8 @@ import {
   type MessageHandler,
   type ReadOptions,
   type RetainedEvent,
+  type Tail,
+  type TailedEvent,
   type SeenSet,
   type SubscribeOptions,
   type Subscription,
@@ -376,6 +378,23 @@ class KafkaBus implements EventBus {
               retriable: isRetriable(err),
             }),
     };
+  }
+
+  /** Watches topics from now on in a throwaway group (kafka-read.ts). */
+  tail(topics: readonly string[], onEvent: (e: TailedEvent) => void): Promise<Tail> {
+    if (this.closed) throw BusError.closed();
+    return tailKafka(
+      {
+        ...this.sideContext(),
+        ensureTopic: async (t) => {
+          const kt = this.kafkaTopic(t);
+          await this.ensureTopic(kt, t);
+          return kt;
+        },
+      },
+      topics,
+      onEvent,
+    );
   }
 
   /** Reads a topic's retained records (kafka-read.ts). */

@@ -17,6 +17,8 @@ import {
   type SeenSet,
   type SubscribeOptions,
   type Subscription,
+  type Tail,
+  type TailedEvent,
 } from "../types.js";
 
 export interface MemoryBusOptions {
@@ -64,6 +66,8 @@ class MemoryBus implements EventBus {
   /** The keys of each seen set by name, shared by the sets of one name. */
   private readonly seen = new Map<string, Map<string, number>>();
   private readonly waiters: Array<() => void> = [];
+  /** Tails by topic: called on publish, outside every group. */
+  private readonly taps = new Map<string, Set<(e: TailedEvent) => void>>();
   private closed = false;
   /** Messages settled with an error after close began: nothing will redeliver them. */
   private readonly leftOver: Array<{ g: Group; msg: Message }> = [];
@@ -93,6 +97,35 @@ class MemoryBus implements EventBus {
       }
     }
     this.events.emit("published", { topic, id: event.id });
+    const taps = this.taps.get(topic);
+    if (taps !== undefined) {
+      const copy = JSON.parse(bytes) as CloudEvent;
+      for (const tap of taps) {
+        try {
+          tap({ topic, event: copy });
+        } catch (err) {
+          this.log.warn({ err, topic }, "a tail failed on an event");
+        }
+      }
+    }
+  }
+
+  async tail(topics: readonly string[], onEvent: (e: TailedEvent) => void): Promise<Tail> {
+    if (this.closed) throw BusError.closed();
+    for (const t of topics) {
+      let s = this.taps.get(t);
+      if (s === undefined) this.taps.set(t, (s = new Set()));
+      s.add(onEvent);
+    }
+    return {
+      close: async () => {
+        for (const t of topics) {
+          const s = this.taps.get(t);
+          s?.delete(onEvent);
+          if (s?.size === 0) this.taps.delete(t);
+        }
+      },
+    };
   }
 
   async subscribe(
@@ -259,6 +292,7 @@ class MemoryBus implements EventBus {
         for (let i = g.head; i < g.queue.length; i++) lost.push({ g, msg: g.queue[i]! });
       }
     this.groups.clear();
+    this.taps.clear();
     for (const { g, msg } of lost) this.events.emit("abandoned", { topic: msg.topic, group: g.name, id: msg.id });
     if (lost.length > 0) {
       this.log.warn(
