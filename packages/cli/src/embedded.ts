@@ -42,6 +42,8 @@ export interface EmbeddedOptions {
   uiPort?: number | undefined;
   /** When `uiPort` is taken, serve the page on a free port instead of failing (run's default port). */
   uiFallback?: boolean | undefined;
+  /** Import the Functions' modules anew, as this version (`run --watch` after a change). */
+  moduleVersion?: number | undefined;
   /**
    * How long shutdown waits for the in-memory bus to finish what it took before it reports the
    * rest (default 10 s; with the triggers' own grace, shutdown stays within Kubernetes' 30 s).
@@ -150,6 +152,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
       logger: o.logger,
       host,
       port: o.functionsPort ?? 8080,
+      moduleVersion: o.moduleVersion,
     });
     const fh = functions;
     c.stopBeforeBuses(() => fh.stop());

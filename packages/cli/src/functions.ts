@@ -51,7 +51,7 @@ export interface FunctionHost {
   stop(): Promise<void>;
 }
 
-async function loadHandler(fn: Located<FunctionResource>): Promise<FunctionHandler> {
+async function loadHandler(fn: Located<FunctionResource>, version?: number): Promise<FunctionHandler> {
   const rel = fn.resource.metadata.annotations?.[MODULE_ANNOTATION];
   if (rel === undefined) {
     throw new OfEventsError(
@@ -62,7 +62,9 @@ async function loadHandler(fn: Located<FunctionResource>): Promise<FunctionHandl
   const path = resolve(dirname(fn.file), rel);
   let mod: { default?: unknown };
   try {
-    mod = (await import(pathToFileURL(path).href)) as { default?: unknown };
+    // A new version is a new URL: Node's module cache then imports the file again.
+    const url = pathToFileURL(path).href + (version === undefined ? "" : `?version=${version}`);
+    mod = (await import(url)) as { default?: unknown };
   } catch (err) {
     throw new OfEventsError(
       ErrorCode.FunctionLoad,
@@ -107,6 +109,8 @@ export async function startFunctionHost(o: {
   logger: Logger;
   host: string;
   port: number;
+  /** Import the modules anew as this version (`run --watch`). */
+  moduleVersion?: number | undefined;
 }): Promise<FunctionHost> {
   const log = o.logger.child({ component: "functions" });
   const sync = new Map<string, { handler: FunctionHandler; ctx: FunctionContext }>();
@@ -141,7 +145,7 @@ export async function startFunctionHost(o: {
 
   for (const located of o.functions) {
     const fn = located.resource;
-    const handler = await loadHandler(located);
+    const handler = await loadHandler(located, o.moduleVersion);
     const namespace = fn.metadata.namespace ?? "default";
     if (isSyncFunction(fn)) {
       sync.set(`/${namespace}/${fn.metadata.name}`, { handler, ctx: makeCtx(fn, undefined) });

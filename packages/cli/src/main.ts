@@ -33,12 +33,13 @@ import type { JournalEntry, JournalStep } from "./journal.js";
 import { startSingle } from "./single.js";
 import { prettyEvent, runTail } from "./tail.js";
 import { startTracing } from "./tracing.js";
+import { runWatching } from "./watch.js";
 
 const USAGE = `ofevents: an OpenFunction-Events-style event framework
 
 Usage:
   ofevents run -f <file|folder>... [--log-level info] [--log-format pretty|json] [--host 127.0.0.1] [--functions-port 8080]
-               [--metrics-port <port>] [--ui-port 9400|off]
+               [--metrics-port <port>] [--ui-port 9400|off] [--watch]
       Run every EventSource, Trigger and local Function in one process, with a live page of the
       flow; with --metrics-port, serve Prometheus metrics at GET /metrics on that port, and the
       journal (ofevents events).
@@ -52,8 +53,8 @@ Usage:
   ofevents redrive -f <file|folder>... --trigger [ns/]name [--subscriber N] [--filter <jsonata>] [--limit N]
                    [--dry-run] [--json]
       Deliver the dead letters a trigger kept again, each to the subscriber it failed for.
-  ofevents events [<id>] [--port 9464] [--host 127.0.0.1] [--json]
-      Where is this event? What a running "ofevents run --metrics-port <port>" did with it (no id: the latest).
+  ofevents events [<id>] [--port 9400] [--host 127.0.0.1] [--json]
+      Where is this event? What a running "ofevents run" did with it (no id: the latest).
   ofevents tail <topic | trigger [ns/]name | source [ns/]name> [--url http://127.0.0.1:9400/ | -f <file|folder>...]
                 [--filter <jsonata>] [--json] [--limit N] [--duration <d>]
       Print the CloudEvents passing, as they pass: from a running "ofevents run", or from the bus.
@@ -117,6 +118,8 @@ ${FILES}${LOGS("pretty on a terminal, else json")}      --host <address>        
       --ui-port <port|off>    serve the live page of the flow (and the API of ofevents tail) on this
                               port (default 9400, or a free one when 9400 is taken; 0 picks a free
                               one; off: no page)
+      --watch                 reload when a manifest or a Function's module changes: events in
+                              flight finish first; see docs/dev-loop.md for join state
   -h, --help                  show this help
 `,
   eventsource: ENTRYPOINT("EventSource"),
@@ -151,13 +154,13 @@ ${LOGS("pretty on a terminal, else json")}  -h, --help                  show thi
 `,
   events: `Usage: ofevents events [<id>] [options]
 
-Where is this event? Asks a running "ofevents run --metrics-port <port>" what happened to the event
+Where is this event? Asks a running "ofevents run" (its page, or its --metrics-port) what happened to the event
 with this CloudEvent id: received, filtered out (by which expression), waiting in which join,
 fired, delivered, retried, dead-lettered (with the reasons). Without an id, lists the latest events
 with their last step. The run keeps the latest 10,000 events, 64 steps each.
 
 Options:
-      --port <port>           the run's --metrics-port (default 9464)
+      --port <port>           the run's page port (--ui-port, default 9400) or its --metrics-port
       --host <address>        where the run listens (default 127.0.0.1)
       --limit <n>             without an id: how many events (default 20)
       --json                  print the journal's JSON as it is
@@ -452,6 +455,7 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
       "functions-port": { type: "string", default: "8080" },
       "metrics-port": { type: "string" },
       "ui-port": { type: "string" },
+      watch: { type: "boolean", default: false },
     },
   });
   const format = (values["log-format"] ?? (process.stdout.isTTY ? "pretty" : "json")) as LogFormat;
@@ -467,7 +471,7 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
     throw new Error(`--ui-port must be a port number or off`);
   const tracing = await startTracing("ofevents-run", logger);
   try {
-    const embedded = await startEmbedded({
+    const options = {
       paths: files(values, positionals),
       logger,
       host: values.host,
@@ -475,9 +479,16 @@ async function run(args: string[], out: Write, err: Write): Promise<number> {
       metricsPort,
       uiPort,
       uiFallback: values["ui-port"] === undefined,
-    });
-    if (format === "pretty") out(listeningTable(embedded.listeners()));
-    await untilSignal(embedded.stop, logger, err);
+    };
+    if (values.watch) {
+      const watching = await runWatching(options, logger);
+      if (format === "pretty") out(listeningTable(watching.current()?.listeners() ?? []));
+      await untilSignal(watching.stop, logger, err);
+    } else {
+      const embedded = await startEmbedded(options);
+      if (format === "pretty") out(listeningTable(embedded.listeners()));
+      await untilSignal(embedded.stop, logger, err);
+    }
   } finally {
     await tracing?.shutdown();
   }
@@ -697,7 +708,7 @@ async function eventsCommand(args: string[], out: Write, err: Write): Promise<nu
     args,
     allowPositionals: true,
     options: {
-      port: { type: "string", default: "9464" },
+      port: { type: "string", default: String(DEFAULT_UI_PORT) },
       host: { type: "string", default: "127.0.0.1" },
       limit: { type: "string", default: "20" },
       json: { type: "boolean", default: false },
@@ -713,7 +724,9 @@ async function eventsCommand(args: string[], out: Write, err: Write): Promise<nu
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
   } catch (e) {
-    err(`error: no ofevents run answers at ${base} (start it with --metrics-port ${port}): ${(e as Error).message}\n`);
+    err(
+      `error: no ofevents run answers at ${base} (give its page's port, --ui-port, or its --metrics-port with --port): ${(e as Error).message}\n`,
+    );
     return 1;
   }
   const body = (await res.json()) as Record<string, unknown>;

@@ -250,22 +250,40 @@ function stream() {
     if ($("status").textContent === "connecting…" || $("status").textContent.startsWith("disconnected"))
       $("status").textContent = "live";
   });
+  let opened = false;
+  es.addEventListener("open", () => {
+    // A second open is a reconnect: the run may have reloaded other manifests (run --watch).
+    if (opened) loadGraph().catch(() => undefined);
+    opened = true;
+  });
   es.onerror = () => {
     $("status").textContent = "disconnected: retrying";
   };
 }
 
-async function start() {
+/** Loads (or, after a reload of the run, loads again) the graph, the form's sources and the listeners. */
+async function loadGraph() {
   const g = await api("/api/graph");
   state.graph = g;
+  if (!g.nodes.some((n) => n.id === state.selected)) {
+    state.selected = undefined;
+    $("details").hidden = true;
+  }
   drawGraph();
   updateCounters();
   const select = $("send-node");
-  for (const n of g.nodes.filter((x) => x.kind === "source"))
-    select.append(el("option", { value: n.id }, `${n.detail.eventSource} / ${n.detail.event} (${n.detail.kind})`));
+  select.replaceChildren(
+    ...g.nodes
+      .filter((x) => x.kind === "source")
+      .map((n) => el("option", { value: n.id }, `${n.detail.eventSource} / ${n.detail.event} (${n.detail.kind})`)),
+  );
   $("listening").replaceChildren(
     ...g.listening.map((l) => el("li", {}, `${l.what}: `, el("a", { href: l.url }, l.url))),
   );
+}
+
+async function start() {
+  await loadGraph();
   $("send").addEventListener("submit", send);
   stream();
 }
