@@ -11,8 +11,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { newEvent, silentLogger, type CloudEvent } from "@ofevents/core";
-import { createEventBus, type EventBus } from "@ofevents/eventbus";
+import { eventBusSchema, newEvent, renderDaprComponents, silentLogger, type CloudEvent } from "@ofevents/core";
+import { stringify } from "yaml";
+import {
+  createEventBus,
+  createJetStreamTopicPreparer,
+  type EventBus,
+  type JetStreamTopicPreparer,
+} from "@ofevents/eventbus";
+import { Daprd } from "./helpers/daprd.js";
 import { KafkaBroker } from "./helpers/kafka.js";
 import { NatsServer } from "./helpers/nats.js";
 import { OFEVENTS_BIN, OfeventsProcess } from "./helpers/ofevents.js";
@@ -28,8 +35,11 @@ interface TailProcess {
 }
 
 /** Spawns `ofevents tail <args>`; `started` resolves on its "tailing" line. */
-function tail(args: string[]): TailProcess {
-  const child = spawn(process.execPath, [OFEVENTS_BIN, "tail", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+function tail(args: string[], env: Record<string, string> = {}): TailProcess {
+  const child = spawn(process.execPath, [OFEVENTS_BIN, "tail", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
   const lines: TailProcess["lines"] = [];
   const stderr: string[] = [];
   let onStarted!: () => void;
@@ -238,3 +248,77 @@ function busSuite(kind: "jetstream" | "kafka"): void {
 
 busSuite("jetstream");
 busSuite("kafka");
+
+describe("tail through a Dapr sidecar of its own", () => {
+  let server: NatsServer;
+  let dir: string;
+  let file: string;
+  const daprds: Daprd[] = [];
+  let app: EventBus;
+  let tailSidecar: Daprd;
+  let preparer: JetStreamTopicPreparer;
+
+  beforeAll(async () => {
+    server = await NatsServer.start({ jetstream: true });
+    const spec = { jetstream: { url: server.url } };
+    dir = await mkdtemp(join(tmpdir(), "ofevents-tail-dapr-"));
+    file = join(dir, "bus.yaml");
+    await writeFile(
+      file,
+      `apiVersion: ${API}\nkind: EventBus\nmetadata: { name: default }\nspec: ${JSON.stringify(spec)}\n`,
+    );
+    const bus = eventBusSchema.parse({ apiVersion: API, kind: "EventBus", metadata: { name: "default" }, spec });
+    const resources = renderDaprComponents(bus).map((o) => stringify(o));
+    const tag = Date.now().toString(36);
+    const [appSidecar, own] = await Promise.all([
+      Daprd.start({ appId: `app-${tag}`, resources }),
+      Daprd.start({ appId: `ofevents-tail-${tag}`, resources }),
+    ]);
+    daprds.push(appSidecar, own);
+    tailSidecar = own;
+    // Dapr's jetstream component creates no streams: the app's bus makes them, as the entrypoints' does.
+    preparer = createJetStreamTopicPreparer(server.url);
+    app = await createEventBus(spec, {
+      logger: silentLogger(),
+      via: "dapr",
+      dapr: {
+        pubsubName: "default",
+        httpPort: appSidecar.httpPort,
+        grpcPort: appSidecar.grpcPort,
+        prepareTopic: (t) => preparer.prepareTopic(t),
+      },
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await app?.close();
+    await preparer?.close();
+    await Promise.allSettled(daprds.map((d) => d.stop()));
+    await server?.stop();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("dapr: prints what the app's sidecar publishes while the app's group gets every event", async () => {
+    const topic = `tail-dapr-${Date.now()}`;
+    const group: string[] = [];
+    const sub = await app.subscribe(
+      [topic],
+      async (e) => {
+        group.push(e.id);
+      },
+      { group: "g" },
+    );
+    const t = tail([topic, "-f", file, "--bus-driver", "dapr", "--json", "--limit", "10"], {
+      DAPR_HTTP_PORT: String(tailSidecar.httpPort),
+      DAPR_GRPC_PORT: String(tailSidecar.grpcPort),
+    });
+    await startedOrExited(t);
+    const ids = Array.from({ length: 10 }, (_, i) => `d-${i}`);
+    for (const id of ids) await app.publish(topic, newEvent({ id, source: "/t", type: "t", data: { id } }));
+    expect(await t.exited).toBe(0);
+    expect(t.lines.map((l) => l.event.id).sort()).toEqual([...ids].sort());
+    await waitFor(() => group.length === 10, { timeoutMs: 20_000, message: () => `group got ${group.length}` });
+    expect([...group].sort()).toEqual([...ids].sort());
+    await sub.close();
+  });
+});
