@@ -15,9 +15,11 @@ import type { Browser, Page } from "puppeteer-core";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchBrowser } from "./helpers/browser.js";
+import { NatsServer } from "./helpers/nats.js";
 import { OfeventsProcess } from "./helpers/ofevents.js";
 import { freePort } from "./helpers/server.js";
 import { waitFor } from "./helpers/wait.js";
+import { redriveCli } from "./redrive-durable.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 export const SCREENSHOT = join(root, "test", "output", "flow-page", "quickstart.png");
@@ -253,5 +255,100 @@ spec:
     // The page says so, and the dead letter left the list.
     await waitFor(async () => (await page.$eval("#status", (e) => e.textContent ?? "")).includes(`redriven ${id}`));
     await waitFor(async () => (await page.$$("#details-body .dead-letters li")).length === 0);
+  });
+});
+
+describe("flow page: redrive on a JetStream bus", () => {
+  let server: NatsServer;
+  let dir: string;
+  let proc: OfeventsProcess;
+  let url: string;
+  let sink: Server;
+  let sinkStatus = 503;
+  const delivered: string[] = [];
+  let webhook: string;
+  let files: string[];
+
+  beforeAll(async () => {
+    server = await NatsServer.start({ jetstream: true });
+    sink = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        if (sinkStatus < 300) delivered.push(String(req.headers["ce-id"]));
+        res.writeHead(sinkStatus).end();
+      });
+    });
+    await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+    const port = await freePort();
+    dir = await mkdtemp(join(tmpdir(), "ofevents-flow-js-"));
+    webhook = `http://127.0.0.1:${port}/in`;
+    const file = join(dir, "flow.yaml");
+    files = [file];
+    // No dead-letter target: on jetstream the trigger keeps its dead letters (keepDeadLetters).
+    await writeFile(
+      file,
+      `apiVersion: events.openfunction.io/v1alpha1
+kind: EventBus
+metadata: { name: default }
+spec: { jetstream: { url: "${server.url}" } }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: EventSource
+metadata: { name: web }
+spec:
+  eventBus: default
+  webhook:
+    in: { port: "${port}", endpoint: /in, method: POST }
+---
+apiVersion: events.openfunction.io/v1alpha1
+kind: Trigger
+metadata: { name: t }
+spec:
+  eventBus: default
+  inputs:
+    i: { eventSource: web, event: in }
+  subscribers:
+    - condition: i
+      sink: { uri: "http://127.0.0.1:${(sink.address() as AddressInfo).port}/" }
+      delivery: { retry: 1, backoffDelay: 10ms }
+`,
+    );
+    ({ proc, url } = await runWithPage([dir], "run redrive jetstream"));
+  });
+
+  afterAll(async () => {
+    await proc?.stop();
+    sink?.close();
+    await server?.stop();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("redrives the kept dead letter, which a later ofevents redrive then finds settled", async () => {
+    const res = await request(webhook, { method: "POST", body: '{"n":1}' });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    const node = "subscriber:default/t/0";
+    const info = await waitFor(
+      async () => {
+        const r = await request(`${url}api/nodes/${encodeURIComponent(node)}`);
+        const body = (await r.body.json()) as { deadLetters: Array<{ id: string; reason: string }> };
+        return body.deadLetters.length === 1 ? body : undefined;
+      },
+      { timeoutMs: 15_000, message: "the dead letter on the page" },
+    );
+    const id = info.deadLetters[0]!.id;
+    sinkStatus = 200;
+    const r = await request(`${url}api/redrive`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ node, id }),
+    });
+    expect(r.statusCode).toBe(200);
+    expect(await r.body.json()).toMatchObject({ id, delivered: 1, deadLettered: 0 });
+    expect(delivered).toEqual([id]);
+    // The page redrove the kept one: the command-line redrive has nothing left to do.
+    const cli = await redriveCli(files, ["--trigger", "default/t"]);
+    expect(cli.report).toMatchObject({ read: 1, settled: 1, matched: 0, delivered: 0 });
+    expect(delivered).toEqual([id]);
   });
 });
