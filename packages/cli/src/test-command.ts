@@ -222,10 +222,16 @@ export async function testCommand(args: string[], out: (s: string) => void, err:
     );
     return 2;
   }
-  const logger =
-    values["log-level"] === "silent"
-      ? silentLogger()
-      : createLogger({ level: values["log-level"], format: "json", write: err });
+  let logger: Logger;
+  try {
+    logger =
+      values["log-level"] === "silent"
+        ? silentLogger()
+        : createLogger({ level: values["log-level"], format: "json", write: err });
+  } catch (e) {
+    err(`error: --log-level: ${(e as Error).message}; see: ofevents test --help\n`);
+    return 2;
+  }
   let report: TestReport;
   try {
     report = await runTests({

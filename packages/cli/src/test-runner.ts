@@ -379,12 +379,17 @@ export async function runCase(trigger: Trigger, c: TestCase, o: { logger: Logger
 
     // Then run the clock, timer by timer, until nothing is scheduled or the bound is reached.
     const runFor = c.runForMs ?? settleBound(trigger);
+    // A correlation.reset cron schedule always keeps one timer: it alone does not keep the run going.
+    const inputNames = Object.keys(trigger.spec.inputs);
+    const recurring = specs.filter(
+      (s) => s.correlation?.reset?.cron !== undefined && parseCondition(s.condition, inputNames).type !== "input",
+    ).length;
     let bounded = false;
     const sentinel = clock.setTimeout(() => (bounded = true), runFor);
     let settled = false;
     for (;;) {
       await idle();
-      if (clock.countTimers() - (bounded ? 0 : 1) <= 0) {
+      if (clock.countTimers() - (bounded ? 0 : 1) - recurring <= 0) {
         settled = true;
         break;
       }

@@ -155,6 +155,9 @@ describe("test command - cases file problems", () => {
     expect(missing.code).toBe(2);
     expect(missing.err).toMatch(/nope\.yaml: no such file/);
     expect((await cli(["test", "-f", f.manifests, f.cases, "--bogus"])).code).toBe(2);
+    const level = await cli(["test", "-f", f.manifests, f.cases, "--log-level", "loud"]);
+    expect(level.code).toBe(2);
+    expect(level.err).toMatch(/--log-level: unknown log level "loud"/);
   });
 });
 
@@ -367,6 +370,31 @@ subscribers:
     expect(c!.run!.subscribers[0]!.counts["expired"]).toBe(1);
     // The clock is the real one again.
     expect(Math.abs(Date.now() - performance.timeOrigin - performance.now())).toBeLessThan(1_000);
+  });
+
+  it("test command - a correlation.reset cron releases pending events, and its schedule does not keep the run going", async () => {
+    const [reset, joined] = await reports(
+      JOIN.replace("window: 10s", "window: 1h, reset: { cron: '* * * * *' }"),
+      `cases:
+  - name: reset
+    events:
+      - { input: order, at: 30s, data: { n: 1 } }
+      - { input: payment, at: 61s, data: { amount: 5 } }
+    expect: [{ subscriber: 0, deliveries: none }]
+  - name: joined
+    events:
+      - { input: order, at: 30s, data: { n: 1 } }
+      - { input: payment, at: 50s, data: { amount: 5 } }
+    expect: [{ subscriber: 0, deliveries: [{ id: payment-1 }] }]
+`,
+    );
+    expect(reset!.mismatches).toEqual([]);
+    expect(reset!.run!.subscribers[0]!.counts["reset"]).toBe(2);
+    // Ended at the reset of 2 min, not at the run's bound of hours.
+    expect(reset!.endedAtMs).toBe(120_000);
+    expect(reset!.settled).toBe(true);
+    expect(joined!.mismatches).toEqual([]);
+    expect(joined!.endedAtMs).toBe(50_000);
   });
 
   it("test command - a correlation key joins only events with the same key", async () => {
