@@ -545,6 +545,29 @@ cases:
     expect(recovered!.run!.subscribers[0]!.counts["retried"]).toBe(2);
   });
 
+  it("test command - a sink shared by two subscribers is told apart, and a failing transform is dead-lettered with 0 attempts", async () => {
+    const [c] = await reports(
+      `inputs:
+  order: { eventSource: shop, event: order }
+subscribers:
+  - { condition: order, sink: { uri: "http://one.example/" }, transform: '{ "by": 0 }' }
+  - { condition: order, sink: { uri: "http://one.example/" }, transform: '{ "by": 1 }' }
+  - { condition: order, sink: { uri: "http://one.example/" }, transform: 'function($x) { $x }', deadLetterTopic: bad }
+`,
+      `cases:
+  - name: shared
+    events: [{ input: order }]
+    expect:
+      - { subscriber: 0, deliveries: [{ data: { by: 0 } }] }
+      - { subscriber: 1, deliveries: [{ data: { by: 1 } }] }
+      - subscriber: 2
+        deliveries: none
+        deadLetters: [{ to: deadLetterTopic, code: EXPRESSION_TYPE, attempts: 0, oferrordest: "http://one.example/" }]
+`,
+    );
+    expect(c!.mismatches).toEqual([]);
+  });
+
   it("test command - a dead-letter reason that does not match fails the case", async () => {
     const [c] = await reports(
       `inputs:
