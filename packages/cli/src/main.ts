@@ -32,6 +32,7 @@ import { runRedrive, runReplay } from "./history.js";
 import type { JournalEntry, JournalStep } from "./journal.js";
 import { startSingle } from "./single.js";
 import { prettyEvent, runTail } from "./tail.js";
+import { TEST_HELP, testCommand } from "./test-command.js";
 import { startTracing } from "./tracing.js";
 import { runWatching } from "./watch.js";
 
@@ -50,6 +51,8 @@ Usage:
       Run one EventSource or Trigger with its bus (the container entrypoints): /healthz, /readyz, /metrics.
   ofevents validate -f <file|folder>...
       Print every problem in the manifests; exit 1 when there is one.
+  ofevents test -f <file|folder>... <cases.yaml>... [--case <text>] [--json]
+      Run a trigger's test cases offline on a virtual clock; exit 1 when one fails.
   ofevents redrive -f <file|folder>... --trigger [ns/]name [--subscriber N] [--filter <jsonata>] [--limit N]
                    [--dry-run] [--json]
       Deliver the dead letters a trigger kept again, each to the subscriber it failed for.
@@ -132,6 +135,7 @@ exit 1 when there is one; otherwise print what is valid.
 Options:
 ${FILES}  -h, --help                  show this help
 `,
+  test: TEST_HELP,
   redrive: `Usage: ofevents redrive -f <file|folder>... --trigger [ns/]name [options]
 
 Deliver the dead letters a trigger kept on its dead-letter topic ({namespace}.{name}.deadletters,
@@ -392,6 +396,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
         return await run(rest, out, err);
       case "validate":
         return await validate(rest, out, err);
+      case "test":
+        return await testCommand(rest, out, err);
       case "eventsource":
         return await single("EventSource", rest, out, err);
       case "trigger":

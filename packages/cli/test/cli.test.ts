@@ -77,7 +77,7 @@ spec:
       expect(r.err).toBe("");
       expect(r.code).toBe(0);
       expect(r.out).toBe(
-        "3 resources valid (4 functions, 0 documents of other kinds skipped, 2 files that are not manifests skipped)\n",
+        "3 resources valid (4 functions, 0 documents of other kinds skipped, 3 files that are not manifests skipped)\n",
       );
       // Named explicitly, a file must be a manifest; the location is the path as given, with a line.
       const named = await cli(["validate", "-f", "functions/package.json"]);
