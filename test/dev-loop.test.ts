@@ -173,6 +173,20 @@ describe("run --watch", () => {
     for (const id of ids) expect(delivered().filter((d) => d.id === id)).toHaveLength(1);
   });
 
+  it("reloads nothing when a file that is not a manifest changes (a test cases file)", async () => {
+    const before = lines.filter((l) => l.includes("files changed")).length;
+    await writeFile(join(dir, "orders.cases.yaml"), "cases: []\n");
+    await waitFor(() => lines.filter((l) => l.includes("files changed")).length > before, {
+      timeoutMs: 15_000,
+      message: "the change seen",
+    });
+    expect(lines.filter((l) => l.includes("files changed")).at(-1)).toContain("did not: not reloaded");
+    const reloaded = reloads.length;
+    const id = await post(300);
+    await waitFor(() => delivered().some((d) => d.id === id));
+    expect(reloads.length).toBe(reloaded);
+  });
+
   it("keeps the running set when the changed manifests are broken, and says why", async () => {
     await change("flow.yaml", manifests(port, "data.amount >= ").replace("kind: Trigger", "kind: Trigger\nbogus: [1"));
     expect(reloads.at(-1)).toContain("not reloaded");

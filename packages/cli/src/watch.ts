@@ -13,13 +13,14 @@
  * - a webhook request that arrives in the gap between the stop and the start is refused (503 or
  *   connection refused): senders retry as for any restart.
  *
- * Invalid manifests are reported and the running set is kept. A Function's module file is
- * imported anew when it changed (modules it imports are not).
+ * Invalid manifests are reported and the running set is kept; a change that leaves every manifest
+ * and module as it was (a file that is not a manifest, such as a test cases file) reloads nothing.
+ * A Function's module file is imported anew when it changed (modules it imports are not).
  */
 import { watch, type FSWatcher } from "node:fs";
 import { stat } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
-import { MODULE_ANNOTATION, formatIssue, type Logger } from "@ofevents/core";
+import { MODULE_ANNOTATION, formatIssue, type Logger, type Manifests } from "@ofevents/core";
 import { validateAll } from "./check.js";
 import { startEmbedded, type Embedded, type EmbeddedOptions } from "./embedded.js";
 
@@ -32,6 +33,20 @@ export interface Watching {
   /** Reloads attempted so far (valid or not). */
   readonly reloads: number;
   stop(): Promise<void>;
+}
+
+/** What a reload would change: every resource loaded, and each local Function module's time. */
+async function fingerprint(m: Manifests): Promise<string> {
+  const modules = await Promise.all(
+    m.functions.map(async (f) => {
+      const rel = f.resource.metadata.annotations?.[MODULE_ANNOTATION];
+      if (rel === undefined) return "";
+      const path = resolve(dirname(f.file), rel);
+      return `${path}@${(await stat(path).catch(() => undefined))?.mtimeMs ?? "missing"}`;
+    }),
+  );
+  const kinds = [m.eventSources, m.triggers, m.eventBuses, m.clusterEventBuses, m.functions, m.secrets];
+  return JSON.stringify([kinds.map((list) => list.map((x) => x.resource)), modules]);
 }
 
 export async function runWatching(o: EmbeddedOptions, logger: Logger): Promise<Watching> {
@@ -77,17 +92,25 @@ export async function runWatching(o: EmbeddedOptions, logger: Logger): Promise<W
     }
   };
 
+  let running = current === undefined ? undefined : await fingerprint(current.manifests);
   const reload = async (): Promise<void> => {
     const files = [...changed];
     changed.clear();
-    log.info({ changed: files }, "files changed: reloading");
-    const { issues } = await validateAll(o.paths, { mode: "run" });
+    const { manifests, issues } = await validateAll(o.paths, { mode: "run" });
     if (issues.length > 0) {
+      log.info({ changed: files }, "files changed");
       for (const i of issues) log.error(formatIssue(i));
       log.error("not reloaded: the manifests have problems (the running set goes on); fix them and save again");
       reloads++;
       return;
     }
+    // A file that is not a manifest (a test cases file, an editor's backup) changes nothing.
+    const next = await fingerprint(manifests);
+    if (current !== undefined && next === running) {
+      log.info({ changed: files }, "files changed, the manifests and modules did not: not reloaded");
+      return;
+    }
+    log.info({ changed: files }, "files changed: reloading");
     // The same ports as the running set (a port picked at start stays the run's port).
     const same: EmbeddedOptions = {
       ...o,
@@ -101,6 +124,7 @@ export async function runWatching(o: EmbeddedOptions, logger: Logger): Promise<W
     current = undefined;
     try {
       current = await startEmbedded(same);
+      running = next;
       log.info("reloaded");
     } catch (err) {
       log.error({ err: (err as Error).message }, "reload failed: nothing runs until the next change");
