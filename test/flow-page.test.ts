@@ -51,6 +51,34 @@ async function rowText(page: Page, from: string, to: string): Promise<string> {
   );
 }
 
+/**
+ * A webhook source and a trigger whose one subscriber delivers to `sink` (one retry), with a
+ * dead-letter sink or, on a JetStream bus, none (the trigger then keeps its dead letters).
+ */
+function redriveFlow(port: number, o: { sink: string; deadLetterSink?: string; jetstream?: string }): string {
+  const api = "apiVersion: events.openfunction.io/v1alpha1";
+  return `${o.jetstream === undefined ? "" : `${api}\nkind: EventBus\nmetadata: { name: default }\nspec: { jetstream: { url: "${o.jetstream}" } }\n---\n`}${api}
+kind: EventSource
+metadata: { name: web }
+spec:
+  eventBus: default
+  webhook:
+    in: { port: "${port}", endpoint: /in, method: POST }
+---
+${api}
+kind: Trigger
+metadata: { name: t }
+spec:
+  eventBus: default
+  inputs:
+    i: { eventSource: web, event: in }
+  subscribers:
+    - condition: i
+      sink: { uri: "${o.sink}" }
+${o.deadLetterSink === undefined ? "" : `      deadLetterSink: { uri: "${o.deadLetterSink}" }\n`}      delivery: { retry: 1, backoffDelay: 10ms }
+`;
+}
+
 let browser: Browser;
 
 beforeAll(async () => {
@@ -202,27 +230,10 @@ describe("flow page: redrive", () => {
     webhook = `http://127.0.0.1:${port}/in`;
     await writeFile(
       join(dir, "flow.yaml"),
-      `apiVersion: events.openfunction.io/v1alpha1
-kind: EventSource
-metadata: { name: web }
-spec:
-  eventBus: default
-  webhook:
-    in: { port: "${port}", endpoint: /in, method: POST }
----
-apiVersion: events.openfunction.io/v1alpha1
-kind: Trigger
-metadata: { name: t }
-spec:
-  eventBus: default
-  inputs:
-    i: { eventSource: web, event: in }
-  subscribers:
-    - condition: i
-      sink: { uri: "http://127.0.0.1:${(sink.address() as AddressInfo).port}/" }
-      deadLetterSink: { uri: "http://127.0.0.1:${(deadLetters.address() as AddressInfo).port}/" }
-      delivery: { retry: 1, backoffDelay: 10ms }
-`,
+      redriveFlow(port, {
+        sink: `http://127.0.0.1:${(sink.address() as AddressInfo).port}/`,
+        deadLetterSink: `http://127.0.0.1:${(deadLetters.address() as AddressInfo).port}/`,
+      }),
     );
     ({ proc, url } = await runWithPage([dir], "run redrive"));
     page = await browser.newPage();
@@ -287,31 +298,7 @@ describe("flow page: redrive on a JetStream bus", () => {
     // No dead-letter target: on jetstream the trigger keeps its dead letters (keepDeadLetters).
     await writeFile(
       file,
-      `apiVersion: events.openfunction.io/v1alpha1
-kind: EventBus
-metadata: { name: default }
-spec: { jetstream: { url: "${server.url}" } }
----
-apiVersion: events.openfunction.io/v1alpha1
-kind: EventSource
-metadata: { name: web }
-spec:
-  eventBus: default
-  webhook:
-    in: { port: "${port}", endpoint: /in, method: POST }
----
-apiVersion: events.openfunction.io/v1alpha1
-kind: Trigger
-metadata: { name: t }
-spec:
-  eventBus: default
-  inputs:
-    i: { eventSource: web, event: in }
-  subscribers:
-    - condition: i
-      sink: { uri: "http://127.0.0.1:${(sink.address() as AddressInfo).port}/" }
-      delivery: { retry: 1, backoffDelay: 10ms }
-`,
+      redriveFlow(port, { sink: `http://127.0.0.1:${(sink.address() as AddressInfo).port}/`, jetstream: server.url }),
     );
     ({ proc, url } = await runWithPage([dir], "run redrive jetstream"));
   });

@@ -60,7 +60,7 @@ import { ConsumerEngine } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { logNatsStatus, natsOptions } from "../clients.js";
 import { openJetStreamSeenSet } from "./jetstream-seen.js";
-import { readJetStream, tailJetStream } from "./jetstream-read.js";
+import { readJetStream, tailJetStream, type JetStreamReadContext } from "./jetstream-read.js";
 import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
@@ -389,34 +389,25 @@ class JetStreamBus implements EventBus {
     );
   }
 
+  /** What `read` and `tail` need (jetstream-read.ts); errors name `topic` when given. */
+  private readContext(topic?: string): JetStreamReadContext {
+    return {
+      js: this.js,
+      jsm: this.jsm,
+      log: this.log,
+      ensureStream: (t) => this.ensureStream(t),
+      busError: (code, what, err) => this.busError(code, what, err, topic),
+    };
+  }
+
   tail(topics: readonly string[], onEvent: (e: TailedEvent) => void): Promise<Tail> {
     if (this.closed) throw BusError.closed();
-    return tailJetStream(
-      {
-        js: this.js,
-        jsm: this.jsm,
-        log: this.log,
-        ensureStream: (t) => this.ensureStream(t),
-        busError: (code, what, err) => this.busError(code, what, err),
-      },
-      topics,
-      onEvent,
-    );
+    return tailJetStream(this.readContext(), topics, onEvent);
   }
 
   read(topic: string, options?: ReadOptions): AsyncIterable<RetainedEvent> {
     if (this.closed) throw BusError.closed();
-    return readJetStream(
-      {
-        js: this.js,
-        jsm: this.jsm,
-        log: this.log,
-        ensureStream: (t) => this.ensureStream(t),
-        busError: (code, what, err) => this.busError(code, what, err, topic),
-      },
-      topic,
-      options,
-    );
+    return readJetStream(this.readContext(topic), topic, options);
   }
 
   ping(timeoutMs: number): Promise<void> {

@@ -38,7 +38,7 @@ import {
 } from "@ofevents/core";
 import { ConsumerEngine, UNDECODABLE_EVENT_TYPE } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
-import { readKafka, tailKafka } from "./kafka-read.js";
+import { readKafka, tailKafka, type KafkaReadContext } from "./kafka-read.js";
 import { openKafkaSeenSet } from "./kafka-seen.js";
 import { pingWithin } from "../ping.js";
 import { kafkaLogging, kafkaSasl, kafkaTls } from "../clients.js";
@@ -380,38 +380,28 @@ class KafkaBus implements EventBus {
     };
   }
 
+  /** What `read` and `tail` need (kafka-read.ts): the side clients and topic creation. */
+  private readContext(): KafkaReadContext {
+    return {
+      ...this.sideContext(),
+      ensureTopic: async (t) => {
+        const kt = this.kafkaTopic(t);
+        await this.ensureTopic(kt, t);
+        return kt;
+      },
+    };
+  }
+
   /** Watches topics from now on in a throwaway group (kafka-read.ts). */
   tail(topics: readonly string[], onEvent: (e: TailedEvent) => void): Promise<Tail> {
     if (this.closed) throw BusError.closed();
-    return tailKafka(
-      {
-        ...this.sideContext(),
-        ensureTopic: async (t) => {
-          const kt = this.kafkaTopic(t);
-          await this.ensureTopic(kt, t);
-          return kt;
-        },
-      },
-      topics,
-      onEvent,
-    );
+    return tailKafka(this.readContext(), topics, onEvent);
   }
 
   /** Reads a topic's retained records (kafka-read.ts). */
   read(topic: string, options?: ReadOptions): AsyncIterable<RetainedEvent> {
     if (this.closed) throw BusError.closed();
-    return readKafka(
-      {
-        ...this.sideContext(),
-        ensureTopic: async (t) => {
-          const kt = this.kafkaTopic(t);
-          await this.ensureTopic(kt, t);
-          return kt;
-        },
-      },
-      topic,
-      options,
-    );
+    return readKafka(this.readContext(), topic, options);
   }
 
   /** A compacted topic per name (kafka-seen.ts); rejects with a BusError. */
