@@ -358,6 +358,7 @@ async function faultRun(
 ): Promise<FaultRun> {
   sink.reset();
   const u = new URL(url);
+  if (u.hostname !== "127.0.0.1") throw new Error(`fault run: only 127.0.0.1 is allowed, got ${u.hostname}`);
   const pool = new Pool(u.origin, { connections: 32, keepAliveTimeout: 30_000 });
   const accepted = new Set<number>();
   const passingTotal = Math.ceil(f.count / 2);
