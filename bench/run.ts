@@ -200,7 +200,7 @@ async function main(): Promise<number> {
           await mkdir(dir, { recursive: true });
           if (!profileDirs.some((d) => d.dir === dir)) profileDirs.push({ role, dir });
         }
-        return spawnChild({ scenarioFile: file, role, args, cpuProfDir: dir });
+        return spawnChild({ scenarioFile: file, role, args, cpuProfDir: dir, env: o.env });
       },
     };
     try {

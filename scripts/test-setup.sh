@@ -17,6 +17,7 @@
 #   $CACHE/keda-<ver>/            the KEDA operator (pruned build) and its CRDs (crds/*.yaml)
 #   $CACHE/otelcol-<ver>/         an OpenTelemetry Collector built by the pinned collector builder
 #   $CACHE/otelcol-builder-<ver>/ that builder (`go install`)
+#   $CACHE/argo-events-<ver>/     Argo Events' eventsource and sensor (pruned build), for bench P1
 #
 # Needs: apt (root or sudo) for the Debian packages, java >= 17 and mvn (installed from apt when
 # missing), go >= 1.24 (not installed here: Debian's golang is too old for nats-server 2.15).
@@ -801,6 +802,232 @@ step_otelcol() {
   log "$BIN/otelcol -> $dir/otelcol (version $(otelcol_version "$dir/otelcol"), $(du -h "$dir/otelcol" | cut -f1))"
 }
 
+# ---- Argo Events (eventsource-service + sensor-service, off-cluster, JetStream bus) -------------
+# Used by the benchmark's peer scenario P1 (bench/scenarios/p1-argo.ts), which runs Argo Events' own
+# eventsource and sensor beside the framework. One binary, `argo-events`, with the two upstream
+# subcommands eventsource-service and sensor-service (and `version`), configured only from
+# environment variables (EVENTSOURCE_OBJECT / SENSOR_OBJECT, EVENTBUS_CONFIG, EVENTBUS_SUBJECT,
+# POD_NAME, KUBECONFIG; bench/README.md says how P1 starts them). Cached in
+# $CACHE/argo-events-<ver>/argo-events, with $BIN/argo-events linking to it.
+#
+# Not `go install`: v1.9.11's go.mod has no `replace` (so `go install .../cmd@v1.9.11` would
+# work for the full binary), but the pruning below edits the sources, so like daprd/KEDA the module
+# is downloaded, copied to a writable dir and built there as the main module, with its own go.mod
+# and go.sum (default -mod=readonly, no go.mod edits, no tidy).
+#
+# Pruning (in the copy, never in the module cache). Upstream wires every event source and trigger
+# by name in one function each, so every SDK (AWS, Azure, GCP, Pulsar, Kafka, ...) is compiled in:
+#   pkg/eventsources/eventing.go  GetEventingServers: one `if len(eventSource.Spec.<X>) != 0 {...}`
+#                                 block per source type; only ARGO_KEEP_SOURCES stay, and the
+#                                 imports of the removed sources' packages go
+#   pkg/sensors/trigger.go        GetTrigger: one `if trigger.Template.<X> != nil {...}` block per
+#                                 trigger type; only ARGO_KEEP_TRIGGERS stay
+#   pkg/sensors/context.go        SensorContext's client caches typed by the removed triggers' SDKs
+#                                 (sarama, pulsar, lambda, openwhisk, eventhubs, servicebus, nats,
+#                                 grpc) and their imports
+#   pkg/sensors/triggers/fetch.go only the k8s and argo-workflow triggers use it (it pulls the S3,
+#                                 git, ... artifact readers)
+#   pkg/eventbus/driver.go        the NATS-streaming (stan) and Kafka bus drivers: each `dvr = ...`
+#                                 line becomes an error return; JetStream stays
+#   cmd/                          replaced by cmd/argo-events-lite/main.go (eventsource-service,
+#                                 sensor-service, version): the controller, admission webhook and
+#                                 lint commands are not built
+# Two small patches make a second process on the same host possible without a cluster:
+#   pkg/metrics/metrics.go        Run(ctx, addr): ARGO_EVENTS_METRICS_ADDR overrides addr. Upstream
+#                                 binds ":7777" in both the eventsource and the sensor (one pod
+#                                 each in Kubernetes), so two processes on one host collide, and
+#                                 the second dies ("failed to start metrics server").
+#   pkg/eventsources/common/webhook/webhook.go
+#                                 the webhook server binds "$ARGO_EVENTS_WEBHOOK_HOST:<port>"
+#                                 (upstream ":<port>"; unset keeps upstream behaviour)
+# Nothing else is changed: the eventing, bus, filter and trigger code runs as released.
+# Still compiled in: pkg/shared/util imports sarama and pkg/eventsources/events the aws-sdk-go,
+# minio-go and stripe types (shared type packages; pruning them would mean editing them).
+# Measured on 2 cores shared with other work (load 0.3-4, nice 19), modules already downloaded and
+# an empty GOCACHE: 2 min 44 s wall, 3 min 48 s CPU (the full upstream ./cmd: 5 min 53 s CPU); 1069
+# packages instead of 1914; binary 61 MiB instead of 106 MiB; each process's idle RSS about 48 MiB
+# instead of 88. A rebuild with warm Go caches 4 s; a cached run 0.1 s.
+ARGO_EVENTS_VERSION="v1.9.11"
+ARGO_EVENTS_MODULE="github.com/argoproj/argo-events"
+ARGO_EVENTS_COMMIT="d13fde07d944c081c25574305911908c80faa98e" # the tag's commit (the proxy's .info Origin)
+ARGO_EVENTS_GO_MIN="1.26.0"                                   # the go directive of v1.9.11's go.mod
+ARGO_KEEP_SOURCES=(Webhook)   # field names of EventSourceSpec
+ARGO_KEEP_TRIGGERS=(HTTP Log) # field names of TriggerTemplate (Log: a trigger for debugging, no deps)
+
+
+# argo_events_version FILE: the version the binary reports ("v1.9.11+d13fde0.dirty": -X ldflags
+# set the tag and commit; "dirty" because of the pruning).
+argo_events_version() { [ -x "$1" ] && "$1" version 2>/dev/null | head -1; }
+argo_events_want_version() { printf '%s+%s.dirty\n' "$ARGO_EVENTS_VERSION" "${ARGO_EVENTS_COMMIT:0:7}"; }
+argo_events_prune_list() { printf 'sources: %s\ntriggers: %s\n' "${ARGO_KEEP_SOURCES[*]}" "${ARGO_KEEP_TRIGGERS[*]}"; }
+
+# argo_prune_blocks FILE PREFIX KEEP...: drops each block whose first line starts with PREFIX (a
+# one-tab-indented `if` whose first identifier after PREFIX names the kind, e.g. "\tif
+# trigger.Template." + "K8s != nil {") unless that name is in KEEP, through its closing "\t}" line.
+argo_prune_blocks() {
+  local file=$1 prefix=$2
+  shift 2
+  PRUNE_KEEP=" $* " PRUNE_PREFIX=$prefix awk '
+    BEGIN { skip = 0; prefix = ENVIRON["PRUNE_PREFIX"]; keep = ENVIRON["PRUNE_KEEP"] }
+    skip { if ($0 == "\t}") skip = 0; next }
+    index($0, prefix) == 1 {
+      name = substr($0, length(prefix) + 1); sub(/[^A-Za-z0-9].*$/, "", name)
+      if (index(keep, " " name " ") == 0) { skip = 1; next }
+    }
+    { print }
+  ' "$file" >"$file.pruned" || die "pruning $file failed"
+  mv "$file.pruned" "$file"
+}
+
+# argo_events_prune SRC: the edits described above, each checked so that a changed upstream file
+# fails loudly instead of building something else.
+argo_events_prune() {
+  local src=$1 f n
+  # -- event sources
+  f="$src/pkg/eventsources/eventing.go"
+  argo_prune_blocks "$f" $'\tif len(eventSource.Spec.' "${ARGO_KEEP_SOURCES[@]}"
+  n=$(grep -c $'^\tif len(eventSource.Spec.' "$f" || true)
+  [ "$n" -eq "${#ARGO_KEEP_SOURCES[@]}" ] || die "$f: $n source blocks left, expected ${#ARGO_KEEP_SOURCES[@]}"
+  # imports: keep a source package only if the remaining code names it (pkg.EventListener)
+  local line p alias
+  while IFS= read -r line; do
+    p=$(sed -n 's|.*"github.com/argoproj/argo-events/pkg/eventsources/sources/\([^"]*\)".*|\1|p' <<<"$line")
+    alias=$(awk '{print ($1 ~ /^"/) ? "" : $1}' <<<"$line")
+    [ -n "$alias" ] || alias=${p##*/}
+    if ! grep -q "[^A-Za-z0-9_]$alias\.EventListener" "$f"; then
+      grep -vF -- "$line" "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+    fi
+  done < <(grep 'argo-events/pkg/eventsources/sources/' "$f")
+  # -- triggers
+  f="$src/pkg/sensors/trigger.go"
+  argo_prune_blocks "$f" $'\tif trigger.Template.' "${ARGO_KEEP_TRIGGERS[@]}"
+  n=$(grep -c $'^\tif trigger.Template.' "$f" || true)
+  [ "$n" -eq "${#ARGO_KEEP_TRIGGERS[@]}" ] || die "$f: $n trigger blocks left, expected ${#ARGO_KEEP_TRIGGERS[@]}"
+  while IFS= read -r line; do
+    p=$(sed -n 's|.*"github.com/argoproj/argo-events/pkg/sensors/triggers/\([^"]*\)".*|\1|p' <<<"$line")
+    alias=$(awk '{print ($1 ~ /^"/) ? "" : $1}' <<<"$line")
+    [ -n "$alias" ] || alias=${p##*/}
+    if ! grep -q "[^A-Za-z0-9_]$alias\.New" "$f"; then
+      grep -vF -- "$line" "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+    fi
+  done < <(grep 'argo-events/pkg/sensors/triggers/' "$f")
+  # -- the sensor context's SDK-typed client caches
+  f="$src/pkg/sensors/context.go"
+  local fields='kafkaProducers|pulsarProducers|natsConnections|awsLambdaClients|openwhiskClients|azureEventHubsClients|azureServiceBusClients|customTriggerClients'
+  local imports='"github.com/Azure/azure-event-hubs-go/v3"|"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"|"github.com/IBM/sarama"|"github.com/apache/openwhisk-client-go/whisk"|"github.com/apache/pulsar-client-go/pulsar"|"github.com/aws/aws-sdk-go/service/lambda"|"github.com/nats-io/nats.go"|"google.golang.org/grpc"'
+  n=$(grep -Ec "$fields|$imports" "$f" || true)
+  [ "$n" -eq 32 ] || die "$f: $n lines name the pruned client caches or their imports, expected 32 (8 fields x 3 + 8 imports)"
+  grep -Ev "$fields|$imports" "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+  # -- the artifact readers of the k8s / argo-workflow triggers
+  [ -f "$src/pkg/sensors/triggers/fetch.go" ] || die "pkg/sensors/triggers/fetch.go missing"
+  rm -f "$src/pkg/sensors/triggers/fetch.go" "$src/pkg/sensors/triggers/fetch_test.go"
+  # -- the stan and kafka bus drivers
+  f="$src/pkg/eventbus/driver.go"
+  n=$(grep -Ec $'^\t\tdvr = (stansource|kafkasource|stansensor|kafkasensor)\\.' "$f" || true)
+  [ "$n" -eq 4 ] || die "$f: $n stan/kafka driver lines, expected 4"
+  sed -i -E 's/^\t\tdvr = (stansource|kafkasource|stansensor|kafkasensor)\..*$/\t\treturn nil, fmt.Errorf("this argo-events build has the JetStream bus only (pruned: \1)")/' "$f"
+  sed -i -E '/"github.com\/argoproj\/argo-events\/pkg\/eventbus\/(stan|kafka)\//d' "$f"
+  # -- metrics address (env override)
+  f="$src/pkg/metrics/metrics.go"
+  grep -q '^func (m \*Metrics) Run(ctx context.Context, addr string) {$' "$f" || die "$f: Run(ctx, addr) changed"
+  sed -i 's|^func (m \*Metrics) Run(ctx context.Context, addr string) {$|&\n\tif a := os.Getenv("ARGO_EVENTS_METRICS_ADDR"); a != "" { // ofevents: off-cluster, 2 processes on 1 host\n\t\taddr = a\n\t}|' "$f"
+  grep -q '^	"os"$' "$f" || sed -i '0,/^import (/s//import (\n\t"os"/' "$f"
+  # -- webhook bind host (env)
+  f="$src/pkg/eventsources/common/webhook/webhook.go"
+  n=$(grep -c 'Addr:    fmt.Sprintf(":%s", route.Context.Port),' "$f" || true)
+  [ "$n" -eq 1 ] || die "$f: the server Addr line changed"
+  sed -i 's|Addr:    fmt.Sprintf(":%s", route.Context.Port),|Addr:    fmt.Sprintf("%s:%s", os.Getenv("ARGO_EVENTS_WEBHOOK_HOST"), route.Context.Port), // ofevents: bind host|' "$f"
+  grep -q '^	"os"$' "$f" || sed -i '0,/^import (/s//import (\n\t"os"/' "$f"
+  # -- the command: only the two data-plane services
+  rm -rf "$src/cmd"
+  mkdir -p "$src/cmd/argo-events-lite"
+  cat >"$src/cmd/argo-events-lite/main.go" <<'EOF'
+// Written by scripts/test-setup.sh (the benchmark's P1): upstream cmd/ without the controller,
+// admission webhook and lint commands. The subcommands run upstream's Start functions unchanged.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	argoevents "github.com/argoproj/argo-events"
+	eventsourcecmd "github.com/argoproj/argo-events/pkg/eventsources/cmd"
+	sensorcmd "github.com/argoproj/argo-events/pkg/sensors/cmd"
+)
+
+func main() {
+	root := &cobra.Command{Use: "argo-events", Short: "Argo Events eventsource and sensor (pruned build)"}
+	root.AddCommand(&cobra.Command{Use: "eventsource-service", Short: "Start an EventSource service",
+		Run: func(*cobra.Command, []string) { eventsourcecmd.Start() }})
+	root.AddCommand(&cobra.Command{Use: "sensor-service", Short: "Start a Sensor service",
+		Run: func(*cobra.Command, []string) { sensorcmd.Start() }})
+	root.AddCommand(&cobra.Command{Use: "version", Short: "Print the version",
+		Run: func(*cobra.Command, []string) { fmt.Println(argoevents.GetVersion().Version) }})
+	if err := root.Execute(); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+}
+EOF
+  gofmt -l "$src/pkg/eventsources/eventing.go" "$src/pkg/sensors" "$src/pkg/eventbus/driver.go" >/dev/null ||
+    die "gofmt cannot parse the pruned files"
+}
+
+# build_argo_events DIR: the pruned build described above, into DIR/argo-events (via DIR.tmp.<pid>).
+build_argo_events() {
+  local dir=$1
+  local tmp="$dir.tmp.$$"
+  local gov
+  gov=$(go env GOVERSION)
+  gov=${gov#go}
+  version_ge "$gov" "$ARGO_EVENTS_GO_MIN" || die "argo-events $ARGO_EVENTS_VERSION needs Go >= $ARGO_EVENTS_GO_MIN, found $gov"
+  rm -rf "$dir".tmp.* # leftovers of an interrupted or failed run
+  mkdir -p "$tmp"
+  log "go mod download $ARGO_EVENTS_MODULE@$ARGO_EVENTS_VERSION"
+  go mod download -json "$ARGO_EVENTS_MODULE@$ARGO_EVENTS_VERSION" >"$tmp/download.json" 2>&1 ||
+    die "go mod download $ARGO_EVENTS_MODULE@$ARGO_EVENTS_VERSION failed: $(cat "$tmp/download.json")"
+  local src
+  src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' "$tmp/download.json")
+  [ -f "$src/go.mod" ] || die "no module dir in the output of go mod download: $(cat "$tmp/download.json")"
+  cp -r "$src" "$tmp/src"
+  chmod -R u+w "$tmp/src"
+  argo_events_prune "$tmp/src"
+  argo_events_prune_list >"$tmp/pruned.txt"
+
+  local pkg="github.com/argoproj/argo-events"
+  log "go build ./cmd/argo-events-lite (pruned: sources ${ARGO_KEEP_SOURCES[*]}, triggers ${ARGO_KEEP_TRIGGERS[*]}, JetStream bus; 3-7 min on 2 cores when cold)"
+  if ! (cd "$tmp/src" && nice -n 10 go build -trimpath \
+    -ldflags "-s -w -X $pkg.version=$ARGO_EVENTS_VERSION -X $pkg.gitTag=$ARGO_EVENTS_VERSION -X $pkg.gitCommit=$ARGO_EVENTS_COMMIT -X $pkg.gitTreeState=dirty" \
+    -o "$tmp/argo-events" ./cmd/argo-events-lite) >"$tmp/build.log" 2>&1; then
+    local out
+    out=$(grep -v '^go: downloading' "$tmp/build.log" | tail -30)
+    rm -rf "$tmp"
+    die "go build ./cmd/argo-events-lite ($ARGO_EVENTS_VERSION) failed:"$'\n'"$out"
+  fi
+  local got
+  got=$(argo_events_version "$tmp/argo-events")
+  [ "$got" = "$(argo_events_want_version)" ] || die "$tmp/argo-events reports version '$got', expected $(argo_events_want_version)"
+  rm -rf "$tmp/src" "$tmp/download.json" "$tmp/build.log"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
+step_argo_events() {
+  local dir="$CACHE/argo-events-$ARGO_EVENTS_VERSION"
+  if [ "$(argo_events_version "$dir/argo-events")" = "$(argo_events_want_version)" ] &&
+    [ "$(cat "$dir/pruned.txt" 2>/dev/null)" = "$(argo_events_prune_list)" ]; then
+    STEP_RESULT="cached"
+  else
+    build_argo_events "$dir"
+    STEP_RESULT="built"
+  fi
+  mkdir -p "$BIN"
+  ln -sfn "$dir/argo-events" "$BIN/argo-events"
+  log "$BIN/argo-events -> $dir/argo-events (version $(argo_events_version "$dir/argo-events"), $(du -h "$dir/argo-events" | cut -f1))"
+}
+
 # ---- main --------------------------------------------------------------------------------------
 main() {
   log "cache: $CACHE"
@@ -808,6 +1035,7 @@ main() {
   run_step prereqs step_prereqs
   run_step apt step_apt
   run_step nats-server step_nats
+  run_step argo-events step_argo_events
   run_step kafka step_kafka
   run_step daprd step_daprd
   run_step etcd step_etcd

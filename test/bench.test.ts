@@ -1,8 +1,9 @@
 /**
  * Smoke run of the benchmark harness (`bench/run.ts --quick`): every scenario runs with tiny
  * counts against the built packages, and the JSON it writes has the documented shape. The
- * figures of a quick run mean nothing, so nothing here is timed. E2..E5 start real brokers
- * (nats-server, Kafka, daprd from `npm run test:setup`), so the run takes a few minutes.
+ * figures of a quick run mean nothing, so nothing here is timed. E2..E5 and P1 start real
+ * brokers (nats-server, Kafka, daprd) and P1 Argo Events, all from `npm run test:setup`, so the
+ * run takes a few minutes.
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -84,7 +85,7 @@ describe("bench - quick run of the harness", () => {
 
   it("bench - reports every scenario with figures, a ratio in (0, 10) and judged goals", () => {
     const scenarios = json["scenarios"] as Array<Record<string, unknown>>;
-    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9"]);
+    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "P1"]);
     expect(json["failures"]).toEqual([]);
     for (const s of scenarios) {
       for (const k of FIGURES) {
@@ -104,7 +105,7 @@ describe("bench - quick run of the harness", () => {
     }
     const e1 = scenarios.find((s) => s["id"] === "E1")!;
     for (const k of FIGURES) expect(e1[k], `E1.${k}`).toBeTypeOf("number");
-    for (const id of ["E2", "E3", "E4", "E8", "E9"]) {
+    for (const id of ["E2", "E3", "E4", "E8", "E9", "P1"]) {
       const e = scenarios.find((s) => s["id"] === id)!;
       for (const k of FIGURES) expect(e[k], `${id}.${k}`).toBeTypeOf("number");
     }
@@ -113,6 +114,14 @@ describe("bench - quick run of the harness", () => {
     expect(Object.keys(drivers)).toEqual(["jetstream", "kafka", "dapr"]);
     for (const d of Object.values(drivers)) expect(d["ratio"]).toBeTypeOf("number");
     expect((e5["goals"] as unknown[]).length).toBe(3);
+    const p1 = scenarios.find((s) => s["id"] === "P1")!;
+    const fault = (p1["extra"] as Record<string, unknown>)["fault"] as { runs: Array<Record<string, unknown>> };
+    expect(fault.runs.map((x) => x["side"])).toEqual(["argo atLeastOnce false", "argo atLeastOnce true", "framework"]);
+    for (const x of fault.runs) {
+      expect(x["accepted"], `P1 fault ${String(x["side"])}`).toBe(x["sent"]);
+      expect(x["lost"]).toBeTypeOf("number");
+      expect(x["duplicates"]).toBeTypeOf("number");
+    }
     const e6 = scenarios.find((s) => s["id"] === "E6")!;
     expect((e6["extra"] as Record<string, unknown>)["filterShareOfE1Cpu"]).toBeTypeOf("number");
   });
@@ -121,7 +130,7 @@ describe("bench - quick run of the harness", () => {
     expect(run.stdout).toMatch(/^id\s+events\/s\s+baseline\s+ratio/m);
     expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E1 throughput ratio/m);
     expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E7 /m);
-    for (const id of ["E2", "E3", "E4"])
+    for (const id of ["E2", "E3", "E4", "P1"])
       expect(run.stdout).toMatch(new RegExp(`^\\s+(PASS|MISS)\\s+${id} throughput ratio`, "m"));
     expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E5 kafka driver ratio/m);
   });

@@ -128,6 +128,8 @@ export async function spawnChild(o: {
   role: string;
   args: unknown;
   cpuProfDir?: string | undefined;
+  /** Added to the harness's environment. */
+  env?: Record<string, string> | undefined;
   readyTimeoutMs?: number;
 }): Promise<ChildProc> {
   await prepareChildCode();
@@ -139,6 +141,7 @@ export async function spawnChild(o: {
   const flags = o.cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${o.cpuProfDir}`];
   const child = spawn(process.execPath, [...flags, entry, scenarioJs, o.role, JSON.stringify(o.args ?? null)], {
     cwd: repoRoot,
+    ...(o.env === undefined ? {} : { env: { ...process.env, ...o.env } }),
     stdio: ["ignore", logFd, "pipe", "ipc"],
   });
   closeSync(logFd);

@@ -15,6 +15,8 @@ export interface SinkServer {
   readonly received: number;
   /** Distinct `n` values received since the last reset. */
   readonly distinct: number;
+  /** Whether an event with this `n` arrived since the last reset (the fault runs count losses by `n`). */
+  has(n: number): boolean;
   /** `performance.now()` of the latest arrival. */
   readonly lastArrival: number;
   /** `performance.now()` of the first arrival since the last reset (0: none yet). */
@@ -97,6 +99,9 @@ export async function startSink(options: { mode?: "ok" | "stall" } = {}): Promis
     },
     get distinct() {
       return seen.size;
+    },
+    has(n) {
+      return seen.has(n);
     },
     get lastArrival() {
       return lastArrival;

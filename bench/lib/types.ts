@@ -46,8 +46,11 @@ export interface ScenarioContext {
   profileDir: string | undefined;
   /** Results of the scenarios that ran before this one in the same run, by id. */
   results: ReadonlyMap<string, ScenarioResult>;
-  /** Starts a child process running `children[role]` of this scenario's file. */
-  spawn(role: string, args: unknown, options?: { profile?: boolean }): Promise<ChildProc>;
+  /**
+   * Starts a child process running `children[role]` of this scenario's file; `env` is added to
+   * the harness's environment (e.g. NODE_EXTRA_CA_CERTS for a broker's self-signed certificate).
+   */
+  spawn(role: string, args: unknown, options?: { profile?: boolean; env?: Record<string, string> }): Promise<ChildProc>;
   /** A progress line on stderr. */
   log(line: string): void;
 }
