@@ -95,9 +95,17 @@ export function buildGraph(m: Manifests, busOf: (name: string, namespace: string
     if (!nodes.has(n.id)) nodes.set(n.id, n);
     return n.id;
   };
-  const edge = (from: string, to: string, kind: FlowEdge["kind"], show?: string[], id = `${from} -> ${to}`): void => {
+  /** An edge, once; its counters are those of `of` (default: the node it leaves). */
+  const edge = (
+    from: string,
+    to: string,
+    kind: FlowEdge["kind"],
+    show?: string[],
+    o: { of?: string; id?: string } = {},
+  ): void => {
+    const id = o.id ?? `${from} -> ${to}`;
     if (!edges.has(id))
-      edges.set(id, { id, from, to, kind, ...(show === undefined ? {} : { counters: { of: from, show } }) });
+      edges.set(id, { id, from, to, kind, ...(show === undefined ? {} : { counters: { of: o.of ?? from, show } }) });
   };
   const topicNode = (bus: string, topic: string): string =>
     node({ id: `topic:${bus}/${topic}`, kind: "topic", label: topic, column: 1, detail: { bus } });
@@ -137,15 +145,7 @@ export function buildGraph(m: Manifests, busOf: (name: string, namespace: string
     });
     for (const [input, spec] of Object.entries(t.spec.inputs)) {
       const topic = topicNode(bus, busTopic(spec.namespace ?? ns, spec.eventSource, spec.event));
-      const e = `${topic} -> ${tid}#${input}`;
-      if (!edges.has(e))
-        edges.set(e, {
-          id: e,
-          from: topic,
-          to: tid,
-          kind: "input",
-          counters: { of: `${tid}#${input}`, show: SHOWN.input },
-        });
+      edge(topic, tid, "input", SHOWN.input, { of: `${tid}#${input}`, id: `${topic} -> ${tid}#${input}` });
     }
     t.spec.subscribers.forEach((s, i) => {
       const detail: Record<string, string> = { condition: s.condition };
@@ -160,8 +160,7 @@ export function buildGraph(m: Manifests, busOf: (name: string, namespace: string
         column: 3,
         detail,
       });
-      edge(tid, sid, "subscribe", undefined);
-      edges.get(`${tid} -> ${sid}`)!.counters = { of: sid, show: SHOWN.subscribe };
+      edge(tid, sid, "subscribe", SHOWN.subscribe, { of: sid });
       if (s.sink !== undefined) edge(sid, targetNode(s.sink, ns), "deliver", SHOWN.deliver);
       if (s.topic !== undefined && s.topic !== "") {
         const topic = topicNode(bus, s.topic);
