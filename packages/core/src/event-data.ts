@@ -45,7 +45,9 @@ export function parseJsonBody(body: Uint8Array | string, what: string): unknown 
   } catch (err) {
     throw new EventError(`${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
-  if (nestedDeeperThan(value, MAX_JSON_DEPTH)) {
+  // Nesting deeper than MAX_JSON_DEPTH takes more than that many opening and as many closing
+  // brackets, so a shorter text cannot: the walk is skipped for most bodies.
+  if (text.length > 2 * MAX_JSON_DEPTH && nestedDeeperThan(value, MAX_JSON_DEPTH)) {
     throw new EventError(`${what} nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
   }
   return value;
