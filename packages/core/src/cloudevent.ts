@@ -47,7 +47,8 @@ export function newEvent(init: NewEventInit): CloudEvent {
   };
   if (init.subject !== undefined) ev["subject"] = init.subject;
   if (init.dataschema !== undefined) ev["dataschema"] = init.dataschema;
-  for (const [k, v] of Object.entries(init.extensions ?? {})) setExtension(ev as CloudEvent, k, v);
+  if (init.extensions !== undefined)
+    for (const [k, v] of Object.entries(init.extensions)) setExtension(ev as CloudEvent, k, v);
   if (init.data !== undefined) {
     if (init.data instanceof Uint8Array) {
       ev["data_base64"] = Buffer.from(init.data).toString("base64");
