@@ -105,6 +105,22 @@ export interface SinkClientOptions {
   env?: Readonly<Record<string, string | undefined>>;
 }
 
+const ANSWER_KEPT = 64 * 1024;
+
+/** Reads at most the first 64 KiB of an answer, draining the rest (listeners: no async iterator per answer). */
+function readAnswer(body: Dispatcher.ResponseData["body"]): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    body.on("data", (c: Buffer) => {
+      if (size < ANSWER_KEPT) chunks.push(c);
+      size += c.length;
+    });
+    body.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+    body.once("error", reject);
+  });
+}
+
 export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
   const env = options.env ?? process.env;
   const pool = { connections: options.connections ?? 64, keepAliveTimeout: 10_000 };
@@ -182,20 +198,15 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
         { retriable: true, cause: err },
       );
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
+    let resBody: Buffer;
     try {
-      for await (const c of res.body) {
-        if (size < 64 * 1024) chunks.push(c as Buffer);
-        size += (c as Buffer).length;
-      }
+      resBody = await readAnswer(res.body);
     } catch (err) {
       throw new DeliveryError(ErrorCode.DeliveryFailed, `reading the answer of ${url} failed`, url, {
         retriable: true,
         cause: err,
       });
     }
-    const resBody = Buffer.concat(chunks);
     if (res.statusCode >= 200 && res.statusCode < 300) {
       return { status: res.statusCode, headers: res.headers, body: resBody };
     }
