@@ -40,3 +40,54 @@ describe("memory bus - backpressure", () => {
     await bus.close();
   });
 });
+
+describe("memory bus - handlers never share an event", () => {
+  const received = async (
+    event: CloudEvent,
+    groups = 2,
+  ): Promise<{ bus: ReturnType<typeof createMemoryBus>; got: CloudEvent[][] }> => {
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const topic = uniq("t");
+    const got: CloudEvent[][] = [];
+    for (let i = 0; i < groups; i++) {
+      const mine: CloudEvent[] = [];
+      got.push(mine);
+      await bus.subscribe([topic], async (e) => void mine.push(e), { group: uniq("g") });
+    }
+    await bus.publish(topic, event);
+    await waitFor(() => got.every((g) => g.length === 1), { timeoutMs: 5000, intervalMs: 5, message: "delivered" });
+    return { bus, got };
+  };
+
+  it("memory bus - each handler gets its own copy: a change one makes is not seen by another nor the sender", async () => {
+    const sent = newEvent({ source: "/t", type: "t", data: { order: { id: 7, items: [{ sku: "a" }] }, note: null } });
+    const { bus, got } = await received(sent);
+    const [a, b] = [got[0]![0]!, got[1]![0]!];
+    expect(a).not.toBe(b);
+    expect(a).not.toBe(sent);
+    (a.data as { order: { items: Array<{ sku: string }> } }).order.items[0]!.sku = "changed";
+    expect(b.data).toEqual({ order: { id: 7, items: [{ sku: "a" }] }, note: null });
+    expect(sent.data).toEqual({ order: { id: 7, items: [{ sku: "a" }] }, note: null });
+    await bus.close();
+  });
+
+  it("memory bus - an event with values JSON changes is copied for each handler as JSON writes it", async () => {
+    const when = new Date("2026-01-02T03:04:05.000Z");
+    const sent = newEvent({ source: "/t", type: "t", data: { when, gone: undefined, inf: Infinity, list: [1, 2] } });
+    const { bus, got } = await received(sent);
+    const [a, b] = [got[0]![0]!, got[1]![0]!];
+    expect(a).not.toBe(b);
+    expect(a.data).toEqual({ when: "2026-01-02T03:04:05.000Z", inf: null, list: [1, 2] });
+    (a.data as { list: number[] }).list.push(3);
+    expect(b.data).toEqual({ when: "2026-01-02T03:04:05.000Z", inf: null, list: [1, 2] });
+    await bus.close();
+  });
+
+  it("memory bus - publishing an event that refers to itself rejects, as JSON cannot write it", async () => {
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const data: Record<string, unknown> = { a: 1 };
+    data["self"] = data;
+    await expect(bus.publish(uniq("t"), newEvent({ source: "/t", type: "t", data }))).rejects.toThrow(/circular/);
+    await bus.close();
+  });
+});

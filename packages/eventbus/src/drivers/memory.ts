@@ -87,7 +87,7 @@ class MemoryBus implements EventBus {
     const bytes = JSON.stringify(event);
     const groups = this.groups.get(topic);
     if (groups !== undefined) {
-      while (!this.closed && [...groups.values()].some((g) => g.queue.length - g.head >= this.maxQueued)) {
+      while (!this.closed && this.anyFull(groups)) {
         await new Promise<void>((r) => this.waiters.push(r));
       }
       if (this.closed) throw BusError.closed(topic);
@@ -108,6 +108,11 @@ class MemoryBus implements EventBus {
         }
       }
     }
+  }
+
+  private anyFull(groups: Map<string, Group>): boolean {
+    for (const g of groups.values()) if (g.queue.length - g.head >= this.maxQueued) return true;
+    return false;
   }
 
   async tail(topics: readonly string[], onEvent: (e: TailedEvent) => void): Promise<Tail> {
