@@ -310,6 +310,78 @@ export const webhookSourceSchema = z
   .strict()
   .describe(ext("An HTTP endpoint; fields follow Argo Events' webhook event source."));
 
+export const kubernetesEventTypes = ["ADDED", "MODIFIED", "DELETED"] as const;
+
+export const kubernetesSourceSchema = z
+  .object({
+    group: z.string().optional().describe('API group of the watched resource ("" or absent: the core group).'),
+    version: z.string().min(1).describe('API version, e.g. "v1".'),
+    resource: z
+      .string()
+      .regex(/^[a-z0-9][-a-z0-9.]*$/, { message: "a lowercase plural resource name, e.g. configmaps" })
+      .optional()
+      .describe('Plural resource name, e.g. "configmaps" (this or kind).'),
+    kind: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Kind, e.g. "ConfigMap", resolved to its resource by discovery (this or resource).'),
+    namespace: z
+      .string()
+      .optional()
+      .describe("Namespace to watch; empty or absent: all namespaces (a ClusterRole on Kubernetes)."),
+    filter: z
+      .object({
+        labels: z.string().optional().describe('Label selector, e.g. "app=shop,tier!=test".'),
+        fields: z.string().optional().describe('Field selector, e.g. "metadata.name=orders".'),
+        afterStart: z
+          .boolean()
+          .optional()
+          .describe(
+            "On a first start (no stored state), skip the objects that already exist (default false: each is sent as ADDED).",
+          ),
+      })
+      .strict()
+      .optional()
+      .describe("Which objects are watched."),
+    eventTypes: z
+      .array(z.enum(kubernetesEventTypes))
+      .min(1)
+      .optional()
+      .describe("Watch event types that become events (default all: ADDED, MODIFIED, DELETED)."),
+    projection: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("JSONata expression over {type, object} giving the event data (default: the object)."),
+    state: z
+      .object({
+        configMap: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("ConfigMap in the EventSource's namespace keeping the resume state (key {eventSource}.{event})."),
+        file: z.string().min(1).optional().describe("Local JSON file keeping the resume state."),
+      })
+      .strict()
+      .refine((s) => (s.configMap === undefined) !== (s.file === undefined), { message: "set configMap or file" })
+      .optional()
+      .describe(
+        "Where the last resourceVersion and the objects already sent are kept, so a restart resumes (default: not kept).",
+      ),
+    kubeconfig: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("Path of a kubeconfig (default: the in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config)."),
+  })
+  .strict()
+  .refine((s) => (s.resource === undefined) !== (s.kind === undefined), {
+    message: "set resource or kind (one of them)",
+    path: ["resource"],
+  })
+  .describe(ext("Kubernetes object changes (watch), modelled on Argo Events' resource event source."));
+
 const eventMap = <T extends z.ZodType>(s: T) => z.record(z.string().min(1), s);
 
 export const eventSourceSpecSchema = z
@@ -321,6 +393,9 @@ export const eventSourceSpecSchema = z
     mqtt: eventMap(mqttSourceSchema).optional().describe("MQTT events, keyed by event name."),
     webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
     nats: eventMap(natsSourceSchema).optional().describe(ext("NATS events, keyed by event name.")),
+    kubernetes: eventMap(kubernetesSourceSchema)
+      .optional()
+      .describe(ext("Kubernetes object watches, keyed by event name.")),
     sink: sinkSchema
       .optional()
       .describe("Send events directly to this sink (with eventBus too: every event goes to both)."),
@@ -340,6 +415,7 @@ export const SourceKind = {
   Mqtt: "mqtt",
   Webhook: "webhook",
   Nats: "nats",
+  Kubernetes: "kubernetes",
 } as const;
 export type SourceKind = (typeof SourceKind)[keyof typeof SourceKind];
 export const sourceKinds = Object.values(SourceKind);
@@ -864,6 +940,7 @@ export type MqttSourceSpec = z.infer<typeof mqttSourceSchema>;
 export type RedisSourceSpec = z.infer<typeof redisSourceSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
 export type NatsSourceSpec = z.infer<typeof natsSourceSchema>;
+export type KubernetesSourceSpec = z.infer<typeof kubernetesSourceSchema>;
 export type JetStreamBusSpec = z.infer<typeof jetstreamBusSchema>;
 export type NatsStreamingBusSpec = z.infer<typeof natsStreamingBusSchema>;
 export type KafkaBusSpec = z.infer<typeof kafkaBusSchema>;
