@@ -35,6 +35,7 @@ export async function applyAndPrune(
     `${MANAGED_BY_LABEL}=${MANAGED_BY},${kindLabel(ownerKind)}=${labelValue(ownerName)}`,
   );
   for (const [type, t] of Object.entries(OWNED)) {
+    if (t.clusterScoped === true) continue;
     let list: { items?: { metadata: { name: string } }[] };
     try {
       list = (await api.request(

@@ -37,6 +37,8 @@ export { validateEventBus } from "./eventbus/validate.js";
 export type { ValidateEventBusContext } from "./eventbus/validate.js";
 
 export { renderEventSource } from "./eventsource/render.js";
+export { OWNER_NAMESPACE_LABEL, guessResource, renderKubernetesAccess } from "./eventsource/rbac.js";
+export type { KubernetesAccess } from "./eventsource/rbac.js";
 export type { RenderEventSourceInput, RenderedWorkload } from "./eventsource/render.js";
 export { validateEventSource } from "./eventsource/validate.js";
 export type { ValidateEventSourceContext } from "./eventsource/validate.js";

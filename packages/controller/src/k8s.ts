@@ -158,5 +158,42 @@ export interface OpenFunctionFunction {
 /** A Dapr object as applied: core's shape plus owner references. */
 export type DaprObject = DaprComponent & { metadata: ObjectMeta };
 
+export interface ServiceAccount {
+  apiVersion: "v1";
+  kind: "ServiceAccount";
+  metadata: ObjectMeta;
+}
+
+export interface PolicyRule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+  resourceNames?: string[];
+}
+
+export interface Role {
+  apiVersion: "rbac.authorization.k8s.io/v1";
+  kind: "Role" | "ClusterRole";
+  metadata: ObjectMeta;
+  rules: PolicyRule[];
+}
+
+export interface RoleBinding {
+  apiVersion: "rbac.authorization.k8s.io/v1";
+  kind: "RoleBinding" | "ClusterRoleBinding";
+  metadata: ObjectMeta;
+  roleRef: { apiGroup: "rbac.authorization.k8s.io"; kind: "Role" | "ClusterRole"; name: string };
+  subjects: Array<{ kind: "ServiceAccount"; name: string; namespace: string }>;
+}
+
 export type RenderedObject =
-  ConfigMap | Deployment | Service | ScaledObject | TriggerAuthentication | OpenFunctionFunction | DaprObject;
+  | ConfigMap
+  | Deployment
+  | Service
+  | ScaledObject
+  | TriggerAuthentication
+  | OpenFunctionFunction
+  | DaprObject
+  | ServiceAccount
+  | Role
+  | RoleBinding;

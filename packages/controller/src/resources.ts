@@ -22,8 +22,11 @@ export function isOperationKind(kind: Kind): kind is OperationKindName {
   return kind === "Redrive" || kind === "Replay";
 }
 
-/** Where each kind the controller renders lives (for apply and prune). */
-export const OWNED: Record<string, { prefix: string; plural: string }> = {
+/**
+ * Where each kind the controller renders lives (for apply and prune). Cluster-scoped kinds are
+ * applied, never pruned by namespace (eventsource/rbac.ts).
+ */
+export const OWNED: Record<string, { prefix: string; plural: string; clusterScoped?: true }> = {
   "v1/ConfigMap": { prefix: "/api/v1", plural: "configmaps" },
   "v1/Service": { prefix: "/api/v1", plural: "services" },
   "apps/v1/Deployment": { prefix: "/apis/apps/v1", plural: "deployments" },
@@ -33,6 +36,19 @@ export const OWNED: Record<string, { prefix: string; plural: string }> = {
   "core.openfunction.io/v1beta1/Function": { prefix: "/apis/core.openfunction.io/v1beta1", plural: "functions" },
   "dapr.io/v1alpha1/Component": { prefix: "/apis/dapr.io/v1alpha1", plural: "components" },
   "dapr.io/v1alpha1/Resiliency": { prefix: "/apis/dapr.io/v1alpha1", plural: "resiliencies" },
+  "v1/ServiceAccount": { prefix: "/api/v1", plural: "serviceaccounts" },
+  "rbac.authorization.k8s.io/v1/Role": { prefix: "/apis/rbac.authorization.k8s.io/v1", plural: "roles" },
+  "rbac.authorization.k8s.io/v1/RoleBinding": { prefix: "/apis/rbac.authorization.k8s.io/v1", plural: "rolebindings" },
+  "rbac.authorization.k8s.io/v1/ClusterRole": {
+    prefix: "/apis/rbac.authorization.k8s.io/v1",
+    plural: "clusterroles",
+    clusterScoped: true,
+  },
+  "rbac.authorization.k8s.io/v1/ClusterRoleBinding": {
+    prefix: "/apis/rbac.authorization.k8s.io/v1",
+    plural: "clusterrolebindings",
+    clusterScoped: true,
+  },
 };
 
 /** A watched resource as the API server returns it, before validation. */

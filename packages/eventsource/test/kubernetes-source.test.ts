@@ -12,10 +12,12 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger, type CloudEvent, type KubernetesSourceSpec } from "@ofevents/core";
+import { fileURLToPath } from "node:url";
+import { loadManifests, silentLogger, type CloudEvent, type KubernetesSourceSpec } from "@ofevents/core";
 import { createMemoryBus, type EventPublisher } from "@ofevents/eventbus";
 import { ControlPlane } from "../../../test/helpers/kube.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
+import { validateEventSource } from "../src/runtime.js";
 import { FlakyPublisher, sourceHarness, type RunningSource } from "./support.js";
 
 const NS = "k8s-test";
@@ -306,5 +308,37 @@ describe("kubernetes source - resume and 410 Gone", () => {
     await src.stop();
     await inner.close();
     expect(summary(got)).toEqual([`ADDED ${ns}/retry-me`, `ADDED ${ns}/next`]);
+  });
+});
+
+describe("kubernetes source - the example", () => {
+  it("kubernetes source - examples/eventsources/kubernetes.yaml validates and its shop-config event runs", async () => {
+    const file = fileURLToPath(new URL("../../../examples/eventsources/kubernetes.yaml", import.meta.url));
+    const m = await loadManifests([file]);
+    expect(m.issues).toEqual([]);
+    const es = m.eventSources[0]!.resource;
+    expect(await validateEventSource(es)).toEqual([]);
+    expect(Object.keys(es.spec.kubernetes ?? {})).toEqual(["shop-config", "deployments-gone"]);
+
+    // The shop-config event as written, in a namespace of the test's own and with its kubeconfig.
+    const ns = await namespace();
+    const example = es.spec.kubernetes!["shop-config"]!;
+    const name = `es-${randomSuffix()}`;
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const got = await collect(bus, name);
+    const src = await start({ ...example, namespace: ns, kubeconfig }, bus, name);
+    await createCm(ns, "shop-settings", { currency: "EUR" }, { app: "shop" });
+    await createCm(ns, "shop-cache", { size: "1" }, { app: "shop" }); // excluded by the field selector
+    await createCm(ns, "blog", { theme: "dark" }, { app: "blog" }); // excluded by the label selector
+    await patchCm(ns, "shop-settings", { currency: "CHF" });
+    await waitFor(() => got.length >= 2, { message: "two events" });
+    await src.stop();
+    await bus.close();
+    expect(got.map((e) => e.data)).toEqual([
+      { change: "ADDED", name: "shop-settings", settings: { currency: "EUR" } },
+      { change: "MODIFIED", name: "shop-settings", settings: { currency: "CHF" } },
+    ]);
+    const state = await kube("GET", cmPath(NS, "ofevents-kubernetes-state"));
+    expect(Object.keys(state.data)).toContain(`${name}.${EVENT}`);
   });
 });

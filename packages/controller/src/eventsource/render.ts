@@ -10,7 +10,11 @@
  * | nats `jetstream` | `nats-jetstream` on the durable's pending messages | yes | yes |
  * | nats core with `queueGroup` | none | no | yes |
  * | webhook | none (CPU when nothing else) | no | yes |
- * | cron, mqtt, redis `channel`, nats core without queue group | none | no | no (one replica) |
+ * | cron, mqtt, redis `channel`, nats core without queue group, kubernetes | none | no | no (one replica) |
+ *
+ * An EventSource with `kubernetes` events also gets a ServiceAccount, Roles and bindings with
+ * exactly the access its watches need (rbac.ts), and its pods run as that ServiceAccount
+ * (Deployment mode).
  *
  * A kafka event's OpenFunction `scaleOption` is honoured: its consumerGroup, topic, lagThreshold,
  * metadata and authRef shape the trigger; its replica counts, polling and cooldown the ScaledObject.
@@ -27,6 +31,7 @@ import {
 } from "@ofevents/core";
 import { renderBusFor } from "../eventbus/render.js";
 import { renderFunction } from "../function.js";
+import { renderKubernetesAccess } from "./rbac.js";
 import type {
   ConfigMap,
   ContainerPort,
@@ -159,6 +164,8 @@ export function eventSourceScaleParts(es: EventSource, o: ResolvedOptions): Scal
   each(es.spec.webhook, (e) => ({ label: `webhook/${e}`, wakesFromZero: false, scalesOut: true }));
   each(es.spec.cron, (e) => ({ label: `cron/${e}`, wakesFromZero: false, scalesOut: false }));
   each(es.spec.mqtt, (e) => ({ label: `mqtt/${e}`, wakesFromZero: false, scalesOut: false }));
+  // Each replica would watch, and send, every change.
+  each(es.spec.kubernetes, (e) => ({ label: `kubernetes/${e}`, wakesFromZero: false, scalesOut: false }));
   return parts;
 }
 
@@ -235,6 +242,8 @@ export function renderEventSource(input: RenderEventSourceInput): RenderedWorklo
     };
   }
   const deployment = renderDeployment(workload, configMap);
+  const access = renderKubernetesAccess(es, name);
+  if (access !== undefined) deployment.spec.template.spec.serviceAccountName = access.serviceAccount.metadata.name;
   return {
     name,
     configMap,
@@ -247,6 +256,7 @@ export function renderEventSource(input: RenderEventSourceInput): RenderedWorklo
     objects: [
       ...scaling.authentications,
       ...eventBus,
+      ...(access === undefined ? [] : [access.serviceAccount, ...access.roles, ...access.bindings]),
       configMap,
       ...(service ? [service] : []),
       deployment,
