@@ -1,24 +1,38 @@
 // The access the controller renders for an EventSource with `kubernetes` events, applied to a real
-// kube-apiserver: the source, run as the rendered ServiceAccount, watches what it was granted
+// kube-apiserver as the controller's ServiceAccount with deploy/rbac.yaml plus
+// deploy/rbac-kubernetes-source.yaml (so those grant enough to create it): the source, run as the rendered ServiceAccount, watches what it was granted
 // (a namespace's ConfigMaps through a Role, Namespaces through a ClusterRole), keeps its resume
 // state in the granted ConfigMap, and is refused everything else.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
 import { busTopic, createSecretResolver, silentLogger, type CloudEvent, type EventSource } from "@ofevents/core";
 import { renderEventSource, validateEventSource, type RenderedObject } from "@ofevents/controller";
 import { createMemoryBus } from "@ofevents/eventbus";
 import { createWebhookServers, startEventSource } from "@ofevents/eventsource";
-import { ControlPlane } from "./helpers/kube.js";
+import { ControlPlane, type KubeCredentials } from "./helpers/kube.js";
 import { randomSuffix, waitFor } from "./helpers/wait.js";
 
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 let cp: ControlPlane;
 let dir: string;
+/** The controller's ServiceAccount, with the shipped RBAC. */
+let controllerSa: KubeCredentials;
 
 beforeAll(async () => {
   cp = await ControlPlane.start();
   dir = await mkdtemp(join(tmpdir(), "k8s-rbac-"));
+  await createNamespace("ofevents-system");
+  for (const file of ["rbac.yaml", "rbac-kubernetes-source.yaml"]) {
+    const docs = parseAllDocuments(await readFile(join(ROOT, "deploy", file), "utf8"));
+    for (const o of docs.map((d) => d.toJS() as RenderedObject)) {
+      await kube("PATCH", `${pathOf(o)}?fieldManager=test&force=true`, o, "application/apply-patch+yaml");
+    }
+  }
+  controllerSa = await cp.serviceAccountCredentials("ofevents-system", "ofevents-controller");
 }, 180_000);
 
 afterAll(async () => {
@@ -26,9 +40,16 @@ afterAll(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
-async function kube(method: string, path: string, body?: unknown, contentType?: string): Promise<unknown> {
+async function kube(
+  method: string,
+  path: string,
+  body?: unknown,
+  contentType?: string,
+  credentials?: KubeCredentials,
+): Promise<unknown> {
   const res = await cp.request(method, path, {
     ...(body === undefined ? {} : { body }),
+    ...(credentials === undefined ? {} : { credentials }),
     ...(contentType === undefined ? {} : { contentType }),
   });
   if (res.status < 200 || res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${res.text}`);
@@ -80,8 +101,9 @@ describe("kubernetes source - rendered RBAC on a real kube-apiserver", () => {
       "ClusterRoleBinding",
       "RoleBinding",
     ]);
+    // Applied as the controller would: its ServiceAccount, server-side apply.
     for (const o of rbac) {
-      await kube("PATCH", `${pathOf(o)}?fieldManager=test&force=true`, o, "application/apply-patch+yaml");
+      await kube("PATCH", `${pathOf(o)}?fieldManager=test&force=true`, o, "application/apply-patch+yaml", controllerSa);
     }
     const sa = rendered.deployment!.spec.template.spec.serviceAccountName!;
     const kubeconfig = join(dir, `${sa}-${randomSuffix()}.kubeconfig`);

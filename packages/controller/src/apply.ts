@@ -44,6 +44,7 @@ export async function applyAndPrune(
       )) as typeof list;
     } catch (err) {
       if (isStatus(err, 404)) continue; // that kind's CRD is not installed
+      if (t.optIn === true && isStatus(err, 403)) continue; // not granted: none were created
       throw err;
     }
     for (const item of list.items ?? []) {

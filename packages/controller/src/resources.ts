@@ -24,9 +24,11 @@ export function isOperationKind(kind: Kind): kind is OperationKindName {
 
 /**
  * Where each kind the controller renders lives (for apply and prune). Cluster-scoped kinds are
- * applied, never pruned by namespace (eventsource/rbac.ts).
+ * applied, never pruned by namespace (eventsource/rbac.ts). An `optIn` kind needs a grant beyond
+ * deploy/rbac.yaml (deploy/rbac-kubernetes-source.yaml): without it, prune skips the kind (the
+ * controller could not have created any).
  */
-export const OWNED: Record<string, { prefix: string; plural: string; clusterScoped?: true }> = {
+export const OWNED: Record<string, { prefix: string; plural: string; clusterScoped?: true; optIn?: true }> = {
   "v1/ConfigMap": { prefix: "/api/v1", plural: "configmaps" },
   "v1/Service": { prefix: "/api/v1", plural: "services" },
   "apps/v1/Deployment": { prefix: "/apis/apps/v1", plural: "deployments" },
@@ -36,9 +38,13 @@ export const OWNED: Record<string, { prefix: string; plural: string; clusterScop
   "core.openfunction.io/v1beta1/Function": { prefix: "/apis/core.openfunction.io/v1beta1", plural: "functions" },
   "dapr.io/v1alpha1/Component": { prefix: "/apis/dapr.io/v1alpha1", plural: "components" },
   "dapr.io/v1alpha1/Resiliency": { prefix: "/apis/dapr.io/v1alpha1", plural: "resiliencies" },
-  "v1/ServiceAccount": { prefix: "/api/v1", plural: "serviceaccounts" },
-  "rbac.authorization.k8s.io/v1/Role": { prefix: "/apis/rbac.authorization.k8s.io/v1", plural: "roles" },
-  "rbac.authorization.k8s.io/v1/RoleBinding": { prefix: "/apis/rbac.authorization.k8s.io/v1", plural: "rolebindings" },
+  "v1/ServiceAccount": { prefix: "/api/v1", plural: "serviceaccounts", optIn: true },
+  "rbac.authorization.k8s.io/v1/Role": { prefix: "/apis/rbac.authorization.k8s.io/v1", plural: "roles", optIn: true },
+  "rbac.authorization.k8s.io/v1/RoleBinding": {
+    prefix: "/apis/rbac.authorization.k8s.io/v1",
+    plural: "rolebindings",
+    optIn: true,
+  },
   "rbac.authorization.k8s.io/v1/ClusterRole": {
     prefix: "/apis/rbac.authorization.k8s.io/v1",
     plural: "clusterroles",
