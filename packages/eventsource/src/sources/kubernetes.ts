@@ -290,6 +290,8 @@ export const kubernetesAdapter: SourceAdapter<KubernetesSourceSpec> = {
     // A first start takes its snapshot before start resolves, so what changes afterwards is watched.
     let snapshot: { items: KubeObject[]; resourceVersion: string } | undefined;
     if (resourceVersion === undefined) snapshot = await list();
+    // Resuming: one small list, so missing access fails the start as it does on a first start.
+    else await client.json("GET", collection + collectionQuery(spec, { limit: "1" }));
     log.info(
       { collection, resumeFrom: resourceVersion, state: store?.where ?? "none" },
       resourceVersion === undefined ? "kubernetes source listed" : "kubernetes source resumes",
