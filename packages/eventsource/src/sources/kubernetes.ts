@@ -23,6 +23,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import {
   ErrorCode,
   OfEventsError,
+  SourceError,
   SourceKind,
   backoffDelay,
   createExpressionEngine,
@@ -142,7 +143,7 @@ export async function resolveTarget(client: KubeClient, spec: KubernetesSourceSp
     list = (await client.json("GET", base)) as typeof list;
   } catch (err) {
     // An API not (yet) served, e.g. a CRD not installed: worth retrying.
-    throw new OfEventsError(ErrorCode.SourceStart, `discovery of ${base}: ${(err as Error).message}`, {
+    throw new SourceError(ErrorCode.SourceStart, `discovery of ${base}: ${(err as Error).message}`, "kubernetes", {
       cause: err,
     });
   }
@@ -150,9 +151,10 @@ export async function resolveTarget(client: KubeClient, spec: KubernetesSourceSp
     (r) => !r.name.includes("/") && (spec.resource !== undefined ? r.name === spec.resource : r.kind === spec.kind),
   );
   if (found === undefined) {
-    throw new OfEventsError(
+    throw new SourceError(
       ErrorCode.SourceStart,
       `${base} serves no ${spec.resource !== undefined ? `resource "${spec.resource}"` : `kind "${spec.kind}"`}`,
+      "kubernetes",
     );
   }
   if (!(found.verbs ?? ["list", "watch"]).includes("watch"))
@@ -289,9 +291,16 @@ export const kubernetesAdapter: SourceAdapter<KubernetesSourceSpec> = {
     let resourceVersion: string | undefined = stored?.resourceVersion;
     // A first start takes its snapshot before start resolves, so what changes afterwards is watched.
     let snapshot: { items: KubeObject[]; resourceVersion: string } | undefined;
-    if (resourceVersion === undefined) snapshot = await list();
-    // Resuming: one small list, so missing access fails the start as it does on a first start.
-    else await client.json("GET", collection + collectionQuery(spec, { limit: "1" }));
+    try {
+      if (resourceVersion === undefined) snapshot = await list();
+      // Resuming: one small list, so missing access fails the start as it does on a first start.
+      else await client.json("GET", collection + collectionQuery(spec, { limit: "1" }));
+    } catch (err) {
+      // The API server busy or failing: retried; refused (401, 403, 404...): a configuration error.
+      if (err instanceof KubeRequestError && (err.status >= 500 || err.status === 429 || err.status === 0))
+        throw new SourceError(ErrorCode.SourceStart, err.message, "kubernetes", { cause: err });
+      throw err;
+    }
     log.info(
       { collection, resumeFrom: resourceVersion, state: store?.where ?? "none" },
       resourceVersion === undefined ? "kubernetes source listed" : "kubernetes source resumes",
