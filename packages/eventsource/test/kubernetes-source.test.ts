@@ -185,6 +185,33 @@ describe("kubernetes source - events", () => {
     expect(summary(byField)).toEqual([`ADDED ${ns}/billing`, `MODIFIED ${ns}/billing`, `DELETED ${ns}/billing`]);
   });
 
+  it("kubernetes source - an object leaving the label selector arrives as DELETED, one entering as ADDED", async () => {
+    const ns = await namespace();
+    const name = `es-${randomSuffix()}`;
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const got = await collect(bus, name);
+    const src = await start(spec(ns, { filter: { labels: "app=shop" } }), bus, name);
+    await createCm(ns, "moving", { a: "1" }, { app: "shop" });
+    const left = await kube(
+      "PATCH",
+      cmPath(ns, "moving"),
+      { metadata: { labels: { app: "blog" } } },
+      "application/merge-patch+json",
+    );
+    const back = await kube(
+      "PATCH",
+      cmPath(ns, "moving"),
+      { metadata: { labels: { app: "shop" } } },
+      "application/merge-patch+json",
+    );
+    await waitFor(() => got.length >= 3, { message: () => `three events, got ${JSON.stringify(summary(got))}` });
+    await src.stop();
+    await bus.close();
+    expect(summary(got)).toEqual([`ADDED ${ns}/moving`, `DELETED ${ns}/moving`, `ADDED ${ns}/moving`]);
+    expect(got[1]!.id).toBe(`${left.metadata.uid}/${left.metadata.resourceVersion}`);
+    expect(got[2]!.id).toBe(`${back.metadata.uid}/${back.metadata.resourceVersion}`);
+  });
+
   it("kubernetes source - a JSONata projection over {type, object} is the data", async () => {
     const ns = await namespace();
     const name = `es-${randomSuffix()}`;
@@ -236,6 +263,23 @@ describe("kubernetes source - resume and 410 Gone", () => {
       `ADDED ${ns}/marker`,
     ]);
     expect(new Set(got.map((e) => e.id)).size).toBe(5);
+  });
+
+  it("kubernetes source - without state a restart lists again: unchanged objects come with the same ids", async () => {
+    const ns = await namespace();
+    const name = `es-${randomSuffix()}`;
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const got = await collect(bus, name);
+    const first = await start(spec(ns), bus, name);
+    await createCm(ns, "a", { v: "1" });
+    await waitFor(() => got.length === 1, { message: "one event" });
+    await first.stop();
+    const second = await start(spec(ns), bus, name);
+    await waitFor(() => got.length === 2, { message: "the object again" });
+    await second.stop();
+    await bus.close();
+    expect(summary(got)).toEqual([`ADDED ${ns}/a`, `ADDED ${ns}/a`]);
+    expect(got[1]!.id).toBe(got[0]!.id);
   });
 
   it("kubernetes source - 410 Gone after compaction: relist sends only what changed, and DELETED for what is gone", async () => {
