@@ -2,7 +2,7 @@
 // state, and the list/watch query.
 import { describe, expect, it } from "vitest";
 import { eventSourceSchema, type KubernetesSourceSpec } from "@ofevents/core";
-import { collectionQuery, kubernetesAdapter, stateKey } from "../src/sources/kubernetes.js";
+import { collectionQuery, kubernetesAdapter, linesOf, stateKey } from "../src/sources/kubernetes.js";
 
 const base: KubernetesSourceSpec = { version: "v1", resource: "configmaps" };
 
@@ -65,5 +65,19 @@ describe("kubernetes source - state key and query", () => {
       "?labelSelector=app+in+%28a%2Cb%29&watch=1",
     );
     expect(collectionQuery(base, {})).toBe("");
+  });
+});
+
+describe("kubernetes source - watch lines", () => {
+  it("kubernetes source - lines split across chunks, and a character split across chunks, come whole", async () => {
+    const euro = Buffer.from("€");
+    async function* chunks() {
+      yield Buffer.from('{"a":1}\n{"b":');
+      yield Buffer.concat([Buffer.from('"x'), euro.subarray(0, 1)]);
+      yield Buffer.concat([euro.subarray(1), Buffer.from('"}\n\n{"c":3}')]);
+    }
+    const got: string[] = [];
+    for await (const line of linesOf(chunks())) got.push(line);
+    expect(got).toEqual(['{"a":1}', '{"b":"x€"}', "", '{"c":3}']);
   });
 });

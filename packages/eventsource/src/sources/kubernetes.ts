@@ -18,7 +18,7 @@ import { readFile, rename, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import type { IncomingMessage } from "node:http";
-import { createInterface } from "node:readline";
+import { StringDecoder } from "node:string_decoder";
 import { KubeConfig } from "@kubernetes/client-node";
 import {
   ErrorCode,
@@ -249,6 +249,28 @@ export function collectionQuery(spec: KubernetesSourceSpec, extra: Record<string
 
 const engine = createExpressionEngine();
 
+/**
+ * The lines of a stream, read on demand: the stream's own iterator pulls the next chunk only
+ * when the lines of the previous one were consumed, so a slow dispatch holds back the watch
+ * (TCP backpressure) instead of buffering it in memory.
+ */
+export async function* linesOf(stream: AsyncIterable<Buffer | string>): AsyncGenerator<string> {
+  // A decoder keeps a character split across two chunks whole.
+  const decoder = new StringDecoder("utf8");
+  let rest = "";
+  for await (const chunk of stream) {
+    rest += typeof chunk === "string" ? chunk : decoder.write(chunk);
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      const line = rest.slice(0, nl);
+      rest = rest.slice(nl + 1);
+      yield line;
+    }
+  }
+  rest += decoder.end();
+  if (rest !== "") yield rest;
+}
+
 export const kubernetesAdapter: SourceAdapter<KubernetesSourceSpec> = {
   kind: SourceKind.Kubernetes,
 
@@ -422,10 +444,9 @@ export const kubernetesAdapter: SourceAdapter<KubernetesSourceSpec> = {
         if (err instanceof KubeRequestError && err.status === 410) return "gone";
         throw err;
       }
-      const lines = createInterface({ input: res, crlfDelay: Infinity });
       try {
         // One line at a time: the next is read only after this one's dispatch resolved.
-        for await (const line of lines) {
+        for await (const line of linesOf(res)) {
           if (line.trim() === "") continue;
           const ev = JSON.parse(line) as { type: string; object: KubeObject & { code?: number } };
           if (ev.type === "ERROR") {
@@ -456,7 +477,6 @@ export const kubernetesAdapter: SourceAdapter<KubernetesSourceSpec> = {
         }
         return "ended";
       } finally {
-        lines.close();
         res.destroy();
       }
     }
