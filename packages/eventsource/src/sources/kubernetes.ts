@@ -308,12 +308,14 @@ export const kubernetesAdapter: SourceAdapter<KubernetesSourceSpec> = {
           ? fileStore(spec.state.file)
           : undefined;
 
-    const stored = await store?.load();
-    const objects = new Map<string, [string, string, string]>(Object.entries(stored?.objects ?? {}));
-    let resourceVersion: string | undefined = stored?.resourceVersion;
+    const objects = new Map<string, [string, string, string]>();
+    let resourceVersion: string | undefined;
     // A first start takes its snapshot before start resolves, so what changes afterwards is watched.
     let snapshot: { items: KubeObject[]; resourceVersion: string } | undefined;
     try {
+      const stored = await store?.load();
+      for (const [uid, o] of Object.entries(stored?.objects ?? {})) objects.set(uid, o);
+      resourceVersion = stored?.resourceVersion;
       if (resourceVersion === undefined) snapshot = await list();
       // Resuming: one small list, so missing access fails the start as it does on a first start.
       else await client.json("GET", collection + collectionQuery(spec, { limit: "1" }));
