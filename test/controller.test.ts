@@ -396,6 +396,56 @@ describe("controller", () => {
     expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-hooked`)).toBe(200);
   }, 60_000);
 
+  it("controller - kubernetes events get a ServiceAccount, a Role and a ClusterRole with their bindings; the Role is pruned with the event", async () => {
+    const ns = await createNamespace();
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
+    const source = kafkaSource("watching", "default");
+    await req("POST", nsPath(ns, "eventsources"), {
+      ...source,
+      spec: {
+        ...source.spec,
+        kubernetes: {
+          configs: { version: "v1", resource: "configmaps", namespace: ns },
+          nodes: { version: "v1", kind: "Node" },
+        },
+      },
+    });
+    await waitReady(nsPath(ns, "eventsources", "watching"), { status: "True" });
+    const rbac = "/apis/rbac.authorization.k8s.io/v1";
+    const dep = await req("GET", `/apis/apps/v1/namespaces/${ns}/deployments/eventsource-watching`);
+    expect((dep.spec as { template: { spec: { serviceAccountName?: string } } }).template.spec.serviceAccountName).toBe(
+      "eventsource-watching",
+    );
+    expect(await status(`/api/v1/namespaces/${ns}/serviceaccounts/eventsource-watching`)).toBe(200);
+    const role = await req("GET", `${rbac}/namespaces/${ns}/roles/eventsource-watching`);
+    expect((role as unknown as { rules: unknown }).rules).toEqual([
+      { apiGroups: [""], resources: ["configmaps"], verbs: ["get", "list", "watch"] },
+    ]);
+    expect(await status(`${rbac}/namespaces/${ns}/rolebindings/eventsource-watching`)).toBe(200);
+    const clusterRole = await req("GET", `${rbac}/clusterroles/ofevents:${ns}:eventsource-watching`);
+    expect((clusterRole as unknown as { rules: unknown }).rules).toEqual([
+      { apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"] },
+    ]);
+    expect(await status(`${rbac}/clusterrolebindings/ofevents:${ns}:eventsource-watching`)).toBe(200);
+
+    await req(
+      "PATCH",
+      nsPath(ns, "eventsources", "watching"),
+      { spec: { kubernetes: { configs: null } } },
+      "application/merge-patch+json",
+    );
+    await waitFor(async () => (await status(`${rbac}/namespaces/${ns}/roles/eventsource-watching`)) === 404, {
+      timeoutMs: 10_000,
+      message: "Role pruned",
+    });
+    expect(await status(`/api/v1/namespaces/${ns}/serviceaccounts/eventsource-watching`)).toBe(200);
+    // Cluster-scoped: not owned, not pruned (docs/eventsources/kubernetes.md).
+    await req("DELETE", `${rbac}/clusterrolebindings/ofevents:${ns}:eventsource-watching`);
+    await req("DELETE", `${rbac}/clusterroles/ofevents:${ns}:eventsource-watching`);
+    // Gone before the test of deploy/rbac.yaml alone, whose controller may not create ServiceAccounts.
+    await req("DELETE", nsPath(ns, "eventsources", "watching"));
+  }, 60_000);
+
   it("controller - an owned Deployment deleted or changed by hand is put back", async () => {
     const ns = await createNamespace();
     await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
