@@ -109,6 +109,23 @@ describe("bench - quick run of the harness", () => {
       const e = scenarios.find((s) => s["id"] === id)!;
       for (const k of FIGURES) expect(e[k], `${id}.${k}`).toBeTypeOf("number");
     }
+    const e2 = scenarios.find((s) => s["id"] === "E2")!;
+    const sweep = (e2["extra"] as Record<string, unknown>)["sizeSweep"] as Array<{
+      bytes: number;
+      count: number;
+      runs: Record<string, Array<{ complete: boolean; delivered: number }>>;
+    }>;
+    expect(sweep.map((p) => p.bytes)).toEqual([100, 10_240, 262_144]);
+    for (const p of sweep) {
+      expect(Object.keys(p.runs)).toEqual(["framework", "baseline"]);
+      for (const [side, runs] of Object.entries(p.runs)) {
+        expect(runs.length, `E2 sweep ${p.bytes} B ${side}`).toBeGreaterThanOrEqual(3);
+        for (const m of runs) {
+          expect(m.complete, `E2 sweep ${p.bytes} B ${side} complete`).toBe(true);
+          expect(m.delivered).toBe(Math.ceil(p.count / 2));
+        }
+      }
+    }
     const e5 = scenarios.find((s) => s["id"] === "E5")!;
     const drivers = (e5["extra"] as Record<string, unknown>)["drivers"] as Record<string, Record<string, unknown>>;
     expect(Object.keys(drivers)).toEqual(["jetstream", "kafka", "dapr"]);
@@ -133,5 +150,7 @@ describe("bench - quick run of the harness", () => {
     for (const id of ["E2", "E3", "E4", "P1"])
       expect(run.stdout).toMatch(new RegExp(`^\\s+(PASS|MISS)\\s+${id} throughput ratio`, "m"));
     expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E5 kafka driver ratio/m);
+    expect(run.stdout).toMatch(/^E2 event size sweep/m);
+    expect(run.stdout).toMatch(/^\s+262144 B\s+framework \d+ @/m);
   });
 });
