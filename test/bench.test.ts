@@ -85,7 +85,7 @@ describe("bench - quick run of the harness", () => {
 
   it("bench - reports every scenario with figures, a ratio in (0, 10) and judged goals", () => {
     const scenarios = json["scenarios"] as Array<Record<string, unknown>>;
-    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "P1"]);
+    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "P1", "R1"]);
     expect(json["failures"]).toEqual([]);
     for (const s of scenarios) {
       for (const k of FIGURES) {
@@ -125,6 +125,17 @@ describe("bench - quick run of the harness", () => {
           expect(m.delivered).toBe(Math.ceil(p.count / 2));
         }
       }
+    }
+    const r1 = scenarios.find((s) => s["id"] === "R1")!;
+    const points = (r1["extra"] as Record<string, unknown>)["replicas"] as Array<{
+      replicas: number;
+      replicaCpuShares: number[];
+      runs: Array<{ complete: boolean; duplicates: number }>;
+    }>;
+    expect(points.map((p) => p.replicas)).toEqual([1, 2, 4]);
+    for (const p of points) {
+      expect(p.replicaCpuShares).toHaveLength(p.replicas);
+      for (const m of p.runs) expect(m.complete && m.duplicates === 0, `R1 ${p.replicas} replicas`).toBe(true);
     }
     const e5 = scenarios.find((s) => s["id"] === "E5")!;
     const drivers = (e5["extra"] as Record<string, unknown>)["drivers"] as Record<string, Record<string, unknown>>;
