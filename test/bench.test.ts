@@ -126,6 +126,16 @@ describe("bench - quick run of the harness", () => {
         }
       }
     }
+    const e4 = (scenarios.find((s) => s["id"] === "E4")!["extra"] ?? {}) as Record<string, unknown>;
+    const peer = e4["secondPeer"] as Record<string, unknown>;
+    expect(peer["eventsPerSec"]).toBeTypeOf("number");
+    expect(peer["frameworkRatio"]).toBeTypeOf("number");
+    const e4count = (e4["sizes"] as { count: number }).count;
+    // The routing rule let exactly the passing half through, once each.
+    for (const m of (e4["throughputRuns"] as Record<string, Array<Record<string, unknown>>>)["daprRules"]!) {
+      expect(m["delivered"]).toBe(Math.ceil(e4count / 2));
+      expect(m["duplicates"]).toBe(0);
+    }
     const r1 = scenarios.find((s) => s["id"] === "R1")!;
     const points = (r1["extra"] as Record<string, unknown>)["replicas"] as Array<{
       replicas: number;
