@@ -18,6 +18,7 @@
 #   $CACHE/otelcol-<ver>/         an OpenTelemetry Collector built by the pinned collector builder
 #   $CACHE/otelcol-builder-<ver>/ that builder (`go install`)
 #   $CACHE/argo-events-<ver>/     Argo Events' eventsource and sensor (pruned build), for bench P1
+# (rabbitmq-server comes from apt, like redis-server and mosquitto: nothing of it is cached.)
 #
 # Needs: apt (root or sudo) for the Debian packages, java >= 17 and mvn (installed from apt when
 # missing), go >= 1.24 (not installed here: Debian's golang is too old for nats-server 2.15).
@@ -123,6 +124,33 @@ step_apt() {
   command -v chromium >/dev/null 2>&1 || die "chromium not found after apt install (the live page's browser tests need it)"
   log "redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), mosquitto $(dpkg-query -W -f='${Version}' mosquitto), nats-server (apt) $(dpkg-query -W -f='${Version}' nats-server), chromium $(dpkg-query -W -f='${Version}' chromium)"
   if [ "$before" -eq 0 ]; then STEP_RESULT="cached"; else STEP_RESULT="installed $before package(s)"; fi
+}
+
+# ---- RabbitMQ: Debian's rabbitmq-server (the amqp source's tests) --------------------------------
+# test/helpers/rabbitmq.ts launches /usr/lib/rabbitmq/bin/rabbitmq-server itself (own node name,
+# ports, epmd and temp dirs), so the package's own service must not start: a policy-rc.d that
+# answers 101 ("action forbidden") is in place during the install, and removed after if we wrote it.
+step_rabbitmq() {
+  if apt_installed rabbitmq-server && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v epmd >/dev/null 2>&1; then
+    log "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server)"
+    STEP_RESULT="cached"
+    return 0
+  fi
+  local policy=/usr/sbin/policy-rc.d wrote=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# written by scripts/test-setup.sh during the rabbitmq-server install\nexit 101\n' |
+      as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    wrote=1
+  fi
+  local rc=0
+  apt_install rabbitmq-server || rc=$?
+  if [ -n "$wrote" ]; then as_root rm -f "$policy"; fi
+  [ "$rc" -eq 0 ] || die "apt-get install rabbitmq-server failed"
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || die "/usr/lib/rabbitmq/bin/rabbitmq-server not found after apt install"
+  command -v epmd >/dev/null 2>&1 || die "epmd not found after installing rabbitmq-server"
+  log "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server)"
+  STEP_RESULT="installed"
 }
 
 # ---- Go builds (nats-server; later daprd, etcd, kube-apiserver) --------------------------------
@@ -1034,6 +1062,7 @@ main() {
   mkdir -p "$CACHE" "$BIN"
   run_step prereqs step_prereqs
   run_step apt step_apt
+  run_step rabbitmq step_rabbitmq
   run_step nats-server step_nats
   run_step argo-events step_argo_events
   run_step kafka step_kafka
