@@ -4,10 +4,14 @@
 // run through the real EventSource runtime onto the in-memory bus.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type ChannelModel, type ConfirmChannel, type Options } from "amqplib";
+import { readFile } from "node:fs/promises";
 import {
   ErrorCode,
   SourceError,
+  createInstrumentation,
+  createMetrics,
   createSecretResolver,
+  loadManifests,
   envNameFor,
   silentLogger,
   type AmqpSourceSpec,
@@ -15,7 +19,9 @@ import {
   type SecretResolver,
 } from "@ofevents/core";
 import { createMemoryBus, type EventPublisher } from "@ofevents/eventbus";
+import { createWebhookServers, startEventSource, type SourceEvents } from "../src/index.js";
 import { amqpAdapter } from "../src/sources/amqp.js";
+import { metricValue } from "../../../test/helpers/prometheus.js";
 import { RabbitMqServer } from "../../../test/helpers/rabbitmq.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
 import { FlakyPublisher, sourceHarness, type RunningSource } from "./support.js";
@@ -264,6 +270,51 @@ describe("amqp source - acknowledgement", () => {
     await bus.close();
     expect(new Set(got.map((e) => e.id))).toEqual(new Set(Array.from({ length: 10 }, (_, i) => `m-${i}`)));
     expect(await ready(queue)).toBe(0);
+  });
+});
+
+describe("amqp source - metrics", () => {
+  it("amqp source - the runtime counts received, failed and published events of an amqp event", async () => {
+    const queue = `q-${randomSuffix()}`;
+    const name = `es-${randomSuffix()}`;
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const got = await collect(bus, name);
+    const instrumentation = createInstrumentation<SourceEvents>();
+    const metrics = createMetrics();
+    metrics.observeSource(instrumentation, { namespace: NS, eventSource: name });
+    const runtime = await startEventSource(harness.manifest(name, { url: server.url, queue: { name: queue } }), {
+      logger: silentLogger(),
+      bus: new FlakyPublisher(bus, { failNext: 1 }),
+      secrets,
+      webhooks: createWebhookServers({ logger: silentLogger() }),
+      instrumentation,
+      publishAttempts: 1,
+    });
+    await toQueue(queue, "counted", { messageId: "c-1" });
+    await waitFor(() => got.length === 1, { message: "published after one failure" });
+    await runtime.stop();
+    await bus.close();
+    const text = await metrics.text();
+    const labels = { namespace: NS, eventsource: name, event: EVENT };
+    expect(metricValue(text, "ofevents_eventsource_up", labels)).toBe(1);
+    expect(metricValue(text, "ofevents_eventsource_events_received_total", labels)).toBe(2);
+    expect(metricValue(text, "ofevents_eventsource_events_failed_total", labels)).toBe(1);
+    expect(metricValue(text, "ofevents_eventsource_events_published_total", labels)).toBe(1);
+    expect(metricValue(text, "ofevents_eventsource_dispatches_in_flight", labels)).toBe(0);
+  });
+});
+
+describe("amqp source - example", () => {
+  it("amqp source - examples/eventsources/amqp.yaml loads and each of its events passes validate", async () => {
+    const file = new URL("../../../examples/eventsources/amqp.yaml", import.meta.url);
+    const m = await loadManifests([file.pathname]);
+    expect(m.issues).toEqual([]);
+    const events = m.eventSources[0]!.resource.spec.amqp!;
+    expect(Object.keys(events).sort()).toEqual(["invoices", "orders"]);
+    for (const spec of Object.values(events)) expect(amqpAdapter.validate(spec)).toEqual([]);
+    // The docs page shows the same fields.
+    const doc = await readFile(new URL("../../../docs/eventsources/amqp.md", import.meta.url), "utf8");
+    expect(doc).toContain("examples/eventsources/amqp.yaml");
   });
 });
 
