@@ -1,11 +1,17 @@
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { makeTestCertificates } from "./kafka.js";
 import { randomSuffix } from "./wait.js";
 import { type Parsed, ProbeSocket, requireExecutable, ServerProcess, type ServerProcessOptions } from "./server.js";
 
 export interface RabbitMqServerOptions {
   /** The default user created on first boot (default guest/guest). */
   user?: { name: string; password: string };
+  /**
+   * Adds an AMQPS listener ({@link RabbitMqServer.tlsUrl}) with a server certificate for 127.0.0.1
+   * signed by a throwaway CA made with openssl in the temp dir ({@link RabbitMqServer.caPem}).
+   */
+  tls?: boolean;
   /** Extra lines for rabbitmq.conf (sysctl format). */
   config?: readonly string[];
   startTimeoutMs?: number;
@@ -45,6 +51,7 @@ class Epmd extends ServerProcess {
 export class RabbitMqServer extends ServerProcess {
   #epmd: Epmd | undefined;
   #user: { name: string; password: string } = { name: "guest", password: "guest" };
+  #caPem: string | undefined;
 
   private constructor(options: ServerProcessOptions) {
     super(options);
@@ -59,11 +66,24 @@ export class RabbitMqServer extends ServerProcess {
     const node = `ofevents-${randomSuffix()}@localhost`;
     const server = new RabbitMqServer({
       name: "rabbitmq",
-      portCount: 2,
+      portCount: options.tls === true ? 3 : 2,
       startTimeoutMs: options.startTimeoutMs ?? 60_000,
       stopGraceMs: 20_000,
       configure: async ({ ports, dir }) => {
-        const [amqp, dist] = ports as [number, number];
+        const [amqp, dist, amqps] = ports as [number, number, number | undefined];
+        const tls: string[] = [];
+        if (amqps !== undefined) {
+          const certs = await makeTestCertificates(dir);
+          server.#caPem = await readFile(certs.caCert, "utf8");
+          tls.push(
+            `listeners.ssl.default = 127.0.0.1:${amqps}`,
+            `ssl_options.cacertfile = ${certs.caCert}`,
+            `ssl_options.certfile = ${certs.serverCert}`,
+            `ssl_options.keyfile = ${certs.serverKey}`,
+            "ssl_options.verify = verify_none",
+            "ssl_options.fail_if_no_peer_cert = false",
+          );
+        }
         await writeFile(
           join(dir, "rabbitmq.conf"),
           [
@@ -75,6 +95,7 @@ export class RabbitMqServer extends ServerProcess {
             "log.console = true",
             "log.console.level = info",
             "log.file = false",
+            ...tls,
             ...(options.config ?? []),
             "",
           ].join("\n"),
@@ -119,6 +140,19 @@ export class RabbitMqServer extends ServerProcess {
   /** `amqp://user:password@127.0.0.1:<port>` (the default vhost). */
   get url(): string {
     return `amqp://${encodeURIComponent(this.#user.name)}:${encodeURIComponent(this.#user.password)}@127.0.0.1:${this.port}`;
+  }
+
+  /** `amqps://user:password@127.0.0.1:<port>`; needs `tls: true`. */
+  get tlsUrl(): string {
+    const port = this.ports[2];
+    if (port === undefined) throw new Error("RabbitMqServer: started without tls");
+    return `amqps://${encodeURIComponent(this.#user.name)}:${encodeURIComponent(this.#user.password)}@127.0.0.1:${port}`;
+  }
+
+  /** The PEM CA certificate that signed the AMQPS listener's certificate; needs `tls: true`. */
+  get caPem(): string {
+    if (this.#caPem === undefined) throw new Error("RabbitMqServer: started without tls");
+    return this.#caPem;
   }
 
   /** The port of the epmd this broker registers with. */

@@ -37,6 +37,7 @@ const USERNAME_REF = { name: "rabbit", key: "username" };
 const PASSWORD_REF = { name: "rabbit", key: "password" };
 const WRONG_REF = { name: "rabbit", key: "wrong" };
 const URL_REF = { name: "rabbit", key: "url" };
+const CA_REF = { name: "rabbit", key: "ca.crt" };
 /** `{queue}/{32 hex digits}`: the id of a message without a message-id. */
 const DIGEST_ID = (queue: string): RegExp => new RegExp(`^${queue}/[0-9a-f]{32}$`);
 
@@ -51,13 +52,14 @@ async function openPublisher(): Promise<void> {
 }
 
 beforeAll(async () => {
-  server = await RabbitMqServer.start({ user: { name: USER, password: PASSWORD } });
+  server = await RabbitMqServer.start({ user: { name: USER, password: PASSWORD }, tls: true });
   await openPublisher();
   secrets = createSecretResolver([], {
     [envNameFor(USERNAME_REF)]: USER,
     [envNameFor(PASSWORD_REF)]: PASSWORD,
     [envNameFor(WRONG_REF)]: "not-the-password",
     [envNameFor(URL_REF)]: server.url,
+    [envNameFor(CA_REF)]: server.caPem,
   });
 }, 90_000);
 
@@ -381,6 +383,40 @@ describe("amqp source - credentials", () => {
     expect((err as SourceError).message).toContain(`EventSource ${NS}/${name} event ${EVENT}`);
     expect((err as SourceError).message).toMatch(/ACCESS_REFUSED|refused|403/i);
     expect((err as SourceError).message).not.toContain("not-the-password");
+  });
+});
+
+describe("amqp source - TLS", () => {
+  it("amqp source - amqps:// with the CA by secret reference consumes", async () => {
+    const queue = `q-${randomSuffix()}`;
+    const name = `es-${randomSuffix()}`;
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const got = await collect(bus, name);
+    const src = await startSource({ url: server.tlsUrl, tls: { caSecret: CA_REF }, queue: { name: queue } }, bus, name);
+    await toQueue(queue, "over tls");
+    await waitFor(() => got.length === 1, { message: "one event" });
+    await src.stop();
+    await bus.close();
+    expect(got[0]!.data).toBe("over tls");
+  });
+
+  it("amqp source - amqps:// without the CA fails start(): the certificate is verified", async () => {
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const err: unknown = await startSource(
+      { url: server.tlsUrl, queue: { name: `q-${randomSuffix()}` } },
+      bus,
+      `es-${randomSuffix()}`,
+    ).then(
+      async (src) => {
+        await src.stop();
+        return undefined;
+      },
+      (e: unknown) => e,
+    );
+    await bus.close();
+    expect(err).toBeInstanceOf(SourceError);
+    expect((err as SourceError).message).toMatch(/certificate/i);
+    expect((err as SourceError).message).not.toContain(PASSWORD);
   });
 });
 
