@@ -496,4 +496,30 @@ describe("amqp source - resilience", () => {
     await bus.close();
     expect(got.map((e) => e.data)).toEqual(["before", "after"]);
   }, 90_000);
+
+  it("amqp source - a message whose dispatch is failing when the broker goes away is redelivered after the reconnect, not lost", async () => {
+    const queue = `q-${randomSuffix()}`;
+    const name = `es-${randomSuffix()}`;
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const got = await collect(bus, name);
+    const flaky = new FlakyPublisher(bus);
+    flaky.down = true;
+    const src = await startSource({ queue: { name: queue } }, flaky, name);
+    await toQueue(queue, JSON.stringify({ keep: true }), { persistent: true, messageId: "survivor" });
+    await waitFor(() => flaky.calls >= 2, { message: "publish retried" });
+    await publisher.close().catch(() => {});
+    await server.restart();
+    await openPublisher();
+    flaky.down = false;
+    await waitFor(() => got.length >= 1, {
+      timeoutMs: 30_000,
+      intervalMs: 250,
+      message: "the message after the restart",
+    });
+    await src.stop();
+    await bus.close();
+    expect(got).toHaveLength(1);
+    expect(got[0]).toMatchObject({ id: "survivor", data: { keep: true }, amqpredelivered: true });
+    expect(await ready(queue)).toBe(0);
+  }, 90_000);
 });
