@@ -213,29 +213,46 @@ describe("amqp source - events", () => {
 });
 
 describe("amqp source - acknowledgement", () => {
-  it("amqp source - a message the bus does not take stays unacknowledged; after a stop it is redelivered (amqpredelivered) and not lost", async () => {
-    const queue = `q-${randomSuffix()}`;
-    const name = `es-${randomSuffix()}`;
-    const down = new FlakyPublisher(createMemoryBus({ logger: silentLogger() }), { failNext: Number.MAX_SAFE_INTEGER });
-    const first = await startSource({ queue: { name: queue } }, down, name);
-    await toQueue(queue, JSON.stringify({ level: "high" }));
-    await waitFor(() => down.calls >= 2, { message: "publish retried" });
-    // Handed out, not acknowledged: nothing ready, and the retries go on.
-    expect(await ready(queue)).toBe(0);
-    await first.stop();
-    expect(await ready(queue)).toBe(1);
+  it.each([
+    { type: "classic", queueArguments: undefined },
+    { type: "quorum", queueArguments: { "x-queue-type": "quorum" } },
+  ])(
+    "amqp source - a message the bus does not take stays unacknowledged; after a stop it is redelivered (amqpredelivered) and not lost: $type queue",
+    async ({ queueArguments }) => {
+      const queue = `q-${randomSuffix()}`;
+      const name = `es-${randomSuffix()}`;
+      const down = new FlakyPublisher(createMemoryBus({ logger: silentLogger() }), {
+        failNext: Number.MAX_SAFE_INTEGER,
+      });
+      const first = await startSource(
+        { queue: { name: queue, ...(queueArguments === undefined ? {} : { arguments: queueArguments }) } },
+        down,
+        name,
+      );
+      // No message-id: the digest id must survive the redelivery (quorum queues add x-delivery-count).
+      await toQueue(queue, JSON.stringify({ level: "high" }));
+      await waitFor(() => down.calls >= 2, { message: "publish retried" });
+      // Handed out, not acknowledged: nothing ready, and the retries go on.
+      expect(await ready(queue)).toBe(0);
+      await first.stop();
+      expect(await ready(queue)).toBe(1);
 
-    const bus = createMemoryBus({ logger: silentLogger() });
-    const got = await collect(bus, name);
-    const second = await startSource({ queue: { name: queue } }, bus, name);
-    await waitFor(() => got.length === 1, { message: "redelivered message" });
-    await second.stop();
-    await bus.close();
-    expect(got[0]).toMatchObject({ data: { level: "high" }, amqpredelivered: true });
-    // The same id as the attempts before the stop, so downstream can tell it is a redelivery.
-    expect(first.failed[0]).toBe(got[0]!.id);
-    expect(await ready(queue)).toBe(0);
-  });
+      const bus = createMemoryBus({ logger: silentLogger() });
+      const got = await collect(bus, name);
+      const second = await startSource(
+        { queue: { name: queue, ...(queueArguments === undefined ? {} : { arguments: queueArguments }) } },
+        bus,
+        name,
+      );
+      await waitFor(() => got.length === 1, { message: "redelivered message" });
+      await second.stop();
+      await bus.close();
+      expect(got[0]).toMatchObject({ data: { level: "high" }, amqpredelivered: true });
+      // The same id as the attempts before the stop, so downstream can tell it is a redelivery.
+      expect(first.failed[0]).toBe(got[0]!.id);
+      expect(await ready(queue)).toBe(0);
+    },
+  );
 
   it("amqp source - acknowledges once a retried publish succeeded, so nothing is left in the queue", async () => {
     const queue = `q-${randomSuffix()}`;

@@ -159,10 +159,17 @@ function headerEntries(msg: ConsumeMessage): HeaderEntry[] {
   return out;
 }
 
-/** `{queue}/{sha256 of exchange, routing key, properties and body}` (hex, 32 digits). */
+/**
+ * `{queue}/{sha256 of exchange, routing key, properties and body}` (hex, 32 digits). The
+ * `x-delivery-count` header, which quorum queues add on each redelivery, is left out, so a
+ * redelivered message keeps its id there too.
+ */
 export function digestId(queue: string, msg: ConsumeMessage): string {
+  const headers: Record<string, unknown> = { ...(msg.properties.headers ?? {}) };
+  delete headers["x-delivery-count"];
+  const properties = { ...msg.properties, headers };
   const h = createHash("sha256");
-  for (const part of [msg.fields.exchange, msg.fields.routingKey, JSON.stringify(msg.properties)]) {
+  for (const part of [msg.fields.exchange, msg.fields.routingKey, JSON.stringify(properties)]) {
     h.update(part).update("\u0000");
   }
   h.update(msg.content);
