@@ -92,7 +92,10 @@ apt_install() { # only runs `apt-get update` when something is missing
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these by hand: ${missing[*]}"
   log "apt-get install ${missing[*]}"
-  as_root apt-get update -qq || die "apt-get update failed"
+  if [ -z "${APT_UPDATED:-}" ]; then # once per run, however many steps install packages
+    as_root apt-get update -qq || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
   # Debian images here ship policy-rc.d 101, so the services are not auto-started; the tests
   # launch their own instances on free ports either way.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
@@ -143,10 +146,10 @@ step_rabbitmq() {
     as_root chmod 755 "$policy"
     wrote=1
   fi
-  local rc=0
-  apt_install rabbitmq-server || rc=$?
+  # apt_install exits the script on failure; the trap then leaves a policy-rc.d we wrote in place
+  # (it only stops package scripts from starting services).
+  apt_install rabbitmq-server
   if [ -n "$wrote" ]; then as_root rm -f "$policy"; fi
-  [ "$rc" -eq 0 ] || die "apt-get install rabbitmq-server failed"
   [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || die "/usr/lib/rabbitmq/bin/rabbitmq-server not found after apt install"
   command -v epmd >/dev/null 2>&1 || die "epmd not found after installing rabbitmq-server"
   log "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server)"
