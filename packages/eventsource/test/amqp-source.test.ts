@@ -38,6 +38,7 @@ const PASSWORD_REF = { name: "rabbit", key: "password" };
 const WRONG_REF = { name: "rabbit", key: "wrong" };
 const URL_REF = { name: "rabbit", key: "url" };
 const CA_REF = { name: "rabbit", key: "ca.crt" };
+const BAD_URL_REF = { name: "rabbit", key: "bad-url" };
 /** `{queue}/{32 hex digits}`: the id of a message without a message-id. */
 const DIGEST_ID = (queue: string): RegExp => new RegExp(`^${queue}/[0-9a-f]{32}$`);
 
@@ -60,6 +61,7 @@ beforeAll(async () => {
     [envNameFor(WRONG_REF)]: "not-the-password",
     [envNameFor(URL_REF)]: server.url,
     [envNameFor(CA_REF)]: server.caPem,
+    [envNameFor(BAD_URL_REF)]: `http://${USER}:${PASSWORD}@127.0.0.1:1`,
   });
 }, 90_000);
 
@@ -371,6 +373,23 @@ describe("amqp source - credentials", () => {
     await src.stop();
     await bus.close();
     expect(got[0]!.data).toBe("via url secret");
+  });
+
+  it("amqp source - an unusable URL in urlSecret fails start() without showing the URL", async () => {
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const err: unknown = await harness
+      .start(`es-${randomSuffix()}`, { urlSecret: BAD_URL_REF, queue: { name: "q" } }, bus, secrets)
+      .then(
+        async (src) => {
+          await src.stop();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+    await bus.close();
+    expect(err).toBeInstanceOf(SourceError);
+    expect((err as SourceError).message).toMatch(/URL in urlSecret is unusable: scheme "http:\/\/"/);
+    expect((err as SourceError).message).not.toContain(PASSWORD);
   });
 
   it("amqp source - a wrong password fails start() with SOURCE_START, without the password in the error", async () => {

@@ -264,8 +264,18 @@ export const amqpAdapter: SourceAdapter<AmqpSourceSpec> = {
     const queue = queueName(ctx, spec);
     const log = ctx.logger.child({ queue, ...(spec.exchange === undefined ? {} : { exchange: spec.exchange.name }) });
     const secret: ReadSecret = (ref) => ctx.secrets.resolve(ref, ctx.namespace);
-    const url = withHeartbeat(spec.url ?? secret(spec.urlSecret!).trim());
+    const rawUrl = spec.url ?? secret(spec.urlSecret!).trim();
     const shownUrl = withoutCredentials(spec.url ?? "(urlSecret)");
+    const problem = urlProblem(rawUrl);
+    if (problem !== undefined) {
+      // Said without the URL: one from a secret may carry credentials.
+      throw new SourceError(
+        ErrorCode.SourceStart,
+        `amqp: EventSource ${ctx.namespace}/${ctx.eventSource} event ${ctx.eventName}: the URL ${spec.url === undefined ? "in urlSecret " : ""}is unusable: ${problem}`,
+        SourceKind.Amqp,
+      );
+    }
+    const url = withHeartbeat(rawUrl);
     const prefetch = spec.prefetch ?? DEFAULT_PREFETCH;
     const stopper = new AbortController();
     const onAbort = (): void => stopper.abort();
