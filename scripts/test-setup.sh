@@ -18,6 +18,7 @@
 #   $CACHE/otelcol-<ver>/         an OpenTelemetry Collector built by the pinned collector builder
 #   $CACHE/otelcol-builder-<ver>/ that builder (`go install`)
 #   $CACHE/argo-events-<ver>/     Argo Events' eventsource and sensor (pruned build), for bench P1
+# (rabbitmq-server comes from apt, like redis-server and mosquitto: nothing of it is cached.)
 #
 # Needs: apt (root or sudo) for the Debian packages, java >= 17 and mvn (installed from apt when
 # missing), go >= 1.24 (not installed here: Debian's golang is too old for nats-server 2.15).
@@ -91,7 +92,10 @@ apt_install() { # only runs `apt-get update` when something is missing
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these by hand: ${missing[*]}"
   log "apt-get install ${missing[*]}"
-  as_root apt-get update -qq || die "apt-get update failed"
+  if [ -z "${APT_UPDATED:-}" ]; then # once per run, however many steps install packages
+    as_root apt-get update -qq || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
   # Debian images here ship policy-rc.d 101, so the services are not auto-started; the tests
   # launch their own instances on free ports either way.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
@@ -123,6 +127,33 @@ step_apt() {
   command -v chromium >/dev/null 2>&1 || die "chromium not found after apt install (the live page's browser tests need it)"
   log "redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), mosquitto $(dpkg-query -W -f='${Version}' mosquitto), nats-server (apt) $(dpkg-query -W -f='${Version}' nats-server), chromium $(dpkg-query -W -f='${Version}' chromium)"
   if [ "$before" -eq 0 ]; then STEP_RESULT="cached"; else STEP_RESULT="installed $before package(s)"; fi
+}
+
+# ---- RabbitMQ: Debian's rabbitmq-server (the amqp source's tests) --------------------------------
+# test/helpers/rabbitmq.ts launches /usr/lib/rabbitmq/bin/rabbitmq-server itself (own node name,
+# ports, epmd and temp dirs), so the package's own service must not start: a policy-rc.d that
+# answers 101 ("action forbidden") is in place during the install, and removed after if we wrote it.
+step_rabbitmq() {
+  if apt_installed rabbitmq-server && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && command -v epmd >/dev/null 2>&1; then
+    log "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server)"
+    STEP_RESULT="cached"
+    return 0
+  fi
+  local policy=/usr/sbin/policy-rc.d wrote=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# written by scripts/test-setup.sh during the rabbitmq-server install\nexit 101\n' |
+      as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    wrote=1
+  fi
+  # apt_install exits the script on failure; the trap then leaves a policy-rc.d we wrote in place
+  # (it only stops package scripts from starting services).
+  apt_install rabbitmq-server
+  if [ -n "$wrote" ]; then as_root rm -f "$policy"; fi
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || die "/usr/lib/rabbitmq/bin/rabbitmq-server not found after apt install"
+  command -v epmd >/dev/null 2>&1 || die "epmd not found after installing rabbitmq-server"
+  log "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server)"
+  STEP_RESULT="installed"
 }
 
 # ---- Go builds (nats-server; later daprd, etcd, kube-apiserver) --------------------------------
@@ -1034,6 +1065,7 @@ main() {
   mkdir -p "$CACHE" "$BIN"
   run_step prereqs step_prereqs
   run_step apt step_apt
+  run_step rabbitmq step_rabbitmq
   run_step nats-server step_nats
   run_step argo-events step_argo_events
   run_step kafka step_kafka

@@ -85,7 +85,7 @@ describe("bench - quick run of the harness", () => {
 
   it("bench - reports every scenario with figures, a ratio in (0, 10) and judged goals", () => {
     const scenarios = json["scenarios"] as Array<Record<string, unknown>>;
-    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "P1"]);
+    expect(scenarios.map((s) => s["id"])).toEqual(["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "P1", "R1"]);
     expect(json["failures"]).toEqual([]);
     for (const s of scenarios) {
       for (const k of FIGURES) {
@@ -108,6 +108,44 @@ describe("bench - quick run of the harness", () => {
     for (const id of ["E2", "E3", "E4", "E8", "E9", "P1"]) {
       const e = scenarios.find((s) => s["id"] === id)!;
       for (const k of FIGURES) expect(e[k], `${id}.${k}`).toBeTypeOf("number");
+    }
+    const e2 = scenarios.find((s) => s["id"] === "E2")!;
+    const sweep = (e2["extra"] as Record<string, unknown>)["sizeSweep"] as Array<{
+      bytes: number;
+      count: number;
+      runs: Record<string, Array<{ complete: boolean; delivered: number }>>;
+    }>;
+    expect(sweep.map((p) => p.bytes)).toEqual([100, 10_240, 262_144]);
+    for (const p of sweep) {
+      expect(Object.keys(p.runs)).toEqual(["framework", "baseline"]);
+      for (const [side, runs] of Object.entries(p.runs)) {
+        expect(runs.length, `E2 sweep ${p.bytes} B ${side}`).toBeGreaterThanOrEqual(3);
+        for (const m of runs) {
+          expect(m.complete, `E2 sweep ${p.bytes} B ${side} complete`).toBe(true);
+          expect(m.delivered).toBe(Math.ceil(p.count / 2));
+        }
+      }
+    }
+    const e4 = (scenarios.find((s) => s["id"] === "E4")!["extra"] ?? {}) as Record<string, unknown>;
+    const peer = e4["secondPeer"] as Record<string, unknown>;
+    expect(peer["eventsPerSec"]).toBeTypeOf("number");
+    expect(peer["frameworkRatio"]).toBeTypeOf("number");
+    const e4count = (e4["sizes"] as { count: number }).count;
+    // The routing rule let exactly the passing half through, once each.
+    for (const m of (e4["throughputRuns"] as Record<string, Array<Record<string, unknown>>>)["daprRules"]!) {
+      expect(m["delivered"]).toBe(Math.ceil(e4count / 2));
+      expect(m["duplicates"]).toBe(0);
+    }
+    const r1 = scenarios.find((s) => s["id"] === "R1")!;
+    const points = (r1["extra"] as Record<string, unknown>)["replicas"] as Array<{
+      replicas: number;
+      replicaCpuShares: number[];
+      runs: Array<{ complete: boolean; duplicates: number }>;
+    }>;
+    expect(points.map((p) => p.replicas)).toEqual([1, 2, 4]);
+    for (const p of points) {
+      expect(p.replicaCpuShares).toHaveLength(p.replicas);
+      for (const m of p.runs) expect(m.complete && m.duplicates === 0, `R1 ${p.replicas} replicas`).toBe(true);
     }
     const e5 = scenarios.find((s) => s["id"] === "E5")!;
     const drivers = (e5["extra"] as Record<string, unknown>)["drivers"] as Record<string, Record<string, unknown>>;
@@ -133,5 +171,7 @@ describe("bench - quick run of the harness", () => {
     for (const id of ["E2", "E3", "E4", "P1"])
       expect(run.stdout).toMatch(new RegExp(`^\\s+(PASS|MISS)\\s+${id} throughput ratio`, "m"));
     expect(run.stdout).toMatch(/^\s+(PASS|MISS)\s+E5 kafka driver ratio/m);
+    expect(run.stdout).toMatch(/^E2 event size sweep/m);
+    expect(run.stdout).toMatch(/^\s+262144 B\s+framework \d+ @/m);
   });
 });

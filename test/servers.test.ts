@@ -1,7 +1,7 @@
 // Smoke tests for the real test servers (scripts/test-setup.sh installs them): each one starts,
 // does one round trip over its raw protocol, and stops with its pid gone.
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -14,6 +14,7 @@ import {
   mqttSubscribe,
   parseMqttPacket,
 } from "./helpers/mosquitto.js";
+import { amqpAnswers, RabbitMqServer } from "./helpers/rabbitmq.js";
 import { type NatsOp, NatsServer, parseNatsOp, readNatsInfo } from "./helpers/nats.js";
 import { OtelCollector, startOtlpJsonReceiver } from "./helpers/otelcol.js";
 import { encodeRedisCommand, parseResp, RedisServer, type RespValue } from "./helpers/redis.js";
@@ -308,6 +309,19 @@ describe("test servers", () => {
     } finally {
       await stopAndCheck(server);
     }
+  });
+
+  it("rabbitmq - answers the AMQP protocol header; stop kills the Erlang VM (the port's holder) and its epmd", async () => {
+    const server = await RabbitMqServer.start();
+    const pid = server.pid!;
+    // The pid spawned is the VM itself (the start script execs erl, which execs beam.smp).
+    expect(readFileSync(`/proc/${pid}/comm`, "utf8").trim()).toBe("beam.smp");
+    expect(await amqpAnswers(server.port)).toBe(true);
+    const epmdPort = server.epmdPort;
+    expect(await tcpConnects(epmdPort)).toBe(true);
+    await stopAndCheck(server);
+    expect(await tcpConnects(server.port)).toBe(false);
+    expect(await tcpConnects(epmdPort)).toBe(false);
   });
 
   it("otelcol - a span posted as OTLP/HTTP JSON reaches a receiver through the collector, then stop", async () => {

@@ -24,6 +24,18 @@ export function passes(data: unknown): boolean {
   return typeof n === "number" && n % 2 === 0;
 }
 
+/**
+ * A body of `bytes` characters (at least the ~20 of `n` and `t`): `n` and `t` as in
+ * `eventBody`, padded with a string field. For the event size sweep.
+ */
+export function sizedBody(bytes: number): (n: number, t: number) => string {
+  const shell = JSON.stringify({ n: 0, t: 0, pad: "" }).length;
+  // `n` and `t` take more digits than the shell's zeros: about 16 for a send time in ms with
+  // fractions and up to 6 for the index, so the body lands within a few bytes of `bytes`.
+  const pad = "x".repeat(Math.max(0, bytes - shell - 22));
+  return (n, t) => JSON.stringify({ n, t, pad });
+}
+
 /** The event every request carries: `n` decides the filter, `t` is the send time. */
 export function eventBody(n: number, t: number): string {
   return JSON.stringify({
@@ -203,6 +215,8 @@ export interface ThroughputOptions {
   others?: Record<string, CpuReader>;
   /** How long to wait for the sink after the last answer (default 60 s). */
   drainTimeoutMs?: number;
+  /** The request body (default `eventBody`). */
+  body?: (n: number, t: number) => string;
 }
 
 /** Reads every reader of `others` now. */
@@ -228,7 +242,7 @@ export async function measureThroughput(sink: SinkServer, o: ThroughputOptions):
     count: o.count,
     concurrency: o.concurrency,
     timeoutMs: 180_000,
-    body: eventBody,
+    body: o.body ?? eventBody,
   });
   const loadEnd = performance.now();
   const complete = (await sink.waitFor(expected, o.drainTimeoutMs ?? 60_000)) && load.ok === o.count;
@@ -414,6 +428,74 @@ export async function comparePipelines(
     }
   }
   return out;
+}
+
+export interface SweepSize {
+  /** Request body size in bytes. */
+  bytes: number;
+  /** Events per closed-loop run at this size. */
+  count: number;
+}
+
+export interface SweepPoint {
+  bytes: number;
+  count: number;
+  /** Closed-loop runs by side name. */
+  runs: Record<string, ThroughputRun[]>;
+}
+
+/**
+ * The event size sweep: at each size, `runs` closed-loop runs of every side (order rotated as in
+ * `comparePipelines`), on sides that are already warm.
+ */
+export async function sweepSizes(
+  id: string,
+  ctx: { runs: number; log(line: string): void },
+  sink: SinkServer,
+  sides: readonly Side[],
+  sizes: readonly SweepSize[],
+  concurrency: number,
+): Promise<SweepPoint[]> {
+  const out: SweepPoint[] = [];
+  for (const size of sizes) {
+    const body = sizedBody(size.bytes);
+    const point: SweepPoint = { ...size, runs: Object.fromEntries(sides.map((x) => [x.name, []])) };
+    for (let i = 0; i < ctx.runs; i++) {
+      for (const side of rotate(sides, i)) {
+        const m = await measureThroughput(sink, { url: side.url, count: size.count, concurrency, cpu: side.cpu, body });
+        point.runs[side.name]!.push(m);
+        ctx.log(
+          `${id} size ${size.bytes} B ${side.name} run ${i + 1}: ${Math.round(m.eventsPerSec)} ev/s, ${m.cpuSecPer10k.toFixed(2)} CPU s/10k${m.complete ? "" : " (INCOMPLETE)"}`,
+        );
+      }
+    }
+    out.push(point);
+  }
+  return out;
+}
+
+/** The sweep as lines: per size, the median events/s and CPU s/10k of each side and the ratio. */
+export function describeSweep(
+  id: string,
+  points: readonly SweepPoint[] | undefined,
+  names: [string, string],
+): string[] {
+  if (points === undefined || points.length === 0) return [];
+  const med = (ms: ThroughputRun[] | undefined, f: (m: ThroughputRun) => number): number =>
+    ms === undefined || ms.length === 0 ? NaN : median(ms.map(f));
+  const lines = ["", `${id} event size sweep (closed loop, median of runs: events/s @ CPU s/10k, MiB/s of bodies in):`];
+  for (const p of points) {
+    const [a, b] = names.map((n) => p.runs[n]);
+    const ea = med(a, (m) => m.eventsPerSec);
+    const eb = med(b, (m) => m.eventsPerSec);
+    const mib = (e: number): string => ((e * p.bytes) / 1_048_576).toFixed(1);
+    const incomplete = [...(a ?? []), ...(b ?? [])].some((m) => !m.complete) ? "  (some runs incomplete)" : "";
+    lines.push(
+      `  ${`${p.bytes} B`.padEnd(9)} ${names[0]} ${Math.round(ea)} @ ${med(a, (m) => m.cpuSecPer10k).toFixed(2)} (${mib(ea)} MiB/s), ` +
+        `${names[1]} ${Math.round(eb)} @ ${med(b, (m) => m.cpuSecPer10k).toFixed(2)} (${mib(eb)} MiB/s), ratio ${(ea / eb).toFixed(2)}${incomplete}`,
+    );
+  }
+  return lines;
 }
 
 /**

@@ -10,7 +10,8 @@
  * process like the framework's.
  *
  * Measured as E1: closed loop for events/s, open loop at 1,000 events/s for p50/p99 source →
- * sink, CPU of the child from /proc, median of the runs.
+ * sink, CPU of the child from /proc, median of the runs. Then the event size sweep: closed-loop
+ * runs of both sides with bodies of 100 B, 10 KiB and 256 KiB (`extra.sizeSweep`).
  */
 import { createServer } from "node:http";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -22,13 +23,17 @@ import {
   comparePipelines,
   createForwarder,
   describeRuns,
+  describeSweep,
   fillFromComparison,
   listen,
   passes,
   pipelineManifests,
+  sweepSizes,
   webhookSourceSpec,
   withLoopMonitor,
   type PipelineSizes,
+  type SweepPoint,
+  type SweepSize,
 } from "../lib/pipeline.js";
 import type { ChildProc } from "../lib/proc.js";
 import { rawJetStream } from "../lib/raw.js";
@@ -38,6 +43,13 @@ import { emptyResult, type ChildHandle, type Scenario, type ScenarioContext } fr
 
 const FULL: PipelineSizes = { warmup: 2_000, count: 20_000, concurrency: 64, latencyCount: 5_000, rate: 1000 };
 const QUICK: PipelineSizes = { warmup: 100, count: 300, concurrency: 16, latencyCount: 200, rate: 1000 };
+/** The event size sweep: fewer events as they grow, so each size takes seconds, not minutes. */
+const SWEEP: SweepSize[] = [
+  { bytes: 100, count: 10_000 },
+  { bytes: 10_240, count: 4_000 },
+  { bytes: 262_144, count: 600 },
+];
+const QUICK_SWEEP: SweepSize[] = SWEEP.map((x) => ({ bytes: x.bytes, count: 40 }));
 
 interface Args {
   port: number;
@@ -71,16 +83,12 @@ async function run(ctx: ScenarioContext) {
     };
     const fw = await start("framework");
     const bl = await start("baseline");
-    const c = await comparePipelines(
-      "E2",
-      ctx,
-      sink,
-      [
-        { name: "framework", url: fw.url, cpu: () => fw.child.cpuSeconds(), monitored: [fw.child] },
-        { name: "baseline", url: bl.url, cpu: () => bl.child.cpuSeconds(), monitored: [bl.child] },
-      ],
-      s,
-    );
+    const sides = [
+      { name: "framework", url: fw.url, cpu: () => fw.child.cpuSeconds(), monitored: [fw.child] },
+      { name: "baseline", url: bl.url, cpu: () => bl.child.cpuSeconds(), monitored: [bl.child] },
+    ];
+    const c = await comparePipelines("E2", ctx, sink, sides, s);
+    const sweep = await sweepSizes("E2", ctx, sink, sides, ctx.quick ? QUICK_SWEEP : SWEEP, s.concurrency);
     fillFromComparison(r, c, { framework: "framework", baseline: "baseline" });
     r.extra = {
       filter: "data.n % 2 = 0",
@@ -90,6 +98,7 @@ async function run(ctx: ScenarioContext) {
       rateForLatency: s.rate,
       throughputRuns: c.throughput,
       latencyRuns: c.latency,
+      sizeSweep: sweep,
       peakRssMiB: { framework: sig(fw.child.memoryMiB().peak, 3), baseline: sig(bl.child.memoryMiB().peak, 3) },
     };
     const added = r.p99Ms! - r.baselineP99Ms!;
@@ -116,7 +125,10 @@ const scenario: Scenario = {
   id: "E2",
   title: "JetStream bus: webhook → jetstream → trigger (JSONata filter) → HTTP sink",
   run,
-  describe: (r) => describeRuns("E2", r.extra, 1000),
+  describe: (r) => [
+    ...describeRuns("E2", r.extra, 1000),
+    ...describeSweep("E2", r.extra["sizeSweep"] as SweepPoint[] | undefined, ["framework", "baseline"]),
+  ],
   children: {
     async framework(raw): Promise<ChildHandle> {
       const a = raw as Args;

@@ -89,7 +89,7 @@ export function renderFunction(
     if (r.kind === "EventSource") {
       const ns = namespaceOf(r);
       const events = new Set<string>();
-      for (const k of ["kafka", "redis", "cron", "mqtt", "webhook", "nats"] as const) {
+      for (const k of ["kafka", "redis", "cron", "mqtt", "webhook", "nats", "amqp"] as const) {
         for (const e of Object.keys(r.spec[k] ?? {})) events.add(e);
       }
       [...events].forEach((e, i) =>

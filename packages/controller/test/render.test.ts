@@ -612,6 +612,15 @@ describe("controller render - EventSource", () => {
       expected: undefined,
     },
     {
+      name: "amqp: replicas share the queue, CPU-scaled, never below one replica",
+      events: { amqp: { a: { url: "amqp://rabbitmq:5672", queue: { name: "orders" } } } },
+      expected: {
+        min: 1,
+        triggers: [{ type: "cpu", metricType: "Utilization", metadata: { value: "80" } }],
+        auth: [],
+      },
+    },
+    {
       name: "redis channel: one replica and no ScaledObject",
       events: { redis: { c: { redisHost: "redis:6379", redisPassword: "", channel: "news" } } },
       expected: undefined,

@@ -58,6 +58,7 @@ export type {
   Trigger,
   WebhookSpec,
   NatsSourceSpec,
+  AmqpSourceSpec,
   KubernetesSourceSpec,
   JetStreamBusSpec,
   NatsStreamingBusSpec,

@@ -276,6 +276,79 @@ export const natsSourceSchema = z
   .strict()
   .describe(ext("A NATS event source: core subjects or JetStream consumers."));
 
+export const amqpSourceSchema = z
+  .object({
+    url: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Broker URL: amqp://host:5672/vhost or amqps://host:5671/vhost (credentials in it are allowed; prefer auth).",
+      ),
+    urlSecret: secretKeySelectorSchema
+      .optional()
+      .describe("The broker URL by reference (instead of url), for a URL that carries credentials."),
+    exchange: z
+      .object({
+        name: z.string().min(1).describe("Exchange to bind the queue to."),
+        type: z
+          .enum(["direct", "fanout", "topic", "headers"])
+          .optional()
+          .describe("Exchange type, used when it is declared (default topic)."),
+        durable: z.boolean().optional().describe("Declare the exchange durable (default true)."),
+        declare: z
+          .boolean()
+          .optional()
+          .describe("Declare the exchange if missing (default true); false: it must exist."),
+      })
+      .strict()
+      .optional()
+      .describe("Consume what is published to this exchange through a queue bound with routingKey."),
+    routingKey: z
+      .string()
+      .optional()
+      .describe('Binding key of the queue on the exchange (default "#" on a topic exchange; required on direct).'),
+    queue: z
+      .object({
+        name: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("Queue to consume (default with exchange: ofevents-{namespace}-{eventSource}-{event})."),
+        durable: z.boolean().optional().describe("Declare the queue durable (default true)."),
+        autoDelete: z
+          .boolean()
+          .optional()
+          .describe("Declare the queue auto-delete: removed when its last consumer goes (default false)."),
+        declare: z.boolean().optional().describe("Declare the queue if missing (default true); false: it must exist."),
+        arguments: z
+          .record(z.string(), z.unknown())
+          .optional()
+          .describe('Queue arguments when declared, e.g. {"x-queue-type": "quorum"}.'),
+      })
+      .strict()
+      .optional()
+      .describe("The queue consumed: an existing one, or one declared (and bound when exchange is set)."),
+    prefetch: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe("Unacknowledged messages the broker hands to this source at once (default 16)."),
+    auth: z
+      .object({
+        usernameSecret: secretKeySelectorSchema.describe("User name."),
+        passwordSecret: secretKeySelectorSchema.describe("Password."),
+      })
+      .strict()
+      .optional()
+      .describe("PLAIN credentials by reference (override any in the URL)."),
+    tls: tlsSchema.optional().describe("TLS settings for an amqps:// URL (CA, client certificate by reference)."),
+  })
+  .strict()
+  .describe(ext("An AMQP 0-9-1 (RabbitMQ) event source: a queue, or an exchange and binding key."));
+
 export const webhookSourceSchema = z
   .object({
     endpoint: z.string().regex(/^\//, { message: 'must start with "/"' }).describe("HTTP path, e.g. /orders."),
@@ -393,6 +466,7 @@ export const eventSourceSpecSchema = z
     mqtt: eventMap(mqttSourceSchema).optional().describe("MQTT events, keyed by event name."),
     webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
     nats: eventMap(natsSourceSchema).optional().describe(ext("NATS events, keyed by event name.")),
+    amqp: eventMap(amqpSourceSchema).optional().describe(ext("AMQP (RabbitMQ) events, keyed by event name.")),
     kubernetes: eventMap(kubernetesSourceSchema)
       .optional()
       .describe(ext("Kubernetes object watches, keyed by event name.")),
@@ -415,6 +489,7 @@ export const SourceKind = {
   Mqtt: "mqtt",
   Webhook: "webhook",
   Nats: "nats",
+  Amqp: "amqp",
   Kubernetes: "kubernetes",
 } as const;
 export type SourceKind = (typeof SourceKind)[keyof typeof SourceKind];
@@ -940,6 +1015,7 @@ export type MqttSourceSpec = z.infer<typeof mqttSourceSchema>;
 export type RedisSourceSpec = z.infer<typeof redisSourceSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
 export type NatsSourceSpec = z.infer<typeof natsSourceSchema>;
+export type AmqpSourceSpec = z.infer<typeof amqpSourceSchema>;
 export type KubernetesSourceSpec = z.infer<typeof kubernetesSourceSchema>;
 export type JetStreamBusSpec = z.infer<typeof jetstreamBusSchema>;
 export type NatsStreamingBusSpec = z.infer<typeof natsStreamingBusSchema>;

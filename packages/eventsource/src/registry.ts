@@ -9,6 +9,7 @@ export const adapters: Record<SourceKind, () => Promise<SourceAdapter>> = {
   [SourceKind.Redis]: async () => (await import("./sources/redis.js")).redisAdapter as SourceAdapter,
   [SourceKind.Mqtt]: async () => (await import("./sources/mqtt.js")).mqttAdapter as SourceAdapter,
   [SourceKind.Nats]: async () => (await import("./sources/nats.js")).natsAdapter as SourceAdapter,
+  [SourceKind.Amqp]: async () => (await import("./sources/amqp.js")).amqpAdapter as SourceAdapter,
   [SourceKind.Kubernetes]: async () => (await import("./sources/kubernetes.js")).kubernetesAdapter as SourceAdapter,
 };
 

@@ -9,6 +9,7 @@
  * | redis `stream` | `redis-streams` (cluster / sentinel variants) on the group's lag | yes | yes |
  * | nats `jetstream` | `nats-jetstream` on the durable's pending messages | yes | yes |
  * | nats core with `queueGroup` | none | no | yes |
+ * | amqp | none (replicas share the queue as competing consumers) | no | yes |
  * | webhook | none (CPU when nothing else) | no | yes |
  * | cron, mqtt, redis `channel`, nats core without queue group, kubernetes | none | no | no (one replica) |
  *
@@ -164,6 +165,7 @@ export function eventSourceScaleParts(es: EventSource, o: ResolvedOptions): Scal
   each(es.spec.webhook, (e) => ({ label: `webhook/${e}`, wakesFromZero: false, scalesOut: true }));
   each(es.spec.cron, (e) => ({ label: `cron/${e}`, wakesFromZero: false, scalesOut: false }));
   each(es.spec.mqtt, (e) => ({ label: `mqtt/${e}`, wakesFromZero: false, scalesOut: false }));
+  each(es.spec.amqp, (e) => ({ label: `amqp/${e}`, wakesFromZero: false, scalesOut: true }));
   // Each replica would watch, and send, every change.
   each(es.spec.kubernetes, (e) => ({ label: `kubernetes/${e}`, wakesFromZero: false, scalesOut: false }));
   return parts;
