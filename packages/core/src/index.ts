@@ -35,6 +35,7 @@ export {
   sourceKinds,
   subscriberSchema,
   triggerSchema,
+  WebhookSender,
 } from "./schemas.js";
 export type {
   AnyEventBus,
@@ -57,6 +58,7 @@ export type {
   Subscriber,
   Trigger,
   WebhookSpec,
+  WebhookPreset,
   NatsSourceSpec,
   AmqpSourceSpec,
   JetStreamBusSpec,

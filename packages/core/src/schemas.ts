@@ -349,6 +349,29 @@ export const amqpSourceSchema = z
   .strict()
   .describe(ext("An AMQP 0-9-1 (RabbitMQ) event source: a queue, or an exchange and binding key."));
 
+/** The senders a webhook `preset` knows. */
+export const WebhookSender = { GitHub: "github", GitLab: "gitlab", Stripe: "stripe" } as const;
+export type WebhookSender = (typeof WebhookSender)[keyof typeof WebhookSender];
+
+export const webhookPresetSchema = z
+  .object({
+    sender: z
+      .enum([WebhookSender.GitHub, WebhookSender.GitLab, WebhookSender.Stripe])
+      .describe(
+        'github: X-Hub-Signature-256 (HMAC-SHA256 of the body), type com.github.<X-GitHub-Event>, id X-GitHub-Delivery; gitlab: X-Gitlab-Token equals the secret, type com.gitlab.<X-Gitlab-Event>, id X-Gitlab-Event-UUID; stripe: Stripe-Signature (HMAC-SHA256 of "<t>.<body>"), type com.stripe.<body type>, id the body\'s id.',
+      ),
+    secret: secretKeySelectorSchema.describe(
+      "The webhook secret (GitHub's secret, GitLab's secret token, Stripe's signing secret whsec_...).",
+    ),
+    tolerance: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("stripe: the most seconds the signature's timestamp may differ from now (default 300)."),
+  })
+  .strict();
+
 export const webhookSourceSchema = z
   .object({
     endpoint: z.string().regex(/^\//, { message: 'must start with "/"' }).describe("HTTP path, e.g. /orders."),
@@ -372,6 +395,13 @@ export const webhookSourceSchema = z
       .strict()
       .optional()
       .describe(ext("The caller signs the body with HMAC (GitHub-style); a missing or wrong signature gets 401.")),
+    preset: webhookPresetSchema
+      .optional()
+      .describe(
+        ext(
+          "Check the signature of a known sender (GitHub, GitLab, Stripe) and take the event's type and id from its headers or body; a missing, wrong or expired signature gets 401.",
+        ),
+      ),
     maxPayloadSize: z
       .number()
       .int()
@@ -933,6 +963,7 @@ export type Subscriber = z.infer<typeof subscriberSchema>;
 export type Delivery = z.infer<typeof deliverySchema>;
 export type Input = z.infer<typeof inputSchema>;
 export type WebhookSpec = z.infer<typeof webhookSourceSchema>;
+export type WebhookPreset = z.infer<typeof webhookPresetSchema>;
 export type CronSpec = z.infer<typeof cronSourceSchema>;
 export type KafkaSourceSpec = z.infer<typeof kafkaSourceSchema>;
 export type MqttSourceSpec = z.infer<typeof mqttSourceSchema>;
