@@ -39,6 +39,16 @@ export type { ValidateEventBusContext } from "./eventbus/validate.js";
 export { renderEventSource } from "./eventsource/render.js";
 export type { RenderEventSourceInput, RenderedWorkload } from "./eventsource/render.js";
 export { validateEventSource } from "./eventsource/validate.js";
+export {
+  BINDING_ANNOTATION,
+  BINDING_LABEL,
+  bindingManager,
+  ingestUrl,
+  renderBindingPatch,
+  renderUnbindPatch,
+  sinkBindings,
+} from "./eventsource/binding.js";
+export type { DeploymentContainers, SinkBinding } from "./eventsource/binding.js";
 export type { ValidateEventSourceContext } from "./eventsource/validate.js";
 
 export { renderTrigger, triggerTopics } from "./trigger/render.js";

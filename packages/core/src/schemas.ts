@@ -413,6 +413,67 @@ export const webhookSourceSchema = z
   .strict()
   .describe(ext("An HTTP endpoint; fields follow Argo Events' webhook event source."));
 
+export const genericSourceSchema = z
+  .object({
+    port: z
+      .union([z.string().regex(/^\d+$/), z.number().int()])
+      .refine((p) => Number(p) >= 0 && Number(p) <= 65535, { message: "a port is 0-65535 (0: any free port)" })
+      .optional()
+      .describe("Port the ingest endpoint listens on (default 8080; shared with webhooks on the same port)."),
+    path: z
+      .string()
+      .regex(/^\//, { message: 'must start with "/"' })
+      .optional()
+      .describe("HTTP path of the ingest endpoint (default /{event name})."),
+    subject: z
+      .object({
+        deployment: dnsName.describe("Name of the Deployment whose containers get K_SINK and K_CE_OVERRIDES."),
+        namespace: z
+          .string()
+          .optional()
+          .describe("Its namespace: the EventSource's (the default; another one is refused, as in Knative)."),
+      })
+      .strict()
+      .optional()
+      .describe(
+        "On a cluster, the controller adds K_SINK (the ingest URL) and K_CE_OVERRIDES to this Deployment's containers, and removes them when the event or the EventSource goes.",
+      ),
+    ceOverrides: z
+      .object({
+        extensions: z
+          .record(z.string(), z.string())
+          .describe("Extension attributes set on every event (replacing what the sender set)."),
+      })
+      .strict()
+      .optional()
+      .describe("Given to the sender as K_CE_OVERRIDES, and applied by the source to every event it takes."),
+    maxPayloadSize: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Largest accepted body in bytes (default 1048576)."),
+  })
+  .strict()
+  .describe(
+    ext(
+      "Knative's SinkBinding idea: an HTTP endpoint taking CloudEvents (binary, structured, batch) from any process, whose address the controller injects into a Deployment as K_SINK.",
+    ),
+  );
+
+/** The port a generic event listens on when it names none. */
+export const DEFAULT_GENERIC_PORT = 8080;
+
+/** Where a generic event listens: its port and path, defaults applied (8080, `/{event name}`). */
+export function genericEndpoint(eventName: string, spec: GenericSourceSpec): { port: number; path: string } {
+  return { port: Number(spec.port ?? DEFAULT_GENERIC_PORT), path: spec.path ?? `/${eventName}` };
+}
+
+/** A generic event's `K_CE_OVERRIDES` as Knative writes it (`{"extensions":{...}}`); undefined without overrides. */
+export function ceOverridesEnv(spec: GenericSourceSpec): string | undefined {
+  return spec.ceOverrides === undefined ? undefined : JSON.stringify({ extensions: spec.ceOverrides.extensions });
+}
+
 const eventMap = <T extends z.ZodType>(s: T) => z.record(z.string().min(1), s);
 
 export const eventSourceSpecSchema = z
@@ -425,6 +486,9 @@ export const eventSourceSpecSchema = z
     webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
     nats: eventMap(natsSourceSchema).optional().describe(ext("NATS events, keyed by event name.")),
     amqp: eventMap(amqpSourceSchema).optional().describe(ext("AMQP (RabbitMQ) events, keyed by event name.")),
+    generic: eventMap(genericSourceSchema)
+      .optional()
+      .describe(ext("Generic events (CloudEvents over HTTP from any process), keyed by event name.")),
     sink: sinkSchema
       .optional()
       .describe("Send events directly to this sink (with eventBus too: every event goes to both)."),
@@ -445,6 +509,7 @@ export const SourceKind = {
   Webhook: "webhook",
   Nats: "nats",
   Amqp: "amqp",
+  Generic: "generic",
 } as const;
 export type SourceKind = (typeof SourceKind)[keyof typeof SourceKind];
 export const sourceKinds = Object.values(SourceKind);
@@ -971,6 +1036,7 @@ export type RedisSourceSpec = z.infer<typeof redisSourceSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
 export type NatsSourceSpec = z.infer<typeof natsSourceSchema>;
 export type AmqpSourceSpec = z.infer<typeof amqpSourceSchema>;
+export type GenericSourceSpec = z.infer<typeof genericSourceSchema>;
 export type JetStreamBusSpec = z.infer<typeof jetstreamBusSchema>;
 export type NatsStreamingBusSpec = z.infer<typeof natsStreamingBusSchema>;
 export type KafkaBusSpec = z.infer<typeof kafkaBusSchema>;

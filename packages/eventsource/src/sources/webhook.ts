@@ -4,20 +4,17 @@
  * text or bytes, which it wraps in a new CloudEvent. It answers 2xx only after the bus or sync
  * sink took every event of the request; 400 with the reason for malformed input, 401 without the
  * right bearer token or signature (a `preset` checks GitHub's, GitLab's or Stripe's own and takes
- * the event's type and id from the sender), 405 for a wrong method, 413 above the size limit, 415 for an unsupported
- * CloudEvents mode, 431 for headers above 16 KiB, 503 (with Retry-After) when the bus cannot take
+ * the event's type and id from the sender), 405 for a wrong method, 413 above the size limit,
+ * 415 for an unsupported CloudEvents mode, 431 for headers above 16 KiB, 503 (with Retry-After) when the bus cannot take
  * the event now, 502/424 when a sync sink failed or refused it (without the sink's URL or answer).
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage } from "node:http";
 import {
   CORE_ATTRIBUTES,
   EXTENSION_NAME,
-  BusError,
-  DeliveryError,
   EventError,
   MAX_JSON_DEPTH,
-  OfEventsError,
   SourceKind,
   decodeUtf8,
   isJsonMediaType as isJsonType,
@@ -29,35 +26,10 @@ import {
   mediaType,
 } from "@ofevents/core";
 import { httpMode, toEvent } from "@ofevents/delivery";
+import { DEFAULT_MAX_PAYLOAD, serveIngest, type Refusal } from "../http-ingest.js";
 import type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "../types.js";
 
-export const DEFAULT_MAX_PAYLOAD = 1_048_576;
-
-class PayloadTooLarge extends Error {}
-
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > limit) {
-    req.resume();
-    return Promise.reject(new PayloadTooLarge());
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        req.removeAllListeners("data");
-        req.resume();
-        reject(new PayloadTooLarge());
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
-}
+export { DEFAULT_MAX_PAYLOAD };
 
 export { MAX_JSON_DEPTH };
 
@@ -266,10 +238,6 @@ function addExtensions(ev: CloudEvent, ext: Record<string, string> | undefined):
   return out as CloudEvent;
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { "content-type": "application/json", ...headers }).end(JSON.stringify(body));
-}
-
 function digest(s: string): Buffer {
   return createHash("sha256").update(s).digest();
 }
@@ -303,7 +271,6 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
   },
 
   async start(ctx: SourceContext, spec: WebhookSpec, dispatch: Dispatch): Promise<RunningSource> {
-    const limit = spec.maxPayloadSize ?? DEFAULT_MAX_PAYLOAD;
     const token =
       spec.authSecret === undefined ? undefined : digest(ctx.secrets.resolve(spec.authSecret, ctx.namespace));
     const hmac =
@@ -319,115 +286,60 @@ export const webhookAdapter: SourceAdapter<WebhookSpec> = {
       spec.preset === undefined
         ? undefined
         : { ...spec.preset, key: ctx.secrets.resolve(spec.preset.secret, ctx.namespace) };
-    const method = spec.method ?? "POST";
-    let inFlight = 0;
-    let stopping = false;
-    let idle: (() => void) | undefined;
-    const log = ctx.logger;
 
-    const route = {
-      method,
-      endpoint: spec.endpoint,
-      async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-        if (stopping) {
-          req.resume();
-          return send(res, 503, { error: "shutting down" }, { "retry-after": "1", connection: "close" });
-        }
-        if (token !== undefined) {
+    return serveIngest(
+      ctx,
+      {
+        port: Number(spec.port),
+        endpoint: spec.endpoint,
+        method: spec.method ?? "POST",
+        limit: spec.maxPayloadSize ?? DEFAULT_MAX_PAYLOAD,
+        what: "webhook",
+        admit(req) {
+          if (token === undefined) return undefined;
           const auth = req.headers.authorization ?? "";
           const given = auth.startsWith("Bearer ") ? auth.slice(7) : "";
-          if (!timingSafeEqual(digest(given), token)) {
-            req.resume();
-            ctx.rejected("unauthorized");
-            return send(res, 401, { error: "missing or wrong bearer token" }, { "www-authenticate": "Bearer" });
-          }
-        }
-        inFlight++;
-        try {
-          let body: Buffer;
-          try {
-            body = await readBody(req, limit);
-          } catch (err) {
-            if (err instanceof PayloadTooLarge)
-              return send(res, 413, { error: `payload larger than ${limit} bytes` }, { connection: "close" });
-            throw err;
-          }
+          if (timingSafeEqual(digest(given), token)) return undefined;
+          return {
+            status: 401,
+            body: { error: "missing or wrong bearer token" },
+            headers: { "www-authenticate": "Bearer" },
+            reason: "unauthorized",
+          };
+        },
+        decode(req, body): DispatchInit[] | Refusal {
           if (hmac !== undefined) {
             const given = req.headers[hmac.header];
             const expected = `${hmac.prefix}${createHmac(hmac.algorithm, hmac.key).update(body).digest("hex")}`;
             // Digests of both sides have one length, so the comparison is constant-time.
-            if (typeof given !== "string" || !timingSafeEqual(digest(given), digest(expected))) {
-              ctx.rejected("unauthorized");
-              return send(res, 401, { error: `missing or wrong ${hmac.header} signature` });
-            }
+            if (typeof given !== "string" || !timingSafeEqual(digest(given), digest(expected)))
+              return {
+                status: 401,
+                body: { error: `missing or wrong ${hmac.header} signature` },
+                reason: "unauthorized",
+              };
           }
-          let inits: DispatchInit[];
-          try {
-            if (preset !== undefined) {
-              const check = checkPreset(preset, preset.key, req.headers, body, Math.floor(Date.now() / 1000));
-              if (!check.ok) {
-                if (check.status === 401) ctx.rejected("unauthorized");
-                log.debug({ err: check.error, sender: preset.sender }, "rejected webhook request");
-                return send(res, check.status, { error: check.error });
-              }
-              // The sender's request is never read as a CloudEvent: its body is the data.
-              const plain = decodePlain(req.headers, body, spec.metadata);
-              inits = [
-                {
-                  ...plain,
-                  ...(check.data === undefined ? {} : { data: check.data, datacontenttype: "application/json" }),
-                  type: check.type,
-                  id: check.id,
-                },
-              ];
-            } else inits = decodeRequest(req.headers, body, spec);
-          } catch (err) {
-            if (err instanceof EventError) {
-              log.debug({ err: err.message }, "rejected malformed webhook request");
-              return send(res, 400, { error: err.message });
-            }
-            throw err;
-          }
-          const ids: string[] = [];
-          try {
-            for (const init of inits) {
-              ids.push((await dispatch(init)).id);
-            }
-          } catch (err) {
-            if (err instanceof EventError) return send(res, 400, { error: err.message });
-            if (err instanceof BusError) return send(res, 503, { error: err.message }, { "retry-after": "1" });
-            if (err instanceof DeliveryError) {
-              // The sink's URL and answer are internal: the runtime logs them ("event not taken"),
-              // the caller gets the status only.
-              return send(
-                res,
-                err.retriable ? 502 : 424,
-                err.retriable
-                  ? { error: "the sink failed to take the event; nothing was acknowledged, send again", code: err.code }
-                  : {
-                      error: `the sink refused the event${err.status === undefined ? "" : ` (status ${err.status})`}`,
-                      code: err.code,
-                    },
-              );
-            }
-            if (err instanceof OfEventsError) return send(res, 500, { error: err.message, code: err.code });
-            throw err;
-          }
-          return send(res, 200, { accepted: inits.length, ids });
-        } finally {
-          inFlight--;
-          if (inFlight === 0) idle?.();
-        }
+          if (preset === undefined) return decodeRequest(req.headers, body, spec);
+          const check = checkPreset(preset, preset.key, req.headers, body, Math.floor(Date.now() / 1000));
+          if (!check.ok)
+            return {
+              status: check.status,
+              body: { error: check.error },
+              reason: check.status === 401 ? "unauthorized" : undefined,
+            };
+          // The sender's request is never read as a CloudEvent: its body is the data.
+          const plain = decodePlain(req.headers, body, spec.metadata);
+          return [
+            {
+              ...plain,
+              ...(check.data === undefined ? {} : { data: check.data, datacontenttype: "application/json" }),
+              type: check.type,
+              id: check.id,
+            },
+          ];
+        },
       },
-    };
-    const port = await ctx.webhooks.register(Number(spec.port), route);
-    log.info({ url: `http://127.0.0.1:${port}${spec.endpoint}`, method }, "webhook listening");
-    return {
-      async stop() {
-        stopping = true;
-        if (inFlight > 0) await new Promise<void>((r) => (idle = r));
-        await ctx.webhooks.unregister(Number(spec.port), route);
-      },
-    };
+      dispatch,
+    );
   },
 };
