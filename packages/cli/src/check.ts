@@ -2,7 +2,7 @@
  * The checks `ofevents validate` and `ofevents run` share: the schemas and expressions (the
  * loader), each event source's adapter, and what only the whole set of manifests can tell (a
  * trigger naming a source or event that is not there, a trigger and its source on different
- * buses, two webhooks on one port and path, a sink reference that cannot be resolved, a local
+ * buses, two webhooks (or generic events) on one port and path, a sink reference that cannot be resolved, a local
  * Function whose module is missing). `run` refuses to start on any issue; both print warnings.
  */
 import { access } from "node:fs/promises";
@@ -10,6 +10,7 @@ import { dirname, resolve } from "node:path";
 import {
   MODULE_ANNOTATION,
   SourceKind,
+  genericEndpoint,
   isSyncFunction,
   loadManifests,
   namespaceOf,
@@ -172,6 +173,21 @@ export async function checkManifests(
           at(es, {
             code: "duplicate_route",
             path: `spec.webhook.${name}`,
+            message: `${key.replace(" :", " on port ")} is already served by ${first}`,
+          }),
+        );
+    }
+    for (const [name, g] of Object.entries(es.resource.spec.generic ?? {})) {
+      const { port, path } = genericEndpoint(name, g);
+      const key = `POST :${port}${path}`;
+      const owner = `${namespaceOf(es.resource)}/${es.resource.metadata.name} event ${name}`;
+      const first = routes.get(key);
+      if (first === undefined) routes.set(key, owner);
+      else
+        issues.push(
+          at(es, {
+            code: "duplicate_route",
+            path: `spec.generic.${name}`,
             message: `${key.replace(" :", " on port ")} is already served by ${first}`,
           }),
         );

@@ -6,7 +6,9 @@
 import {
   MODULE_ANNOTATION,
   ManifestError,
+  ceOverridesEnv,
   formatIssue,
+  genericEndpoint,
   isSyncFunction,
   namespaceOf,
   startMetricsServer,
@@ -121,6 +123,16 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
           what: `webhook ${namespaceOf(es)}/${es.metadata.name}/${event} (${spec.method ?? "POST"})`,
           url: `http://${host}:${spec.port}${spec.endpoint ?? "/"}`,
         });
+    // A generic event's ingest URL: what a process gets as K_SINK on a cluster.
+    for (const { resource: es } of manifests.eventSources)
+      for (const [event, spec] of Object.entries(es.spec.generic ?? {})) {
+        const { port, path } = genericEndpoint(event, spec);
+        const overrides = ceOverridesEnv(spec);
+        l.push({
+          what: `generic ${namespaceOf(es)}/${es.metadata.name}/${event} (K_SINK${overrides === undefined ? "" : `; K_CE_OVERRIDES='${overrides}'`})`,
+          url: `http://${host}:${port}${path}`,
+        });
+      }
     for (const { resource: f } of manifests.functions)
       if (functions !== undefined && isLocalFunction(f) && isSyncFunction(f))
         l.push({

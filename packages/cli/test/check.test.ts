@@ -66,6 +66,15 @@ const rows: Row[] = [
     issues: [["duplicate_route", "spec.webhook.in"]],
   },
   {
+    name: "a generic event on a webhook's port and path",
+    docs: [source("s", hook(9001)), source("s2", `  generic: { in: { port: 9001 } }`)],
+    issues: [["duplicate_route", "spec.generic.in"]],
+  },
+  {
+    name: "generic events on one port with their default paths (/{event}) do not clash",
+    docs: [source("s", `  generic: { a: { port: 9002 }, b: { port: "9002" } }`)],
+  },
+  {
     name: "validate: a sink ref to a Function that is not in the manifests (a warning)",
     docs: [
       source("s", hook(9001)),

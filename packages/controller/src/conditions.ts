@@ -24,6 +24,11 @@ export const Reason = {
    * installed): the message is the server's. The reconcile is retried with backoff.
    */
   RenderRejected: "RenderRejected",
+  /**
+   * A generic event's `subject` Deployment does not exist: the message names it. The reconcile is
+   * retried with backoff and binds it once it exists.
+   */
+  SubjectNotFound: "SubjectNotFound",
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 

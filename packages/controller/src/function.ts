@@ -18,6 +18,7 @@
 import {
   ErrorCode,
   busTopic,
+  sourceKinds,
   daprTopicName,
   hasCode,
   namespaceOf,
@@ -89,7 +90,7 @@ export function renderFunction(
     if (r.kind === "EventSource") {
       const ns = namespaceOf(r);
       const events = new Set<string>();
-      for (const k of ["kafka", "redis", "cron", "mqtt", "webhook", "nats", "amqp"] as const) {
+      for (const k of sourceKinds) {
         for (const e of Object.keys(r.spec[k] ?? {})) events.add(e);
       }
       [...events].forEach((e, i) =>

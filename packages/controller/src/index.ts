@@ -41,6 +41,16 @@ export { OWNER_NAMESPACE_LABEL, guessResource, renderKubernetesAccess } from "./
 export type { KubernetesAccess } from "./eventsource/rbac.js";
 export type { RenderEventSourceInput, RenderedWorkload } from "./eventsource/render.js";
 export { validateEventSource } from "./eventsource/validate.js";
+export {
+  BINDING_ANNOTATION,
+  BINDING_LABEL,
+  bindingManager,
+  ingestUrl,
+  renderBindingPatch,
+  renderUnbindPatch,
+  sinkBindings,
+} from "./eventsource/binding.js";
+export type { DeploymentContainers, SinkBinding } from "./eventsource/binding.js";
 export type { ValidateEventSourceContext } from "./eventsource/validate.js";
 
 export { renderTrigger, triggerTopics } from "./trigger/render.js";

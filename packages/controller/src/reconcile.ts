@@ -7,6 +7,8 @@ import type { AnyEventBus, ClusterEventBus, EventBus, Logger } from "@ofevents/c
 import { applyOrReport } from "./apply.js";
 import { renderEventBus } from "./eventbus/render.js";
 import { validateEventBus } from "./eventbus/validate.js";
+import { Reason } from "./conditions.js";
+import { applyBindings, removeBindings, sinkBindings, type SinkBinding } from "./eventsource/binding.js";
 import { renderEventSource } from "./eventsource/render.js";
 import { validateEventSource } from "./eventsource/validate.js";
 import { isStatus, type KubeApi } from "./kube/api.js";
@@ -41,6 +43,8 @@ interface Verdict {
   ok: boolean;
   condition: ReadyUpdate;
   objects: readonly OwnedObject[] | undefined;
+  /** An EventSource's sink bindings (generic events with a subject), when valid. */
+  bindings?: SinkBinding[] | undefined;
 }
 
 type KindHandler = (raw: RawObject, r: ReconcileInput) => Verdict;
@@ -63,7 +67,7 @@ const HANDLERS: Record<Exclude<Kind, OperationKindName>, KindHandler> = {
     const objects = v.ok
       ? renderEventSource({ eventSource: v.resource, bus: v.bus, options: r.options }).objects
       : undefined;
-    return { ok: v.ok, condition: v.condition, objects };
+    return { ok: v.ok, condition: v.condition, objects, bindings: v.ok ? sinkBindings(v.resource) : undefined };
   },
   Trigger: (raw, r) => {
     const v = validateTrigger(raw, { buses: catalog(r), options: r.options });
@@ -94,14 +98,33 @@ export async function reconcile(r: ReconcileInput, key: string): Promise<Exclude
   try {
     raw = (await r.api.request("GET", kindPath(kind, ns === "" ? undefined : ns, name))) as RawObject;
   } catch (err) {
-    // Gone: owner references and the garbage collector remove what it created.
-    if (isStatus(err, 404)) return "success";
+    // Gone: owner references and the garbage collector remove what it created; the env it
+    // injected into Deployments it does not own is taken out here.
+    if (isStatus(err, 404)) {
+      if (kind === "EventSource") await removeBindings(r.api, r.logger, ns, name);
+      return "success";
+    }
     throw err;
   }
-  if (raw.metadata?.deletionTimestamp !== undefined) return "success";
+  if (raw.metadata?.deletionTimestamp !== undefined) {
+    if (kind === "EventSource") await removeBindings(r.api, r.logger, ns, name);
+    return "success";
+  }
   if (isOperationKind(kind)) return reconcileOperation(r, kind, raw, () => catalog(r));
   const v = HANDLERS[kind](raw, r);
   if (v.ok && v.objects !== undefined) await applyOrReport(r.api, r.logger, kind, raw, name, ns, v.objects);
+  if (v.bindings !== undefined) {
+    const missing = await applyBindings(r.api, r.logger, ns, name, v.bindings);
+    if (missing.length > 0) {
+      // Nothing watches Deployments it does not own: the retry with backoff binds it once it exists.
+      await writeStatus(r.api, kind, raw, {
+        status: "False",
+        reason: Reason.SubjectNotFound,
+        message: `the subject Deployment of a generic event does not exist (bound once it does): ${missing.join(", ")}`,
+      });
+      throw new Error(`generic event subject not found: ${missing.join(", ")}`);
+    }
+  }
   await writeStatus(r.api, kind, raw, v.condition);
   return v.ok ? "success" : "invalid";
 }

@@ -21,6 +21,9 @@ export {
   OperationKind,
   SourceKind,
   busTopic,
+  ceOverridesEnv,
+  DEFAULT_GENERIC_PORT,
+  genericEndpoint,
   clusterEventBusSchema,
   correlationSchema,
   deliverySchema,
@@ -35,6 +38,7 @@ export {
   sourceKinds,
   subscriberSchema,
   triggerSchema,
+  WebhookSender,
 } from "./schemas.js";
 export type {
   AnyEventBus,
@@ -57,8 +61,10 @@ export type {
   Subscriber,
   Trigger,
   WebhookSpec,
+  WebhookPreset,
   NatsSourceSpec,
   AmqpSourceSpec,
+  GenericSourceSpec,
   KubernetesSourceSpec,
   JetStreamBusSpec,
   NatsStreamingBusSpec,

@@ -23,6 +23,7 @@ export interface SourceMetricEvents {
   failed: { event: string };
   started: { event: string };
   start_failed: { event: string };
+  rejected: { event: string; reason: string };
 }
 
 /** What metrics read of a Trigger runtime's events (a subset of `TriggerEvents`). */
@@ -204,6 +205,11 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
       "Attempts to start an event's adapter that failed (a source that cannot connect is retried with backoff).",
       src,
     ),
+    rejected: counter(
+      "eventsource_requests_rejected_total",
+      "Requests an adapter refused before dispatching anything, by reason (unauthorized: missing or wrong credentials or signature).",
+      [...src, "reason"],
+    ),
   };
 
   const tr = ["namespace", "trigger"] as const;
@@ -373,6 +379,9 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
         events.on("start_failed", (p) => {
           up(p.event).value = 0;
           source.startFailures.cell(l(p.event)).value++;
+        }),
+        events.on("rejected", (p) => {
+          source.rejected.cell({ ...l(p.event), reason: p.reason }).value++;
         }),
       ];
       return () => offs.forEach((off) => off());

@@ -349,6 +349,29 @@ export const amqpSourceSchema = z
   .strict()
   .describe(ext("An AMQP 0-9-1 (RabbitMQ) event source: a queue, or an exchange and binding key."));
 
+/** The senders a webhook `preset` knows. */
+export const WebhookSender = { GitHub: "github", GitLab: "gitlab", Stripe: "stripe" } as const;
+export type WebhookSender = (typeof WebhookSender)[keyof typeof WebhookSender];
+
+export const webhookPresetSchema = z
+  .object({
+    sender: z
+      .enum([WebhookSender.GitHub, WebhookSender.GitLab, WebhookSender.Stripe])
+      .describe(
+        'github: X-Hub-Signature-256 (HMAC-SHA256 of the body), type com.github.<X-GitHub-Event>, id X-GitHub-Delivery; gitlab: X-Gitlab-Token equals the secret, type com.gitlab.<X-Gitlab-Event>, id X-Gitlab-Event-UUID; stripe: Stripe-Signature (HMAC-SHA256 of "<t>.<body>"), type com.stripe.<body type>, id the body\'s id.',
+      ),
+    secret: secretKeySelectorSchema.describe(
+      "The webhook secret (GitHub's secret, GitLab's secret token, Stripe's signing secret whsec_...).",
+    ),
+    tolerance: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("stripe: the most seconds the signature's timestamp may differ from now (default 300)."),
+  })
+  .strict();
+
 export const webhookSourceSchema = z
   .object({
     endpoint: z.string().regex(/^\//, { message: 'must start with "/"' }).describe("HTTP path, e.g. /orders."),
@@ -372,6 +395,13 @@ export const webhookSourceSchema = z
       .strict()
       .optional()
       .describe(ext("The caller signs the body with HMAC (GitHub-style); a missing or wrong signature gets 401.")),
+    preset: webhookPresetSchema
+      .optional()
+      .describe(
+        ext(
+          "Check the signature of a known sender (GitHub, GitLab, Stripe) and take the event's type and id from its headers or body; a missing, wrong or expired signature gets 401.",
+        ),
+      ),
     maxPayloadSize: z
       .number()
       .int()
@@ -382,6 +412,67 @@ export const webhookSourceSchema = z
   })
   .strict()
   .describe(ext("An HTTP endpoint; fields follow Argo Events' webhook event source."));
+
+export const genericSourceSchema = z
+  .object({
+    port: z
+      .union([z.string().regex(/^\d+$/), z.number().int()])
+      .refine((p) => Number(p) >= 0 && Number(p) <= 65535, { message: "a port is 0-65535 (0: any free port)" })
+      .optional()
+      .describe("Port the ingest endpoint listens on (default 8080; shared with webhooks on the same port)."),
+    path: z
+      .string()
+      .regex(/^\//, { message: 'must start with "/"' })
+      .optional()
+      .describe("HTTP path of the ingest endpoint (default /{event name})."),
+    subject: z
+      .object({
+        deployment: dnsName.describe("Name of the Deployment whose containers get K_SINK and K_CE_OVERRIDES."),
+        namespace: z
+          .string()
+          .optional()
+          .describe("Its namespace: the EventSource's (the default; another one is refused, as in Knative)."),
+      })
+      .strict()
+      .optional()
+      .describe(
+        "On a cluster, the controller adds K_SINK (the ingest URL) and K_CE_OVERRIDES to this Deployment's containers, and removes them when the event or the EventSource goes.",
+      ),
+    ceOverrides: z
+      .object({
+        extensions: z
+          .record(z.string(), z.string())
+          .describe("Extension attributes set on every event (replacing what the sender set)."),
+      })
+      .strict()
+      .optional()
+      .describe("Given to the sender as K_CE_OVERRIDES, and applied by the source to every event it takes."),
+    maxPayloadSize: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Largest accepted body in bytes (default 1048576)."),
+  })
+  .strict()
+  .describe(
+    ext(
+      "Knative's SinkBinding idea: an HTTP endpoint taking CloudEvents (binary, structured, batch) from any process, whose address the controller injects into a Deployment as K_SINK.",
+    ),
+  );
+
+/** The port a generic event listens on when it names none. */
+export const DEFAULT_GENERIC_PORT = 8080;
+
+/** Where a generic event listens: its port and path, defaults applied (8080, `/{event name}`). */
+export function genericEndpoint(eventName: string, spec: GenericSourceSpec): { port: number; path: string } {
+  return { port: Number(spec.port ?? DEFAULT_GENERIC_PORT), path: spec.path ?? `/${eventName}` };
+}
+
+/** A generic event's `K_CE_OVERRIDES` as Knative writes it (`{"extensions":{...}}`); undefined without overrides. */
+export function ceOverridesEnv(spec: GenericSourceSpec): string | undefined {
+  return spec.ceOverrides === undefined ? undefined : JSON.stringify({ extensions: spec.ceOverrides.extensions });
+}
 
 export const kubernetesEventTypes = ["ADDED", "MODIFIED", "DELETED"] as const;
 
@@ -467,6 +558,9 @@ export const eventSourceSpecSchema = z
     webhook: eventMap(webhookSourceSchema).optional().describe(ext("Webhook events, keyed by event name.")),
     nats: eventMap(natsSourceSchema).optional().describe(ext("NATS events, keyed by event name.")),
     amqp: eventMap(amqpSourceSchema).optional().describe(ext("AMQP (RabbitMQ) events, keyed by event name.")),
+    generic: eventMap(genericSourceSchema)
+      .optional()
+      .describe(ext("Generic events (CloudEvents over HTTP from any process), keyed by event name.")),
     kubernetes: eventMap(kubernetesSourceSchema)
       .optional()
       .describe(ext("Kubernetes object watches, keyed by event name.")),
@@ -490,6 +584,7 @@ export const SourceKind = {
   Webhook: "webhook",
   Nats: "nats",
   Amqp: "amqp",
+  Generic: "generic",
   Kubernetes: "kubernetes",
 } as const;
 export type SourceKind = (typeof SourceKind)[keyof typeof SourceKind];
@@ -1009,6 +1104,7 @@ export type Subscriber = z.infer<typeof subscriberSchema>;
 export type Delivery = z.infer<typeof deliverySchema>;
 export type Input = z.infer<typeof inputSchema>;
 export type WebhookSpec = z.infer<typeof webhookSourceSchema>;
+export type WebhookPreset = z.infer<typeof webhookPresetSchema>;
 export type CronSpec = z.infer<typeof cronSourceSchema>;
 export type KafkaSourceSpec = z.infer<typeof kafkaSourceSchema>;
 export type MqttSourceSpec = z.infer<typeof mqttSourceSchema>;
@@ -1016,6 +1112,7 @@ export type RedisSourceSpec = z.infer<typeof redisSourceSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
 export type NatsSourceSpec = z.infer<typeof natsSourceSchema>;
 export type AmqpSourceSpec = z.infer<typeof amqpSourceSchema>;
+export type GenericSourceSpec = z.infer<typeof genericSourceSchema>;
 export type KubernetesSourceSpec = z.infer<typeof kubernetesSourceSchema>;
 export type JetStreamBusSpec = z.infer<typeof jetstreamBusSchema>;
 export type NatsStreamingBusSpec = z.infer<typeof natsStreamingBusSchema>;

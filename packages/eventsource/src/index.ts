@@ -1,4 +1,4 @@
-export type { Dispatch, DispatchInit, RunningSource, SourceAdapter, SourceContext } from "./types.js";
+export type { Dispatch, DispatchInit, RejectReason, RunningSource, SourceAdapter, SourceContext } from "./types.js";
 export { adapters, loadAdapter } from "./registry.js";
 export { startEventSource, validateEventSource } from "./runtime.js";
 export type { EventSourceRuntime, EventSourceRuntimeOptions, SourceEvents } from "./runtime.js";

@@ -10,6 +10,7 @@ export const adapters: Record<SourceKind, () => Promise<SourceAdapter>> = {
   [SourceKind.Mqtt]: async () => (await import("./sources/mqtt.js")).mqttAdapter as SourceAdapter,
   [SourceKind.Nats]: async () => (await import("./sources/nats.js")).natsAdapter as SourceAdapter,
   [SourceKind.Amqp]: async () => (await import("./sources/amqp.js")).amqpAdapter as SourceAdapter,
+  [SourceKind.Generic]: async () => (await import("./sources/generic.js")).genericAdapter as SourceAdapter,
   [SourceKind.Kubernetes]: async () => (await import("./sources/kubernetes.js")).kubernetesAdapter as SourceAdapter,
 };
 

@@ -43,7 +43,7 @@ import {
 } from "@ofevents/delivery";
 import type { EventPublisher } from "@ofevents/eventbus";
 import { loadAdapter } from "./registry.js";
-import type { Dispatch, DispatchInit, RunningSource } from "./types.js";
+import type { Dispatch, DispatchInit, RejectReason, RunningSource } from "./types.js";
 import type { WebhookServers } from "./webhook-server.js";
 
 export interface SourceEvents {
@@ -53,6 +53,8 @@ export interface SourceEvents {
   failed: { eventSource: string; event: string; id: string; error: unknown };
   started: { eventSource: string; event: string; kind: SourceKind };
   start_failed: { eventSource: string; event: string; kind: SourceKind; error: unknown };
+  /** A request refused before anything was dispatched (a webhook's missing or wrong signature). */
+  rejected: { eventSource: string; event: string; reason: RejectReason };
 }
 
 export interface EventSourceRuntimeOptions {
@@ -228,7 +230,7 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
         newEvent({
           id: init.id,
           source,
-          type: `io.openfunction.events.${kind}`,
+          type: init.type ?? `io.openfunction.events.${kind}`,
           subject: init.subject ?? eventName,
           time: init.time,
           datacontenttype: init.datacontenttype,
@@ -274,6 +276,7 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
             secrets: o.secrets,
             webhooks: o.webhooks,
             signal: abort.signal,
+            rejected: (reason) => events.emit("rejected", { eventSource: name, event: eventName, reason }),
           },
           spec,
           dispatcherOf(kind, eventName),

@@ -7,6 +7,8 @@ export interface DispatchInit {
   /** Derived from the source position where one exists (Kafka topic/partition/offset...). */
   id?: string | undefined;
   subject?: string | undefined;
+  /** The CloudEvent `type` (default `io.openfunction.events.{kind}`), e.g. a webhook preset's `com.github.push`. */
+  type?: string | undefined;
   time?: string | undefined;
   datacontenttype?: string | undefined;
   extensions?: Record<string, string | number | boolean> | undefined;
@@ -29,7 +31,15 @@ export interface SourceContext {
   webhooks: WebhookServers;
   /** Aborted when the source must stop. */
   signal: AbortSignal;
+  /**
+   * Counts a request the adapter refused before dispatching anything (e.g. a webhook's missing or
+   * wrong signature): the runtime emits `rejected`, which metrics count.
+   */
+  rejected(reason: RejectReason): void;
 }
+
+/** Why an adapter refused a request before dispatching it: a bounded set, used as a metric label. */
+export type RejectReason = "unauthorized";
 
 export interface RunningSource {
   /** Stops taking new events and waits for in-flight dispatches. */

@@ -1,7 +1,7 @@
 /**
  * EventSource → what runs it: a ConfigMap with the resource (sink refs resolved to `uri`) and its
  * bus, a Deployment running `ofevents eventsource` with the Dapr sidecar annotations, a Service
- * for webhook events, and a KEDA ScaledObject whose triggers fit the events (scaling.ts):
+ * for webhook and generic events, and a KEDA ScaledObject whose triggers fit the events (scaling.ts):
  *
  * | event | KEDA trigger | from zero | several replicas |
  * |---|---|---|---|
@@ -10,6 +10,8 @@
  * | nats `jetstream` | `nats-jetstream` on the durable's pending messages | yes | yes |
  * | nats core with `queueGroup` | none | no | yes |
  * | amqp | none (replicas share the queue as competing consumers) | no | yes |
+ * | webhook, generic | none (CPU when nothing else) | no | yes |
+ * | cron, mqtt, redis `channel`, nats core without queue group | none | no | no (one replica) |
  * | webhook | none (CPU when nothing else) | no | yes |
  * | cron, mqtt, redis `channel`, nats core without queue group, kubernetes | none | no | no (one replica) |
  *
@@ -21,6 +23,7 @@
  * metadata and authRef shape the trigger; its replica counts, polling and cooldown the ScaledObject.
  */
 import {
+  genericEndpoint,
   namespaceOf,
   natsSourceDurable,
   sourceConsumerName,
@@ -163,6 +166,7 @@ export function eventSourceScaleParts(es: EventSource, o: ResolvedOptions): Scal
   each(es.spec.redis, (e, s) => redisPart(ns, name, e, s, o));
   each(es.spec.nats, (e, s) => natsPart(ns, name, e, s, o));
   each(es.spec.webhook, (e) => ({ label: `webhook/${e}`, wakesFromZero: false, scalesOut: true }));
+  each(es.spec.generic, (e) => ({ label: `generic/${e}`, wakesFromZero: false, scalesOut: true }));
   each(es.spec.cron, (e) => ({ label: `cron/${e}`, wakesFromZero: false, scalesOut: false }));
   each(es.spec.mqtt, (e) => ({ label: `mqtt/${e}`, wakesFromZero: false, scalesOut: false }));
   each(es.spec.amqp, (e) => ({ label: `amqp/${e}`, wakesFromZero: false, scalesOut: true }));
@@ -171,9 +175,10 @@ export function eventSourceScaleParts(es: EventSource, o: ResolvedOptions): Scal
   return parts;
 }
 
-/** The distinct webhook ports of the source, ascending. */
+/** The distinct HTTP ports of the source (webhook and generic events), ascending. */
 export function webhookPorts(es: EventSource): number[] {
   const ports = new Set(Object.values(es.spec.webhook ?? {}).map((w) => Number(w.port)));
+  for (const [event, g] of Object.entries(es.spec.generic ?? {})) ports.add(genericEndpoint(event, g).port);
   return [...ports].sort((a, b) => a - b);
 }
 

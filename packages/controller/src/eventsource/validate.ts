@@ -1,13 +1,15 @@
 /**
  * The checks an EventSource must pass before the controller renders it, beyond what the API
  * server's schema enforces: the zod schema (its cross-field rules are not in the CRD), the log
- * level, webhook ports (not the health port), sink refs it can resolve, and the bus (found,
+ * level, webhook and generic ports (not the health port), generic subjects (in the EventSource's
+ * namespace, one event per Deployment), sink refs it can resolve, and the bus (found,
  * usable on a cluster). The result is the `Ready` condition to write: never a throw. An event
  * that cannot run (OpenFunction's redis event) leaves the resource valid, so its workload runs
  * the other events, with `Ready: False` and reason EventNotRunnable naming the event.
  */
 import {
   eventSourceSchema,
+  genericEndpoint,
   namespaceOf,
   unrunnableEvents,
   type EventSource,
@@ -50,6 +52,36 @@ export function validateEventSource(
         message: `port ${port} is the workload's health port: choose another`,
       });
     }
+  }
+  const subjects = new Map<string, string>();
+  for (const [event, g] of Object.entries(es.spec.generic ?? {})) {
+    const { port } = genericEndpoint(event, g);
+    const path = `spec.generic.${event}.port`;
+    if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+      issues.push({ code: "invalid_value", path, message: `${port} is not a port (1-65535)` });
+    } else if (port === options.healthPort) {
+      issues.push({
+        code: "invalid_value",
+        path,
+        message: `port ${port} is the workload's health port: choose another`,
+      });
+    }
+    if (g.subject === undefined) continue;
+    // As Knative's SinkBinding: the subject lives in the binding's namespace.
+    if (g.subject.namespace !== undefined && g.subject.namespace !== namespaceOf(es))
+      issues.push({
+        code: "invalid_value",
+        path: `spec.generic.${event}.subject.namespace`,
+        message: `the subject Deployment must be in the EventSource's namespace "${namespaceOf(es)}"`,
+      });
+    const other = subjects.get(g.subject.deployment);
+    if (other !== undefined)
+      issues.push({
+        code: "invalid_value",
+        path: `spec.generic.${event}.subject.deployment`,
+        message: `Deployment "${g.subject.deployment}" is already the subject of generic event "${other}": it has one K_SINK`,
+      });
+    else subjects.set(g.subject.deployment, event);
   }
   issues.push(...sinkIssues(es.spec.sink, "spec.sink"));
   let bus: ResolvedBus | undefined;
