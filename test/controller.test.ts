@@ -396,7 +396,7 @@ describe("controller", () => {
     expect(await status(`/apis/apps/v1/namespaces/${ns}/deployments/eventsource-hooked`)).toBe(200);
   }, 60_000);
 
-  it("controller - kubernetes events get a ServiceAccount, a Role and a ClusterRole with their bindings; the Role is pruned with the event", async () => {
+  it("controller - kubernetes events get a ServiceAccount, a Role and a ClusterRole with their bindings; what is no longer rendered is pruned, owned or not, and the unowned goes with the EventSource", async () => {
     const ns = await createNamespace();
     await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
     const source = kafkaSource("watching", "default");
@@ -439,11 +439,36 @@ describe("controller", () => {
       message: "Role pruned",
     });
     expect(await status(`/api/v1/namespaces/${ns}/serviceaccounts/eventsource-watching`)).toBe(200);
-    // Cluster-scoped: not owned, not pruned (docs/eventsources/kubernetes.md).
-    await req("DELETE", `${rbac}/clusterrolebindings/ofevents:${ns}:eventsource-watching`);
-    await req("DELETE", `${rbac}/clusterroles/ofevents:${ns}:eventsource-watching`);
-    // Gone before the test of deploy/rbac.yaml alone, whose controller may not create ServiceAccounts.
+    // Still rendered: the ClusterRole stays.
+    expect(await status(`${rbac}/clusterroles/ofevents:${ns}:eventsource-watching`)).toBe(200);
+
+    // Not owned (cluster-scoped, another namespace), yet pruned by label once no longer rendered ...
+    const other = await createNamespace();
+    await req(
+      "PATCH",
+      nsPath(ns, "eventsources", "watching"),
+      { spec: { kubernetes: { nodes: null, elsewhere: { version: "v1", resource: "configmaps", namespace: other } } } },
+      "application/merge-patch+json",
+    );
+    const otherRole = `${rbac}/namespaces/${other}/roles/ofevents:${ns}:eventsource-watching`;
+    const otherBinding = `${rbac}/namespaces/${other}/rolebindings/ofevents:${ns}:eventsource-watching`;
+    await waitFor(async () => (await status(otherRole)) === 200 && (await status(otherBinding)) === 200, {
+      timeoutMs: 10_000,
+      message: "Role in the other namespace",
+    });
+    await waitFor(
+      async () =>
+        (await status(`${rbac}/clusterroles/ofevents:${ns}:eventsource-watching`)) === 404 &&
+        (await status(`${rbac}/clusterrolebindings/ofevents:${ns}:eventsource-watching`)) === 404,
+      { timeoutMs: 10_000, message: "ClusterRole and its binding pruned" },
+    );
+    // ... and all of it once the EventSource is gone. Gone also before the test of
+    // deploy/rbac.yaml alone, whose controller may not create ServiceAccounts.
     await req("DELETE", nsPath(ns, "eventsources", "watching"));
+    await waitFor(async () => (await status(otherRole)) === 404 && (await status(otherBinding)) === 404, {
+      timeoutMs: 10_000,
+      message: "the other namespace's Role and binding removed with the EventSource",
+    });
   }, 60_000);
 
   it("controller - an owned Deployment deleted or changed by hand is put back", async () => {

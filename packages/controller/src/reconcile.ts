@@ -9,6 +9,7 @@ import { renderEventBus } from "./eventbus/render.js";
 import { validateEventBus } from "./eventbus/validate.js";
 import { Reason } from "./conditions.js";
 import { applyBindings, removeBindings, sinkBindings, type SinkBinding } from "./eventsource/binding.js";
+import { pruneUnowned } from "./eventsource/unowned.js";
 import { renderEventSource } from "./eventsource/render.js";
 import { validateEventSource } from "./eventsource/validate.js";
 import { isStatus, type KubeApi } from "./kube/api.js";
@@ -91,6 +92,12 @@ function catalog(r: ReconcileInput): BusCatalog {
   };
 }
 
+/** What an EventSource that is gone leaves in objects it could not own. */
+async function removeUnowned(r: ReconcileInput, ns: string, name: string): Promise<void> {
+  await removeBindings(r.api, r.logger, ns, name);
+  await pruneUnowned(r.api, r.logger, ns, name, []);
+}
+
 /** Reconciles one work-queue key; "success" also for an object that is gone (nothing to do). */
 export async function reconcile(r: ReconcileInput, key: string): Promise<Exclude<ReconcileResult, "error">> {
   const [kind, ns, name] = key.split("/") as [Kind, string, string];
@@ -99,20 +106,30 @@ export async function reconcile(r: ReconcileInput, key: string): Promise<Exclude
     raw = (await r.api.request("GET", kindPath(kind, ns === "" ? undefined : ns, name))) as RawObject;
   } catch (err) {
     // Gone: owner references and the garbage collector remove what it created; the env it
-    // injected into Deployments it does not own is taken out here.
+    // injected into Deployments it does not own, and the RBAC objects it could not own, are
+    // taken out here.
     if (isStatus(err, 404)) {
-      if (kind === "EventSource") await removeBindings(r.api, r.logger, ns, name);
+      if (kind === "EventSource") await removeUnowned(r, ns, name);
       return "success";
     }
     throw err;
   }
   if (raw.metadata?.deletionTimestamp !== undefined) {
-    if (kind === "EventSource") await removeBindings(r.api, r.logger, ns, name);
+    if (kind === "EventSource") await removeUnowned(r, ns, name);
     return "success";
   }
   if (isOperationKind(kind)) return reconcileOperation(r, kind, raw, () => catalog(r));
   const v = HANDLERS[kind](raw, r);
-  if (v.ok && v.objects !== undefined) await applyOrReport(r.api, r.logger, kind, raw, name, ns, v.objects);
+  if (v.ok && v.objects !== undefined) {
+    await applyOrReport(r.api, r.logger, kind, raw, name, ns, v.objects);
+    // Only an EventSource with kubernetes events renders RBAC it cannot own (all of it goes
+    // when the EventSource does).
+    if (
+      kind === "EventSource" &&
+      Object.keys((raw.spec as { kubernetes?: object } | undefined)?.kubernetes ?? {}).length > 0
+    )
+      await pruneUnowned(r.api, r.logger, ns, name, v.objects);
+  }
   if (v.bindings !== undefined) {
     const missing = await applyBindings(r.api, r.logger, ns, name, v.bindings);
     if (missing.length > 0) {

@@ -24,7 +24,7 @@ export function isOperationKind(kind: Kind): kind is OperationKindName {
 
 /**
  * Where each kind the controller renders lives (for apply and prune). Cluster-scoped kinds are
- * applied, never pruned by namespace (eventsource/rbac.ts). An `optIn` kind needs a grant beyond
+ * applied, never pruned by namespace: eventsource/unowned.ts prunes them by label. An `optIn` kind needs a grant beyond
  * deploy/rbac.yaml (deploy/rbac-kubernetes-source.yaml): without it, prune skips the kind (the
  * controller could not have created any).
  */

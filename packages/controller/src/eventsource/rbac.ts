@@ -8,8 +8,8 @@
  *
  * Objects in the EventSource's namespace are owned by it and pruned with it. A Role in another
  * namespace, and a ClusterRole with its binding, cannot be owned by a namespaced resource: they
- * carry the owner's labels plus `events.openfunction.io/namespace`, and are left behind when the
- * EventSource is deleted (docs/eventsources/kubernetes.md says how to remove them).
+ * carry the owner's labels plus `events.openfunction.io/namespace`, by which the controller
+ * removes them (eventsource/unowned.ts).
  */
 import { namespaceOf, type EventSource, type KubernetesSourceSpec } from "@ofevents/core";
 import type { ObjectMeta, PolicyRule, Role, RoleBinding, ServiceAccount } from "../k8s.js";
