@@ -160,37 +160,28 @@ export async function checkManifests(
     }
   }
 
-  // Webhooks: one method and path per port.
+  // Webhooks and generic events: one method and path per port.
   const routes = new Map<string, string>();
   for (const es of m.eventSources) {
-    for (const [name, w] of Object.entries(es.resource.spec.webhook ?? {})) {
-      const key = `${(w.method ?? "POST").toUpperCase()} :${Number(w.port)}${w.endpoint}`;
-      const owner = `${namespaceOf(es.resource)}/${es.resource.metadata.name} event ${name}`;
+    const claim = (kind: "webhook" | "generic", name: string, key: string): void => {
       const first = routes.get(key);
-      if (first === undefined) routes.set(key, owner);
-      else
-        issues.push(
-          at(es, {
-            code: "duplicate_route",
-            path: `spec.webhook.${name}`,
-            message: `${key.replace(" :", " on port ")} is already served by ${first}`,
-          }),
-        );
-    }
+      if (first === undefined) {
+        routes.set(key, `${namespaceOf(es.resource)}/${es.resource.metadata.name} event ${name}`);
+        return;
+      }
+      issues.push(
+        at(es, {
+          code: "duplicate_route",
+          path: `spec.${kind}.${name}`,
+          message: `${key.replace(" :", " on port ")} is already served by ${first}`,
+        }),
+      );
+    };
+    for (const [name, w] of Object.entries(es.resource.spec.webhook ?? {}))
+      claim("webhook", name, `${(w.method ?? "POST").toUpperCase()} :${Number(w.port)}${w.endpoint}`);
     for (const [name, g] of Object.entries(es.resource.spec.generic ?? {})) {
       const { port, path } = genericEndpoint(name, g);
-      const key = `POST :${port}${path}`;
-      const owner = `${namespaceOf(es.resource)}/${es.resource.metadata.name} event ${name}`;
-      const first = routes.get(key);
-      if (first === undefined) routes.set(key, owner);
-      else
-        issues.push(
-          at(es, {
-            code: "duplicate_route",
-            path: `spec.generic.${name}`,
-            message: `${key.replace(" :", " on port ")} is already served by ${first}`,
-          }),
-        );
+      claim("generic", name, `POST :${port}${path}`);
     }
   }
 
