@@ -5,7 +5,10 @@
  * closed-loop (throughput) and open-loop (latency) measurements against a child process.
  */
 import { randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Agent, request } from "undici";
 import { closedLoop, openLoop, type LoadResult } from "./load.js";
@@ -178,6 +181,42 @@ export function withLoopMonitor(handle: ChildHandle): ChildHandle {
       },
     },
   };
+}
+
+export interface SingleChildOptions {
+  kind: "EventSource" | "Trigger";
+  /** The manifests, written to a temp folder for the run. */
+  manifests: string;
+  logLevel: string;
+  busDriver: "direct" | "dapr";
+  pubsubName?: string;
+}
+
+/**
+ * One framework entrypoint (`ofevents eventsource` or `ofevents trigger`: `startSingle`, as a pod
+ * runs it) as a bench child, its event loop monitored.
+ */
+export async function singleChild(o: SingleChildOptions): Promise<ChildHandle> {
+  const dir = await mkdtemp(join(tmpdir(), "ofevents-bench-single-"));
+  await writeFile(join(dir, "pipeline.yaml"), o.manifests);
+  const { startSingle } = await import("@ofevents/cli");
+  const { createLogger } = await import("@ofevents/core");
+  const single = await startSingle({
+    kind: o.kind,
+    paths: [dir],
+    logger: createLogger({ level: o.logLevel, format: "json" }),
+    host: "127.0.0.1",
+    healthHost: "127.0.0.1",
+    healthPort: 0,
+    busDriver: o.busDriver,
+    ...(o.pubsubName === undefined ? {} : { pubsubName: o.pubsubName }),
+  });
+  return withLoopMonitor({
+    async stop() {
+      await single.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  });
 }
 
 /** Rotates `xs` by `k` places: each run starts with another target. */

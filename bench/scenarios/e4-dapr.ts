@@ -21,9 +21,6 @@
  * `extra` (it is the same kind of work for both).
  */
 import { createServer } from "node:http";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort } from "../lib/load.js";
 import {
@@ -37,6 +34,7 @@ import {
   passes,
   pipelineManifests,
   webhookSourceSpec,
+  singleChild,
   withLoopMonitor,
   type PipelineSizes,
   type ThroughputRun,
@@ -324,29 +322,15 @@ const scenario: Scenario = {
     /** One framework entrypoint (`ofevents eventsource` or `ofevents trigger`) next to its daprd. */
     async framework(raw): Promise<ChildHandle> {
       const a = raw as FwArgs;
-      const dir = await mkdtemp(join(tmpdir(), "ofevents-bench-e4-"));
-      await writeFile(join(dir, "pipeline.yaml"), a.manifests);
       // What the sidecar injector sets; the dapr driver reads them.
       process.env["DAPR_HTTP_PORT"] = String(a.daprHttpPort);
       process.env["DAPR_GRPC_PORT"] = String(a.daprGrpcPort);
-      const { startSingle } = await import("@ofevents/cli");
-      const { createLogger } = await import("@ofevents/core");
-      const logger = createLogger({ level: a.logLevel, format: "json" });
-      const single = await startSingle({
+      return singleChild({
         kind: a.kind,
-        paths: [dir],
-        logger,
-        host: "127.0.0.1",
-        healthHost: "127.0.0.1",
-        healthPort: 0,
+        manifests: a.manifests,
+        logLevel: a.logLevel,
         busDriver: "dapr",
         pubsubName: PUBSUB,
-      });
-      return withLoopMonitor({
-        async stop() {
-          await single.stop();
-          await rm(dir, { recursive: true, force: true });
-        },
       });
     },
 

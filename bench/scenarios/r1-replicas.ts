@@ -10,22 +10,19 @@
  * the replicas' share of that CPU, and whether every passing event arrived exactly once.
  * Table row: 4 replicas against 1 (the ratio is the scaling, not a comparison with a baseline).
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { freePort } from "../lib/load.js";
 import {
   cpuOf,
   measureThroughput,
   pipelineManifests,
   webhookSourceSpec,
-  withLoopMonitor,
+  singleChild,
   type ThroughputRun,
 } from "../lib/pipeline.js";
 import type { ChildProc } from "../lib/proc.js";
 import { startSink, type SinkServer } from "../lib/sink.js";
 import { median, sig } from "../lib/stats.js";
-import { emptyResult, type ChildHandle, type Scenario, type ScenarioContext } from "../lib/types.js";
+import { emptyResult, type Scenario, type ScenarioContext } from "../lib/types.js";
 
 interface Sizes {
   warmup: number;
@@ -173,29 +170,7 @@ const scenario: Scenario = {
     return lines;
   },
   children: {
-    async framework(raw): Promise<ChildHandle> {
-      const a = raw as Args;
-      const dir = await mkdtemp(join(tmpdir(), "ofevents-bench-r1-"));
-      await writeFile(join(dir, "pipeline.yaml"), a.manifests);
-      const { startSingle } = await import("@ofevents/cli");
-      const { createLogger } = await import("@ofevents/core");
-      const logger = createLogger({ level: a.logLevel, format: "json" });
-      const single = await startSingle({
-        kind: a.kind,
-        paths: [dir],
-        logger,
-        host: "127.0.0.1",
-        healthHost: "127.0.0.1",
-        healthPort: 0,
-        busDriver: "direct",
-      });
-      return withLoopMonitor({
-        async stop() {
-          await single.stop();
-          await rm(dir, { recursive: true, force: true });
-        },
-      });
-    },
+    framework: (raw) => singleChild({ ...(raw as Args), busDriver: "direct" }),
   },
 };
 
