@@ -110,6 +110,67 @@ export function decodeEvent(bytes: Uint8Array | string): CloudEvent {
   return value;
 }
 
+/** Thrown inside {@link copyJson}'s walk when a value needs JSON's own rules. */
+const NOT_PLAIN: unique symbol = Symbol("not plain");
+/** Nesting past which the walk leaves the copy to JSON (whose own limit is the stack). */
+const COPY_DEPTH = 1000;
+
+function copyPlain(v: unknown, depth: number): unknown {
+  switch (typeof v) {
+    case "string":
+    case "boolean":
+      return v;
+    case "number":
+      // JSON writes NaN and the infinities as null and -0 as 0.
+      if (!Number.isFinite(v)) throw NOT_PLAIN;
+      return v === 0 ? 0 : v;
+    case "object": {
+      if (v === null) return null;
+      if (depth >= COPY_DEPTH) throw NOT_PLAIN;
+      if (Array.isArray(v)) {
+        const out: unknown[] = new Array<unknown>(v.length);
+        // A hole or an undefined item is null in JSON: left to JSON.
+        for (let i = 0; i < v.length; i++) {
+          const x: unknown = v[i];
+          if (x === undefined) throw NOT_PLAIN;
+          out[i] = copyPlain(x, depth + 1);
+        }
+        return out;
+      }
+      // Dates, Buffers, class instances (toJSON, own rules) and prototype-less objects: left to JSON.
+      if (Object.getPrototypeOf(v) !== Object.prototype) throw NOT_PLAIN;
+      const out: Record<string, unknown> = {};
+      for (const k in v) {
+        const x = (v as Record<string, unknown>)[k];
+        if (x === undefined) continue;
+        // Assigning "__proto__" would set the prototype, where JSON.parse makes an own property.
+        if (k === "__proto__") throw NOT_PLAIN;
+        out[k] = copyPlain(x, depth + 1);
+      }
+      return out;
+    }
+    default:
+      // undefined, functions, symbols, bigints: JSON's rules (dropped, null, or a TypeError).
+      throw NOT_PLAIN;
+  }
+}
+
+/**
+ * A deep copy equal to `JSON.parse(JSON.stringify(value))`, the copy an event gets by crossing a
+ * bus, without the text in between: plain objects, arrays, strings, finite numbers, booleans and
+ * null are copied directly; anything else (a Date, a Buffer, undefined in an array, a cycle...)
+ * goes through JSON itself, so the result and the errors are JSON's.
+ */
+export function copyJson<T>(value: T): T {
+  try {
+    return copyPlain(value, 0) as T;
+  } catch (err) {
+    if (err !== NOT_PLAIN) throw err;
+  }
+  const text = JSON.stringify(value) as string | undefined;
+  return (text === undefined ? undefined : JSON.parse(text)) as T;
+}
+
 /** The data of an event, decoding `data_base64` to a Buffer. */
 export function eventData(ev: CloudEvent): unknown {
   const b64 = (ev as Record<string, unknown>)["data_base64"];

@@ -90,6 +90,7 @@ export {
   CORE_ATTRIBUTES,
   EXTENSION_NAME,
   assertCloudEvent,
+  copyJson,
   decodeEvent,
   encodeEvent,
   eventData,

@@ -83,6 +83,35 @@ describe("memory bus - handlers never share an event", () => {
     await bus.close();
   });
 
+  it("memory bus - a queued event is what was published: the sender changing its object later changes nothing", async () => {
+    const bus = createMemoryBus({ logger: silentLogger() });
+    const topic = uniq("t");
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const got: CloudEvent[] = [];
+    await bus.subscribe(
+      [topic],
+      async (e) => {
+        got.push(e);
+        await gate;
+      },
+      { group: uniq("g"), maxInFlight: 1 },
+    );
+    const first = newEvent({ source: "/t", type: "t", data: { n: 1 } });
+    const second = newEvent({ source: "/t", type: "t", data: { n: 2, tags: ["a"] } });
+    await bus.publish(topic, first);
+    await bus.publish(topic, second);
+    // The second waits in the queue behind the first; the sender reuses its objects meanwhile.
+    (second.data as { n: number; tags: string[] }).n = 99;
+    (second.data as { n: number; tags: string[] }).tags.push("b");
+    second.id = "reused";
+    release();
+    await waitFor(() => got.length === 2, { timeoutMs: 5000, intervalMs: 5, message: "delivered" });
+    expect(got[1]!.data).toEqual({ n: 2, tags: ["a"] });
+    expect(got[1]!.id).not.toBe("reused");
+    await bus.close();
+  });
+
   it("memory bus - publishing an event that refers to itself rejects, as JSON cannot write it", async () => {
     const bus = createMemoryBus({ logger: silentLogger() });
     const data: Record<string, unknown> = { a: 1 };

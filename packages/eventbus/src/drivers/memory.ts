@@ -3,9 +3,18 @@
  * one process: ack on resolve, redelivery with backoff on throw, dead-letter topic after
  * `maxDeliver`, durable groups (a group keeps receiving into its queue while no member is
  * attached), bounded in-flight per member, and backpressure: `publish` waits while a group's queue
- * is full. Events are stored encoded, so handlers never share an object.
+ * is full. Events are stored as a copy of their own and each delivery gets another (`copyJson`: what
+ * crossing a bus as JSON would give), so handlers never share an object with each other or with
+ * the publisher.
  */
-import { BusError, createInstrumentation, decodeEvent, type CloudEvent, type Logger } from "@ofevents/core";
+import {
+  BusError,
+  assertCloudEvent,
+  copyJson,
+  createInstrumentation,
+  type CloudEvent,
+  type Logger,
+} from "@ofevents/core";
 import { ConsumerEngine } from "../consumer.js";
 import { MemorySeenSet } from "../seen.js";
 import {
@@ -34,8 +43,8 @@ interface Message {
   id: string;
   /** Position on the bus, naming the message when it is not a CloudEvent. */
   seq: number;
-  /** The event as JSON text: each delivery parses its own copy, so handlers never share one. */
-  bytes: string;
+  /** The event as published, copied once: never handed out, each delivery copies it again. */
+  event: CloudEvent;
   deliveries: number;
 }
 
@@ -84,7 +93,9 @@ class MemoryBus implements EventBus {
 
   async publish(topic: string, event: CloudEvent): Promise<void> {
     if (this.closed) throw BusError.closed(topic);
-    const bytes = JSON.stringify(event);
+    // Copied now: what the publisher does with its object afterwards changes nothing here; an
+    // event JSON cannot encode (a cycle, a BigInt) fails the publish, as on every bus.
+    const stored = copyJson(event);
     const groups = this.groups.get(topic);
     if (groups !== undefined) {
       while (!this.closed && this.anyFull(groups)) {
@@ -92,14 +103,14 @@ class MemoryBus implements EventBus {
       }
       if (this.closed) throw BusError.closed(topic);
       for (const g of groups.values()) {
-        g.queue.push({ topic, id: event.id, seq: ++this.seq, bytes, deliveries: 0 });
+        g.queue.push({ topic, id: event.id, seq: ++this.seq, event: stored, deliveries: 0 });
         this.pump(g);
       }
     }
     this.events.emit("published", { topic, id: event.id });
     const taps = this.taps.get(topic);
     if (taps !== undefined) {
-      const copy = JSON.parse(bytes) as CloudEvent;
+      const copy = copyJson(stored);
       for (const tap of taps) {
         try {
           tap({ topic, event: copy });
@@ -214,8 +225,12 @@ class MemoryBus implements EventBus {
       .deliver({
         topic: msg.topic,
         deliveryCount: msg.deliveries,
-        decode: () => decodeEvent(msg.bytes),
-        raw: () => Buffer.from(msg.bytes),
+        decode: () => {
+          const event = copyJson(msg.event);
+          assertCloudEvent(event);
+          return event;
+        },
+        raw: () => Buffer.from(JSON.stringify(msg.event)),
         position: () => ({
           id: `${msg.topic}-${msg.seq}`,
           source: `/ofevents/bus/memory/${msg.topic}`,
