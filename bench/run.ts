@@ -10,6 +10,8 @@
  *   --out FILE         where the JSON goes
  *   --profile          child processes write V8 CPU profiles (to --profile-dir, default a new
  *                      folder in the OS temp dir); a summary of each is printed
+ *   --perf             the same children sampled by perf (CPU time only, kernel included; needs
+ *                      `perf`), each sample charged to the nearest framework file on its stack
  *   --log-level LEVEL  log level of the framework processes (default warn)
  */
 import { execFileSync } from "node:child_process";
@@ -20,6 +22,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { formatPerf, perfAvailable, summarizePerf, type PerfSummary } from "./lib/perf.js";
 import { formatProfile, summarizeProfile, type ProfileSummary } from "./lib/profile.js";
 import { killAllChildren, repoRoot, spawnChild } from "./lib/proc.js";
 import type { Scenario, ScenarioContext, ScenarioResult } from "./lib/types.js";
@@ -31,6 +34,7 @@ const { values: opts } = parseArgs({
     runs: { type: "string" },
     out: { type: "string" },
     profile: { type: "boolean", default: false },
+    perf: { type: "boolean", default: false },
     "profile-dir": { type: "string" },
     "log-level": { type: "string", default: "warn" },
     help: { type: "boolean", default: false },
@@ -39,7 +43,7 @@ const { values: opts } = parseArgs({
 
 if (opts.help) {
   process.stdout.write(
-    "usage: bench/run.ts [--quick] [--only E1,E6] [--runs N] [--out FILE] [--profile [--profile-dir DIR]] [--log-level warn]\n",
+    "usage: bench/run.ts [--quick] [--only E1,E6] [--runs N] [--out FILE] [--profile] [--perf] [--profile-dir DIR] [--log-level warn]\n",
   );
   process.exit(0);
 }
@@ -154,12 +158,17 @@ async function main(): Promise<number> {
     .map((s) => s.trim().toUpperCase())
     .filter((s) => s !== "");
   const outFile = resolve(opts.out ?? join(repoRoot, "bench", "results", opts.quick ? "quick.json" : "latest.json"));
-  const profileRoot = opts.profile
-    ? resolve(
-        opts["profile-dir"] ??
-          join(tmpdir(), `ofevents-bench-profiles-${new Date().toISOString().replace(/[:.]/g, "-")}`),
-      )
-    : undefined;
+  if (opts.perf) {
+    const why = perfAvailable();
+    if (why !== undefined) throw new Error(`--perf: ${why}`);
+  }
+  const profileRoot =
+    opts.profile || opts.perf
+      ? resolve(
+          opts["profile-dir"] ??
+            join(tmpdir(), `ofevents-bench-profiles-${new Date().toISOString().replace(/[:.]/g, "-")}`),
+        )
+      : undefined;
 
   const all = await loadScenarios();
   const chosen = only === undefined ? all : all.filter((s) => only.includes(s.scenario.id.toUpperCase()));
@@ -181,11 +190,13 @@ async function main(): Promise<number> {
   const results = new Map<string, ScenarioResult>();
   const failures: Array<{ id: string; error: string }> = [];
   const profiles: Record<string, ProfileSummary> = {};
+  const perfProfiles: Record<string, PerfSummary> = {};
   const describeLines: string[] = [];
   for (const { file, scenario } of chosen) {
     const t0 = performance.now();
     log(`${scenario.id}: ${scenario.title}`);
     const profileDirs: Array<{ role: string; dir: string }> = [];
+    const perfFiles: Array<{ key: string; file: string; pid: number }> = [];
     const ctx: ScenarioContext = {
       quick: opts.quick,
       runs,
@@ -194,13 +205,23 @@ async function main(): Promise<number> {
       results,
       log,
       async spawn(role, args, o = {}) {
-        const dir =
-          profileRoot !== undefined && o.profile === true ? join(profileRoot, `${scenario.id}-${role}`) : undefined;
+        const wanted = profileRoot !== undefined && o.profile === true;
+        const dir = wanted && opts.profile ? join(profileRoot, `${scenario.id}-${role}`) : undefined;
         if (dir !== undefined) {
           await mkdir(dir, { recursive: true });
           if (!profileDirs.some((d) => d.dir === dir)) profileDirs.push({ role, dir });
         }
-        return spawnChild({ scenarioFile: file, role, args, cpuProfDir: dir, env: o.env });
+        let perfFile: string | undefined;
+        let key = "";
+        if (wanted && opts.perf) {
+          await mkdir(profileRoot, { recursive: true });
+          const same = perfFiles.filter((f) => f.key.startsWith(`${scenario.id}-${role}`)).length;
+          key = `${scenario.id}-${role}${same > 0 ? `#${same + 1}` : ""}`;
+          perfFile = join(profileRoot, `${key.replace(/[^\w.#-]/g, "_")}.perf.data`);
+        }
+        const child = await spawnChild({ scenarioFile: file, role, args, cpuProfDir: dir, perfFile, env: o.env });
+        if (perfFile !== undefined) perfFiles.push({ key, file: perfFile, pid: child.pid });
+        return child;
       },
     };
     try {
@@ -220,6 +241,10 @@ async function main(): Promise<number> {
         profiles[key] = await summarizeProfile(join(dir, f), 20);
         describeLines.push("", ...formatProfile(`profile ${key} (${join(dir, f)})`, profiles[key]));
       }
+    }
+    for (const { key, file: f, pid } of perfFiles) {
+      perfProfiles[key] = await summarizePerf(f, pid, 25);
+      describeLines.push("", ...formatPerf(`perf ${key} (${f})`, perfProfiles[key]));
     }
   }
 
@@ -244,6 +269,7 @@ async function main(): Promise<number> {
     scenarios: list,
     failures,
     ...(Object.keys(profiles).length > 0 ? { profiles } : {}),
+    ...(Object.keys(perfProfiles).length > 0 ? { perfProfiles } : {}),
   };
   await mkdir(dirname(outFile), { recursive: true });
   await writeFile(outFile, `${JSON.stringify(json, null, 2)}\n`);

@@ -137,16 +137,23 @@ describe("bench - quick run of the harness", () => {
       expect(m["duplicates"]).toBe(0);
     }
     const r1 = scenarios.find((s) => s["id"] === "R1")!;
-    const points = (r1["extra"] as Record<string, unknown>)["replicas"] as Array<{
-      replicas: number;
-      replicaCpuShares: number[];
-      runs: Array<{ complete: boolean; duplicates: number }>;
-    }>;
-    expect(points.map((p) => p.replicas)).toEqual([1, 2, 4]);
-    for (const p of points) {
-      expect(p.replicaCpuShares).toHaveLength(p.replicas);
-      for (const m of p.runs) expect(m.complete && m.duplicates === 0, `R1 ${p.replicas} replicas`).toBe(true);
+    // One JetStream durable consumer, then one Kafka group, each shared by 1, 2 and 4 replicas.
+    for (const bus of ["replicas", "kafkaReplicas"]) {
+      const points = (r1["extra"] as Record<string, unknown>)[bus] as Array<{
+        replicas: number;
+        replicaCpuShares: number[];
+        runs: Array<{ complete: boolean; duplicates: number }>;
+      }>;
+      expect(
+        points.map((p) => p.replicas),
+        bus,
+      ).toEqual([1, 2, 4]);
+      for (const p of points) {
+        expect(p.replicaCpuShares).toHaveLength(p.replicas);
+        for (const m of p.runs) expect(m.complete && m.duplicates === 0, `R1 ${bus} ${p.replicas} replicas`).toBe(true);
+      }
     }
+    expect((r1["goals"] as unknown[]).length).toBe(2);
     const e5 = scenarios.find((s) => s["id"] === "E5")!;
     const drivers = (e5["extra"] as Record<string, unknown>)["drivers"] as Record<string, Record<string, unknown>>;
     expect(Object.keys(drivers)).toEqual(["jetstream", "kafka", "dapr"]);

@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { recordPerf } from "./perf.js";
 
 /** The repository root (only meaningful in the harness process). */
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -128,6 +129,8 @@ export async function spawnChild(o: {
   role: string;
   args: unknown;
   cpuProfDir?: string | undefined;
+  /** Sample the child with perf into this file (`--perf`), its JIT frames named (`--perf-basic-prof`). */
+  perfFile?: string | undefined;
   /** Added to the harness's environment. */
   env?: Record<string, string> | undefined;
   readyTimeoutMs?: number;
@@ -139,6 +142,9 @@ export async function spawnChild(o: {
   const logFile = join(logDir, `${o.role}.log`);
   const logFd = openSync(logFile, "w");
   const flags = o.cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${o.cpuProfDir}`];
+  // The JIT map goes to /tmp/perf-<pid>.map; the V8 log this turns on goes beside the perf data, not the cwd.
+  if (o.perfFile !== undefined)
+    flags.push("--perf-basic-prof", "--no-logfile-per-isolate", `--logfile=${o.perfFile}.v8.log`);
   const child = spawn(process.execPath, [...flags, entry, scenarioJs, o.role, JSON.stringify(o.args ?? null)], {
     cwd: repoRoot,
     ...(o.env === undefined ? {} : { env: { ...process.env, ...o.env } }),
@@ -146,6 +152,12 @@ export async function spawnChild(o: {
   });
   closeSync(logFd);
   live.add(child);
+  // perf stops by itself when the child exits; stop() waits for it to finish writing.
+  const perf = o.perfFile === undefined ? undefined : recordPerf(child.pid!, o.perfFile);
+  if (perf !== undefined) {
+    live.add(perf.proc);
+    void perf.done.catch(() => undefined).then(() => live.delete(perf.proc));
+  }
   let stderr = "";
   child.stderr!.on("data", (c: Buffer) => {
     stderr = (stderr + c.toString("utf8")).slice(-8000);
@@ -241,6 +253,7 @@ export async function spawnChild(o: {
         await exited;
         clearTimeout(t);
       }
+      await perf?.done;
       await rm(logDir, { recursive: true, force: true });
     },
   };
