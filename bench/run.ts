@@ -196,7 +196,7 @@ async function main(): Promise<number> {
     const t0 = performance.now();
     log(`${scenario.id}: ${scenario.title}`);
     const profileDirs: Array<{ role: string; dir: string }> = [];
-    const perfFiles: Array<{ key: string; file: string; pid: number }> = [];
+    const perfFiles: Array<{ role: string; key: string; file: string; pid: number }> = [];
     const ctx: ScenarioContext = {
       quick: opts.quick,
       runs,
@@ -215,12 +215,12 @@ async function main(): Promise<number> {
         let key = "";
         if (wanted && opts.perf) {
           await mkdir(profileRoot, { recursive: true });
-          const same = perfFiles.filter((f) => f.key.startsWith(`${scenario.id}-${role}`)).length;
+          const same = perfFiles.filter((f) => f.role === role).length;
           key = `${scenario.id}-${role}${same > 0 ? `#${same + 1}` : ""}`;
           perfFile = join(profileRoot, `${key.replace(/[^\w.#-]/g, "_")}.perf.data`);
         }
         const child = await spawnChild({ scenarioFile: file, role, args, cpuProfDir: dir, perfFile, env: o.env });
-        if (perfFile !== undefined) perfFiles.push({ key, file: perfFile, pid: child.pid });
+        if (perfFile !== undefined) perfFiles.push({ role, key, file: perfFile, pid: child.pid });
         return child;
       },
     };

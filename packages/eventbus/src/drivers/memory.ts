@@ -40,7 +40,6 @@ export interface MemoryBusOptions {
 
 interface Message {
   topic: string;
-  id: string;
   /** Position on the bus, naming the message when it is not a CloudEvent. */
   seq: number;
   /** The event as published, copied once: never handed out, each delivery copies it again. */
@@ -103,7 +102,7 @@ class MemoryBus implements EventBus {
       }
       if (this.closed) throw BusError.closed(topic);
       for (const g of groups.values()) {
-        g.queue.push({ topic, id: event.id, seq: ++this.seq, event: stored, deliveries: 0 });
+        g.queue.push({ topic, seq: ++this.seq, event: stored, deliveries: 0 });
         this.pump(g);
       }
     }
@@ -313,10 +312,10 @@ class MemoryBus implements EventBus {
       }
     this.groups.clear();
     this.taps.clear();
-    for (const { g, msg } of lost) this.events.emit("abandoned", { topic: msg.topic, group: g.name, id: msg.id });
+    for (const { g, msg } of lost) this.events.emit("abandoned", { topic: msg.topic, group: g.name, id: msg.event.id });
     if (lost.length > 0) {
       this.log.warn(
-        { count: lost.length, ids: [...new Set(lost.map((l) => l.msg.id))] },
+        { count: lost.length, ids: [...new Set(lost.map((l) => l.msg.event.id))] },
         "%d event deliveries not finished at shutdown: the in-memory bus keeps nothing (use a durable EventBus to keep them)",
         lost.length,
       );
