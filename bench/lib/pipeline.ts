@@ -40,8 +40,8 @@ export function sizedBody(bytes: number): (n: number, t: number) => string {
 }
 
 /** The event every request carries: `n` decides the filter, `t` is the send time. */
-export function eventBody(n: number, t: number): string {
-  return JSON.stringify({
+export function eventData(n: number, t: number) {
+  return {
     n,
     t,
     order: {
@@ -50,7 +50,12 @@ export function eventBody(n: number, t: number): string {
       currency: "EUR",
       customer: { id: `c-${n % 100}`, tier: n % 3 === 0 ? "gold" : "silver" },
     },
-  });
+  };
+}
+
+/** {@link eventData} as the JSON text a producer sends. */
+export function eventBody(n: number, t: number): string {
+  return JSON.stringify(eventData(n, t));
 }
 
 export interface PipelineManifests {
