@@ -264,6 +264,29 @@ describe("jetstream bus - driver", () => {
     }
   });
 
+  it("jetstream bus - a topic's stream deleted after a publish is created again by the next publish, which is stored", async () => {
+    const bus = await createJetStreamBus({ url: server.url }, { logger: silentLogger() }, tuning);
+    const nc = await connect({ servers: server.url });
+    try {
+      const topic = uniq("t");
+      const { stream } = jetStreamNames("ofevents", topic);
+      const jsm = await nc.jetstreamManager();
+      await bus.publish(topic, event(1));
+      expect((await jsm.streams.info(stream)).state.messages).toBe(1);
+      await jsm.streams.delete(stream);
+      // The bus remembers the stream from the first publish: this one finds it gone and makes it again.
+      const e = event(2);
+      await bus.publish(topic, e);
+      const info = await jsm.streams.info(stream);
+      expect(info.state.messages).toBe(1);
+      const stored = await jsm.streams.getMessage(stream, { seq: info.state.last_seq });
+      expect((JSON.parse(new TextDecoder().decode(stored.data)) as CloudEvent).id).toBe(e.id);
+    } finally {
+      await nc.close();
+      await bus.close();
+    }
+  });
+
   it("jetstream bus - two groups dead-lettering one event to one topic both arrive there", async () => {
     const bus = await createJetStreamBus({ url: server.url }, { logger: silentLogger() }, tuning);
     try {

@@ -129,6 +129,8 @@ class JetStreamBus implements EventBus {
   private readonly publishTimeoutMs: number;
   private readonly drainTimeoutMs: number;
   private readonly streams = new Map<string, Promise<StreamEntry>>();
+  /** The entries of `streams` that resolved: publish uses them without waiting (or a timer). */
+  private readonly knownStreams = new Map<string, StreamEntry>();
   private readonly subs = new Set<JetStreamSubscription>();
   private readonly publishing = new Set<Promise<unknown>>();
   private closing: Promise<void> | undefined;
@@ -194,18 +196,25 @@ class JetStreamBus implements EventBus {
   ensureStream(topic: string): Promise<StreamEntry> {
     let p = this.streams.get(topic);
     if (p === undefined) {
-      p = this.createStream(topic);
-      this.streams.set(topic, p);
-      // A failed look-up is not cached: the next call tries again.
-      p.catch(() => {
-        if (this.streams.get(topic) === p) this.streams.delete(topic);
-      });
+      const created = this.createStream(topic);
+      p = created;
+      this.streams.set(topic, created);
+      created.then(
+        (entry) => {
+          if (this.streams.get(topic) === created) this.knownStreams.set(topic, entry);
+        },
+        // A failed look-up is not cached: the next call tries again.
+        () => {
+          if (this.streams.get(topic) === created) this.streams.delete(topic);
+        },
+      );
     }
     return p;
   }
 
   forgetStream(topic: string): void {
     this.streams.delete(topic);
+    this.knownStreams.delete(topic);
   }
 
   private createStream(topic: string): Promise<StreamEntry> {
@@ -326,14 +335,16 @@ class JetStreamBus implements EventBus {
 
   private async doPublish(topic: string, data: Uint8Array, msgId: string): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const { subject } = await within(
-        this.ensureStream(topic),
-        this.publishTimeoutMs,
-        () =>
-          new BusError(ErrorCode.BusPublish, `looking up the stream of ${topic}: no answer from NATS in time`, {
-            topic,
-          }),
-      );
+      const { subject } =
+        this.knownStreams.get(topic) ??
+        (await within(
+          this.ensureStream(topic),
+          this.publishTimeoutMs,
+          () =>
+            new BusError(ErrorCode.BusPublish, `looking up the stream of ${topic}: no answer from NATS in time`, {
+              topic,
+            }),
+        ));
       try {
         const ack = await this.js.publish(subject, data, { msgID: msgId, timeout: this.publishTimeoutMs });
         if (ack.duplicate)
