@@ -99,7 +99,14 @@ export class ConsumerEngine {
       return;
     }
     try {
-      await this.o.handler(event, { topic: msg.topic, group: this.o.group, deliveryCount: msg.deliveryCount });
+      // The count is read only if the handler asks: a driver may have to parse it (JetStream).
+      await this.o.handler(event, {
+        topic: msg.topic,
+        group: this.o.group,
+        get deliveryCount() {
+          return msg.deliveryCount;
+        },
+      });
     } catch (err) {
       if (msg.deliveryCount >= this.maxDeliver) await this.deadLetter(msg, event, err);
       else this.redeliver(msg, event.id, err);

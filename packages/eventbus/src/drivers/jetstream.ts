@@ -56,7 +56,7 @@ import {
   within,
   withoutCredentials,
 } from "@ofevents/core";
-import { ConsumerEngine } from "../consumer.js";
+import { ConsumerEngine, type InboundMessage } from "../consumer.js";
 import { decodeBusEvent } from "../envelope.js";
 import { logNatsStatus, natsOptions } from "../clients.js";
 import { openJetStreamSeenSet } from "./jetstream-seen.js";
@@ -626,22 +626,7 @@ class JetStreamSubscription implements Subscription {
 
   /** The consumer's `max_deliver` is unlimited: the engine decides, JetStream never drops. */
   private handle(topic: string, msg: JsMsg): Promise<void> {
-    const stream = msg.info.stream;
-    return this.engine.deliver({
-      topic,
-      deliveryCount: msg.info.deliveryCount,
-      decode: () => decodeBusEvent(msg.data),
-      raw: () => msg.data,
-      // Inspect it by its stream sequence: the message stays in the stream.
-      position: () => ({
-        id: `${stream}-${msg.seq}`,
-        source: `/ofevents/bus/jetstream/${stream}`,
-        fields: { stream, seq: msg.seq },
-      }),
-      ack: () => msg.ack(),
-      term: () => msg.term(),
-      redeliver: (delayMs) => msg.nak(delayMs),
-    });
+    return this.engine.deliver(new JetStreamInbound(topic, msg));
   }
 
   close(): Promise<void> {
@@ -761,4 +746,46 @@ export async function createJetStreamBus(
   });
   log.info({ servers: servers.map(withoutCredentials), prefix }, "connected to NATS JetStream");
   return bus;
+}
+
+/**
+ * One JetStream delivery for the consumer engine. The delivery count and the stream come from the
+ * message's reply subject, which nats.js parses on first use (a split and six numbers, a few µs):
+ * only a failed or undecodable delivery, or a handler that asks for the count, needs them.
+ */
+class JetStreamInbound implements InboundMessage {
+  constructor(
+    readonly topic: string,
+    private readonly msg: JsMsg,
+  ) {}
+
+  get deliveryCount(): number {
+    return this.msg.info.deliveryCount;
+  }
+
+  decode(): CloudEvent {
+    return decodeBusEvent(this.msg.data);
+  }
+
+  raw(): Uint8Array {
+    return this.msg.data;
+  }
+
+  /** Inspect it by its stream sequence: the message stays in the stream. */
+  position(): { id: string; source: string; fields: Record<string, unknown> } {
+    const { stream, streamSequence: seq } = this.msg.info;
+    return { id: `${stream}-${seq}`, source: `/ofevents/bus/jetstream/${stream}`, fields: { stream, seq } };
+  }
+
+  ack(): void {
+    this.msg.ack();
+  }
+
+  term(): void {
+    this.msg.term();
+  }
+
+  redeliver(delayMs: number): void {
+    this.msg.nak(delayMs);
+  }
 }
