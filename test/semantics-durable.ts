@@ -303,7 +303,8 @@ export async function batchAcrossKill(env: DurableEnv): Promise<{ lost: number; 
 /**
  * A rate limit measured by the sink: 150 events published at once (far faster than the limit, so
  * the bus holds the backlog); the trigger (perSecond 25, burst 5, concurrency 8) delivers every
- * one, and no 1-second window at the sink holds more than perSecond + burst requests.
+ * one, and no 1-second window at the sink holds more than perSecond + burst requests, give or
+ * take one that arrived a request's time after it started.
  */
 export async function rateLimitMeasured(
   env: DurableEnv,
@@ -333,10 +334,14 @@ export function rateLimitSuite(bus: DurableBus): void {
   describe(`rate-limit on ${bus}`, () => {
     const env = useDurableEnv(bus);
 
-    it(`rate-limit ${bus} - a burst far above the limit is delivered whole, and the sink never sees more than perSecond + burst in any 1-second window`, async () => {
+    it(`rate-limit ${bus} - a burst far above the limit is delivered whole, and the sink sees no more than perSecond + burst (+1 for arrival jitter) in any 1-second window`, async () => {
       const r = await rateLimitMeasured(env());
       expect(r.delivered).toBe(150);
-      expect(r.busiest).toBeLessThanOrEqual(30);
+      // The bucket bounds when attempts start (at most 30 in any second); the sink sees when they
+      // arrive, a request's time later. On a loaded machine one request of the burst can arrive
+      // late enough that a second at the sink holds one more start (31 seen once in a parallel run
+      // of the kafka suites; 30 alone): one is the measurement's slack, not the limiter's.
+      expect(r.busiest).toBeLessThanOrEqual(31);
       // (150 - 5) tokens at 25/s: about 5.8 s from the first request to the last.
       expect(r.spanMs).toBeGreaterThan(5_000);
       expect(r.throttledSec).toBeGreaterThan(0);
