@@ -46,11 +46,15 @@ function fakeBroker(bytes: string, handler: MessageHandler, options: Partial<Sub
   });
   const settled: Settled[] = [];
   let deliveries = 0;
+  let countReads = 0;
   const deliverOnce = async (): Promise<Settled> => {
-    deliveries++;
+    const deliveryCount = ++deliveries;
     const msg: InboundMessage = {
       topic: "orders",
-      deliveryCount: deliveries,
+      get deliveryCount() {
+        countReads++;
+        return deliveryCount;
+      },
       decode: () => decodeEvent(bytes),
       raw: () => new TextEncoder().encode(bytes),
       position: () => ({ id: "orders-7", source: "/ofevents/bus/fake/orders", fields: { seq: 7 } }),
@@ -69,6 +73,8 @@ function fakeBroker(bytes: string, handler: MessageHandler, options: Partial<Sub
     published,
     settled,
     deliverOnce,
+    /** How often the engine (or the handler) read a delivery's count. */
+    countReads: () => countReads,
     failPublishWith: (err: Error | undefined) => void (failPublish = err),
   };
 }
@@ -87,44 +93,14 @@ describe("bus consumer engine", () => {
 
   it("bus consumer engine - a handled delivery does not read the delivery count unless the handler does", async () => {
     // JetStream parses the count out of the reply subject: a handled message should not pay for it.
-    const engine = new ConsumerEngine({
-      group: "g",
-      options: { group: "g" },
-      maxDeliver: 3,
-      handler: async () => undefined,
-      events: createInstrumentation<BusEvents>(),
-      log: silentLogger(),
-      publishDeadLetter: async () => undefined,
-    });
-    let reads = 0;
-    let acked = 0;
-    const msg = (): InboundMessage => ({
-      topic: "orders",
-      get deliveryCount() {
-        reads++;
-        return 1;
-      },
-      decode: () => decodeEvent(bytes),
-      raw: () => new TextEncoder().encode(bytes),
-      position: () => ({ id: "orders-7", source: "/ofevents/bus/fake/orders" }),
-      ack: () => void acked++,
-      redeliver: () => undefined,
-    });
-    await engine.deliver(msg());
-    expect({ acked, reads }).toEqual({ acked: 1, reads: 0 });
+    const quiet = fakeBroker(bytes, async () => undefined);
+    expect(await quiet.deliverOnce()).toEqual({ kind: "ack" });
+    expect(quiet.countReads()).toBe(0);
     // A handler that asks gets it.
     const counts: number[] = [];
-    const asking = new ConsumerEngine({
-      group: "g",
-      options: { group: "g" },
-      maxDeliver: 3,
-      handler: async (_e, info) => void counts.push(info.deliveryCount),
-      events: createInstrumentation<BusEvents>(),
-      log: silentLogger(),
-      publishDeadLetter: async () => undefined,
-    });
-    await asking.deliver(msg());
-    expect({ acked, reads, counts }).toEqual({ acked: 2, reads: 1, counts: [1] });
+    const asking = fakeBroker(bytes, async (_e, info) => void counts.push(info.deliveryCount));
+    expect(await asking.deliverOnce()).toEqual({ kind: "ack" });
+    expect({ reads: asking.countReads(), counts }).toEqual({ reads: 1, counts: [1] });
   });
 
   it("bus consumer engine - each handler gets its own copy of the event", async () => {
