@@ -194,22 +194,20 @@ class JetStreamBus implements EventBus {
 
   /** Creates the topic's stream unless it exists (idempotent, cached); rejects with a BusError. */
   ensureStream(topic: string): Promise<StreamEntry> {
-    let p = this.streams.get(topic);
-    if (p === undefined) {
-      const created = this.createStream(topic);
-      p = created;
-      this.streams.set(topic, created);
-      created.then(
-        (entry) => {
-          if (this.streams.get(topic) === created) this.knownStreams.set(topic, entry);
-        },
-        // A failed look-up is not cached: the next call tries again.
-        () => {
-          if (this.streams.get(topic) === created) this.streams.delete(topic);
-        },
-      );
-    }
-    return p;
+    const cached = this.streams.get(topic);
+    if (cached !== undefined) return cached;
+    const created = this.createStream(topic);
+    this.streams.set(topic, created);
+    created.then(
+      (entry) => {
+        if (this.streams.get(topic) === created) this.knownStreams.set(topic, entry);
+      },
+      // A failed look-up is not cached: the next call tries again.
+      () => {
+        if (this.streams.get(topic) === created) this.streams.delete(topic);
+      },
+    );
+    return created;
   }
 
   forgetStream(topic: string): void {
