@@ -20,6 +20,8 @@ import { OtelCollector, startOtlpJsonReceiver } from "./helpers/otelcol.js";
 import { encodeRedisCommand, parseResp, RedisServer, type RespValue } from "./helpers/redis.js";
 import {
   cacheDir,
+  freePort,
+  freePorts,
   MissingBinaryError,
   parseLine,
   ProbeSocket,
@@ -183,6 +185,16 @@ describe("test servers", () => {
     setTimeout(() => ac.abort(gone), 20);
     await expect(waitFor(() => false, { timeoutMs: 5_000, intervalMs: 1_000, signal: ac.signal })).rejects.toBe(gone);
     await expect(waitFor(() => false, { signal: ac.signal })).rejects.toBe(gone);
+  });
+
+  it("helpers - no two port picks of one process return the same port, though each is released", async () => {
+    // 2,000 picks in a range of 12,768: without a record of ports handed out, a repeat is all but
+    // certain (a Pod's port map and its daprd's ports once collided in CI this way).
+    const picked: number[] = [...(await freePorts(500))];
+    for (let i = 0; i < 1_500; i++) picked.push(await freePort());
+    expect(new Set(picked).size).toBe(picked.length);
+    expect(Math.min(...picked)).toBeGreaterThanOrEqual(20_000);
+    expect(Math.max(...picked)).toBeLessThanOrEqual(32_767);
   });
 
   it("nats-server - JetStream publish and pull-consume, then stop", async () => {
