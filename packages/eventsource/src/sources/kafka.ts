@@ -5,13 +5,15 @@
  *
  * Delivery is at-least-once. Each partition is handled in order, one record at a time (up to
  * {@link PARTITIONS_CONCURRENTLY} partitions at once); a record's offset is committed only after
- * `dispatch` resolved, so commits are contiguous per partition. A record the bus or sink does not
- * take is retried with backoff, the partition waiting, until it is taken or the source stops: it
- * is never skipped. Event ids are `{topic}/{partition}/{offset}`, so a redelivered record is
+ * `dispatch` resolved, so commits are contiguous per partition; commits go at most every
+ * {@link COMMIT_INTERVAL_MS}, each covering what was taken since the last. A record the bus or
+ * sink does not take is retried with backoff, the partition waiting, until it is taken or the
+ * source stops: it is never skipped. Event ids are `{topic}/{partition}/{offset}`, so a redelivered record is
  * recognisable downstream. Only a malformed record or an event the sink refused (4xx) is logged
  * and skipped.
  */
 import { isUtf8 } from "node:buffer";
+import { performance } from "node:perf_hooks";
 import {
   Kafka,
   type Admin,
@@ -56,6 +58,12 @@ export const PARTITIONS_CONCURRENTLY = 4;
 const FETCH_MAX_WAIT_MS = 500;
 /** Heartbeats while a dispatch is pending, so a slow sink does not cost the group membership. */
 const HEARTBEAT_MS = 3_000;
+/**
+ * Least time between the starts of two offset commits: marks in between go together in the next
+ * one. Each commit is a request to the group coordinator and an append to its offsets log; without
+ * the interval a busy source committed back to back, a commit for every record or two.
+ */
+export const COMMIT_INTERVAL_MS = 100;
 /** How long start() waits for the consumer to join its group. */
 const JOIN_TIMEOUT_MS = 60_000;
 
@@ -142,12 +150,15 @@ function saslOptions(ctx: SourceContext, spec: KafkaSourceSpec): SASLOptions | u
 
 /**
  * Commits "everything before offset n of partition p was taken", coalescing: while a commit is on
- * its way, later marks wait and go together in the next one. A failed commit is logged; the next
- * one covers it (commits are cumulative), and at worst records are delivered again.
+ * its way, and for {@link COMMIT_INTERVAL_MS} after one started, later marks wait and go together
+ * in the next one. A failed commit is logged; the next one covers it (commits are cumulative), and
+ * at worst records are delivered again. `flush` commits what is marked without waiting.
  */
-class OffsetCommitter {
+export class OffsetCommitter {
   readonly #pending = new Map<number, bigint>();
   #running: Promise<void> | undefined;
+  #lastStart = -Infinity;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly consumer: Consumer,
@@ -158,22 +169,33 @@ class OffsetCommitter {
   mark(partition: number, next: bigint): void {
     const current = this.#pending.get(partition);
     if (current === undefined || next > current) this.#pending.set(partition, next);
-    this.#kick();
+    this.#kick(false);
   }
 
   /** Resolves once every mark so far was committed (or failed to). */
   async flush(): Promise<void> {
     while (this.#running !== undefined || this.#pending.size > 0) {
-      this.#kick();
+      this.#kick(true);
       await this.#running;
     }
   }
 
-  #kick(): void {
+  #kick(now: boolean): void {
     if (this.#running !== undefined || this.#pending.size === 0) return;
+    const wait = this.#lastStart + COMMIT_INTERVAL_MS - performance.now();
+    if (!now && wait > 0) {
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.#kick(false);
+      }, wait).unref();
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#lastStart = performance.now();
     this.#running = this.#commitAll().finally(() => {
       this.#running = undefined;
-      this.#kick();
+      this.#kick(false);
     });
   }
 
