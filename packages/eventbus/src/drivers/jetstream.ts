@@ -62,6 +62,7 @@ import { logNatsStatus, natsOptions } from "../clients.js";
 import { openJetStreamSeenSet } from "./jetstream-seen.js";
 import { readJetStream, tailJetStream, type JetStreamReadContext } from "./jetstream-read.js";
 import { DEFAULT_MAX_AGE, JsErr, ensureTopicStream, jsErrCode, type StreamEntry } from "./jetstream-streams.js";
+import { JetStreamPublisher } from "./jetstream-publish.js";
 import { pingWithin } from "../ping.js";
 import type { CreateEventBusOptions } from "../factory.js";
 import {
@@ -133,6 +134,8 @@ class JetStreamBus implements EventBus {
   private readonly knownStreams = new Map<string, StreamEntry>();
   private readonly subs = new Set<JetStreamSubscription>();
   private readonly publishing = new Set<Promise<unknown>>();
+  /** Publishes and their PubAcks, on one inbox subscription (jetstream-publish.ts). */
+  private readonly publisher: JetStreamPublisher;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -152,6 +155,7 @@ class JetStreamBus implements EventBus {
     this.publishTimeoutMs = tuning.publishTimeoutMs ?? 5_000;
     this.drainTimeoutMs = tuning.drainTimeoutMs ?? 5_000;
     this.fetchExpiresMs = Math.max(1_000, tuning.fetchExpiresMs ?? 10_000);
+    this.publisher = new JetStreamPublisher(nc);
   }
 
   get closed(): boolean {
@@ -344,7 +348,7 @@ class JetStreamBus implements EventBus {
             }),
         ));
       try {
-        const ack = await this.js.publish(subject, data, { msgID: msgId, timeout: this.publishTimeoutMs });
+        const ack = await this.publisher.publish(subject, data, msgId, this.publishTimeoutMs);
         if (ack.duplicate)
           this.log.debug({ topic, id: msgId, seq: ack.seq }, "duplicate publish ignored by the stream");
         return;
