@@ -8,8 +8,8 @@
  * `dispatch` resolved, so commits are contiguous per partition; commits go at most every
  * {@link COMMIT_INTERVAL_MS}, each covering what was taken since the last. A record the bus or
  * sink does not take is retried with backoff, the partition waiting, until it is taken or the
- * source stops: it is never skipped. Event ids are `{topic}/{partition}/{offset}`, so a redelivered record is
- * recognisable downstream. Only a malformed record or an event the sink refused (4xx) is logged
+ * source stops: it is never skipped. Event ids are `{topic}/{partition}/{offset}`, so a
+ * redelivered record is recognisable downstream. Only a malformed record or an event the sink refused (4xx) is logged
  * and skipped.
  */
 import { isUtf8 } from "node:buffer";
