@@ -82,11 +82,13 @@ function decodePlain(
   }
   const trace = traceContext(headers);
   const ext = trace === undefined ? extensions : { ...extensions, ...trace };
-  return {
-    ...(data === undefined ? {} : { data }),
-    ...(datacontenttype === undefined ? {} : { datacontenttype }),
-    ...(ext === undefined ? {} : { extensions: ext }),
-  };
+  // Assigned rather than spread into a literal: the spreads took V8's slow path (about 1 % of a
+  // webhook → memory bus → sink pipeline's CPU).
+  const init: DispatchInit = {};
+  if (data !== undefined) init.data = data;
+  if (datacontenttype !== undefined) init.datacontenttype = datacontenttype;
+  if (ext !== undefined) init.extensions = ext;
+  return init;
 }
 
 /** Default `preset.tolerance`: Stripe's own libraries accept a signature up to 5 minutes old. */
