@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { request } from "undici";
 import { describe, expect, it } from "vitest";
-import { Registry } from "prom-client";
+import { Histogram, Registry } from "prom-client";
 import { metricValue } from "../../../test/helpers/prometheus.js";
 import { createInstrumentation, createMetrics, startMetricsServer } from "../src/index.js";
 import type { BusMetricEvents, SourceMetricEvents, TriggerMetricEvents } from "../src/metrics.js";
@@ -132,6 +132,47 @@ describe("metrics - triggers", () => {
     expect(metricValue(text, `${h}_bucket`, { ...sinkH, le: "+Inf" })).toBe(2);
     expect(metricValue(text, `${h}_bucket`, { ...s0, kind: "topic", le: "1" })).toBe(0);
     expect(metricValue(text, `${h}_bucket`, { ...s0, kind: "topic", le: "2.5" })).toBe(1);
+  });
+
+  it("metrics - the latency histogram prints exactly what a prom-client Histogram prints for the same observations", async () => {
+    const { m, events } = trigger();
+    const reference = new Registry();
+    const h = new Histogram({
+      name: "ofevents_trigger_delivery_duration_seconds",
+      help: "Time from the trigger's receipt of an event (the last joined one) to its delivery, retries included.",
+      labelNames: ["namespace", "trigger", "subscriber", "kind"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers: [reference],
+    });
+    // Bucket edges (1 ms, 2.5 ms: a value on a bound is in that bucket), between bounds, above
+    // the last one (+Inf only), two subscribers and both kinds.
+    const seen: Array<[number, number, "sink" | "topic"]> = [
+      [0.5, 0, "sink"],
+      [1, 0, "sink"],
+      [2.5, 0, "sink"],
+      [40, 0, "sink"],
+      [2_000, 1, "topic"],
+      [1_000_000, 1, "topic"],
+      [7, 1, "sink"],
+    ];
+    for (const [ms, subscriber, kind] of seen) {
+      events.emit("delivered", { subscriber, target: "http://fn/", kind, durationMs: ms });
+      h.observe({ ...TR, subscriber: String(subscriber), kind }, ms / 1000);
+    }
+    const block = (text: string): string =>
+      text
+        .split("\n\n")
+        .find((b) => b.startsWith("# HELP ofevents_trigger_delivery_duration_seconds "))!
+        .trim();
+    expect(block(await m.text())).toBe(block(await reference.metrics()));
+    expect(
+      metricValue(await m.text(), "ofevents_trigger_delivery_duration_seconds_bucket", {
+        ...TR,
+        subscriber: "0",
+        kind: "sink",
+        le: "0.001",
+      }),
+    ).toBe(2);
   });
 
   it("metrics - a sink URL label keeps scheme, host and path, never credentials or query", async () => {
