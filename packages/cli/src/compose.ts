@@ -18,6 +18,7 @@ import {
   resolveEventBus,
   resourceLogger,
   type EventSource,
+  type ExpressionEngine,
   type Logger,
   type Manifests,
   type Metrics,
@@ -70,6 +71,8 @@ export interface CompositionOptions {
   drainTimeoutMs?: number | undefined;
   /** Watch what happens to each event from its first one on (`ofevents run`: the journal, the live page). */
   observers?: FlowObserver[] | undefined;
+  /** What compiles and evaluates the Triggers' expressions (default: the JSONata engine of `createExpressionEngine`). */
+  engine?: ExpressionEngine | undefined;
 }
 
 type ResolveSink = (sink: Sink, namespace: string) => string;
@@ -127,7 +130,7 @@ export function createComposition(o: CompositionOptions): Composition {
   const { manifests } = o;
   const metrics = o.metrics ?? createMetrics(undefined, { processMetrics: o.processMetrics });
   const secrets = createSecretResolver(manifests.secrets.map((s) => s.resource));
-  const engine = createExpressionEngine();
+  const engine = o.engine ?? createExpressionEngine();
   const sinks = createSinkClient();
   const webhooks = createWebhookServers({ host: o.host, logger: o.logger });
   const busLists = {

@@ -12,6 +12,7 @@ import {
   isSyncFunction,
   namespaceOf,
   startMetricsServer,
+  type ExpressionEngine,
   type FunctionResource,
   type Logger,
   type Manifests,
@@ -51,6 +52,11 @@ export interface EmbeddedOptions {
    * rest (default 10 s; with the triggers' own grace, shutdown stays within Kubernetes' 30 s).
    */
   drainTimeoutMs?: number | undefined;
+  /**
+   * What compiles and evaluates the Triggers' expressions (default: the JSONata engine of
+   * `createExpressionEngine`). The manifests are checked with the JSONata engine either way.
+   */
+  engine?: ExpressionEngine | undefined;
 }
 
 export interface Embedded {
@@ -102,6 +108,7 @@ export async function startEmbedded(o: EmbeddedOptions): Promise<Embedded> {
     processMetrics: o.metricsPort !== undefined,
     drainTimeoutMs: o.drainTimeoutMs,
     observers,
+    engine: o.engine,
   });
   const { metrics, buses, sources, triggers, busFor } = c;
   let functions: FunctionHost | undefined;

@@ -9,7 +9,13 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OfEventsError, createLogger, silentLogger } from "@ofevents/core";
+import {
+  OfEventsError,
+  createExpressionEngine,
+  createLogger,
+  silentLogger,
+  type ExpressionEngine,
+} from "@ofevents/core";
 import { freePort } from "../../../test/helpers/server.js";
 import { startEmbedded, startSingle } from "../src/index.js";
 
@@ -55,6 +61,30 @@ describe("compose - one rule for an eventBus name in run and in the entrypoints"
       expect([...embedded.buses.keys()]).toEqual(["memory:nowhere"]);
       expect(embedded.buses.get("memory:nowhere")?.driver).toBe("memory");
       expect(lines.some((l) => l.includes('no EventBus \\"nowhere\\" loaded: using an in-memory bus'))).toBe(true);
+    } finally {
+      await embedded.stop();
+    }
+  });
+
+  it("compose - run: the Triggers' expressions go through the engine given, when one is", async () => {
+    const real = createExpressionEngine();
+    const compiled: string[] = [];
+    const engine: ExpressionEngine = {
+      ...real,
+      compile: (e) => {
+        compiled.push(e);
+        return real.compile(e);
+      },
+    };
+    const filtered = trigger("nowhere").replace("event: in }", 'event: in, filter: "data.n > 1" }');
+    const embedded = await startEmbedded({
+      paths: [await file(source("nowhere"), filtered)],
+      logger: silentLogger(),
+      functionsPort: 0,
+      engine,
+    });
+    try {
+      expect(compiled).toContain("data.n > 1");
     } finally {
       await embedded.stop();
     }
