@@ -111,6 +111,22 @@ function memo<K, V>(make: (key: K) => V): (key: K) => V {
   };
 }
 
+/** The entry of these label values in `entries`, made (with a copy of the labels) on first use. */
+function entryOf<L extends string, E>(
+  entries: Map<string, E>,
+  labelNames: readonly L[],
+  labels: Record<L, string>,
+  make: (labels: Record<L, string>) => E,
+): E {
+  const key = labelNames.map((n) => labels[n]).join("\0");
+  let entry = entries.get(key);
+  if (entry === undefined) {
+    entry = make({ ...labels });
+    entries.set(key, entry);
+  }
+  return entry;
+}
+
 /**
  * A labelled counter or gauge kept as plain numbers and handed to prom-client only when it is
  * scraped (its `collect` hook). Counting an event is then a property increment: prom-client's own
@@ -155,13 +171,7 @@ class Series<L extends string> {
 
   /** The cell of these label values, created at 0 (the series then shows from the start). */
   cell(labels: Record<L, string>): Cell {
-    const key = this.labelNames.map((n) => labels[n]).join("\0");
-    let entry = this.cells.get(key);
-    if (entry === undefined) {
-      entry = { labels: { ...labels }, cell: { value: 0 } };
-      this.cells.set(key, entry);
-    }
-    return entry.cell;
+    return entryOf(this.cells, this.labelNames, labels, (own) => ({ labels: own, cell: { value: 0 } })).cell;
   }
 }
 
@@ -215,12 +225,10 @@ class HistogramSeries<L extends string> {
 
   /** The histogram of these label values, created empty (its series show from the start). */
   cell(labels: Record<L, string>): HistogramCell {
-    const key = this.labelNames.map((n) => labels[n]).join("\0");
-    let entry = this.cells.get(key);
-    if (entry === undefined) {
-      const bounds = this.bounds;
+    const bounds = this.bounds;
+    return entryOf(this.cells, this.labelNames, labels, (own) => {
       const e: HistogramEntry<L> = {
-        labels: { ...labels },
+        labels: own,
         counts: new Array<number>(bounds.length + 1).fill(0),
         sum: 0,
         count: 0,
@@ -234,10 +242,8 @@ class HistogramSeries<L extends string> {
           },
         },
       };
-      entry = e;
-      this.cells.set(key, entry);
-    }
-    return entry.cell;
+      return e;
+    }).cell;
   }
 
   getForPromString(): { name: string; help: string; type: string; values: SampleLine[]; aggregator: string } {
