@@ -13,6 +13,8 @@
  *   --perf             the same children sampled by perf (CPU time only, kernel included; needs
  *                      `perf`), each sample charged to the nearest framework file on its stack
  *   --log-level LEVEL  log level of the framework processes (default warn)
+ *   --node-flags="..." extra node flags for every child process (framework and baseline alike),
+ *                      e.g. --node-flags=--trace-gc (the lines go to the child's log, which is kept)
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -37,13 +39,14 @@ const { values: opts } = parseArgs({
     perf: { type: "boolean", default: false },
     "profile-dir": { type: "string" },
     "log-level": { type: "string", default: "warn" },
+    "node-flags": { type: "string", default: "" },
     help: { type: "boolean", default: false },
   },
 });
 
 if (opts.help) {
   process.stdout.write(
-    "usage: bench/run.ts [--quick] [--only E1,E6] [--runs N] [--out FILE] [--profile] [--perf] [--profile-dir DIR] [--log-level warn]\n",
+    "usage: bench/run.ts [--quick] [--only E1,E6] [--runs N] [--out FILE] [--profile] [--perf] [--profile-dir DIR] [--log-level warn] [--node-flags=--trace-gc]\n",
   );
   process.exit(0);
 }
@@ -153,6 +156,7 @@ function table(results: ScenarioResult[]): string[] {
 async function main(): Promise<number> {
   const started = performance.now();
   const runs = Math.max(3, Number(opts.runs ?? 3) || 3);
+  const nodeFlags = opts["node-flags"].split(/\s+/).filter((f) => f !== "");
   const only = opts.only
     ?.split(",")
     .map((s) => s.trim().toUpperCase())
@@ -181,7 +185,7 @@ async function main(): Promise<number> {
   const header = {
     machine: machine(),
     versions: versions(),
-    options: { quick: opts.quick, runs, logLevel: opts["log-level"], only: only ?? null },
+    options: { quick: opts.quick, runs, logLevel: opts["log-level"], only: only ?? null, nodeFlags },
   };
   log(
     `${header.machine["cores"] as number} cores, ${header.machine["cpuModel"] as string}, node ${process.version}, load ${JSON.stringify(header.machine["loadAvgAtStart"])}`,
@@ -203,6 +207,7 @@ async function main(): Promise<number> {
       logLevel: opts["log-level"],
       profileDir: profileRoot,
       results,
+      perfProfiles,
       log,
       async spawn(role, args, o = {}) {
         const wanted = profileRoot !== undefined && o.profile === true;
@@ -219,7 +224,15 @@ async function main(): Promise<number> {
           key = `${scenario.id}-${role}${same > 0 ? `#${same + 1}` : ""}`;
           perfFile = join(profileRoot, `${key.replace(/[^\w.#-]/g, "_")}.perf.data`);
         }
-        const child = await spawnChild({ scenarioFile: file, role, args, cpuProfDir: dir, perfFile, env: o.env });
+        const child = await spawnChild({
+          scenarioFile: file,
+          role,
+          args,
+          cpuProfDir: dir,
+          perfFile,
+          env: o.env,
+          nodeFlags,
+        });
         if (perfFile !== undefined) perfFiles.push({ role, key, file: perfFile, pid: child.pid });
         return child;
       },

@@ -52,6 +52,30 @@ describe("bench perf summary", () => {
     expect(s.cpuMs).toBe(5);
   });
 
+  it("bench perf - counts the expression engine inclusively: any of its frames on the stack", () => {
+    const text = [
+      // jsonata's evaluation under the engine under the trigger: the engine's file owns it.
+      sample(
+        ["Builtins_LoadIC_Megamorphic", NODE],
+        ["JS:*evaluate /r/node_modules/jsonata/jsonata.js:400:25", JIT],
+        ["JS:*evaluateBoolean file:///r/packages/core/dist/expr/jsonata.js:88:30", JIT],
+        ["JS:*deliver file:///r/packages/trigger/dist/runtime.js:417:18", JIT],
+      ),
+      // A microtask resuming jsonata's async evaluation: no framework frame, still the engine's.
+      sample(["JS:*evaluateBinary /r/node_modules/jsonata/jsonata.js:520:31", JIT], ["Builtins_RunMicrotasks", NODE]),
+      sample(["JS:*deliver file:///r/packages/trigger/dist/runtime.js:417:18", JIT]),
+      sample(["JS:*attempt file:///r/packages/delivery/dist/sink.js:95:21", JIT]),
+    ].join("");
+    const s = summarizeScript(text);
+    expect(s.inclusive).toEqual([{ name: "expression engine (core/expr, jsonata)", cpuMs: 2, share: 0.5 }]);
+    expect(Object.fromEntries(s.byOwner.map((l) => [l.name, l.share]))).toEqual({
+      "core/expr/jsonata": 0.25,
+      "(no framework frame) jsonata": 0.25,
+      "trigger/runtime": 0.25,
+      "delivery/sink": 0.25,
+    });
+  });
+
   it("bench perf - sorts leaf frames into kinds of work", () => {
     expect(categorize("Builtins_LoadIC_Megamorphic", NODE)).toBe("property access");
     expect(categorize("Builtins_FulfillPromise", NODE)).toBe("promises, async");

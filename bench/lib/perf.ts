@@ -7,7 +7,8 @@
  *
  * Summaries: each sample is charged to the nearest framework function on its stack
  * (packages/<pkg>/dist/<file>): what our code costs with the library, runtime and kernel work it
- * called; and, by its leaf, to a category of work (kernel, GC, JSON, property access...).
+ * called; and, by its leaf, to a category of work (kernel, GC, JSON, property access...). A few
+ * parts are also counted inclusively: every sample with one of their frames anywhere on its stack.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { copyFile, rm } from "node:fs/promises";
@@ -30,7 +31,22 @@ export interface PerfSummary {
   /** Each sample charged to the category of its leaf frame. */
   byCategory: PerfLine[];
   byFunction: PerfLine[];
+  /** Each of {@link INCLUSIVE}: the samples with one of its frames anywhere on the stack. */
+  inclusive: PerfLine[];
 }
+
+/**
+ * Parts counted inclusively. The expression engine's share is the filter's cost in place, read
+ * from the pipeline's own samples: jsonata evaluates through async functions, so the engine's
+ * frames are on the stack while its work runs, whichever microtask resumed it (the promise
+ * machinery between two of its steps, with no frame of its own on the stack, is not counted).
+ */
+export const INCLUSIVE: ReadonlyArray<{ name: string; frame: RegExp }> = [
+  {
+    name: "expression engine (core/expr, jsonata)",
+    frame: /packages\/core\/dist\/expr\/|node_modules\/jsonata\//,
+  },
+];
 
 /** Whether `perf record` can sample here (installed, and allowed by perf_event_paranoid). */
 export function perfAvailable(): string | undefined {
@@ -111,6 +127,7 @@ export function summarizeScript(text: string, top = 20): PerfSummary {
   const owner = new Map<string, number>();
   const category = new Map<string, number>();
   const fn = new Map<string, number>();
+  const inclusive = new Map<string, number>(INCLUSIVE.map((p) => [p.name, 0]));
   let samples = 0;
   const add = (m: Map<string, number>, k: string): void => void m.set(k, (m.get(k) ?? 0) + 1);
   const charge = (frames: Array<{ sym: string; dso: string }>): void => {
@@ -119,6 +136,7 @@ export function summarizeScript(text: string, top = 20): PerfSummary {
     const leaf = frames[0]!;
     add(category, categorize(leaf.sym, leaf.dso));
     add(fn, leaf.sym.replace(/^JS:[*^~]?/, "").slice(0, 120));
+    for (const p of INCLUSIVE) if (frames.some((f) => p.frame.test(f.sym))) add(inclusive, p.name);
     for (const f of frames) {
       const m = FRAMEWORK.exec(f.sym);
       if (m !== null) return add(owner, `${m[1]}/${m[2]}`);
@@ -155,6 +173,7 @@ export function summarizeScript(text: string, top = 20): PerfSummary {
     byOwner: lines(owner, top),
     byCategory: lines(category, 20),
     byFunction: lines(fn, top),
+    inclusive: lines(inclusive, INCLUSIVE.length),
   };
 }
 
@@ -169,5 +188,7 @@ export function formatPerf(title: string, s: PerfSummary): string[] {
   for (const l of s.byCategory) out.push(`    ${pct(l.share)}  ${l.name}`);
   out.push("  by function (self):");
   for (const l of s.byFunction.slice(0, 12)) out.push(`    ${pct(l.share)}  ${l.name}`);
+  out.push("  inclusive (a frame anywhere on the stack):");
+  for (const l of s.inclusive) out.push(`    ${pct(l.share)}  ${l.name}`);
   return out;
 }

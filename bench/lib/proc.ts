@@ -133,6 +133,8 @@ export async function spawnChild(o: {
   perfFile?: string | undefined;
   /** Added to the harness's environment. */
   env?: Record<string, string> | undefined;
+  /** Node flags before the entry (`--node-flags`), e.g. `--trace-gc`. */
+  nodeFlags?: readonly string[] | undefined;
   readyTimeoutMs?: number;
 }): Promise<ChildProc> {
   await prepareChildCode();
@@ -141,7 +143,8 @@ export async function spawnChild(o: {
   const logDir = await mkdtemp(join(tmpdir(), "ofevents-bench-"));
   const logFile = join(logDir, `${o.role}.log`);
   const logFd = openSync(logFile, "w");
-  const flags = o.cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${o.cpuProfDir}`];
+  const flags = [...(o.nodeFlags ?? [])];
+  if (o.cpuProfDir !== undefined) flags.push("--cpu-prof", `--cpu-prof-dir=${o.cpuProfDir}`);
   // The JIT map goes to /tmp/perf-<pid>.map; the V8 log this turns on goes beside the perf data, not the cwd.
   if (o.perfFile !== undefined)
     flags.push("--perf-basic-prof", "--no-logfile-per-isolate", `--logfile=${o.perfFile}.v8.log`);
@@ -254,7 +257,10 @@ export async function spawnChild(o: {
         clearTimeout(t);
       }
       await perf?.done;
-      await rm(logDir, { recursive: true, force: true });
+      // With node flags (--trace-gc...) the log holds what was asked for: it stays, and says where.
+      if (o.nodeFlags !== undefined && o.nodeFlags.length > 0)
+        process.stderr.write(`[bench] ${o.role} (pid ${child.pid}) log kept: ${logFile}\n`);
+      else await rm(logDir, { recursive: true, force: true });
     },
   };
 }

@@ -3,6 +3,7 @@
  * scenario is one file whose default export is a `Scenario`; the runner finds it by listing the
  * folder, so adding E2..E5 is adding a file.
  */
+import type { PerfSummary } from "./perf.js";
 import type { ChildProc } from "./proc.js";
 
 /** Figures of one scenario, as written to `bench/results/latest.json`. `null`: not measured by this scenario. */
@@ -46,6 +47,8 @@ export interface ScenarioContext {
   profileDir: string | undefined;
   /** Results of the scenarios that ran before this one in the same run, by id. */
   results: ReadonlyMap<string, ScenarioResult>;
+  /** With `--perf`: the summaries of the children sampled so far, by key (`E1-framework`). */
+  perfProfiles: Readonly<Record<string, PerfSummary>>;
   /**
    * Starts a child process running `children[role]` of this scenario's file; `env` is added to
    * the harness's environment (e.g. NODE_EXTRA_CA_CERTS for a broker's self-signed certificate).
