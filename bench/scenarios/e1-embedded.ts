@@ -14,7 +14,7 @@
  *
  * Ablation: the same pipeline, started the same way, with the expression engine swapped for the
  * JS predicate, so the JSONata filter's cost shows in place. Its share of the CPU is judged per
- * round (the two runs of a round are next to each other in time), median over the rounds.
+ * round (the two runs of a round are at most one run apart in time), median over the rounds.
  */
 import { createServer } from "node:http";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";

@@ -12,6 +12,7 @@
  * samples of E1's framework process with an expression engine frame on the stack.
  */
 import { performance } from "node:perf_hooks";
+import { ENGINE_PART } from "../lib/perf.js";
 import { median, ratio, sig } from "../lib/stats.js";
 import { emptyResult, type ChildHandle, type Scenario, type ScenarioContext } from "../lib/types.js";
 
@@ -259,9 +260,7 @@ async function run(ctx: ScenarioContext) {
   const share = e1CpuPerEvent === undefined ? undefined : 1 / engine.perCpuSec / e1CpuPerEvent;
   const inPlace = (e1?.extra["ablationJsFilter"] as { filterShareOfCpu?: number } | undefined)?.filterShareOfCpu;
   // With --perf: the samples of E1's framework process with an engine frame on the stack.
-  const sampled = ctx.perfProfiles["E1-framework"]?.inclusive.find((l) =>
-    l.name.startsWith("expression engine"),
-  )?.share;
+  const sampled = ctx.perfProfiles["E1-framework"]?.inclusive.find((l) => l.name === ENGINE_PART)?.share;
   r.extra = {
     unit: "evaluations per CPU-second of the process (perSec: per wall second)",
     rows,
