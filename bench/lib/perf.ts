@@ -35,14 +35,15 @@ export interface PerfSummary {
   inclusive: PerfLine[];
 }
 
+/** The name of the expression engine's line in {@link PerfSummary.inclusive}. */
+export const ENGINE_PART = "expression engine (core/expr, jsonata)";
+
 /**
- * Parts counted inclusively ({@link ENGINE_PART}, for now). The expression engine's share is the filter's cost in place, read
+ * Parts counted inclusively. The expression engine's share is the filter's cost in place, read
  * from the pipeline's own samples: jsonata evaluates through async functions, so the engine's
  * frames are on the stack while its work runs, whichever microtask resumed it (the promise
  * machinery between two of its steps, with no frame of its own on the stack, is not counted).
  */
-export const ENGINE_PART = "expression engine (core/expr, jsonata)";
-
 export const INCLUSIVE: ReadonlyArray<{ name: string; frame: RegExp }> = [
   { name: ENGINE_PART, frame: /packages\/core\/dist\/expr\/|node_modules\/jsonata\// },
 ];
