@@ -471,6 +471,91 @@ describe("controller", () => {
     });
   }, 60_000);
 
+  it("controller - an EventSource with kubernetes events deleted while no controller ran: the next one to lead removes the RBAC it could not own", async () => {
+    const ns = await createNamespace();
+    const other = await createNamespace();
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
+    const source = kafkaSource("gone", "default");
+    await req("POST", nsPath(ns, "eventsources"), {
+      ...source,
+      spec: {
+        ...source.spec,
+        kubernetes: {
+          nodes: { version: "v1", kind: "Node" },
+          elsewhere: { version: "v1", resource: "configmaps", namespace: other },
+        },
+      },
+    });
+    const rbac = "/apis/rbac.authorization.k8s.io/v1";
+    const unowned = [
+      `${rbac}/clusterroles/ofevents:${ns}:eventsource-gone`,
+      `${rbac}/clusterrolebindings/ofevents:${ns}:eventsource-gone`,
+      `${rbac}/namespaces/${other}/roles/ofevents:${ns}:eventsource-gone`,
+      `${rbac}/namespaces/${other}/rolebindings/ofevents:${ns}:eventsource-gone`,
+    ];
+    const statuses = async () => Promise.all(unowned.map((p) => status(p)));
+    await waitFor(async () => (await statuses()).every((s) => s === 200), {
+      timeoutMs: 10_000,
+      message: "the ClusterRole and the other namespace's Role, with their bindings",
+    });
+    // No controller sees the deletion: what it could not own stays ...
+    await controller?.stop();
+    controller = undefined;
+    await req("DELETE", nsPath(ns, "eventsources", "gone"));
+    await waitFor(async () => (await status(nsPath(ns, "eventsources", "gone"))) === 404, {
+      timeoutMs: 10_000,
+      message: "the EventSource gone",
+    });
+    expect(await statuses()).toEqual([200, 200, 200, 200]);
+    // ... until the next controller takes the lead.
+    controller = await startController({
+      kubeConfig: kc,
+      logger: silentLogger(),
+      options: OPTIONS,
+      namespace: await createNamespace(),
+      leaderElection: { identity: "main", leaseDurationSeconds: 5, retryPeriodMs: 300 },
+      backoff: { baseMs: 50, maxMs: 2_000 },
+    });
+    let last: number[] = [];
+    await waitFor(async () => (last = await statuses()).every((s) => s === 404), {
+      timeoutMs: 15_000,
+      message: () => `removed by the controller that came after the deletion (statuses ${last.join(", ")})`,
+    });
+  }, 60_000);
+
+  it("controller - an EventSource's last kubernetes event removed: the RBAC it could not own goes with it", async () => {
+    const ns = await createNamespace();
+    const other = await createNamespace();
+    await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));
+    const source = kafkaSource("stops-watching", "default");
+    await req("POST", nsPath(ns, "eventsources"), {
+      ...source,
+      spec: { ...source.spec, kubernetes: { elsewhere: { version: "v1", resource: "configmaps", namespace: other } } },
+    });
+    const rbac = "/apis/rbac.authorization.k8s.io/v1";
+    const unowned = [
+      `${rbac}/namespaces/${other}/roles/ofevents:${ns}:eventsource-stops-watching`,
+      `${rbac}/namespaces/${other}/rolebindings/ofevents:${ns}:eventsource-stops-watching`,
+    ];
+    let last: number[] = [];
+    await waitFor(async () => (last = await Promise.all(unowned.map((p) => status(p)))).every((s) => s === 200), {
+      timeoutMs: 10_000,
+      message: () => `the other namespace's Role and binding (statuses ${last.join(", ")})`,
+    });
+    await req(
+      "PATCH",
+      nsPath(ns, "eventsources", "stops-watching"),
+      { spec: { kubernetes: null } },
+      "application/merge-patch+json",
+    );
+    await waitFor(async () => (last = await Promise.all(unowned.map((p) => status(p)))).every((s) => s === 404), {
+      timeoutMs: 10_000,
+      message: () => `removed with the last kubernetes event (statuses ${last.join(", ")})`,
+    });
+    expect(await status(nsPath(ns, "eventsources", "stops-watching"))).toBe(200);
+    expect(await status(`/api/v1/namespaces/${ns}/serviceaccounts/eventsource-stops-watching`)).toBe(404);
+  }, 60_000);
+
   it("controller - an owned Deployment deleted or changed by hand is put back", async () => {
     const ns = await createNamespace();
     await req("POST", nsPath(ns, "eventbuses"), kafkaBus("default", ns));

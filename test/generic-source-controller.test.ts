@@ -229,4 +229,37 @@ describe("generic-source controller - K_SINK and K_CE_OVERRIDES injected into th
     );
     expect(envOf(unbound)).toEqual({ main: [{ name: "FOO", value: "bar" }], helper: [] });
   }, 90_000);
+
+  it("generic-source controller - an EventSource deleted while no controller ran is unbound by the next one to lead", async () => {
+    const ns = await namespace();
+    await req("POST", `/apis/apps/v1/namespaces/${ns}/deployments`, appDeployment("app"));
+    await req(
+      "POST",
+      `${API}/namespaces/${ns}/eventsources`,
+      genericSource({ app: { subject: { deployment: "app" } } }),
+    );
+    await waitFor(
+      async () => envOf(await getDeployment(ns, "app"))["main"]?.some((e) => e.name === "K_SINK") === true,
+      { timeoutMs: 30_000, message: "app bound" },
+    );
+    // No controller sees the deletion.
+    await controller?.stop();
+    controller = undefined;
+    await req("DELETE", `${API}/namespaces/${ns}/eventsources/apps`);
+    await waitFor(async () => (await cp.request("GET", `${API}/namespaces/${ns}/eventsources/apps`)).status === 404, {
+      timeoutMs: 10_000,
+      message: "the EventSource gone",
+    });
+    expect(envOf(await getDeployment(ns, "app"))["main"]?.some((e) => e.name === "K_SINK")).toBe(true);
+    // The next controller to lead finds the binding of an EventSource it does not know.
+    controller = await startLeadingController(cp, OPTIONS);
+    const unbound = await waitFor(
+      async () => {
+        const d = await getDeployment(ns, "app");
+        return envOf(d)["main"]?.some((e) => e.name === "K_SINK") ? undefined : d;
+      },
+      { timeoutMs: 20_000, message: "app unbound by the controller that came after the deletion" },
+    );
+    expect(envOf(unbound)).toEqual({ main: [{ name: "FOO", value: "bar" }], helper: [] });
+  }, 90_000);
 });

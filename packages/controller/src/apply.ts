@@ -11,7 +11,7 @@ export const FIELD_MANAGER = "ofevents-controller";
 /**
  * Server-side applies `objects` with strict field validation (a field the installed CRD does not
  * know fails the reconcile instead of being dropped), then deletes what `owner` owns by label
- * and no longer renders.
+ * and no longer renders. Resolves with the types (`OWNED` keys) of which it deleted something.
  */
 export async function applyAndPrune(
   api: KubeApi,
@@ -20,8 +20,9 @@ export async function applyAndPrune(
   ownerName: string,
   namespace: string,
   objects: readonly OwnedObject[],
-): Promise<void> {
+): Promise<Set<string>> {
   const wanted = new Set<string>();
+  const pruned = new Set<string>();
   for (const o of objects) {
     await api.request(
       "PATCH",
@@ -55,8 +56,10 @@ export async function applyAndPrune(
       } catch (err) {
         if (!isStatus(err, 404)) throw err;
       }
+      pruned.add(type);
     }
   }
+  return pruned;
 }
 
 /**
@@ -72,9 +75,9 @@ export async function applyOrReport(
   name: string,
   namespace: string,
   objects: readonly OwnedObject[],
-): Promise<void> {
+): Promise<Set<string>> {
   try {
-    await applyAndPrune(api, logger, kind, name, namespace, objects);
+    return await applyAndPrune(api, logger, kind, name, namespace, objects);
   } catch (err) {
     // Server-side apply answers 500 "failed to create typed patch object" for a value of the
     // wrong type (the CRD's schema, not the server, is at fault): a refusal like a 422.

@@ -6,10 +6,12 @@
  */
 import type { KubeConfig } from "@kubernetes/client-node";
 import { API_GROUP, type Logger } from "@ofevents/core";
+import { eventSourcesNamedByLeftovers } from "./eventsource/left-behind.js";
 import { healthServers } from "./health.js";
 import { KubeApi } from "./kube/api.js";
 import { LeaderElector, retryPeriodMs, type LeaderElectionOptions } from "./kube/lease.js";
 import { WorkQueue } from "./kube/queue.js";
+import { labelValue } from "./labels.js";
 import { ControllerMetrics } from "./metrics.js";
 import type { ControllerOptions } from "./options.js";
 import { resolveOptions } from "./options.js";
@@ -68,7 +70,12 @@ export async function startController(input: StartControllerInput): Promise<Cont
   let stopped = false;
   let synced = false;
   const watched = input.namespaces === undefined || input.namespaces.length === 0 ? undefined : [...input.namespaces];
-  const election = new LeaderElector(api, logger, namespace, le, () => enqueueAll());
+  const election = new LeaderElector(api, logger, namespace, le, () => {
+    enqueueAll();
+    void enqueueLeftBehind().catch((err: unknown) =>
+      logger.warn({ err }, "listing what deleted EventSources left behind failed; next time this replica leads"),
+    );
+  });
   const metrics = new ControllerMetrics(() => ({ depth: queue.depth, leader: election.leader, synced }));
   const servers = healthServers(
     () => ({ stopped, synced, leader: election.leader }),
@@ -117,6 +124,23 @@ export async function startController(input: StartControllerInput): Promise<Cont
 
   function enqueueAll(): void {
     for (const kind of KIND_NAMES) for (const o of watch.list(kind)) queue.add(keyOf(kind, o));
+  }
+
+  /**
+   * Queues the EventSources that are gone but left RBAC objects or sink bindings (deleted while no
+   * controller led): their reconcile finds them gone and removes what they left.
+   */
+  async function enqueueLeftBehind(): Promise<void> {
+    const known = new Set<string>();
+    for (const o of watch.list("EventSource")) {
+      const name = o.metadata?.name ?? "";
+      known.add(`${o.metadata?.namespace}/${name}`).add(`${o.metadata?.namespace}/${labelValue(name)}`);
+    }
+    for (const left of await eventSourcesNamedByLeftovers(api, watched)) {
+      if (known.has(`${left.namespace}/${left.name}`) || !election.leader) continue;
+      logger.info({ eventSource: `${left.namespace}/${left.name}` }, "removing what a deleted EventSource left behind");
+      queue.add(key("EventSource", left.namespace, left.name));
+    }
   }
 
   const reconciler: ReconcileInput = { api, logger, options, listBuses: (kind) => watch.list(kind) };

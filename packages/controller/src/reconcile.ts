@@ -121,12 +121,13 @@ export async function reconcile(r: ReconcileInput, key: string): Promise<Exclude
   if (isOperationKind(kind)) return reconcileOperation(r, kind, raw, () => catalog(r));
   const v = HANDLERS[kind](raw, r);
   if (v.ok && v.objects !== undefined) {
-    await applyOrReport(r.api, r.logger, kind, raw, name, ns, v.objects);
-    // Only an EventSource with kubernetes events renders RBAC it cannot own (all of it goes
-    // when the EventSource does).
+    const pruned = await applyOrReport(r.api, r.logger, kind, raw, name, ns, v.objects);
+    // Only an EventSource with kubernetes events renders RBAC it cannot own. Its ServiceAccount,
+    // rendered only for them, pruned now: its last kubernetes event went, and that RBAC goes too.
     if (
       kind === "EventSource" &&
-      Object.keys((raw.spec as { kubernetes?: object } | undefined)?.kubernetes ?? {}).length > 0
+      (Object.keys((raw.spec as { kubernetes?: object } | undefined)?.kubernetes ?? {}).length > 0 ||
+        pruned.has("v1/ServiceAccount"))
     )
       await pruneUnowned(r.api, r.logger, ns, name, v.objects);
   }
