@@ -18,10 +18,11 @@ import {
   type CloudEvent,
   type SecretResolver,
 } from "@ofevents/core";
-import { createMemoryBus, type EventPublisher } from "@ofevents/eventbus";
+import { createEventBus, createMemoryBus, type EventPublisher } from "@ofevents/eventbus";
 import { createWebhookServers, startEventSource, type SourceEvents } from "../src/index.js";
 import { amqpAdapter } from "../src/sources/amqp.js";
 import { metricValue } from "../../../test/helpers/prometheus.js";
+import { NatsServer } from "../../../test/helpers/nats.js";
 import { RabbitMqServer } from "../../../test/helpers/rabbitmq.js";
 import { randomSuffix, waitFor } from "../../../test/helpers/wait.js";
 import { FlakyPublisher, sourceHarness, type RunningSource } from "./support.js";
@@ -40,7 +41,8 @@ const URL_REF = { name: "rabbit", key: "url" };
 const CA_REF = { name: "rabbit", key: "ca.crt" };
 const BAD_URL_REF = { name: "rabbit", key: "bad-url" };
 /** `{queue}/{32 hex digits}`: the id of a message without a message-id. */
-const DIGEST_ID = (queue: string): RegExp => new RegExp(`^${queue}/[0-9a-f]{32}$`);
+/** The id of a message without a message-id: a random UUID. */
+const RANDOM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 let server: RabbitMqServer;
 let publisher: ChannelModel;
@@ -90,7 +92,7 @@ const startSource = (spec: Partial<AmqpSourceSpec>, bus: EventPublisher, name: s
   harness.start(name, { url: server.url, ...spec }, bus, secrets);
 
 describe("amqp source - events", () => {
-  it("amqp source - queue messages become CloudEvents: data, message-id or digest id, timestamp, header extensions", async () => {
+  it("amqp source - queue messages become CloudEvents: data, message-id or a random id, timestamp, header extensions", async () => {
     const queue = `q-${randomSuffix()}`;
     const name = `es-${randomSuffix()}`;
     const bus = createMemoryBus({ logger: silentLogger() });
@@ -125,7 +127,7 @@ describe("amqp source - events", () => {
     expect(json).not.toHaveProperty("amqpredelivered");
     const text = byData((e) => e.data === "plain text");
     expect(text).toMatchObject({ datacontenttype: "text/plain", subject: queue });
-    expect(text.id).toMatch(DIGEST_ID(queue));
+    expect(text.id).toMatch(RANDOM_ID);
     const bytes = byData((e) => e.datacontenttype === "application/x-raw");
     expect(bytes.data_base64).toBe(Buffer.from([0xff, 0x00, 0xfe]).toString("base64"));
     expect(new Set(got.map((e) => e.id)).size).toBe(3);
@@ -159,9 +161,10 @@ describe("amqp source - events", () => {
       expect(e).toMatchObject({ amqpexchange: exchange, subject: expect.stringMatching(/created$/) });
     // The default queue name, bound to the exchange.
     const queue = `ofevents-${NS}-${name}-${EVENT}`;
-    expect(got[0]!.id).toMatch(DIGEST_ID(queue));
+    expect(got[0]!.id).toMatch(RANDOM_ID);
+    // Two identical messages are two events, with an id each.
     const us = got.filter((e) => e.subject === "orders.us.created");
-    expect(us[0]!.id).toBe(us[1]!.id);
+    expect(us[0]!.id).not.toBe(us[1]!.id);
     expect(await ready(queue)).toBe(0);
   });
 
@@ -214,6 +217,34 @@ describe("amqp source - events", () => {
   });
 });
 
+describe("amqp source - ids", () => {
+  it("amqp source - two identical messages without a message-id both reach the sink through the JetStream bus", async () => {
+    // The JetStream bus stores each event under its id as Nats-Msg-Id and drops a second one with
+    // the same id within its duplicate window: identical messages need ids of their own.
+    const nats = await NatsServer.start({ jetstream: true });
+    const bus = await createEventBus({ jetstream: { url: nats.url } }, { logger: silentLogger() });
+    try {
+      const queue = `q-${randomSuffix()}`;
+      const name = `es-${randomSuffix()}`;
+      const got = await collect(bus, name);
+      const src = await startSource({ queue: { name: queue } }, bus, name);
+      await toQueue(queue, JSON.stringify({ door: "open" }));
+      await toQueue(queue, JSON.stringify({ door: "open" }));
+      await toQueue(queue, JSON.stringify({ door: "closed" }));
+      await waitFor(() => got.length === 3, { timeoutMs: 15_000, message: () => `3 events, got ${got.length}` });
+      await src.stop();
+      // Up to `prefetch` dispatches run at once: the order on the bus may differ from the queue's.
+      expect(got.map((e) => (e.data as { door: string }).door).sort()).toEqual(["closed", "open", "open"]);
+      expect(new Set(got.map((e) => e.id)).size).toBe(3);
+      for (const e of got) expect(e.id).toMatch(RANDOM_ID);
+      expect(await ready(queue)).toBe(0);
+    } finally {
+      await bus.close();
+      await nats.stop();
+    }
+  });
+});
+
 describe("amqp source - acknowledgement", () => {
   it.each([
     { type: "classic", queueArguments: undefined },
@@ -231,8 +262,8 @@ describe("amqp source - acknowledgement", () => {
         down,
         name,
       );
-      // No message-id: the digest id must survive the redelivery (quorum queues add x-delivery-count).
-      await toQueue(queue, JSON.stringify({ level: "high" }));
+      // With a message-id, the id survives the redelivery (quorum queues add x-delivery-count).
+      await toQueue(queue, JSON.stringify({ level: "high" }), { messageId: "alert-7" });
       await waitFor(() => down.calls >= 2, { message: "publish retried" });
       // Handed out, not acknowledged: nothing ready, and the retries go on.
       expect(await ready(queue)).toBe(0);
@@ -251,7 +282,8 @@ describe("amqp source - acknowledgement", () => {
       await bus.close();
       expect(got[0]).toMatchObject({ data: { level: "high" }, amqpredelivered: true });
       // The same id as the attempts before the stop, so downstream can tell it is a redelivery.
-      expect(first.failed[0]).toBe(got[0]!.id);
+      expect(first.failed[0]).toBe("alert-7");
+      expect(got[0]!.id).toBe("alert-7");
       expect(await ready(queue)).toBe(0);
     },
   );

@@ -15,8 +15,10 @@
  * Events: subject = the routing key the message was published with; extension `amqpexchange` =
  * the exchange it was published to (absent for the default exchange); header names that are valid
  * CloudEvents extension names become extensions. The id is the message's `message-id` property
- * when set; otherwise `{queue}/{digest}`, a SHA-256 over exchange, routing key, properties and body,
- * so a redelivered message keeps its id but two identical messages without a message-id share one.
+ * when set; otherwise a random UUID, as for MQTT: AMQP 0-9-1 has no position that outlives a
+ * delivery, and an id derived from the content would give two identical messages one id, which
+ * the JetStream bus (its `Nats-Msg-Id` duplicate window) and a Trigger's `dedup` would drop as a
+ * duplicate. A redelivered message is told apart by `amqpredelivered: true` instead.
  * `time` is the `timestamp` property when set. A message that is a CloudEvent (structured mode,
  * `cloudEvents_`/`cloudEvents:` headers in binary mode, or a JSON CloudEvent body) keeps its
  * attributes.
@@ -24,7 +26,7 @@
  * When the connection or channel closes while running, the source reconnects with backoff and
  * declares its topology again.
  */
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { ConnectionOptions } from "node:tls";
 import { connect, credentials, type Channel, type ChannelModel, type ConsumeMessage } from "amqplib";
 import {
@@ -160,27 +162,10 @@ function headerEntries(msg: ConsumeMessage): HeaderEntry[] {
 }
 
 /**
- * `{queue}/{sha256 of exchange, routing key, properties and body}` (hex, 32 digits). The
- * `x-delivery-count` header, which quorum queues add on each redelivery, is left out, so a
- * redelivered message keeps its id there too.
- */
-export function digestId(queue: string, msg: ConsumeMessage): string {
-  const headers: Record<string, unknown> = { ...(msg.properties.headers ?? {}) };
-  delete headers["x-delivery-count"];
-  const properties = { ...msg.properties, headers };
-  const h = createHash("sha256");
-  for (const part of [msg.fields.exchange, msg.fields.routingKey, JSON.stringify(properties)]) {
-    h.update(part).update("\u0000");
-  }
-  h.update(msg.content);
-  return `${queue}/${h.digest("hex").slice(0, 32)}`;
-}
-
-/**
  * What to dispatch for one message (see the module comment for the mapping). Throws EventError for
  * a message that claims to be a CloudEvent and is not a valid one.
  */
-export function messageToDispatch(msg: ConsumeMessage, queue: string): DispatchInit[] {
+export function messageToDispatch(msg: ConsumeMessage): DispatchInit[] {
   const headers = headerEntries(msg);
   const contentType = typeof msg.properties.contentType === "string" ? msg.properties.contentType : undefined;
   const redelivered = msg.fields.redelivered;
@@ -201,7 +186,7 @@ export function messageToDispatch(msg: ConsumeMessage, queue: string): DispatchI
   const messageId = msg.properties.messageId as unknown;
   const timestamp = msg.properties.timestamp as unknown;
   const init: DispatchInit = {
-    id: typeof messageId === "string" && messageId !== "" ? messageId : digestId(queue, msg),
+    id: typeof messageId === "string" && messageId !== "" ? messageId : undefined,
     subject: msg.fields.routingKey === "" ? undefined : msg.fields.routingKey,
   };
   // AMQP timestamps are seconds since the epoch (amqplib decodes them as numbers).
@@ -286,7 +271,7 @@ export const amqpAdapter: SourceAdapter<AmqpSourceSpec> = {
       const tag = msg.fields.deliveryTag;
       let inits: DispatchInit[];
       try {
-        inits = messageToDispatch(msg, queue);
+        inits = messageToDispatch(msg);
       } catch (err) {
         if (!(err instanceof EventError)) throw err;
         log.error({ err, deliveryTag: tag }, "malformed CloudEvent message; acknowledged and skipped");
