@@ -436,7 +436,7 @@ export const genericSourceSchema = z
       .strict()
       .optional()
       .describe(
-        "On a cluster, the controller adds K_SINK (the ingest URL) and K_CE_OVERRIDES to this Deployment's containers, and removes them when the event or the EventSource goes.",
+        "On a cluster, the controller adds K_SINK (the ingest URL) and K_CE_OVERRIDES to this Deployment's containers, and removes them when the event or the EventSource goes (deleted while no controller led: when a controller next takes the lead).",
       ),
     ceOverrides: z
       .object({
