@@ -29,7 +29,7 @@ interface Listed {
   }>;
 }
 
-async function list(api: KubeApi, path: string): Promise<Listed["items"]> {
+async function list(api: KubeApi, path: string): Promise<NonNullable<Listed["items"]>> {
   try {
     return ((await api.request("GET", path)) as Listed).items ?? [];
   } catch (err) {
@@ -57,7 +57,7 @@ export async function eventSourcesNamedByLeftovers(
   const owned = encodeURIComponent(`${MANAGED_BY_LABEL}=${MANAGED_BY},${OWNER_NAMESPACE_LABEL}`);
   const nameLabel = kindLabel("EventSource");
   for (const plural of RBAC_PLURALS) {
-    for (const item of (await list(api, `${RBAC}/${plural}?labelSelector=${owned}`)) ?? []) {
+    for (const item of await list(api, `${RBAC}/${plural}?labelSelector=${owned}`)) {
       const labels = item.metadata.labels ?? {};
       add(labels[OWNER_NAMESPACE_LABEL], labels[nameLabel]);
     }
@@ -69,7 +69,7 @@ export async function eventSourcesNamedByLeftovers(
       ? [`/apis/apps/v1/deployments?labelSelector=${bound}`]
       : namespaces.map((ns) => `/apis/apps/v1/namespaces/${ns}/deployments?labelSelector=${bound}`);
   for (const path of paths) {
-    for (const item of (await list(api, path)) ?? []) {
+    for (const item of await list(api, path)) {
       // `{namespace}/{EventSource}/{event}`: the full name, where the label holds a cut one.
       const [ns, name] = (item.metadata.annotations?.[BINDING_ANNOTATION] ?? "").split("/");
       if (ns !== undefined && name !== undefined && name !== "") add(ns, name);
