@@ -13,9 +13,7 @@ import { isStatus, type KubeApi } from "../kube/api.js";
 import { MANAGED_BY, MANAGED_BY_LABEL, kindLabel } from "../labels.js";
 import { BINDING_ANNOTATION, BINDING_LABEL } from "./binding.js";
 import { OWNER_NAMESPACE_LABEL } from "./rbac.js";
-
-const RBAC = "/apis/rbac.authorization.k8s.io/v1";
-const RBAC_PLURALS = ["clusterrolebindings", "clusterroles", "rolebindings", "roles"] as const;
+import { RBAC, UNOWNED_RBAC_TYPES } from "./unowned.js";
 
 /** An EventSource named by an object it left: its namespace and its name (or, past 63 characters, its label value). */
 export interface LeftBy {
@@ -56,7 +54,7 @@ export async function eventSourcesNamedByLeftovers(
 
   const owned = encodeURIComponent(`${MANAGED_BY_LABEL}=${MANAGED_BY},${OWNER_NAMESPACE_LABEL}`);
   const nameLabel = kindLabel("EventSource");
-  for (const plural of RBAC_PLURALS) {
+  for (const { plural } of UNOWNED_RBAC_TYPES) {
     for (const item of await list(api, `${RBAC}/${plural}?labelSelector=${owned}`)) {
       const labels = item.metadata.labels ?? {};
       add(labels[OWNER_NAMESPACE_LABEL], labels[nameLabel]);

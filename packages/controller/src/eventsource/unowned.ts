@@ -12,9 +12,12 @@ import { MANAGED_BY, MANAGED_BY_LABEL, kindLabel, labelValue } from "../labels.j
 import type { OwnedObject } from "../resources.js";
 import { OWNER_NAMESPACE_LABEL } from "./rbac.js";
 
-const RBAC = "/apis/rbac.authorization.k8s.io/v1";
-/** Bindings first, so a binding never points at a role already gone. */
-const TYPES = [
+export const RBAC = "/apis/rbac.authorization.k8s.io/v1";
+/**
+ * The kinds of the RBAC objects an EventSource cannot own. Bindings first, so a binding never
+ * points at a role already gone.
+ */
+export const UNOWNED_RBAC_TYPES = [
   { kind: "ClusterRoleBinding", plural: "clusterrolebindings", cluster: true },
   { kind: "RoleBinding", plural: "rolebindings", cluster: false },
   { kind: "ClusterRole", plural: "clusterroles", cluster: true },
@@ -43,7 +46,7 @@ export async function pruneUnowned(
   const selector = encodeURIComponent(
     `${MANAGED_BY_LABEL}=${MANAGED_BY},${kindLabel("EventSource")}=${labelValue(name)},${OWNER_NAMESPACE_LABEL}=${namespace}`,
   );
-  for (const t of TYPES) {
+  for (const t of UNOWNED_RBAC_TYPES) {
     let list: Listed;
     try {
       list = (await api.request("GET", `${RBAC}/${t.plural}?labelSelector=${selector}`)) as Listed;
