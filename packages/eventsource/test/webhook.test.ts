@@ -191,6 +191,17 @@ describe("webhook source - answers and events", () => {
     expect(res.status).toBe(200);
     await last(before + 1);
   });
+
+  it("webhook source - answers carry their length, not a chunked body", async () => {
+    // An accepted request and a malformed one (nothing dispatched).
+    const ok = await post(url, '{"n":1}', { "content-type": "application/json" });
+    const bad = await post(url, "{", { "content-type": "application/json" });
+    expect([ok.status, bad.status]).toEqual([200, 400]);
+    for (const res of [ok, bad]) {
+      expect(res.headers["transfer-encoding"]).toBeUndefined();
+      expect(res.headers["content-length"]).toBe(String(Buffer.byteLength(res.body)));
+    }
+  });
 });
 
 describe("webhook source - failures and auth", () => {
