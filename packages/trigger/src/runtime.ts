@@ -556,19 +556,25 @@ class SubscriberRunner {
   /** Delivers one event to every target (in a delivery slot); reports its dedup claim. */
   private async deliver(item: Outgoing): Promise<void> {
     const { out, receivedAt } = item;
-    const release = await this.slots.acquire();
+    // A free slot is taken without a wait; one target without a Promise.allSettled: per event, each
+    // await is a promise and a turn of the microtask queue.
+    const release = this.slots.tryAcquire() ?? (await this.slots.acquire());
     let delivered = false;
     try {
       if (this.t.stopping()) throw this.returned(out);
-      const work: Promise<boolean>[] = [];
-      for (const target of this.targets) work.push(this.to(out, target, receivedAt));
-      const results = await Promise.allSettled(work);
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed !== undefined) throw failed.reason;
-      delivered = results.every((r) => r.status === "fulfilled" && r.value);
+      if (this.targets.length === 1) {
+        delivered = await this.to(out, this.targets[0]!, receivedAt);
+      } else {
+        const work: Promise<boolean>[] = [];
+        for (const target of this.targets) work.push(this.to(out, target, receivedAt));
+        const results = await Promise.allSettled(work);
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+        if (failed !== undefined) throw failed.reason;
+        delivered = results.every((r) => r.status === "fulfilled" && r.value);
+      }
     } finally {
       release();
-      await item.claim?.(delivered);
+      if (item.claim !== undefined) await item.claim(delivered);
     }
   }
 
@@ -927,6 +933,10 @@ export async function startTrigger(trigger: Trigger, o: TriggerRuntimeOptions): 
         }
         // Tickets of inputs that filtered the event out pass their turn on (done is idempotent).
         tickets?.forEach((t) => t.done());
+        if (work.length === 1) {
+          await work[0];
+          return;
+        }
         const results = await Promise.allSettled(work);
         const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
         if (failed !== undefined) throw failed.reason;

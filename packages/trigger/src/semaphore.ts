@@ -7,6 +7,17 @@ export class Semaphore {
   async acquire(): Promise<() => void> {
     if (this.active >= this.limit) await new Promise<void>((r) => this.queue.push(r));
     else this.active++;
+    return this.releaser();
+  }
+
+  /** A slot at once when one is free and nobody waits (its release), else undefined: no promise. */
+  tryAcquire(): (() => void) | undefined {
+    if (this.active >= this.limit || this.queue.length > 0) return undefined;
+    this.active++;
+    return this.releaser();
+  }
+
+  private releaser(): () => void {
     let released = false;
     return () => {
       if (released) return;
