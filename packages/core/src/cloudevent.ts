@@ -36,6 +36,21 @@ export interface NewEventInit {
   extensions?: Record<string, string | number | boolean> | undefined;
 }
 
+let lastMs = Number.NaN;
+let lastIso = "";
+
+/**
+ * `new Date(ms).toISOString()`, remembered for the last millisecond asked: formatting costs
+ * ~0.6 µs, and events made in one millisecond (a busy source, a fetched batch) share the time.
+ */
+export function isoTime(ms: number): string {
+  if (ms !== lastMs) {
+    lastIso = new Date(ms).toISOString();
+    lastMs = ms;
+  }
+  return lastIso;
+}
+
 /** Builds a CloudEvent 1.0; `id` defaults to a random UUID and `time` to now. */
 export function newEvent(init: NewEventInit): CloudEvent {
   const ev: Record<string, unknown> = {
@@ -43,7 +58,7 @@ export function newEvent(init: NewEventInit): CloudEvent {
     id: init.id ?? randomUUID(),
     source: init.source,
     type: init.type,
-    time: init.time ?? new Date().toISOString(),
+    time: init.time ?? isoTime(Date.now()),
   };
   if (init.subject !== undefined) ev["subject"] = init.subject;
   if (init.dataschema !== undefined) ev["dataschema"] = init.dataschema;

@@ -94,6 +94,7 @@ export {
   decodeEvent,
   encodeEvent,
   eventData,
+  isoTime,
   newEvent,
   setExtension,
 } from "./cloudevent.js";

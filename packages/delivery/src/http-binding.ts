@@ -155,11 +155,27 @@ function lowerHeaders(headers: HttpHeaders): Map<string, string> {
  * a `ce-specversion` header; undefined for anything else (a plain request).
  */
 export function httpMode(headers: HttpHeaders): HttpMode | undefined {
-  const h = lowerHeaders(headers);
-  const type = mediaType(h.get("content-type"));
+  const type = mediaType(headerText(headers, "content-type"));
   if (type === CE_JSON) return "structured";
   if (type === CE_BATCH) return "batch";
-  return h.has("ce-specversion") ? "binary" : undefined;
+  return headerText(headers, "ce-specversion") !== undefined ? "binary" : undefined;
+}
+
+/**
+ * One header's value (several joined by ", "), its name matched case-insensitively: no copy of
+ * the headers (Node gives them lower-cased, so the first look-up finds them).
+ */
+function headerText(headers: HttpHeaders, lowerName: string): string | undefined {
+  let v = headers[lowerName];
+  if (v === undefined) {
+    for (const k in headers) {
+      if (k.length === lowerName.length && k.toLowerCase() === lowerName && headers[k] !== undefined) {
+        v = headers[k];
+        break;
+      }
+    }
+  }
+  return v === undefined ? undefined : typeof v === "string" ? v : v.join(", ");
 }
 
 /** The data of a binary-mode body: parsed JSON, UTF-8 text, or bytes (as base64) when it is neither. */

@@ -105,6 +105,18 @@ describe("http binding - messages", () => {
   });
 });
 
+describe("http binding - the mode of a message", () => {
+  it("http binding - httpMode matches header names in any case", () => {
+    expect(httpMode({ "Content-Type": "application/cloudevents+json; charset=utf-8" })).toBe("structured");
+    expect(httpMode({ "CONTENT-TYPE": "application/cloudevents-batch+json" })).toBe("batch");
+    expect(httpMode({ "CE-SpecVersion": "1.0", "content-type": "application/json" })).toBe("binary");
+    expect(httpMode({ "Ce-Specversion": ["1.0", "1.0"] })).toBe("binary");
+    // An undefined value is no header; a plain request has no mode.
+    expect(httpMode({ "ce-specversion": undefined, "content-type": "application/json" })).toBeUndefined();
+    expect(httpMode({})).toBeUndefined();
+  });
+});
+
 describe("http binding - JSON string data", () => {
   it.each([
     { name: "application/json", datacontenttype: "application/json", body: '"a json string"' },

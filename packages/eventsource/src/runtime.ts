@@ -203,7 +203,7 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
     async function toBus(ev: CloudEvent): Promise<void> {
       await send(ev, { kind: "topic", topic }, publishPolicy, { stopRetrying: abort.signal });
       events.emit("published", { eventSource: name, event: eventName, id: ev.id, topic });
-      log.debug({ event: eventName, id: ev.id, topic }, "published");
+      if (log.isLevelEnabled("debug")) log.debug({ event: eventName, id: ev.id, topic }, "published");
     }
 
     const dispatch = async (ev: CloudEvent): Promise<{ id: string }> => {
@@ -224,34 +224,40 @@ export async function startEventSource(es: EventSource, o: EventSourceRuntimeOpt
       return { id: ev.id };
     };
 
-    return async (init: DispatchInit) => {
-      const ev =
-        init.event ??
-        newEvent({
-          id: init.id,
-          source,
-          type: init.type ?? `io.openfunction.events.${kind}`,
-          subject: init.subject ?? eventName,
-          time: init.time,
-          datacontenttype: init.datacontenttype,
-          data: init.data,
-          extensions: init.extensions,
-        });
-      if (!tracing.enabled) return dispatch(ev);
-      // The journey starts here: a child of the trace context the event came with, if any.
-      return inSpan(
-        `receive ${namespace}/${name}/${eventName}`,
-        {
-          kind: SpanKind.CONSUMER,
-          parent: eventContext(ev),
-          attributes: {
-            ...eventAttributes(ev),
-            "ofevents.eventsource": `${namespace}/${name}`,
-            "ofevents.source_kind": kind,
+    // Not async: the event's own promise is returned as it is, without another around it; a
+    // throw before it exists is a rejection all the same.
+    return (init: DispatchInit) => {
+      try {
+        const ev =
+          init.event ??
+          newEvent({
+            id: init.id,
+            source,
+            type: init.type ?? `io.openfunction.events.${kind}`,
+            subject: init.subject ?? eventName,
+            time: init.time,
+            datacontenttype: init.datacontenttype,
+            data: init.data,
+            extensions: init.extensions,
+          });
+        if (!tracing.enabled) return dispatch(ev);
+        // The journey starts here: a child of the trace context the event came with, if any.
+        return inSpan(
+          `receive ${namespace}/${name}/${eventName}`,
+          {
+            kind: SpanKind.CONSUMER,
+            parent: eventContext(ev),
+            attributes: {
+              ...eventAttributes(ev),
+              "ofevents.eventsource": `${namespace}/${name}`,
+              "ofevents.source_kind": kind,
+            },
           },
-        },
-        (span) => dispatch(withSpanContext(ev, span)),
-      );
+          (span) => dispatch(withSpanContext(ev, span)),
+        );
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
     };
   }
 

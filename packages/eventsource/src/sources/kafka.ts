@@ -33,6 +33,7 @@ import {
   type SecretKeySelector,
   type ValidationIssue,
   sourceConsumerName,
+  isoTime,
   mediaType,
 } from "@ofevents/core";
 import { untilTaken } from "@ofevents/delivery";
@@ -126,7 +127,7 @@ export function decodeRecord(
 
   const init: DispatchInit = { id: `${topic}/${partition}/${message.offset}`, subject: topic };
   const ts = Number(message.timestamp);
-  if (Number.isFinite(ts) && ts >= 0) init.time = new Date(ts).toISOString();
+  if (Number.isFinite(ts) && ts >= 0) init.time = isoTime(ts);
   if (message.value !== null) {
     const { data, datacontenttype } = decodeData(message.value, contentType);
     const event = datacontenttype === "application/json" ? asCloudEvent(data) : undefined;

@@ -47,6 +47,7 @@ import {
   natsSourceDurable,
   sourceConsumerName,
   withoutCredentials,
+  isoTime,
   mediaType,
 } from "@ofevents/core";
 import { SOURCE_RETRY, refused, retryDelay } from "@ofevents/delivery";
@@ -408,7 +409,7 @@ export const natsAdapter: SourceAdapter<NatsSourceSpec> = {
       try {
         inits = decodeNatsMessage(m, {
           id: position,
-          time: new Date(Math.floor(m.info.timestampNanos / 1e6)).toISOString(),
+          time: isoTime(Math.floor(m.info.timestampNanos / 1e6)),
         });
       } catch (err) {
         if (!(err instanceof EventError)) throw err;

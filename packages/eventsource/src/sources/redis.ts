@@ -25,6 +25,7 @@ import {
   SourceError,
   SourceKind,
   backoffDelay,
+  isoTime,
   parseDuration,
   sleep,
   type Logger,
@@ -176,7 +177,7 @@ function parseEntries(raw: unknown): StreamEntry[] {
 /** The dispatch input of a stream entry: a single `data` or `value` field is the payload, else the field map. */
 export function entryToDispatch(stream: string, entry: StreamEntry & { fields: [Buffer, Buffer][] }): DispatchInit {
   const ms = Number(entry.id.split("-")[0]);
-  const time = Number.isSafeInteger(ms) && ms >= EARLIEST_ENTRY_TIME ? new Date(ms).toISOString() : undefined;
+  const time = Number.isSafeInteger(ms) && ms >= EARLIEST_ENTRY_TIME ? isoTime(ms) : undefined;
   const base = { id: `${stream}/${entry.id}`, subject: stream, time };
   const [only] = entry.fields;
   if (entry.fields.length === 1 && only !== undefined) {
