@@ -25,7 +25,12 @@ import {
 type Settled = { kind: "ack" } | { kind: "term" } | { kind: "redeliver"; delayMs: number };
 
 /** A broker holding one message: records how the engine settled each delivery. */
-function fakeBroker(bytes: string, handler: MessageHandler, options: Partial<SubscribeOptions> = {}) {
+function fakeBroker(
+  bytes: string,
+  handler: MessageHandler,
+  options: Partial<SubscribeOptions> = {},
+  countIsLazy?: boolean,
+) {
   const events = createInstrumentation<BusEvents>();
   const log: string[] = [];
   for (const name of ["redelivery", "dead_lettered"] as const) events.on(name, () => void log.push(name));
@@ -51,6 +56,7 @@ function fakeBroker(bytes: string, handler: MessageHandler, options: Partial<Sub
     const deliveryCount = ++deliveries;
     const msg: InboundMessage = {
       topic: "orders",
+      countIsLazy,
       get deliveryCount() {
         countReads++;
         return deliveryCount;
@@ -91,16 +97,24 @@ describe("bus consumer engine", () => {
     expect(b.log).toEqual([]);
   });
 
-  it("bus consumer engine - a handled delivery does not read the delivery count unless the handler does", async () => {
+  it("bus consumer engine - a lazy count is read only if the handler asks; any other is a plain value", async () => {
     // JetStream parses the count out of the reply subject: a handled message should not pay for it.
-    const quiet = fakeBroker(bytes, async () => undefined);
+    const quiet = fakeBroker(bytes, async () => undefined, {}, true);
     expect(await quiet.deliverOnce()).toEqual({ kind: "ack" });
     expect(quiet.countReads()).toBe(0);
     // A handler that asks gets it.
     const counts: number[] = [];
-    const asking = fakeBroker(bytes, async (_e, info) => void counts.push(info.deliveryCount));
+    const asking = fakeBroker(bytes, async (_e, info) => void counts.push(info.deliveryCount), {}, true);
     expect(await asking.deliverOnce()).toEqual({ kind: "ack" });
     expect({ reads: asking.countReads(), counts }).toEqual({ reads: 1, counts: [1] });
+    // A driver that holds the count as a field: the handler gets a value, not a getter.
+    const descriptors: Array<PropertyDescriptor | undefined> = [];
+    const plain = fakeBroker(bytes, async (_e, info) => {
+      descriptors.push(Object.getOwnPropertyDescriptor(info, "deliveryCount"));
+      expect(JSON.parse(JSON.stringify(info))).toEqual({ topic: "orders", group: "g", deliveryCount: 1 });
+    });
+    expect(await plain.deliverOnce()).toEqual({ kind: "ack" });
+    expect(descriptors).toEqual([{ value: 1, writable: true, enumerable: true, configurable: true }]);
   });
 
   it("bus consumer engine - each handler gets its own copy of the event", async () => {

@@ -756,6 +756,9 @@ export async function createJetStreamBus(
  * only a failed or undecodable delivery, or a handler that asks for the count, needs them.
  */
 class JetStreamInbound implements InboundMessage {
+  /** The count is in the reply subject, parsed by nats.js on first read: the handler reads it if it needs it. */
+  readonly countIsLazy = true;
+
   constructor(
     readonly topic: string,
     private readonly msg: JsMsg,

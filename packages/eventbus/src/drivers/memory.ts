@@ -15,7 +15,7 @@ import {
   type CloudEvent,
   type Logger,
 } from "@ofevents/core";
-import { ConsumerEngine } from "../consumer.js";
+import { ConsumerEngine, type InboundMessage } from "../consumer.js";
 import { MemorySeenSet } from "../seen.js";
 import {
   DEFAULT_MAX_DELIVER,
@@ -64,6 +64,43 @@ interface Group {
   next: number;
   /** Messages waiting for their redelivery timer. */
   timers: Map<NodeJS.Timeout, Message>;
+}
+
+/** One delivery of a stored message: the engine's view of it (one object, methods shared). */
+class MemoryInbound implements InboundMessage {
+  readonly topic: string;
+  readonly deliveryCount: number;
+
+  constructor(
+    private readonly bus: MemoryBus,
+    private readonly g: Group,
+    private readonly msg: Message,
+  ) {
+    this.topic = msg.topic;
+    this.deliveryCount = msg.deliveries;
+  }
+
+  /** A copy for this delivery only: what the handler does with it never reaches the stored event. */
+  decode(): CloudEvent {
+    const event = copyJson(this.msg.event);
+    assertCloudEvent(event);
+    return event;
+  }
+
+  raw(): Uint8Array {
+    return Buffer.from(JSON.stringify(this.msg.event));
+  }
+
+  position(): { id: string; source: string; fields: Record<string, unknown> } {
+    const { topic, seq } = this.msg;
+    return { id: `${topic}-${seq}`, source: `/ofevents/bus/memory/${topic}`, fields: { seq } };
+  }
+
+  ack(): void {}
+
+  redeliver(delayMs: number): void {
+    this.bus.redeliver(this.g, this.msg, delayMs);
+  }
 }
 
 class MemoryBus implements EventBus {
@@ -220,32 +257,17 @@ class MemoryBus implements EventBus {
   private deliver(g: Group, member: Member, msg: Message): void {
     member.inFlight++;
     msg.deliveries++;
-    void member.engine
-      .deliver({
-        topic: msg.topic,
-        deliveryCount: msg.deliveries,
-        decode: () => {
-          const event = copyJson(msg.event);
-          assertCloudEvent(event);
-          return event;
-        },
-        raw: () => Buffer.from(JSON.stringify(msg.event)),
-        position: () => ({
-          id: `${msg.topic}-${msg.seq}`,
-          source: `/ofevents/bus/memory/${msg.topic}`,
-          fields: { seq: msg.seq },
-        }),
-        ack: () => {},
-        redeliver: (delayMs) => this.redeliver(g, msg, delayMs),
-      })
-      .finally(() => {
-        member.inFlight--;
-        if (member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
-        this.pump(g);
-      });
+    const settled = (): void => {
+      member.inFlight--;
+      if (member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
+      this.pump(g);
+    };
+    // engine.deliver never rejects; then(settled, settled) rather than finally, which adds promises.
+    void member.engine.deliver(new MemoryInbound(this, g, msg)).then(settled, settled);
   }
 
-  private redeliver(g: Group, msg: Message, delayMs: number): void {
+  /** Queues `msg` on its group again after `delayMs` (a failed delivery); held back once closed. */
+  redeliver(g: Group, msg: Message, delayMs: number): void {
     if (this.closed) {
       this.leftOver.push({ g, msg });
       return;
