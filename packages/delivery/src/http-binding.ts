@@ -90,6 +90,22 @@ function attributeText(v: unknown): string {
   return typeof v === "string" ? v : typeof v === "object" ? JSON.stringify(v) : String(v);
 }
 
+/**
+ * The header names of the spec's attributes, as constants: a name built per event (`ce-${name}`)
+ * is a new string that V8 must look up in its string table to use as a property key.
+ */
+const CE_HEADER: Readonly<Record<string, string>> = Object.assign(Object.create(null) as Record<string, string>, {
+  specversion: "ce-specversion",
+  id: "ce-id",
+  source: "ce-source",
+  type: "ce-type",
+  subject: "ce-subject",
+  time: "ce-time",
+  dataschema: "ce-dataschema",
+  traceparent: "ce-traceparent",
+  tracestate: "ce-tracestate",
+});
+
 /** Binary mode: attributes in `ce-` headers, the data as the body with its content type. */
 export function encodeBinary(event: CloudEvent): HttpMessage {
   const ev = event as unknown as Record<string, unknown>;
@@ -107,7 +123,7 @@ export function encodeBinary(event: CloudEvent): HttpMessage {
     } else if (name === "data_base64") {
       body = Buffer.from(String(v), "base64");
     } else if (name !== "datacontenttype") {
-      headers[`ce-${name}`] = encodeHeaderValue(attributeText(v));
+      headers[CE_HEADER[name] ?? `ce-${name}`] = encodeHeaderValue(attributeText(v));
     }
   }
   const type = ev["datacontenttype"];
