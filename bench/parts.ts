@@ -19,6 +19,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { createServer } from "node:http";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
@@ -142,7 +143,7 @@ async function rounds(measure: () => Promise<number>): Promise<number[]> {
 
 function report(name: string, us: number[]): number {
   const m = median(us);
-  console.log(`${name.padEnd(34)} ${m.toFixed(2).padStart(7)} µs   (rounds: ${us.map((x) => x.toFixed(2)).join(" ")})`);
+  console.log(`${name.padEnd(58)} ${m.toFixed(2).padStart(7)} µs   (rounds: ${us.map((x) => x.toFixed(2)).join(" ")})`);
   return m;
 }
 
@@ -244,7 +245,9 @@ async function sink(s: Sizes): Promise<void> {
   const agent = new Agent({ connections: CONCURRENCY, keepAliveTimeout: 10_000 });
   const client = createSinkClient();
   const policy = deliveryPolicy();
+  // One cancel signal for every delivery in flight, as a trigger has.
   const cancel = new AbortController();
+  setMaxListeners(CONCURRENCY * 2, cancel.signal);
   const local = async () => cpuMicros();
   const event = (i: number) => newEvent({ source: "/parts", type: "t", data: { n: i, order: `o-${i}` } });
   try {

@@ -21,9 +21,9 @@ interface Run {
   stderr: string;
 }
 
-function runBench(args: string[], timeoutMs: number): Promise<Run> {
+function runBench(args: string[], timeoutMs: number, script = "bench/run.ts"): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", ...args], {
+    const child = spawn(process.execPath, ["--import", "tsx", script, ...args], {
       cwd: root,
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -33,7 +33,7 @@ function runBench(args: string[], timeoutMs: number): Promise<Run> {
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`bench --quick did not finish within ${timeoutMs} ms; stderr:\n${stderr}`));
+      reject(new Error(`${script} --quick did not finish within ${timeoutMs} ms; stderr:\n${stderr}`));
     }, timeoutMs);
     child.on("exit", (code) => {
       clearTimeout(timer);
@@ -181,4 +181,30 @@ describe("bench - quick run of the harness", () => {
     expect(run.stdout).toMatch(/^E2 event size sweep/m);
     expect(run.stdout).toMatch(/^\s+262144 B\s+framework \d+ @/m);
   });
+});
+
+describe("bench - parts of E1's path", () => {
+  it("bench - parts --quick measures the ingest, the trigger path and the sink client against their plain counterparts", async () => {
+    const run = await runBench(["--quick"], 120_000, "bench/parts.ts");
+    expect(run.code, run.stderr).toBe(0);
+    const micros = (label: string): number => {
+      const m = new RegExp(`^${label}.*?\\s([\\d.]+) µs`, "m").exec(run.stdout);
+      expect(m, `${label} in:\n${run.stdout}`).not.toBeNull();
+      return Number(m![1]);
+    };
+    for (const label of [
+      "ingest: webhook source",
+      "ingest: plain node server",
+      "trigger: bus → trigger → stub",
+      "sink: sink client",
+      "sink: undici",
+    ])
+      expect(micros(label)).toBeGreaterThan(0);
+    expect(run.stdout).toMatch(/^ingest: webhook \/ plain [\d.]+x$/m);
+    expect(run.stdout).toMatch(/^sink: client \/ undici [\d.]+x$/m);
+    // A part that does not exist is refused, not skipped.
+    const bad = await runBench(["nothing"], 60_000, "bench/parts.ts");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/unknown part\(s\): nothing/);
+  }, 180_000);
 });
