@@ -241,8 +241,10 @@ async function trigger(s: Sizes): Promise<void> {
 async function sink(s: Sizes): Promise<void> {
   const { newEvent } = await import("@ofevents/core");
   const { createSinkClient, deliveryPolicy } = await import("@ofevents/delivery");
+  const { createForwarder } = await import("./lib/pipeline.js");
   const server = await startServer("plain-sink", "/");
-  const agent = new Agent({ connections: CONCURRENCY, keepAliveTimeout: 10_000 });
+  // E1's baseline forwarder: undici with the binary-mode headers the baseline sends.
+  const forwarder = createForwarder(server.url, CONCURRENCY);
   const client = createSinkClient();
   const policy = deliveryPolicy();
   // One cancel signal for every delivery in flight, as a trigger has.
@@ -257,21 +259,7 @@ async function sink(s: Sizes): Promise<void> {
       [
         "sink: undici, the baseline's headers",
         async (i: number) => {
-          const ev = event(i);
-          const res = await request(server.url, {
-            method: "POST",
-            dispatcher: agent,
-            headers: {
-              "content-type": "application/json",
-              "ce-specversion": "1.0",
-              "ce-id": randomUUID(),
-              "ce-source": "/bench/baseline",
-              "ce-type": "io.openfunction.events.webhook",
-              "ce-time": new Date().toISOString(),
-            },
-            body: JSON.stringify(ev.data),
-          });
-          await res.body.dump();
+          if ((await forwarder.send(JSON.stringify(event(i).data))) !== 200) throw new Error("sink: not taken");
         },
       ],
     ] as const) {
@@ -280,7 +268,7 @@ async function sink(s: Sizes): Promise<void> {
     console.log(`sink: client / undici ${(results[0]! / results[1]!).toFixed(2)}x`);
   } finally {
     await client.close();
-    await agent.close();
+    await forwarder.close();
     await server.stop();
   }
 }
