@@ -8,6 +8,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { BusError, DeliveryError, EventError, OfEventsError } from "@ofevents/core";
 import type { Dispatch, DispatchInit, RejectReason, RunningSource, SourceContext } from "./types.js";
+import { sendJson } from "./webhook-server.js";
 
 /** The default largest body, in bytes. */
 export const DEFAULT_MAX_PAYLOAD = 1_048_576;
@@ -63,20 +64,6 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
-/**
- * Answers with a JSON body and its length: headers written before the body without a length make
- * node send the body chunked (more bytes and writes on every answer, and more parsing for the caller).
- */
-function send(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": String(Buffer.byteLength(text)),
-    ...headers,
-  });
-  res.end(text);
-}
-
 function isRefusal(r: DispatchInit[] | Refusal): r is Refusal {
   return !Array.isArray(r);
 }
@@ -92,7 +79,7 @@ export async function serveIngest(ctx: SourceContext, o: IngestOptions, dispatch
   const log = ctx.logger;
   const refuse = (res: ServerResponse, r: Refusal): void => {
     if (r.reason !== undefined) ctx.rejected(r.reason);
-    send(res, r.status, r.body, r.headers);
+    sendJson(res, r.status, r.body, r.headers);
   };
 
   const route = {
@@ -101,7 +88,7 @@ export async function serveIngest(ctx: SourceContext, o: IngestOptions, dispatch
     async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
       if (stopping) {
         req.resume();
-        return send(res, 503, { error: "shutting down" }, { "retry-after": "1", connection: "close" });
+        return sendJson(res, 503, { error: "shutting down" }, { "retry-after": "1", connection: "close" });
       }
       const early = o.admit?.(req);
       if (early !== undefined) {
@@ -115,7 +102,7 @@ export async function serveIngest(ctx: SourceContext, o: IngestOptions, dispatch
           body = await readBody(req, o.limit);
         } catch (err) {
           if (err instanceof PayloadTooLarge)
-            return send(res, 413, { error: `payload larger than ${o.limit} bytes` }, { connection: "close" });
+            return sendJson(res, 413, { error: `payload larger than ${o.limit} bytes` }, { connection: "close" });
           throw err;
         }
         let inits: DispatchInit[];
@@ -129,7 +116,7 @@ export async function serveIngest(ctx: SourceContext, o: IngestOptions, dispatch
         } catch (err) {
           if (err instanceof EventError) {
             log.debug({ err: err.message }, `rejected malformed ${o.what} request`);
-            return send(res, 400, { error: err.message });
+            return sendJson(res, 400, { error: err.message });
           }
           throw err;
         }
@@ -139,12 +126,12 @@ export async function serveIngest(ctx: SourceContext, o: IngestOptions, dispatch
             ids.push((await dispatch(init)).id);
           }
         } catch (err) {
-          if (err instanceof EventError) return send(res, 400, { error: err.message });
-          if (err instanceof BusError) return send(res, 503, { error: err.message }, { "retry-after": "1" });
+          if (err instanceof EventError) return sendJson(res, 400, { error: err.message });
+          if (err instanceof BusError) return sendJson(res, 503, { error: err.message }, { "retry-after": "1" });
           if (err instanceof DeliveryError) {
             // The sink's URL and answer are internal: the runtime logs them ("event not taken"),
             // the caller gets the status only.
-            return send(
+            return sendJson(
               res,
               err.retriable ? 502 : 424,
               err.retriable
@@ -155,10 +142,10 @@ export async function serveIngest(ctx: SourceContext, o: IngestOptions, dispatch
                   },
             );
           }
-          if (err instanceof OfEventsError) return send(res, 500, { error: err.message, code: err.code });
+          if (err instanceof OfEventsError) return sendJson(res, 500, { error: err.message, code: err.code });
           throw err;
         }
-        return send(res, 200, { accepted: inits.length, ids });
+        return sendJson(res, 200, { accepted: inits.length, ids });
       } finally {
         inFlight--;
         if (inFlight === 0) idle?.();

@@ -193,11 +193,13 @@ describe("webhook source - answers and events", () => {
   });
 
   it("webhook source - answers carry their length, not a chunked body", async () => {
-    // An accepted request and a malformed one (nothing dispatched).
+    // An accepted request, a malformed one (nothing dispatched), an unknown path, a wrong method.
     const ok = await post(url, '{"n":1}', { "content-type": "application/json" });
     const bad = await post(url, "{", { "content-type": "application/json" });
-    expect([ok.status, bad.status]).toEqual([200, 400]);
-    for (const res of [ok, bad]) {
+    const missing = await post(url.replace("/orders", "/nothing"), "");
+    const wrongMethod = await post(url, "", {}, "PUT");
+    expect([ok.status, bad.status, missing.status, wrongMethod.status]).toEqual([200, 400, 404, 405]);
+    for (const res of [ok, bad, missing, wrongMethod]) {
       expect(res.headers["transfer-encoding"]).toBeUndefined();
       expect(res.headers["content-length"]).toBe(String(Buffer.byteLength(res.body)));
     }
