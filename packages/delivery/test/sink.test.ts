@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { connect as netConnect, type AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -5,6 +6,7 @@ import { DeliveryError, ErrorCode, newEvent } from "@ofevents/core";
 import { createSinkClient, decodeHeaderValue, deliveryPolicy, type SinkClient } from "../src/index.js";
 
 interface Received {
+  url: string;
   headers: IncomingMessage["headers"];
   body: string;
   at: number;
@@ -23,7 +25,12 @@ class ScriptedSink {
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
         const i = this.received.length;
-        this.received.push({ headers: req.headers, body: Buffer.concat(chunks).toString("utf8"), at: Date.now() });
+        this.received.push({
+          url: req.url ?? "",
+          headers: req.headers,
+          body: Buffer.concat(chunks).toString("utf8"),
+          at: Date.now(),
+        });
         const a = this.answers[i] ?? this.answers[this.answers.length - 1] ?? { status: 200 };
         const reply = (): void => void res.writeHead(a.status, a.headers ?? {}).end(`answer ${a.status}`);
         if (a.stallMs !== undefined) setTimeout(reply, a.stallMs);
@@ -199,6 +206,91 @@ describe("sink delivery - against a real HTTP server", () => {
     expect(err).toBeInstanceOf(DeliveryError);
     expect(err.retriable).toBe(true);
     expect(err.code).toBe(ErrorCode.DeliveryFailed);
+  });
+});
+
+describe("sink delivery - the answer and cancelling", () => {
+  const sink = new ScriptedSink();
+  let client: SinkClient;
+  let long: Server;
+  let longUrl = "";
+  beforeAll(async () => {
+    await sink.start();
+    client = createSinkClient();
+    // Answers 200 KiB in 8 KiB writes.
+    long = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/plain" });
+        for (let i = 0; i < 25; i++) res.write(Buffer.alloc(8192, 97 + (i % 26)));
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => long.listen(0, "127.0.0.1", r));
+    longUrl = `http://127.0.0.1:${(long.address() as AddressInfo).port}/long`;
+  });
+  afterAll(async () => {
+    await client.close();
+    await sink.stop();
+    long.closeAllConnections();
+    await new Promise<void>((r) => long.close(() => r()));
+  });
+  afterEach(() => sink.reset());
+
+  it("sink delivery - the answer's status, headers and body come back, and the URL's query reaches the sink", async () => {
+    sink.answers = [{ status: 201, headers: { "x-reply": "yes" } }];
+    const res = await client.send(`${sink.url}?a=1&b=two`, event());
+    expect(res.status).toBe(201);
+    expect(res.headers["x-reply"]).toBe("yes");
+    expect(res.body.toString("utf8")).toBe("answer 201");
+    expect(sink.received[0]!.url).toBe("/sink?a=1&b=two");
+  });
+
+  it("sink delivery - of a long answer the first 64 KiB are kept, the rest is read to its end", async () => {
+    const res = await client.send(longUrl, event());
+    expect(res.status).toBe(200);
+    expect(res.body.length).toBeGreaterThanOrEqual(64 * 1024);
+    expect(res.body.length).toBeLessThan(200 * 1024);
+    expect(res.body.subarray(0, 8192).every((b) => b === 97)).toBe(true);
+    // The connection was drained: the next request on it is answered too.
+    expect((await client.send(longUrl, event())).status).toBe(200);
+  });
+
+  it("sink delivery - one signal shared by attempts in flight cancels them all, with one listener on it", async () => {
+    const stop = new AbortController();
+    // Finished attempts leave nothing on the signal.
+    for (let i = 0; i < 20; i++) await client.send(sink.url, event(), { signal: stop.signal });
+    expect(getEventListeners(stop.signal, "abort")).toHaveLength(1);
+    sink.reset();
+    sink.answers = [{ status: 200, stallMs: 10_000 }];
+    const started = Date.now();
+    const pending = [1, 2, 3].map((i) =>
+      client.send(sink.url, { ...event(), id: `evt-${i}` }, { signal: stop.signal }).catch((e: unknown) => e),
+    );
+    for (let i = 0; i < 100 && sink.received.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(sink.received).toHaveLength(3);
+    expect(getEventListeners(stop.signal, "abort")).toHaveLength(1);
+    stop.abort();
+    const errs = await Promise.all(pending);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    for (const err of errs) {
+      expect(err).toBeInstanceOf(DeliveryError);
+      expect((err as DeliveryError).retriable).toBe(true);
+    }
+  });
+
+  it("sink delivery - an already aborted signal fails the attempt without sending it", async () => {
+    const stop = new AbortController();
+    stop.abort();
+    const err = await client.send(sink.url, event(), { signal: stop.signal }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DeliveryError);
+    expect(sink.received).toHaveLength(0);
+  });
+
+  it("sink delivery - a URL that is not http(s) is a failure naming it, nothing sent", async () => {
+    const err = (await client.send("ftp://127.0.0.1/x", event()).catch((e: unknown) => e)) as DeliveryError;
+    expect(err).toBeInstanceOf(DeliveryError);
+    expect(err.message).toContain("ftp://127.0.0.1/x");
   });
 });
 
