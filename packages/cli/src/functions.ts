@@ -21,6 +21,7 @@ import {
   OfEventsError,
   isSyncFunction,
   newEvent,
+  sendJson,
   type CloudEvent,
   type FunctionResource,
   type Located,
@@ -187,10 +188,7 @@ export async function startFunctionHost(o: {
       const path = (req.url ?? "/").split("?")[0]!.replace(/\/$/, "");
       const entry = sync.get(path);
       const reply = (status: number, body: unknown): void => {
-        if (res.headersSent) return;
-        res
-          .writeHead(status, { "content-type": "application/json" })
-          .end(body === undefined ? "" : JSON.stringify(body));
+        if (!res.headersSent) sendJson(res, status, body);
       };
       if (entry === undefined) {
         req.resume();

@@ -8,7 +8,7 @@
  * ids) next to /metrics; `ofevents events <id>` prints it.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { namespaceOf, type EventSource, type Instrumentation, type Trigger } from "@ofevents/core";
+import { namespaceOf, sendBody, sendJson, type EventSource, type Instrumentation, type Trigger } from "@ofevents/core";
 import type { SourceEvents } from "@ofevents/eventsource";
 import type { TriggerEvents } from "@ofevents/trigger";
 
@@ -157,11 +157,9 @@ export class Journal {
   serve(req: IncomingMessage, res: ServerResponse): boolean {
     const url = new URL(req.url ?? "/", "http://x");
     if (url.pathname !== "/events" && !url.pathname.startsWith("/events/")) return false;
-    const json = (status: number, body: unknown): void => {
-      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
-    };
+    const json = (status: number, body: unknown): void => sendJson(res, status, body);
     if (req.method !== "GET") {
-      res.writeHead(405, { allow: "GET" }).end();
+      sendBody(res, 405, undefined, { allow: "GET" });
       return true;
     }
     if (url.pathname === "/events" || url.pathname === "/events/") {

@@ -12,6 +12,7 @@ import {
   OfEventsError,
   formatIssue,
   namespaceOf,
+  sendBody,
   serveMetrics,
   type Logger,
   type Metrics,
@@ -199,15 +200,15 @@ async function startHealth(
   const server = createServer((req, res) => {
     if (serveMetrics(metrics, req, res)) return;
     const path = (req.url ?? "/").split("?")[0];
-    if (path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+    if (path === "/healthz") return sendBody(res, 200, "ok", { "content-type": "text/plain" });
     if (path === "/readyz") {
       void readiness().then((reason) => {
-        if (reason === undefined) res.writeHead(200, { "content-type": "text/plain" }).end("ready");
-        else res.writeHead(503, { "content-type": "text/plain" }).end(`not ready: ${reason}`);
+        if (reason === undefined) sendBody(res, 200, "ready", { "content-type": "text/plain" });
+        else sendBody(res, 503, `not ready: ${reason}`, { "content-type": "text/plain" });
       });
       return;
     }
-    res.writeHead(404).end();
+    sendBody(res, 404);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

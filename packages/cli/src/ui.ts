@@ -20,6 +20,8 @@ import type { AddressInfo } from "node:net";
 import {
   createExpressionEngine,
   namespaceOf,
+  sendBody,
+  sendJson,
   type CloudEvent,
   type Logger,
   type Manifests,
@@ -259,14 +261,12 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://x");
     const path = url.pathname;
-    const json = (status: number, v: unknown): void => {
-      res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" }).end(JSON.stringify(v));
-    };
+    const json = (status: number, v: unknown): void => sendJson(res, status, v, { "cache-control": "no-store" });
     const asset = ASSETS[path];
     if (asset !== undefined && req.method === "GET") {
       const file = new URL(`../ui/${asset}`, import.meta.url);
       const type = TYPES[asset.slice(asset.lastIndexOf(".") + 1)]!;
-      res.writeHead(200, { "content-type": type, "cache-control": "no-store" }).end(await readFile(file));
+      sendBody(res, 200, await readFile(file), { "content-type": type, "cache-control": "no-store" });
       return;
     }
     if (o.journal.serve(req, res)) return;
@@ -287,10 +287,7 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
       const status = err instanceof HttpError ? err.status : 500;
       if (status === 500) log.warn({ err, url: req.url }, "page request failed");
       if (res.headersSent) res.end();
-      else
-        res
-          .writeHead(status, { "content-type": "application/json" })
-          .end(JSON.stringify({ error: (err as Error).message }));
+      else sendJson(res, status, { error: (err as Error).message });
     });
   });
   const listen = (port: number): Promise<void> =>

@@ -1,6 +1,7 @@
 /** The controller's `/healthz`, `/readyz` and `/metrics`, and the `/metrics`-only server. */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { sendBody } from "@ofevents/core";
 
 export interface HealthState {
   stopped: boolean;
@@ -19,20 +20,20 @@ export function healthServers(state: () => HealthState, metricsText: () => strin
     const path = (req.url ?? "/").split("?")[0];
     const { stopped, synced, leader } = state();
     if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405).end();
+      sendBody(res, 405, undefined, { allow: "GET, HEAD" });
     } else if (path === "/metrics") {
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(metricsText());
+      sendBody(res, 200, metricsText(), { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
     } else if (metricsOnly) {
-      res.writeHead(404).end();
+      sendBody(res, 404);
     } else if (path === "/healthz") {
-      res.writeHead(stopped ? 503 : 200, { "content-type": "text/plain" }).end(stopped ? "stopping\n" : "ok\n");
+      sendBody(res, stopped ? 503 : 200, stopped ? "stopping\n" : "ok\n", { "content-type": "text/plain" });
     } else if (path === "/readyz") {
       // Ready once the informers listed their objects; the body says whether it reconciles.
       const ok = synced && !stopped;
       const body = !ok ? "informers not synced\n" : leader ? "ready: leader\n" : "ready: standby\n";
-      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(body);
+      sendBody(res, ok ? 200 : 503, body, { "content-type": "text/plain" });
     } else {
-      res.writeHead(404).end();
+      sendBody(res, 404);
     }
   }
 

@@ -106,6 +106,7 @@ export type { LogFormat, LogLevel, Logger, LoggerOptions } from "./logger.js";
 export { createInstrumentation } from "./instrumentation.js";
 export type { Instrumentation, Listener } from "./instrumentation.js";
 export { createMetrics, serveMetrics, startMetricsServer } from "./metrics.js";
+export { sendBody, sendJson } from "./http.js";
 export type { BusLabels, Metrics, MetricsOptions, MetricsServer, SourceLabels, TriggerLabels } from "./metrics.js";
 
 export { createExpressionEngine } from "./expr/jsonata.js";

@@ -9,6 +9,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { sendBody } from "./http.js";
 
 /** The part of an `Instrumentation<E>` that metrics need. */
 export interface Observable<E> {
@@ -627,16 +628,16 @@ export function createMetrics(registry: Registry = new Registry(), options: Metr
 export function serveMetrics(metrics: Metrics, req: IncomingMessage, res: ServerResponse): boolean {
   if ((req.url ?? "/").split("?")[0] !== "/metrics") return false;
   if (req.method !== "GET" && req.method !== "HEAD") {
-    res.writeHead(405, { allow: "GET, HEAD" }).end();
+    sendBody(res, 405, undefined, { allow: "GET, HEAD" });
     return true;
   }
   metrics.text().then(
     (text) => {
-      res.writeHead(200, { "content-type": metrics.contentType });
-      res.end(req.method === "HEAD" ? undefined : text);
+      // Node sends no body to a HEAD request; the length is the GET answer's.
+      sendBody(res, 200, text, { "content-type": metrics.contentType });
     },
     (err: unknown) => {
-      res.writeHead(500, { "content-type": "text/plain" }).end(`collecting metrics failed: ${(err as Error).message}`);
+      sendBody(res, 500, `collecting metrics failed: ${(err as Error).message}`, { "content-type": "text/plain" });
     },
   );
   return true;
@@ -661,7 +662,7 @@ export async function startMetricsServer(
   },
 ): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
-    if (!serveMetrics(metrics, req, res) && options.also?.(req, res) !== true) res.writeHead(404).end();
+    if (!serveMetrics(metrics, req, res) && options.also?.(req, res) !== true) sendBody(res, 404);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -6,9 +6,8 @@
  * it (without the sink's URL or answer). Used by the webhook and generic sources.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { BusError, DeliveryError, EventError, OfEventsError } from "@ofevents/core";
+import { BusError, DeliveryError, EventError, OfEventsError, sendJson } from "@ofevents/core";
 import type { Dispatch, DispatchInit, RejectReason, RunningSource, SourceContext } from "./types.js";
-import { sendJson } from "./webhook-server.js";
 
 /** The default largest body, in bytes. */
 export const DEFAULT_MAX_PAYLOAD = 1_048_576;

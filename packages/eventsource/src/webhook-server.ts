@@ -4,7 +4,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Logger } from "@ofevents/core";
+import { sendBody, sendJson, type Logger } from "@ofevents/core";
 
 /** The most bytes of request line and headers a webhook port reads; more is answered 431. */
 export const MAX_HEADER_SIZE = 16 * 1024;
@@ -32,20 +32,6 @@ export interface WebhookServers {
 /** `Retry-After` (seconds) of the 503 answered while shutting down. */
 const SHUTDOWN_RETRY_AFTER_S = 5;
 
-/**
- * Answers with a JSON body and its length: headers written before the body without a length make
- * node send the body chunked (more bytes and writes on every answer, and more parsing for the caller).
- */
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": String(Buffer.byteLength(text)),
-    ...headers,
-  });
-  res.end(text);
-}
-
 interface Listener {
   server: Server;
   routes: WebhookRoute[];
@@ -61,7 +47,7 @@ export function createWebhookServers(options: { host?: string | undefined; logge
   function dispatch(l: Listener, req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     if (path === "/health" && req.method === "GET") {
-      res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+      sendBody(res, 200, "ok", { "content-type": "text/plain" });
       return;
     }
     if (!accepting) {
