@@ -105,6 +105,36 @@ describe("jetstream publish", () => {
     }
   });
 
+  it("jetstream publish - each publish times out at its own deadline: a short one after a long one is not held back", async () => {
+    const nc = await conn();
+    const responder = await conn();
+    try {
+      const silent = uniq("pub.silent");
+      responder.subscribe(silent, { callback: () => undefined });
+      await responder.flush();
+      const p = new JetStreamPublisher(nc);
+      const long = natsFailure(p.publish(silent, new Uint8Array(1), "long", 60_000));
+      const started = Date.now();
+      const short = await natsFailure(p.publish(silent, new Uint8Array(1), "short", 300));
+      const took = Date.now() - started;
+      expect(short.code).toBe(NatsErrorCode.Timeout);
+      expect(took).toBeGreaterThanOrEqual(290);
+      expect(took).toBeLessThan(5_000);
+      // The long one still waits, and the next short one times out on its own deadline too.
+      expect(p.waiting).toBe(1);
+      expect((await natsFailure(p.publish(silent, new Uint8Array(1), "short-2", 200))).code).toBe(
+        NatsErrorCode.Timeout,
+      );
+      expect(p.waiting).toBe(1);
+      await nc.close();
+      expect((await long).code).toBe(NatsErrorCode.ConnectionClosed);
+      expect(p.waiting).toBe(0);
+    } finally {
+      await responder.close();
+      if (!nc.isClosed()) await nc.close();
+    }
+  });
+
   it("jetstream publish - a denied publish fails with PermissionsViolation at once; others on the connection go on", async () => {
     const nc = await conn();
     try {
