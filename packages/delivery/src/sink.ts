@@ -177,8 +177,8 @@ class PostError extends Error {
 
 /**
  * POSTs through `agent` with undici's dispatch handler: the answer's first 64 KiB are kept and the
- * rest drained. undici's `request()` builds a body stream and an async resource per request; this
- * costs about half the client CPU per request of `request()` (bench/parts.ts, the sink part).
+ * rest drained. undici's `request()` builds a body stream and an async resource per request; the
+ * sink client's CPU per request is about two thirds of `request()`'s (bench/parts.ts, the sink part).
  */
 function post(
   agent: Dispatcher,
