@@ -159,12 +159,6 @@ function target(url: string): Target {
   return t;
 }
 
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
-
 /** Why a POST failed: before an answer came (`connect`: refused, timed out, aborted) or while reading it. */
 class PostError extends Error {
   constructor(
@@ -187,8 +181,8 @@ function post(
   body: string | Uint8Array,
   timeoutMs: number,
   signal: AbortSignal | undefined,
-): Promise<Answer> {
-  return new Promise<Answer>((resolve, reject) => {
+): Promise<SinkResponse> {
+  return new Promise<SinkResponse>((resolve, reject) => {
     if (signal?.aborted) {
       reject(new PostError("connect", signal.reason));
       return;
@@ -203,7 +197,7 @@ function post(
     let controller: Dispatcher.DispatchController | undefined;
     let abortedWith: { reason: Error } | undefined;
     let status = 0;
-    let answerHeaders: Record<string, string | string[] | undefined> = {};
+    let answerHeaders: SinkResponse["headers"] = {};
     let chunks: Buffer[] | undefined;
     let first: Buffer | undefined;
     let size = 0;
@@ -316,7 +310,7 @@ export function createSinkClient(options: SinkClientOptions = {}): SinkClient {
     const { headers, body } = message;
     headers["idempotency-key"] = idempotencyKey(event);
     if (trace !== undefined) Object.assign(headers, trace);
-    let res: Answer;
+    let res: SinkResponse;
     try {
       res = await post(agent, url, headers, body === undefined ? "" : body, timeoutMs, o.signal);
     } catch (e) {
